@@ -1,0 +1,278 @@
+//! Wiring: builds every component from [`Settings`], runs until `shutdown` is cancelled,
+//! reloads on SIGHUP or `POST /-/reload`, and shuts down in order (schedulers, then the
+//! engine, which flushes the store, then alert delivery, then the HTTP server).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::alert::Alerts;
+use crate::clock::Clock;
+use crate::config::{self, ConfigSource, Settings};
+use crate::engine::{Control, Engine, Snapshot};
+use crate::http::{AppState, ReloadRequest, router};
+use crate::metrics::Metrics;
+use crate::probe::{Prober, ProberError};
+use crate::scheduler::{self, SchedulerContext};
+use crate::store::{Store, StoreError};
+
+/// Probes allowed in flight at once, across all targets.
+pub const MAX_PROBES_IN_FLIGHT: usize = 1024;
+
+/// How long pending alerts may still be delivered during shutdown.
+const ALERT_DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Prober(#[from] ProberError),
+    #[error("cannot install the SIGHUP handler: {0}")]
+    Signal(std::io::Error),
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs the daemon on `listener` until `shutdown` is cancelled. `source` is where a
+/// reload reads the configuration again; `settings` is its current, validated content.
+pub async fn run(
+    source: ConfigSource,
+    settings: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), AppError> {
+    let clock = Clock::system();
+    let settings = Arc::new(settings);
+    let metrics = Arc::new(Metrics::new());
+    metrics.config_reload_ok.set(1);
+    metrics
+        .config_reload_timestamp
+        .set(clock.now().timestamp() as f64);
+
+    let (store, restored) = Store::open(settings.storage.sqlite.clone()).await?;
+    let prober = Prober::new()?;
+    let mut hangups = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
+
+    let alert_tracker = TaskTracker::new();
+    let alert_token = CancellationToken::new();
+    let now = clock.now();
+    let announced: Vec<_> = restored
+        .open_incidents
+        .iter()
+        .map(|i| i.view(now))
+        .collect();
+    let alerts = Alerts::start(
+        &settings.receivers,
+        &announced,
+        &metrics,
+        clock,
+        &alert_tracker,
+        &alert_token,
+    );
+    let (engine, snapshot) = Engine::new(
+        Arc::clone(&settings),
+        restored,
+        store.clone(),
+        alerts,
+        Arc::clone(&metrics),
+        clock,
+    );
+    let (report_tx, report_rx) = mpsc::channel(4096);
+    let (control_tx, control_rx) = mpsc::channel(4);
+    let engine_token = CancellationToken::new();
+    let engine_task = tokio::spawn(engine.run(report_rx, control_rx, engine_token.clone()));
+
+    let scheduler_ctx = SchedulerContext {
+        prober,
+        in_flight: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
+        reports: report_tx,
+        metrics: Arc::clone(&metrics),
+        clock,
+    };
+    let mut generation = Generation::start(&settings, &scheduler_ctx);
+
+    let (settings_tx, settings_rx) = watch::channel(Arc::clone(&settings));
+    let (ready_tx, ready_rx) = watch::channel(false);
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let state = AppState {
+        snapshot: snapshot.clone(),
+        settings: settings_rx,
+        store: store.clone(),
+        metrics: Arc::clone(&metrics),
+        reload: reload_tx,
+        ready: ready_rx,
+        clock,
+    };
+    let address = listener.local_addr().map_err(AppError::Serve)?;
+    let http_token = CancellationToken::new();
+    let server = axum::serve(listener, router(state))
+        .with_graceful_shutdown(http_token.clone().cancelled_owned());
+    let server_task = tokio::spawn(async move { server.await });
+    ready_tx.send_replace(true);
+    tracing::info!(
+        listen = %address,
+        targets = settings.topology.targets.len(),
+        services = settings.topology.services.len(),
+        receivers = settings.receivers.len(),
+        "tocsin running"
+    );
+
+    let mut reloader = Reloader {
+        source,
+        current: settings,
+        metrics: Arc::clone(&metrics),
+        control: control_tx,
+        settings: settings_tx,
+        snapshot,
+        clock,
+        alert_tracker: alert_tracker.clone(),
+        alert_token: alert_token.clone(),
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = hangups.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = reloader.reload(&mut generation, &scheduler_ctx).await;
+            }
+            Some(reply) = reload_rx.recv() => {
+                let result = reloader.reload(&mut generation, &scheduler_ctx).await;
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    tracing::info!("shutting down");
+    ready_tx.send_replace(false);
+    generation.stop().await;
+    engine_token.cancel();
+    let _ = engine_task.await;
+    drop(reloader);
+    // The engine's alert handle is gone: routers end, deliverers drain their queues.
+    alert_tracker.close();
+    if tokio::time::timeout(ALERT_DRAIN_GRACE, alert_tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("alerts still pending at shutdown were not delivered");
+        alert_token.cancel();
+        alert_tracker.wait().await;
+    }
+    http_token.cancel();
+    match server_task.await {
+        Ok(result) => result.map_err(AppError::Serve)?,
+        Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+    }
+    drop(store);
+    Ok(())
+}
+
+/// The scheduler tasks of one configuration.
+struct Generation {
+    tracker: TaskTracker,
+    token: CancellationToken,
+}
+
+impl Generation {
+    fn start(settings: &Settings, ctx: &SchedulerContext) -> Self {
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        scheduler::spawn(&settings.topology, ctx, &tracker, &token);
+        Generation { tracker, token }
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
+
+struct Reloader {
+    source: ConfigSource,
+    current: Arc<Settings>,
+    metrics: Arc<Metrics>,
+    control: mpsc::Sender<Control>,
+    settings: watch::Sender<Arc<Settings>>,
+    snapshot: watch::Receiver<Arc<Snapshot>>,
+    clock: Clock,
+    alert_tracker: TaskTracker,
+    alert_token: CancellationToken,
+}
+
+impl Reloader {
+    /// Loads and applies the configuration atomically; on any error the running one stays.
+    async fn reload(
+        &mut self,
+        generation: &mut Generation,
+        ctx: &SchedulerContext,
+    ) -> Result<(), String> {
+        let source = self.source.clone();
+        let loaded = tokio::task::spawn_blocking(move || config::load(&source))
+            .await
+            .map_err(|e| e.to_string())?;
+        let new = match loaded {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                self.metrics.config_reload_ok.set(0);
+                for line in e.to_string().lines() {
+                    tracing::error!(source = %self.source, "{line}");
+                }
+                tracing::error!("configuration refused; the running configuration stays");
+                return Err(e.to_string());
+            }
+        };
+        if new.server.listen != self.current.server.listen
+            || new.storage != self.current.storage
+        {
+            tracing::warn!("server.listen and storage changes take effect after a restart");
+        }
+        let announced = self.snapshot.borrow().open_incidents.clone();
+        let alerts = Alerts::start(
+            &new.receivers,
+            &announced,
+            &self.metrics,
+            self.clock,
+            &self.alert_tracker,
+            &self.alert_token,
+        );
+        let old = std::mem::replace(generation, Generation::start_paused());
+        old.stop().await;
+        if self
+            .control
+            .send(Control::Reconfigure(Arc::clone(&new), alerts))
+            .await
+            .is_err()
+        {
+            return Err("the engine has stopped".to_string());
+        }
+        *generation = Generation::start(&new, ctx);
+        self.settings.send_replace(Arc::clone(&new));
+        self.current = new;
+        self.metrics.config_reload_ok.set(1);
+        self.metrics
+            .config_reload_timestamp
+            .set(self.clock.now().timestamp() as f64);
+        tracing::info!(
+            targets = self.current.topology.targets.len(),
+            "configuration reloaded"
+        );
+        Ok(())
+    }
+}
+
+impl Generation {
+    /// A generation with no tasks, standing in while the next one is prepared.
+    fn start_paused() -> Self {
+        Generation {
+            tracker: TaskTracker::new(),
+            token: CancellationToken::new(),
+        }
+    }
+}

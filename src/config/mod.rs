@@ -1,0 +1,190 @@
+//! The configuration file: TOML through the `config` crate, `TOCSIN__…` environment
+//! overrides, strict deserialization, then validation into runtime [`Settings`].
+//!
+//! Each component keeps its own config struct next to its code (`http::ServerConfig`,
+//! `scheduler::TargetConfig`, `alert::ReceiverConfig`, …); this module only assembles them.
+//! Validation ([`validate`]) reports every problem at once, each with its key path.
+
+mod validate;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::alert::{ReceiverConfig, ReceiverSpec};
+use crate::http::{ServerConfig, ServerSettings};
+use crate::incident::{IncidentsConfig, IncidentSettings};
+use crate::scheduler::{DefaultsConfig, TargetConfig};
+use crate::store::{StorageConfig, StorageSettings};
+use crate::topology::{GroupConfig, MaintenanceConfig, ServiceConfig, Topology};
+
+/// The file as written, before validation.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub vantage: VantageConfig,
+    #[serde(default)]
+    pub defaults: DefaultsConfig,
+    #[serde(default)]
+    pub services: Vec<ServiceConfig>,
+    #[serde(default)]
+    pub groups: Vec<GroupConfig>,
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub maintenances: Vec<MaintenanceConfig>,
+    #[serde(default)]
+    pub receivers: Vec<ReceiverConfig>,
+    #[serde(default)]
+    pub incidents: IncidentsConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VantageConfig {
+    /// Where this instance probes from; the `vantage` label.
+    #[serde(default = "default_vantage")]
+    pub name: String,
+}
+
+impl Default for VantageConfig {
+    fn default() -> Self {
+        Self {
+            name: default_vantage(),
+        }
+    }
+}
+
+fn default_vantage() -> String {
+    "default".to_string()
+}
+
+/// Everything the daemon runs on, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub storage: StorageSettings,
+    pub vantage: String,
+    pub topology: Arc<Topology>,
+    pub receivers: Vec<ReceiverSpec>,
+    pub incidents: IncidentSettings,
+}
+
+/// Where the configuration comes from; kept so that a reload reads the same place again.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    File(PathBuf),
+    /// An embedded TOML document (the demo).
+    Inline(String),
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::File(p) => write!(f, "{}", p.display()),
+            ConfigSource::Inline(_) => f.write_str("<embedded>"),
+        }
+    }
+}
+
+/// One validation problem: `targets[3].probe.url: relative URL without a base`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found, in file order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Issues(Vec<Issue>);
+
+impl Issues {
+    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Issue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Issue> {
+        self.0.iter()
+    }
+}
+
+impl fmt::Display for Issues {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, issue) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{issue}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing, is not TOML, or does not fit the schema (unknown key, bad type).
+    #[error("{0}")]
+    Load(#[from] ::config::ConfigError),
+    /// The file fits the schema but its values do not hold together.
+    #[error("{0}")]
+    Invalid(Issues),
+}
+
+/// Reads, deserializes and validates the configuration.
+pub fn load(source: &ConfigSource) -> Result<Settings, ConfigError> {
+    let file = read(source)?;
+    validate::validate(&file).map_err(ConfigError::Invalid)
+}
+
+/// Reads and deserializes, with `TOCSIN__SECTION__KEY` environment overrides.
+pub fn read(source: &ConfigSource) -> Result<FileConfig, ConfigError> {
+    use ::config::{Environment, File, FileFormat};
+    let builder = ::config::Config::builder();
+    let builder = match source {
+        ConfigSource::File(path) => builder.add_source(
+            File::from(path.as_path())
+                .format(FileFormat::Toml)
+                .required(true),
+        ),
+        ConfigSource::Inline(text) => builder.add_source(File::from_str(text, FileFormat::Toml)),
+    };
+    let merged = builder
+        .add_source(
+            Environment::with_prefix("TOCSIN")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()?;
+    Ok(merged.try_deserialize()?)
+}
+
+/// `humantime` rendering for messages: `5s`, `1m 30s`.
+pub(crate) fn human(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}

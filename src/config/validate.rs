@@ -1,0 +1,313 @@
+//! Cross-field validation: references, uniqueness, timing rules. Collects every problem.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{FileConfig, Issues, Settings, human};
+use crate::topology::{Group, GroupMode, Maintenance, Service, Target, TargetLabels, Topology};
+
+pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
+    let mut issues = Issues::default();
+    let server = file.server.build("server", &mut issues);
+    let storage = file.storage.build("storage", &mut issues);
+    let incidents = file.incidents.build(&file.defaults, "incidents", &mut issues);
+    check_defaults(file, &mut issues);
+    let topology = build_topology(file, &mut issues);
+    let mut receivers = Vec::new();
+    let mut receiver_names = HashMap::new();
+    for (i, r) in file.receivers.iter().enumerate() {
+        let path = format!("receivers[{i}]");
+        if let Some(first) = receiver_names.insert(r.name.as_str(), i) {
+            issues.push(
+                format!("{path}.name"),
+                format!("duplicate name `{}` (first at receivers[{first}])", r.name),
+            );
+        }
+        if let Some(spec) = r.build(&path, &mut issues) {
+            receivers.push(spec);
+        }
+    }
+    if !issues.is_empty() {
+        return Err(issues);
+    }
+    let (Some(server), Some(storage), Some(incidents)) = (server, storage, incidents) else {
+        unreachable!("a component that fails to build records an issue");
+    };
+    Ok(Settings {
+        server,
+        storage,
+        vantage: file.vantage.name.clone(),
+        topology: Arc::new(topology),
+        receivers,
+        incidents,
+    })
+}
+
+fn check_defaults(file: &FileConfig, issues: &mut Issues) {
+    let d = &file.defaults;
+    check_timing(
+        "defaults",
+        d.interval,
+        d.timeout,
+        d.failure_threshold,
+        d.success_threshold,
+        issues,
+    );
+    if d.resolve_after.is_zero() {
+        issues.push("defaults.resolve_after", "must be greater than zero");
+    }
+}
+
+fn check_timing(
+    path: &str,
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+    failure_threshold: u32,
+    success_threshold: u32,
+    issues: &mut Issues,
+) {
+    if interval.is_zero() {
+        issues.push(format!("{path}.interval"), "must be greater than zero");
+    }
+    if timeout.is_zero() {
+        issues.push(format!("{path}.timeout"), "must be greater than zero");
+    } else if timeout >= interval && !interval.is_zero() {
+        issues.push(
+            format!("{path}.timeout"),
+            format!(
+                "{} must be shorter than the interval ({})",
+                human(timeout),
+                human(interval)
+            ),
+        );
+    }
+    if failure_threshold < 1 {
+        issues.push(format!("{path}.failure_threshold"), "must be at least 1");
+    }
+    if success_threshold < 1 {
+        issues.push(format!("{path}.success_threshold"), "must be at least 1");
+    }
+}
+
+/// Records `id` under `path`, reporting a duplicate.
+fn unique<'a>(
+    seen: &mut HashMap<&'a str, String>,
+    id: &'a str,
+    path: String,
+    issues: &mut Issues,
+) {
+    if id.trim().is_empty() {
+        issues.push(format!("{path}.id"), "must not be empty");
+    } else if let Some(first) = seen.get(id) {
+        issues.push(
+            format!("{path}.id"),
+            format!("duplicate id `{id}` (first at {first})"),
+        );
+    } else {
+        seen.insert(id, path);
+    }
+}
+
+fn build_topology(file: &FileConfig, issues: &mut Issues) -> Topology {
+    let mut topo = Topology::default();
+    let mut service_ids = HashMap::new();
+    for (i, s) in file.services.iter().enumerate() {
+        unique(&mut service_ids, &s.id, format!("services[{i}]"), issues);
+        if s.subscribers == Some(0) {
+            issues.push(format!("services[{i}].subscribers"), "must be at least 1");
+        }
+        topo.services.push(Service {
+            id: s.id.clone(),
+            name: s.name.clone().unwrap_or_else(|| s.id.clone()),
+            subscribers: s.subscribers.unwrap_or(0),
+            class: s.class,
+            groups: Vec::new(),
+        });
+    }
+
+    let mut group_ids = HashMap::new();
+    for (i, g) in file.groups.iter().enumerate() {
+        unique(&mut group_ids, &g.id, format!("groups[{i}]"), issues);
+        let Some(service) = topo.service_index(&g.service) else {
+            issues.push(
+                format!("groups[{i}].service"),
+                format!("unknown service `{}`", g.service),
+            );
+            continue;
+        };
+        topo.groups.push(Group {
+            id: g.id.clone(),
+            service,
+            platform: g.platform.clone(),
+            region: g.region.clone(),
+            subscribers: g.subscribers,
+            mode: g.mode,
+            targets: Vec::new(),
+        });
+    }
+
+    let d = &file.defaults;
+    let mut target_ids = HashMap::new();
+    for (i, t) in file.targets.iter().enumerate() {
+        let path = format!("targets[{i}]");
+        unique(&mut target_ids, &t.id, path.clone(), issues);
+        let interval = t.interval.unwrap_or(d.interval);
+        let timeout = t.timeout.unwrap_or(d.timeout);
+        let failure_threshold = t.failure_threshold.unwrap_or(d.failure_threshold);
+        let success_threshold = t.success_threshold.unwrap_or(d.success_threshold);
+        // A target that only inherits is covered by the `defaults` check.
+        if t.interval.is_some()
+            || t.timeout.is_some()
+            || t.failure_threshold.is_some()
+            || t.success_threshold.is_some()
+        {
+            check_timing(
+                &path,
+                interval,
+                timeout,
+                failure_threshold,
+                success_threshold,
+                issues,
+            );
+        }
+        let probe = t.probe.build(&format!("{path}.probe"), issues);
+
+        let mut groups = Vec::new();
+        match (&t.service, t.groups.is_empty()) {
+            (Some(_), false) => {
+                issues.push(path.clone(), "set either `groups` or `service`, not both");
+            }
+            (None, true) => {
+                issues.push(path.clone(), "set `groups` or `service`");
+            }
+            (None, false) => {
+                for key in ["region", "platform", "subscribers"] {
+                    let set = match key {
+                        "region" => t.region.is_some(),
+                        "platform" => t.platform.is_some(),
+                        _ => t.subscribers.is_some(),
+                    };
+                    if set {
+                        issues.push(
+                            format!("{path}.{key}"),
+                            "only allowed with the `service` shorthand; set it on the group",
+                        );
+                    }
+                }
+                for (j, gid) in t.groups.iter().enumerate() {
+                    match topo.group_index(gid) {
+                        Some(g) if !groups.contains(&g) => groups.push(g),
+                        Some(_) => issues.push(
+                            format!("{path}.groups[{j}]"),
+                            format!("group `{gid}` listed twice"),
+                        ),
+                        None => issues.push(
+                            format!("{path}.groups[{j}]"),
+                            format!("unknown group `{gid}`"),
+                        ),
+                    }
+                }
+            }
+            (Some(sid), true) => match topo.service_index(sid) {
+                None => issues.push(format!("{path}.service"), format!("unknown service `{sid}`")),
+                Some(service) => {
+                    if let Some(first) = group_ids.get(t.id.as_str()) {
+                        issues.push(
+                            format!("{path}.id"),
+                            format!("its implicit group clashes with the group at {first}"),
+                        );
+                    }
+                    topo.groups.push(Group {
+                        id: t.id.clone(),
+                        service,
+                        platform: t.platform.clone(),
+                        region: t.region.clone(),
+                        subscribers: t.subscribers.unwrap_or(1),
+                        mode: GroupMode::Any,
+                        targets: Vec::new(),
+                    });
+                    groups.push(topo.groups.len() - 1);
+                }
+            },
+        }
+        let Some(probe) = probe else { continue };
+        let index = topo.targets.len();
+        for &g in &groups {
+            topo.groups[g].targets.push(index);
+        }
+        let labels = labels(&topo, &groups);
+        topo.targets.push(Target {
+            id: t.id.clone(),
+            groups,
+            interval,
+            timeout,
+            failure_threshold,
+            success_threshold,
+            degraded_latency: t.degraded_latency.unwrap_or(d.degraded_latency),
+            probe,
+            labels,
+        });
+    }
+
+    for (gi, g) in topo.groups.iter().enumerate() {
+        topo.services[g.service].groups.push(gi);
+    }
+    for s in &mut topo.services {
+        if s.subscribers == 0 {
+            s.subscribers = s.groups.iter().map(|&g| topo.groups[g].subscribers).sum();
+        }
+    }
+
+    for (i, m) in file.maintenances.iter().enumerate() {
+        let path = format!("maintenances[{i}]");
+        if m.ends_at <= m.starts_at {
+            issues.push(format!("{path}.ends_at"), "must be after starts_at");
+        }
+        let mut services = Vec::new();
+        for (j, sid) in m.services.iter().enumerate() {
+            match topo.service_index(sid) {
+                Some(s) => services.push(s),
+                None => issues.push(
+                    format!("{path}.services[{j}]"),
+                    format!("unknown service `{sid}`"),
+                ),
+            }
+        }
+        topo.maintenances.push(Maintenance {
+            services,
+            starts_at: m.starts_at,
+            ends_at: m.ends_at,
+            summary: m.summary.clone(),
+        });
+    }
+    topo
+}
+
+fn labels(topo: &Topology, groups: &[usize]) -> TargetLabels {
+    let join = |values: Vec<&str>| {
+        let mut v: Vec<&str> = values.into_iter().filter(|s| !s.is_empty()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.join(",")
+    };
+    TargetLabels {
+        service: join(
+            groups
+                .iter()
+                .map(|&g| topo.services[topo.groups[g].service].id.as_str())
+                .collect(),
+        ),
+        region: join(
+            groups
+                .iter()
+                .filter_map(|&g| topo.groups[g].region.as_deref())
+                .collect(),
+        ),
+        platform: join(
+            groups
+                .iter()
+                .filter_map(|&g| topo.groups[g].platform.as_deref())
+                .collect(),
+        ),
+    }
+}

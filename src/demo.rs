@@ -1,0 +1,300 @@
+//! `tocsin demo`: simulated voicemail, data and voice endpoints on loopback, an embedded
+//! configuration that watches them, and a scripted outage (platform vm-a fails in every
+//! region right after an update, ~3% of voicemail subscribers). Alerts arrive on a
+//! built-in webhook sink and are logged. The monitor itself is [`crate::app::run`], the
+//! same code path as `tocsin run`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::{self, AppError};
+use crate::config::{self, ConfigError, ConfigSource};
+
+pub const REGIONS: [&str; 4] = ["north", "south", "east", "west"];
+
+pub struct DemoOptions {
+    pub listen: SocketAddr,
+    /// Time acceleration: 2.0 plays the scenario twice as fast.
+    pub speed: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start the simulated endpoints: {0}")]
+    Simulator(std::io::Error),
+    #[error("the embedded configuration is invalid: {0}")]
+    Config(#[from] ConfigError),
+    #[error("--speed must be a positive number")]
+    Speed,
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+/// Platforms the simulator currently fails.
+type Failing = Arc<RwLock<HashSet<String>>>;
+
+pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
+    if !(options.speed.is_finite() && options.speed > 0.0) {
+        return Err(DemoError::Speed);
+    }
+    let scaled = |secs: f64| Duration::from_secs_f64(secs / options.speed);
+    let listener = TcpListener::bind(options.listen)
+        .await
+        .map_err(|source| DemoError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let failing: Failing = Arc::default();
+    let http = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(DemoError::Simulator)?;
+    let voice = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(DemoError::Simulator)?;
+    let http_addr = http.local_addr().map_err(DemoError::Simulator)?;
+    let voice_addr = voice.local_addr().map_err(DemoError::Simulator)?;
+    tokio::spawn(serve_http(http, Arc::clone(&failing), shutdown.clone()));
+    tokio::spawn(serve_voice(voice, shutdown.clone()));
+
+    let db = std::env::temp_dir().join(format!("tocsin-demo-{}.db", std::process::id()));
+    remove_db(&db);
+    let toml = demo_config(http_addr, voice_addr, &db, options.speed);
+    let source = ConfigSource::Inline(toml);
+    let settings = config::load(&source)?;
+
+    tracing::info!(
+        "demo: status page on http://{}/ — the outage starts in {:?}",
+        listener.local_addr().map_err(DemoError::Simulator)?,
+        scaled(20.0)
+    );
+    tokio::spawn(scenario(failing, scaled(15.0), scaled(20.0), scaled(140.0), shutdown.clone()));
+    let result = app::run(source, settings, listener, shutdown).await;
+    remove_db(&db);
+    Ok(result?)
+}
+
+fn remove_db(db: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut path = db.as_os_str().to_owned();
+        path.push(suffix);
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// The scripted outage: an update on vm-a, then vm-a fails everywhere, then recovers.
+async fn scenario(
+    failing: Failing,
+    update_at: Duration,
+    fail_at: Duration,
+    recover_at: Duration,
+    shutdown: CancellationToken,
+) {
+    let start = tokio::time::Instant::now();
+    let steps: [(Duration, &str); 3] = [
+        (update_at, "update"),
+        (fail_at, "fail"),
+        (recover_at, "recover"),
+    ];
+    for (at, step) in steps {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(start + at) => {}
+        }
+        match step {
+            "update" => tracing::info!(
+                "demo: software update registered on voicemail platform vm-a (chg-42)"
+            ),
+            "fail" => {
+                tracing::warn!("demo: platform vm-a stops answering in every region");
+                failing.write().expect("not poisoned").insert("vm-a".into());
+            }
+            _ => {
+                tracing::info!("demo: platform vm-a is back");
+                failing.write().expect("not poisoned").remove("vm-a");
+            }
+        }
+    }
+}
+
+async fn serve_http(listener: TcpListener, failing: Failing, shutdown: CancellationToken) {
+    let app = Router::new()
+        .route("/vm/{platform}/{region}", get(voicemail))
+        .route("/data/{region}", get(|| async { "data session ok" }))
+        .route("/sink", post(sink))
+        .with_state(failing);
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await;
+}
+
+async fn voicemail(
+    State(failing): State<Failing>,
+    Path((platform, _region)): Path<(String, String)>,
+) -> (StatusCode, &'static str) {
+    if failing.read().expect("not poisoned").contains(&platform) {
+        (StatusCode::SERVICE_UNAVAILABLE, "mailbox store unavailable")
+    } else {
+        (StatusCode::OK, "mailbox store ready")
+    }
+}
+
+/// The built-in webhook sink: logs each alert event it receives.
+async fn sink(body: axum::body::Bytes) -> StatusCode {
+    match serde_json::from_slice::<crate::alert::AlertEvent>(&body) {
+        Ok(event) => {
+            let inc = &event.incident;
+            tracing::warn!(
+                "ALERT {} {}: {} {}, {} subscribers at peak, {} user-minutes, scope {}, platforms [{}], regions [{}]",
+                serde_json::to_value(event.kind).unwrap_or_default().as_str().unwrap_or("?"),
+                inc.id,
+                inc.services.join("+"),
+                inc.severity.as_str(),
+                inc.peak_affected,
+                inc.user_minutes,
+                serde_json::to_value(inc.scope).unwrap_or_default().as_str().unwrap_or("?"),
+                inc.platforms.join(", "),
+                inc.regions.join(", "),
+            );
+            StatusCode::NO_CONTENT
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "demo sink: unreadable alert");
+            StatusCode::BAD_REQUEST
+        }
+    }
+}
+
+/// A voice edge that answers every connection with a SIP status line.
+async fn serve_voice(listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        if let Ok((mut stream, _)) = accepted {
+            tokio::spawn(async move {
+                let _ = stream.write_all(b"SIP/2.0 200 OK\r\n\r\n").await;
+            });
+        }
+    }
+}
+
+/// The embedded configuration: three services of 30 M subscribers in four regions.
+pub fn demo_config(
+    http: SocketAddr,
+    voice: SocketAddr,
+    db: &std::path::Path,
+    speed: f64,
+) -> String {
+    let ms = |secs: f64| format!("{}ms", ((secs * 1000.0) / speed).max(50.0).round() as u64);
+    let mut out = format!(
+        r#"[server]
+page_title = "Example Telecom status (demo)"
+
+[storage]
+sqlite = "{db}"
+
+[vantage]
+name = "demo"
+
+[defaults]
+interval = "{interval}"
+timeout = "{timeout}"
+failure_threshold = 3
+success_threshold = 2
+degraded_latency = "{degraded}"
+resolve_after = "{resolve}"
+
+[[services]]
+id = "voicemail"
+name = "Voicemail"
+subscribers = 30_000_000
+class = "feature"
+
+[[services]]
+id = "data"
+name = "Mobile data"
+subscribers = 30_000_000
+class = "internet"
+
+[[services]]
+id = "voice"
+name = "Voice calls"
+subscribers = 30_000_000
+class = "telephony"
+
+[[receivers]]
+name = "demo-sink"
+type = "webhook"
+url = "http://{http}/sink"
+min_severity = "sev4"
+"#,
+        db = db.display().to_string().replace('\\', "\\\\"),
+        interval = ms(5.0),
+        timeout = ms(2.0),
+        degraded = ms(1.5),
+        resolve = ms(60.0),
+    );
+    for region in REGIONS {
+        for (platform, subscribers) in [("vm-a", 225_000), ("vm-b", 7_275_000)] {
+            out.push_str(&format!(
+                r#"
+[[groups]]
+id = "{platform}-{region}"
+service = "voicemail"
+platform = "{platform}"
+region = "{region}"
+subscribers = {subscribers}
+
+[[targets]]
+id = "{platform}-{region}-store"
+groups = ["{platform}-{region}"]
+probe = {{ type = "http", url = "http://{http}/vm/{platform}/{region}", body_contains = "ready" }}
+"#
+            ));
+        }
+        out.push_str(&format!(
+            r#"
+[[groups]]
+id = "data-{region}"
+service = "data"
+platform = "pgw-1"
+region = "{region}"
+subscribers = 7_500_000
+
+[[targets]]
+id = "data-{region}-gw"
+groups = ["data-{region}"]
+probe = {{ type = "http", url = "http://{http}/data/{region}" }}
+
+[[groups]]
+id = "voice-{region}"
+service = "voice"
+platform = "ims-1"
+region = "{region}"
+subscribers = 7_500_000
+
+[[targets]]
+id = "voice-{region}-edge"
+groups = ["voice-{region}"]
+probe = {{ type = "tcp", address = "{voice}", expect_regex = "^SIP/2\\.0 200" }}
+"#
+        ));
+    }
+    out
+}

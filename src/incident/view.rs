@@ -1,0 +1,97 @@
+//! The incident as JSON (SPEC §6.8): the one shape used by the API, webhooks and replay.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ComponentStatus, Impact, Incident, IncidentStatus, Scope, Severity, TimelineEntry,
+};
+use crate::clock::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IncidentView {
+    pub id: String,
+    pub status: IncidentStatus,
+    pub services: Vec<String>,
+    pub platforms: Vec<String>,
+    pub regions: Vec<String>,
+    pub scope: Scope,
+    pub platform_concentrated: bool,
+    pub severity: Severity,
+    pub impact: Impact,
+    pub onset_at: Timestamp,
+    pub detected_at: Timestamp,
+    pub impact_end_at: Option<Timestamp>,
+    pub resolved_at: Option<Timestamp>,
+    pub time_to_detect_seconds: u64,
+    pub duration_seconds: u64,
+    pub peak_affected: u64,
+    pub user_minutes: u64,
+    pub conservative_user_minutes: u64,
+    pub per_service: BTreeMap<String, ServiceFiguresView>,
+    /// Regulatory rule sets (SPEC §6.6); not evaluated yet, so always null.
+    pub reporting: Option<serde_json::Value>,
+    /// The change suspected of causing it (SPEC §6.7); not computed yet, so always null.
+    pub suspected_cause: Option<serde_json::Value>,
+    /// Recurrence over 30 days (SPEC §6.7); not computed yet, so always null.
+    pub recurrence: Option<serde_json::Value>,
+    pub timeline: Vec<TimelineEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceFiguresView {
+    pub name: String,
+    pub component_status: ComponentStatus,
+    pub peak_affected: u64,
+    pub peak_share: f64,
+    pub user_minutes: u64,
+}
+
+impl Incident {
+    /// The JSON view; figures of an open incident are measured to `now`.
+    pub fn view(&self, now: Timestamp) -> IncidentView {
+        let figures = self.figures(now);
+        IncidentView {
+            id: self.id.clone(),
+            status: self.status,
+            services: self.services.keys().cloned().collect(),
+            platforms: self.labels(|g| g.platform.as_ref()),
+            regions: self.labels(|g| g.region.as_ref()),
+            scope: self.scope,
+            platform_concentrated: self.platform_concentrated,
+            severity: self.severity,
+            impact: self.impact,
+            onset_at: self.onset_at,
+            detected_at: self.detected_at,
+            impact_end_at: self.impact_end_at,
+            resolved_at: self.resolved_at,
+            time_to_detect_seconds: figures.time_to_detect.as_secs(),
+            duration_seconds: figures.duration.as_secs(),
+            peak_affected: figures.peak_affected,
+            user_minutes: figures.user_minutes.round() as u64,
+            conservative_user_minutes: figures.conservative_user_minutes.round() as u64,
+            per_service: figures
+                .per_service
+                .iter()
+                .map(|(id, f)| {
+                    let entry = &self.services[id];
+                    (
+                        id.clone(),
+                        ServiceFiguresView {
+                            name: entry.name.clone(),
+                            component_status: entry.component_status,
+                            peak_affected: f.peak_affected,
+                            peak_share: f.peak_share,
+                            user_minutes: f.user_minutes.round() as u64,
+                        },
+                    )
+                })
+                .collect(),
+            reporting: None,
+            suspected_cause: None,
+            recurrence: None,
+            timeline: self.timeline.clone(),
+        }
+    }
+}

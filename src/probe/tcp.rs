@@ -1,0 +1,190 @@
+//! `tcp` probe: connect, optionally send a line and wait for an expected answer.
+
+use regex::bytes::Regex;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{DEFAULT_MAX_READ_BYTES, Phases, ProbeResult, Reason};
+use crate::config::Issues;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProbeConfig {
+    /// `host:port`; IPv6 literals in brackets (`[::1]:5060`).
+    pub address: String,
+    /// Bytes to send once connected (TOML escapes such as `\r\n` apply).
+    #[serde(default)]
+    pub send: Option<String>,
+    /// The peer's answer must match this regular expression before the deadline.
+    #[serde(default)]
+    pub expect_regex: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpSpec {
+    pub address: String,
+    pub send: Option<Vec<u8>>,
+    pub expect: Option<Regex>,
+}
+
+impl TcpProbeConfig {
+    pub fn build(&self, path: &str, issues: &mut Issues) -> Option<TcpSpec> {
+        let before = issues.len();
+        if let Err(message) = check_host_port(&self.address) {
+            issues.push(format!("{path}.address"), message);
+        }
+        let expect = self.expect_regex.as_ref().and_then(|r| match Regex::new(r) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                let msg = e.to_string();
+                let last = msg.lines().map(str::trim).filter(|l| !l.is_empty()).last();
+                issues.push(format!("{path}.expect_regex"), last.unwrap_or(&msg).to_string());
+                None
+            }
+        });
+        if issues.len() > before {
+            return None;
+        }
+        Some(TcpSpec {
+            address: self.address.clone(),
+            send: self.send.as_ref().map(|s| s.as_bytes().to_vec()),
+            expect,
+        })
+    }
+}
+
+/// Checks `host:port` syntax without resolving anything.
+pub fn check_host_port(address: &str) -> Result<(), String> {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("`{address}` is not host:port"));
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(format!("`{address}` has no host"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!("`{address}`: put IPv6 addresses in brackets"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("`{address}` has no valid port")),
+    }
+}
+
+pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
+    let start = Instant::now();
+    let mut phases = Phases::default();
+
+    let addrs = match tokio::time::timeout_at(deadline, tokio::net::lookup_host(&spec.address))
+        .await
+    {
+        Err(_) => return ProbeResult::failure(Reason::Dns, "resolution timed out", start.elapsed()),
+        Ok(Err(e)) => return ProbeResult::failure(Reason::Dns, e.to_string(), start.elapsed()),
+        Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
+    };
+    let Some(addr) = addrs.first().copied() else {
+        return ProbeResult::failure(Reason::Dns, "no address", start.elapsed());
+    };
+    phases.dns = Some(start.elapsed());
+
+    let connect_start = Instant::now();
+    let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+        Err(_) => {
+            return ProbeResult::failure(
+                Reason::ConnectTimeout,
+                format!("connect to {addr} timed out"),
+                start.elapsed(),
+            );
+        }
+        Ok(Err(e)) => {
+            let reason = match e.kind() {
+                std::io::ErrorKind::TimedOut => Reason::ConnectTimeout,
+                _ => Reason::ConnectRefused,
+            };
+            return ProbeResult::failure(reason, format!("{addr}: {e}"), start.elapsed());
+        }
+        Ok(Ok(s)) => s,
+    };
+    phases.connect = Some(connect_start.elapsed());
+
+    if let Some(payload) = &spec.send {
+        match tokio::time::timeout_at(deadline, stream.write_all(payload)).await {
+            Err(_) => {
+                return ProbeResult::failure(Reason::Timeout, "send timed out", start.elapsed());
+            }
+            Ok(Err(e)) => {
+                return ProbeResult::failure(
+                    Reason::Protocol,
+                    format!("send: {e}"),
+                    start.elapsed(),
+                );
+            }
+            Ok(Ok(())) => {}
+        }
+    }
+
+    if let Some(expect) = &spec.expect {
+        let mut received = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut first_byte = None;
+        loop {
+            match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+                Err(_) => {
+                    return ProbeResult::failure(
+                        Reason::Timeout,
+                        format!("expected /{expect}/ not seen before the deadline"),
+                        start.elapsed(),
+                    );
+                }
+                Ok(Err(e)) => {
+                    return ProbeResult::failure(
+                        Reason::Protocol,
+                        format!("read: {e}"),
+                        start.elapsed(),
+                    );
+                }
+                Ok(Ok(0)) => {
+                    return ProbeResult::failure(
+                        Reason::Assertion,
+                        format!("connection closed before /{expect}/ was seen"),
+                        start.elapsed(),
+                    );
+                }
+                Ok(Ok(n)) => {
+                    first_byte.get_or_insert_with(|| start.elapsed());
+                    received.extend_from_slice(&chunk[..n]);
+                    if expect.is_match(&received) {
+                        break;
+                    }
+                    if received.len() as u64 > DEFAULT_MAX_READ_BYTES {
+                        return ProbeResult::failure(
+                            Reason::Assertion,
+                            format!("read {DEFAULT_MAX_READ_BYTES} bytes without /{expect}/"),
+                            start.elapsed(),
+                        );
+                    }
+                }
+            }
+        }
+        phases.first_byte = first_byte;
+    }
+    let total = start.elapsed();
+    phases.total = Some(total);
+    ProbeResult::success(total, phases)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_syntax() {
+        assert!(check_host_port("vm-a.example.net:993").is_ok());
+        assert!(check_host_port("[::1]:5060").is_ok());
+        assert!(check_host_port("::1:5060").is_err());
+        assert!(check_host_port("example.net").is_err());
+        assert!(check_host_port("example.net:0").is_err());
+        assert!(check_host_port(":80").is_err());
+    }
+}

@@ -1,0 +1,226 @@
+//! The scheduler: runs every target's probe on its own interval.
+//!
+//! One lightweight task per target (no OS thread), its first run placed at a stable offset
+//! within the interval (a hash of the id) so a thousand targets do not fire at second 0.
+//! A global semaphore bounds probes in flight; [`Prober::run`] enforces each deadline.
+//! The scheduler knows nothing of incidents: it sends [`ProbeReport`]s to the engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::{Clock, Timestamp};
+use crate::metrics::Metrics;
+use crate::probe::{ProbeConfig, ProbeResult, Prober};
+use crate::topology::Topology;
+
+/// `[defaults]`: per-target keys of the same name override these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsConfig {
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    #[serde(default = "default_success_threshold")]
+    pub success_threshold: u32,
+    #[serde(default = "default_degraded_latency", with = "humantime_serde")]
+    pub degraded_latency: Duration,
+    /// Quiet time before an incident is resolved; global (incidents span targets).
+    #[serde(default = "default_resolve_after", with = "humantime_serde")]
+    pub resolve_after: Duration,
+}
+
+impl Default for DefaultsConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            timeout: default_timeout(),
+            failure_threshold: default_failure_threshold(),
+            success_threshold: default_success_threshold(),
+            degraded_latency: default_degraded_latency(),
+            resolve_after: default_resolve_after(),
+        }
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+fn default_success_threshold() -> u32 {
+    2
+}
+fn default_degraded_latency() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_resolve_after() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `[[targets]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub id: String,
+    /// Groups this target watches. Or use the `service` shorthand.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Shorthand: an implicit group of its own in this service.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// With `service` only: the implicit group's region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// With `service` only: the implicit group's platform.
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// With `service` only: the implicit group's subscribers (default 1).
+    #[serde(default)]
+    pub subscribers: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub failure_threshold: Option<u32>,
+    #[serde(default)]
+    pub success_threshold: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub degraded_latency: Option<Duration>,
+    pub probe: ProbeConfig,
+}
+
+/// One probe run, as the engine receives it.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    /// Index into the topology's targets.
+    pub target: usize,
+    /// The topology the index refers to; reports from a replaced topology are dropped.
+    pub topology: Arc<Topology>,
+    pub started_at: Timestamp,
+    pub result: ProbeResult,
+}
+
+/// What every target task shares.
+#[derive(Clone)]
+pub struct SchedulerContext {
+    pub prober: Prober,
+    pub in_flight: Arc<Semaphore>,
+    pub reports: mpsc::Sender<ProbeReport>,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+}
+
+/// Starts one task per target; they stop when `token` is cancelled.
+pub fn spawn(
+    topology: &Arc<Topology>,
+    ctx: &SchedulerContext,
+    tracker: &TaskTracker,
+    token: &CancellationToken,
+) {
+    for index in 0..topology.targets.len() {
+        tracker.spawn(run_target(
+            Arc::clone(topology),
+            index,
+            ctx.clone(),
+            token.clone(),
+        ));
+    }
+}
+
+/// Offset of a target's first run within its interval: a hash of its id (FNV-1a), so it
+/// stays the same across restarts and reloads.
+pub fn start_offset(target_id: &str, interval: Duration) -> Duration {
+    let hash = target_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let nanos = interval.as_nanos().clamp(1, u128::from(u64::MAX)) as u64;
+    Duration::from_nanos(hash % nanos)
+}
+
+async fn run_target(
+    topology: Arc<Topology>,
+    index: usize,
+    ctx: SchedulerContext,
+    token: CancellationToken,
+) {
+    let target = &topology.targets[index];
+    let first = Instant::now() + start_offset(&target.id, target.interval);
+    let mut ticks = tokio::time::interval_at(first, target.interval);
+    // A probe that overran is not made up for with a burst: the schedule resumes.
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        let planned = tokio::select! {
+            _ = token.cancelled() => return,
+            planned = ticks.tick() => planned,
+        };
+        let permit = tokio::select! {
+            _ = token.cancelled() => return,
+            permit = ctx.in_flight.acquire() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let started = Instant::now();
+        ctx.metrics
+            .scheduler_lag
+            .observe(started.saturating_duration_since(planned).as_secs_f64());
+        ctx.metrics.probes_in_flight.inc();
+        let result = tokio::select! {
+            _ = token.cancelled() => {
+                ctx.metrics.probes_in_flight.dec();
+                return;
+            }
+            result = ctx.prober.run(&target.probe, target.timeout) => result,
+        };
+        ctx.metrics.probes_in_flight.dec();
+        drop(permit);
+        let report = ProbeReport {
+            target: index,
+            topology: Arc::clone(&topology),
+            started_at: ctx.clock.at(started),
+            result,
+        };
+        if ctx.reports.send(report).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_spread_within_the_interval() {
+        let interval = Duration::from_secs(30);
+        let offsets: Vec<Duration> = (0..200)
+            .map(|i| start_offset(&format!("target-{i}"), interval))
+            .collect();
+        assert!(offsets.iter().all(|o| *o < interval));
+        // Spread: each third of the interval gets a fair share of the 200 first runs.
+        for third in 0..3u32 {
+            let lo = interval * third / 3;
+            let hi = interval * (third + 1) / 3;
+            let n = offsets.iter().filter(|o| **o >= lo && **o < hi).count();
+            assert!(n > 40, "third {third} has only {n} of 200 targets");
+        }
+        assert_eq!(
+            start_offset("vm-a-north-imap", interval),
+            start_offset("vm-a-north-imap", interval)
+        );
+    }
+}

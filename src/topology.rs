@@ -1,0 +1,157 @@
+//! Who is behind what: services, groups of subscribers, targets, maintenance windows.
+//!
+//! The subscriber model of SPEC §1 and §5: a target watches one or more groups; a group is
+//! the subscribers of one service behind one platform in one region. Subscribers are
+//! counted per group, so two targets watching the same users never count them twice.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::probe::ProbeSpec;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub id: String,
+    /// Display name; defaults to the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Subscriber base; defaults to the sum of its groups' subscribers.
+    #[serde(default)]
+    pub subscribers: Option<u64>,
+    /// Used by reporting rules.
+    #[serde(default)]
+    pub class: ServiceClass,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceClass {
+    Telephony,
+    Internet,
+    #[default]
+    Feature,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub id: String,
+    pub service: String,
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub subscribers: u64,
+    #[serde(default)]
+    pub mode: GroupMode,
+}
+
+/// How a group's targets combine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupMode {
+    /// Down when any of its targets is down.
+    #[default]
+    Any,
+    /// Down only when all of its targets are down.
+    All,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    pub services: Vec<String>,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    #[serde(default)]
+    pub summary: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub subscribers: u64,
+    pub class: ServiceClass,
+    /// Indexes into [`Topology::groups`].
+    pub groups: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub id: String,
+    /// Index into [`Topology::services`].
+    pub service: usize,
+    pub platform: Option<String>,
+    pub region: Option<String>,
+    pub subscribers: u64,
+    pub mode: GroupMode,
+    /// Indexes into [`Topology::targets`].
+    pub targets: Vec<usize>,
+}
+
+/// A target with its effective settings (defaults applied) and validated probe.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub id: String,
+    /// Indexes into [`Topology::groups`].
+    pub groups: Vec<usize>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    pub success_threshold: u32,
+    pub degraded_latency: Duration,
+    pub probe: ProbeSpec,
+    /// Metric label values, resolved once.
+    pub labels: TargetLabels,
+}
+
+/// `service`, `region` and `platform` label values; comma-joined when the target watches
+/// groups of several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetLabels {
+    pub service: String,
+    pub region: String,
+    pub platform: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Maintenance {
+    /// Indexes into [`Topology::services`].
+    pub services: Vec<usize>,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub summary: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Topology {
+    pub services: Vec<Service>,
+    pub groups: Vec<Group>,
+    pub targets: Vec<Target>,
+    pub maintenances: Vec<Maintenance>,
+}
+
+impl Topology {
+    pub fn service_index(&self, id: &str) -> Option<usize> {
+        self.services.iter().position(|s| s.id == id)
+    }
+
+    pub fn group_index(&self, id: &str) -> Option<usize> {
+        self.groups.iter().position(|g| g.id == id)
+    }
+
+    pub fn target_index(&self, id: &str) -> Option<usize> {
+        self.targets.iter().position(|t| t.id == id)
+    }
+
+    /// Whether a maintenance window covers the service at `at`.
+    pub fn in_maintenance(&self, service: usize, at: Timestamp) -> bool {
+        self.maintenances
+            .iter()
+            .any(|m| m.services.contains(&service) && m.starts_at <= at && at < m.ends_at)
+    }
+}
