@@ -331,7 +331,7 @@ impl Engine {
                 self.count_user_minutes(&inc, now);
                 self.counted_minutes.retain(|(id, _), _| *id != inc.id);
             }
-            self.alerts.dispatch(&AlertEvent {
+            let event = AlertEvent {
                 kind: match kind {
                     EventKind::Opened => AlertType::Opened,
                     EventKind::Updated => AlertType::Updated,
@@ -340,7 +340,11 @@ impl Engine {
                 id: new_event_id(),
                 occurred_at: now,
                 incident: view,
-            });
+            };
+            // Stored first: a crash after an alert never leaves an incident unknown to the
+            // next start, which would announce it a second time.
+            let alerts = self.alerts.clone();
+            self.store.after_commit(move || alerts.dispatch(&event));
         }
     }
 
@@ -353,9 +357,9 @@ impl Engine {
                 .or_insert(0.0);
             if f.user_minutes > *seen {
                 self.metrics
-                    .incident_user_minutes
+                    .incident_user_seconds
                     .with_label_values(&[service.as_str()])
-                    .inc_by(f.user_minutes - *seen);
+                    .inc_by((f.user_minutes - *seen) * 60.0);
                 *seen = f.user_minutes;
             }
         }

@@ -26,7 +26,9 @@ pub struct Metrics {
     service_affected_ratio: GaugeVec,
     pub incidents_open: IntGaugeVec,
     pub incidents_total: IntCounterVec,
-    pub incident_user_minutes: prometheus::CounterVec,
+    /// SPEC §8 names this `tocsin_incident_user_minutes_total`; promtool rejects a
+    /// non-base unit, so it counts subscriber-seconds under a base-unit name.
+    pub incident_user_seconds: prometheus::CounterVec,
     pub alert_deliveries: IntCounterVec,
     pub alert_outbox_pending: IntGaugeVec,
     pub scheduler_lag: Histogram,
@@ -101,10 +103,10 @@ impl Metrics {
                 opts("tocsin_incidents_total", "Incidents opened, by service and severity at opening."),
                 &["service", "severity"]
             )),
-            incident_user_minutes: reg!(prometheus::CounterVec::new(
+            incident_user_seconds: reg!(prometheus::CounterVec::new(
                 opts(
-                    "tocsin_incident_user_minutes_total",
-                    "Subscriber-minutes of impact accumulated by incidents."
+                    "tocsin_incident_user_seconds_total",
+                    "Subscriber-seconds of impact accumulated by incidents (divide by 60 for user-minutes)."
                 ),
                 &["service"]
             )),

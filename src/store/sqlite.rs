@@ -39,6 +39,8 @@ enum Write {
     Target { id: String, detector: String },
     Incident(Box<Incident>),
     Flush(oneshot::Sender<()>),
+    /// Runs once every write queued before it is committed.
+    Then(Box<dyn FnOnce() + Send>),
 }
 
 /// Handle to the store; cheap to clone.
@@ -122,6 +124,14 @@ impl Store {
 
     pub fn save_incident(&self, incident: &Incident) {
         let _ = self.writes.send(Write::Incident(Box::new(incident.clone())));
+    }
+
+    /// Runs `f` on the store thread once every write queued before it is committed (or
+    /// has failed): how the engine makes sure an incident is stored before it is alerted.
+    pub fn after_commit(&self, f: impl FnOnce() + Send + 'static) {
+        if let Err(mpsc::error::SendError(Write::Then(f))) = self.writes.send(Write::Then(Box::new(f))) {
+            f();
+        }
     }
 
     /// Waits until every write sent before this call is committed.
@@ -218,20 +228,21 @@ fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Write>) {
         while let Ok(next) = rx.try_recv() {
             batch.push(next);
         }
-        let mut flushes = Vec::new();
-        if let Err(e) = write_batch(&mut conn, batch, &mut flushes) {
+        let mut after = Vec::new();
+        if let Err(e) = write_batch(&mut conn, batch, &mut after) {
             tracing::error!(error = %e, "store write failed");
         }
-        for f in flushes {
-            let _ = f.send(());
+        for then in after {
+            then();
         }
     }
 }
 
+/// Writes a batch in one transaction; what must wait for the commit goes into `after`.
 fn write_batch(
     conn: &mut Connection,
     batch: Vec<Write>,
-    flushes: &mut Vec<oneshot::Sender<()>>,
+    after: &mut Vec<Box<dyn FnOnce() + Send>>,
 ) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
     for write in batch {
@@ -262,7 +273,10 @@ fn write_batch(
                     ],
                 )?;
             }
-            Write::Flush(done) => flushes.push(done),
+            Write::Flush(done) => after.push(Box::new(move || {
+                let _ = done.send(());
+            })),
+            Write::Then(f) => after.push(f),
         }
     }
     tx.commit()?;
