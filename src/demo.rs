@@ -22,19 +22,9 @@ use crate::config::{self, ConfigError, ConfigSource};
 
 pub const REGIONS: [&str; 4] = ["north", "south", "east", "west"];
 
-pub struct DemoOptions {
-    pub listen: SocketAddr,
-    /// Time acceleration: 2.0 plays the scenario twice as fast.
-    pub speed: f64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
     #[error("cannot start the simulated endpoints: {0}")]
     Simulator(std::io::Error),
     #[error("the embedded configuration is invalid: {0}")]
@@ -48,17 +38,17 @@ pub enum DemoError {
 /// Platforms the simulator currently fails.
 type Failing = Arc<RwLock<HashSet<String>>>;
 
-pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
-    if !(options.speed.is_finite() && options.speed > 0.0) {
+/// Runs the demo, serving the monitor on `listener`; `speed` accelerates the scenario
+/// (2.0 plays it twice as fast).
+pub async fn run(
+    listener: TcpListener,
+    speed: f64,
+    shutdown: CancellationToken,
+) -> Result<(), DemoError> {
+    if !(speed.is_finite() && speed > 0.0) {
         return Err(DemoError::Speed);
     }
-    let scaled = |secs: f64| Duration::from_secs_f64(secs / options.speed);
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| DemoError::Listen {
-            addr: options.listen,
-            source,
-        })?;
+    let scaled = |secs: f64| Duration::from_secs_f64(secs / speed);
     let failing: Failing = Arc::default();
     let http = TcpListener::bind("127.0.0.1:0")
         .await
@@ -73,7 +63,7 @@ pub async fn run(options: DemoOptions, shutdown: CancellationToken) -> Result<()
 
     let db = std::env::temp_dir().join(format!("tocsin-demo-{}.db", std::process::id()));
     remove_db(&db);
-    let toml = demo_config(http_addr, voice_addr, &db, options.speed);
+    let toml = demo_config(http_addr, voice_addr, &db, speed);
     let source = ConfigSource::Inline(toml);
     let settings = config::load(&source)?;
 

@@ -60,10 +60,11 @@ fn main() -> ExitCode {
         Command::Run { config } => exit(runtime().and_then(|rt| rt.block_on(run(config)))),
         Command::Demo { listen, speed } => exit(runtime().and_then(|rt| {
             rt.block_on(async {
-                let shutdown = shutdown_on_signal();
-                tocsin::demo::run(tocsin::demo::DemoOptions { listen, speed }, shutdown)
+                let listener = tokio::net::TcpListener::bind(listen)
                     .await
-                    .map_err(anyhow::Error::from)
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                tocsin::demo::run(listener, speed, shutdown_on_signal()).await?;
+                Ok(())
             })
         })),
     }
@@ -143,8 +144,10 @@ fn init_logging(level: Option<&str>, format: LogFormat) {
         Some(l) => EnvFilter::new(l),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

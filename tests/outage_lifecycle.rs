@@ -250,3 +250,82 @@ send_resolved = false
     assert!(receiver.drain().is_empty());
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incident_rising_above_min_severity_is_announced_then_reminded() {
+    let dir = temp_dir();
+    let small = Target::start().await;
+    let large = Target::start().await;
+    let mut receiver = Receiver::start().await;
+    // Group a holds 0.5% of the base (sev3), group b 2% (sev2).
+    let toml = format!(
+        r#"
+[storage]
+sqlite = "{db}"
+[defaults]
+interval = "100ms"
+timeout = "80ms"
+failure_threshold = 1
+success_threshold = 1
+[[services]]
+id = "voicemail"
+subscribers = 1000
+[[groups]]
+id = "a"
+service = "voicemail"
+platform = "vm-a"
+subscribers = 5
+[[groups]]
+id = "b"
+service = "voicemail"
+platform = "vm-a"
+subscribers = 20
+[[targets]]
+id = "a"
+groups = ["a"]
+probe = {{ type = "http", url = "{small}" }}
+[[targets]]
+id = "b"
+groups = ["b"]
+probe = {{ type = "http", url = "{large}" }}
+[[receivers]]
+name = "all"
+type = "webhook"
+url = "{hook}?who=all"
+[[receivers]]
+name = "pager"
+type = "webhook"
+url = "{hook}?who=pager"
+min_severity = "sev2"
+repeat_interval = "1s"
+"#,
+        db = path_str(&dir.path().join("tocsin.db")),
+        small = small.url(),
+        large = large.url(),
+        hook = receiver.url(),
+    );
+    let daemon = Daemon::start(&toml, dir.path()).await;
+    small.set_status(503);
+    let first = receiver.next().await;
+    assert_eq!(first.query.as_deref(), Some("who=all"));
+    assert_eq!(first.kind(), "incident.opened");
+    assert_eq!(first.event["incident"]["severity"], "sev3");
+
+    large.set_status(503);
+    let mut pager = Vec::new();
+    while pager.len() < 2 {
+        let d = receiver.next().await;
+        if d.query.as_deref() == Some("who=pager") {
+            pager.push(d);
+        } else {
+            assert_eq!(d.kind(), "incident.updated", "the rise is an update for `all`");
+            assert_eq!(d.event["incident"]["severity"], "sev2");
+        }
+    }
+    assert_eq!(pager[0].kind(), "incident.opened", "first news for the pager");
+    assert_eq!(pager[0].event["incident"]["severity"], "sev2");
+    assert_eq!(pager[1].kind(), "incident.reminder");
+    assert_eq!(pager[1].event["incident"]["id"], pager[0].event["incident"]["id"]);
+    assert_ne!(pager[1].event["id"], pager[0].event["id"], "each event has its own id");
+    daemon.stop().await;
+}

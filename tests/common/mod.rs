@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
@@ -160,6 +160,8 @@ impl Target {
 /// One request received by the webhook receiver.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    /// The query string of the receiver URL, to tell receivers apart.
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Vec<u8>,
     pub event: serde_json::Value,
@@ -185,10 +187,12 @@ impl Receiver {
                 "/hook",
                 post(
                     |State(tx): State<mpsc::UnboundedSender<Delivery>>,
+                     RawQuery(query): RawQuery,
                      headers: HeaderMap,
                      body: axum::body::Bytes| async move {
                         let event = serde_json::from_slice(&body).unwrap_or_default();
                         let _ = tx.send(Delivery {
+                            query,
                             headers,
                             body: body.to_vec(),
                             event,
