@@ -241,13 +241,20 @@ mod tests {
             .collect()
     }
 
+    /// (name, observations 30 s apart, expected (to, since, at) in seconds).
+    type Case<'a> = (&'a str, &'a [Observation], &'a [(TargetState, i64, i64)]);
+
     #[test]
     fn transitions_table() {
-        let cases: &[(&str, &[Observation], &[(TargetState, i64, i64)])] = &[
+        let cases: &[Case] = &[
             ("first success is up", &[K], &[(Up, 0, 0)]),
             ("first slow success is degraded", &[S], &[(Degraded, 0, 0)]),
             ("failures below threshold stay unknown", &[F, F], &[]),
-            ("down from unknown is backdated", &[F, F, F], &[(Down, 0, 60)]),
+            (
+                "down from unknown is backdated",
+                &[F, F, F],
+                &[(Down, 0, 60)],
+            ),
             (
                 "down is backdated to the first failure",
                 &[K, F, F, F],

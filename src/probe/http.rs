@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 use url::Url;
 
-use super::{DEFAULT_MAX_READ_BYTES, Phases, ProbeResult, Reason};
+use super::{DEFAULT_MAX_READ_BYTES, Phases, ProbeResult, Reason, regex_error};
 use crate::config::Issues;
 
 /// Redirects followed before the probe fails with `protocol`.
@@ -127,7 +127,7 @@ impl HttpProbeConfig {
         let body_regex = self.body_regex.as_ref().and_then(|r| match Regex::new(r) {
             Ok(re) => Some(re),
             Err(e) => {
-                issues.push(format!("{path}.body_regex"), first_line(&e.to_string()));
+                issues.push(format!("{path}.body_regex"), regex_error(&e));
                 None
             }
         });
@@ -151,15 +151,6 @@ impl HttpProbeConfig {
             max_body_bytes,
         })
     }
-}
-
-fn first_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .last()
-        .unwrap_or(s)
-        .to_string()
 }
 
 /// The four client flavours probes need, built once and shared. Connection reuse is off:
@@ -223,11 +214,7 @@ pub async fn run(clients: &HttpClients, spec: &HttpSpec, deadline: Instant) -> P
         None => (200..300).contains(&status),
     };
     if !status_ok {
-        return ProbeResult::failure(
-            Reason::Status,
-            format!("status {status}"),
-            start.elapsed(),
-        );
+        return ProbeResult::failure(Reason::Status, format!("status {status}"), start.elapsed());
     }
 
     let keep_body = spec.body_contains.is_some() || spec.body_regex.is_some();
@@ -308,18 +295,20 @@ fn classify(error: &reqwest::Error) -> (Reason, String) {
         if err.downcast_ref::<rustls::Error>().is_some() {
             return (Reason::Tls, detail);
         }
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-            {
+        // `io::Error::source()` skips the error it wraps, and the connector nests io errors
+        // (Other around InvalidData around rustls::Error), so descend with `get_ref()`.
+        let mut io = err.downcast_ref::<std::io::Error>();
+        while let Some(e) = io {
+            let inner = e.get_ref();
+            if inner.is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) {
                 return (Reason::Tls, detail);
             }
-            match io.kind() {
+            match e.kind() {
                 std::io::ErrorKind::ConnectionRefused => return (Reason::ConnectRefused, detail),
                 std::io::ErrorKind::TimedOut => return (Reason::ConnectTimeout, detail),
                 _ => {}
             }
+            io = inner.and_then(|inner| inner.downcast_ref::<std::io::Error>());
         }
         if err.to_string().starts_with("dns error") {
             return (Reason::Dns, detail);
@@ -370,7 +359,11 @@ mod tests {
     #[test]
     fn relative_url_is_refused_with_its_path() {
         let mut issues = Issues::default();
-        assert!(config("/health").build("targets[3].probe", &mut issues).is_none());
+        assert!(
+            config("/health")
+                .build("targets[3].probe", &mut issues)
+                .is_none()
+        );
         assert_eq!(
             issues.to_string(),
             "targets[3].probe.url: relative URL without a base"
@@ -385,8 +378,14 @@ mod tests {
         let mut issues = Issues::default();
         assert!(c.build("p", &mut issues).is_none());
         let text = issues.to_string();
-        assert!(text.contains("p.url: scheme `ftp` is not http or https"), "{text}");
-        assert!(text.contains("p.valid_status[1]: 999 is not an HTTP status code"), "{text}");
+        assert!(
+            text.contains("p.url: scheme `ftp` is not http or https"),
+            "{text}"
+        );
+        assert!(
+            text.contains("p.valid_status[1]: 999 is not an HTTP status code"),
+            "{text}"
+        );
         assert!(text.contains("p.body_regex: "), "{text}");
         assert_eq!(issues.len(), 3);
     }

@@ -31,7 +31,9 @@ impl ProbeConfig {
     /// Validates into a runnable spec, recording every problem under `path`.
     pub fn build(&self, path: &str, issues: &mut Issues) -> Option<ProbeSpec> {
         match self {
-            ProbeConfig::Http(c) => c.build(path, issues).map(ProbeSpec::Http),
+            ProbeConfig::Http(c) => c
+                .build(path, issues)
+                .map(|spec| ProbeSpec::Http(Box::new(spec))),
             ProbeConfig::Tcp(c) => c.build(path, issues).map(ProbeSpec::Tcp),
         }
     }
@@ -40,7 +42,7 @@ impl ProbeConfig {
 /// A validated probe, ready to run.
 #[derive(Debug, Clone)]
 pub enum ProbeSpec {
-    Http(http::HttpSpec),
+    Http(Box<http::HttpSpec>),
     Tcp(tcp::TcpSpec),
 }
 
@@ -52,6 +54,16 @@ impl ProbeSpec {
             ProbeSpec::Tcp(_) => "tcp",
         }
     }
+}
+
+/// A regex error in one line: the crate's message ends with the useful `error: …` line.
+pub(crate) fn regex_error(error: &regex::Error) -> String {
+    let text = error.to_string();
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or(&text)
+        .to_string()
 }
 
 /// Why a probe failed: the closed set of SPEC §4, used as a metric label.

@@ -6,7 +6,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{DEFAULT_MAX_READ_BYTES, Phases, ProbeResult, Reason};
+use super::{DEFAULT_MAX_READ_BYTES, Phases, ProbeResult, Reason, regex_error};
 use crate::config::Issues;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,15 +35,16 @@ impl TcpProbeConfig {
         if let Err(message) = check_host_port(&self.address) {
             issues.push(format!("{path}.address"), message);
         }
-        let expect = self.expect_regex.as_ref().and_then(|r| match Regex::new(r) {
-            Ok(re) => Some(re),
-            Err(e) => {
-                let msg = e.to_string();
-                let last = msg.lines().map(str::trim).filter(|l| !l.is_empty()).last();
-                issues.push(format!("{path}.expect_regex"), last.unwrap_or(&msg).to_string());
-                None
-            }
-        });
+        let expect = self
+            .expect_regex
+            .as_ref()
+            .and_then(|r| match Regex::new(r) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    issues.push(format!("{path}.expect_regex"), regex_error(&e));
+                    None
+                }
+            });
         if issues.len() > before {
             return None;
         }
@@ -76,13 +77,14 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
     let start = Instant::now();
     let mut phases = Phases::default();
 
-    let addrs = match tokio::time::timeout_at(deadline, tokio::net::lookup_host(&spec.address))
-        .await
-    {
-        Err(_) => return ProbeResult::failure(Reason::Dns, "resolution timed out", start.elapsed()),
-        Ok(Err(e)) => return ProbeResult::failure(Reason::Dns, e.to_string(), start.elapsed()),
-        Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
-    };
+    let addrs =
+        match tokio::time::timeout_at(deadline, tokio::net::lookup_host(&spec.address)).await {
+            Err(_) => {
+                return ProbeResult::failure(Reason::Dns, "resolution timed out", start.elapsed());
+            }
+            Ok(Err(e)) => return ProbeResult::failure(Reason::Dns, e.to_string(), start.elapsed()),
+            Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
+        };
     let Some(addr) = addrs.first().copied() else {
         return ProbeResult::failure(Reason::Dns, "no address", start.elapsed());
     };
