@@ -228,9 +228,7 @@ impl Reloader {
                 return Err(e.to_string());
             }
         };
-        if new.server.listen != self.current.server.listen
-            || new.storage != self.current.storage
-        {
+        if new.server.listen != self.current.server.listen || new.storage != self.current.storage {
             tracing::warn!("server.listen and storage changes take effect after a restart");
         }
         let announced = self.snapshot.borrow().open_incidents.clone();

@@ -54,6 +54,9 @@ mod tests {
         let start: Timestamp = "2026-07-05T14:00:00Z".parse().unwrap();
         let clock = Clock::starting_at(start);
         tokio::time::advance(std::time::Duration::from_secs(90)).await;
-        assert_eq!(clock.now(), "2026-07-05T14:01:30Z".parse::<Timestamp>().unwrap());
+        assert_eq!(
+            clock.now(),
+            "2026-07-05T14:01:30Z".parse::<Timestamp>().unwrap()
+        );
     }
 }

@@ -22,7 +22,6 @@ use crate::config::{self, ConfigError, ConfigSource};
 
 pub const REGIONS: [&str; 4] = ["north", "south", "east", "west"];
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
     #[error("cannot start the simulated endpoints: {0}")]
@@ -72,7 +71,13 @@ pub async fn run(
         listener.local_addr().map_err(DemoError::Simulator)?,
         scaled(20.0)
     );
-    tokio::spawn(scenario(failing, scaled(15.0), scaled(20.0), scaled(140.0), shutdown.clone()));
+    tokio::spawn(scenario(
+        failing,
+        scaled(15.0),
+        scaled(20.0),
+        scaled(140.0),
+        shutdown.clone(),
+    ));
     let result = app::run(source, settings, listener, shutdown).await;
     remove_db(&db);
     Ok(result?)
@@ -150,13 +155,19 @@ async fn sink(body: axum::body::Bytes) -> StatusCode {
             let inc = &event.incident;
             tracing::warn!(
                 "ALERT {} {}: {} {}, {} subscribers at peak, {} user-minutes, scope {}, platforms [{}], regions [{}]",
-                serde_json::to_value(event.kind).unwrap_or_default().as_str().unwrap_or("?"),
+                serde_json::to_value(event.kind)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?"),
                 inc.id,
                 inc.services.join("+"),
                 inc.severity.as_str(),
                 inc.peak_affected,
                 inc.user_minutes,
-                serde_json::to_value(inc.scope).unwrap_or_default().as_str().unwrap_or("?"),
+                serde_json::to_value(inc.scope)
+                    .unwrap_or_default()
+                    .as_str()
+                    .unwrap_or("?"),
                 inc.platforms.join(", "),
                 inc.regions.join(", "),
             );

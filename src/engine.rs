@@ -238,7 +238,8 @@ impl Engine {
         let index = report.target;
         let target = &topo.targets[index];
         let result = &report.result;
-        self.metrics.record_probe(&self.target_metrics[index], result);
+        self.metrics
+            .record_probe(&self.target_metrics[index], result);
         self.last_results[index] = Some(LastResult {
             at: report.started_at,
             ok: result.is_ok(),
@@ -271,7 +272,10 @@ impl Engine {
         for &g in &target.groups {
             let health = Health::of_group(
                 topo.groups[g].mode,
-                topo.groups[g].targets.iter().map(|&t| self.detectors[t].state()),
+                topo.groups[g]
+                    .targets
+                    .iter()
+                    .map(|&t| self.detectors[t].state()),
             );
             if health != self.groups[g].health {
                 self.groups[g] = GroupStatus {
@@ -423,7 +427,11 @@ impl Engine {
                 .map(|(i, t)| TargetView {
                     id: t.id.clone(),
                     probe: t.probe.kind(),
-                    groups: t.groups.iter().map(|&g| topo.groups[g].id.clone()).collect(),
+                    groups: t
+                        .groups
+                        .iter()
+                        .map(|&g| topo.groups[g].id.clone())
+                        .collect(),
                     state: self.detectors[i].state(),
                     since: self.detectors[i].since(),
                     last_result: self.last_results[i].clone(),
@@ -445,7 +453,10 @@ fn group_from_detectors(
     now: Timestamp,
 ) -> GroupStatus {
     let group = &topo.groups[g];
-    let health = Health::of_group(group.mode, group.targets.iter().map(|&t| detectors[t].state()));
+    let health = Health::of_group(
+        group.mode,
+        group.targets.iter().map(|&t| detectors[t].state()),
+    );
     let wanted = match health {
         Health::Down => TargetState::Down,
         Health::Degraded => TargetState::Degraded,

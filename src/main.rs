@@ -12,7 +12,11 @@ use tracing_subscriber::EnvFilter;
 use tocsin::config::{self, ConfigError, ConfigSource};
 
 #[derive(Parser)]
-#[command(name = "tocsin", version, about = "Tells the truth about outages, fast.")]
+#[command(
+    name = "tocsin",
+    version,
+    about = "Tells the truth about outages, fast."
+)]
 struct Cli {
     /// Log level or filter (e.g. `debug`, `tocsin=debug,info`); RUST_LOG when unset.
     #[arg(long, global = true)]

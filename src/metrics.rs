@@ -11,7 +11,9 @@ use crate::incident::{ComponentStatus, Severity};
 use crate::probe::ProbeResult;
 use crate::topology::Target;
 
-const TARGET_LABELS: [&str; 6] = ["target", "service", "region", "platform", "probe", "vantage"];
+const TARGET_LABELS: [&str; 6] = [
+    "target", "service", "region", "platform", "probe", "vantage",
+];
 
 /// Every tocsin series. Families are atomics: share an `Arc<Metrics>`.
 pub struct Metrics {
@@ -58,11 +60,17 @@ impl Metrics {
         }
         let metrics = Self {
             probe_success: reg!(GaugeVec::new(
-                opts("tocsin_probe_success", "Whether the last probe succeeded (1) or failed (0)."),
+                opts(
+                    "tocsin_probe_success",
+                    "Whether the last probe succeeded (1) or failed (0)."
+                ),
                 &target_labels(&[])
             )),
             probe_duration: reg!(GaugeVec::new(
-                opts("tocsin_probe_duration_seconds", "Duration of the last probe."),
+                opts(
+                    "tocsin_probe_duration_seconds",
+                    "Duration of the last probe."
+                ),
                 &target_labels(&[])
             )),
             probes_total: reg!(IntCounterVec::new(
@@ -74,11 +82,17 @@ impl Metrics {
                 &target_labels(&["reason"])
             )),
             target_state: reg!(IntGaugeVec::new(
-                opts("tocsin_target_state", "Target state after thresholds (one-hot)."),
+                opts(
+                    "tocsin_target_state",
+                    "Target state after thresholds (one-hot)."
+                ),
                 &target_labels(&["state"])
             )),
             service_status: reg!(IntGaugeVec::new(
-                opts("tocsin_service_status", "Component status of each service (one-hot)."),
+                opts(
+                    "tocsin_service_status",
+                    "Component status of each service (one-hot)."
+                ),
                 &["service", "status"]
             )),
             service_affected: reg!(IntGaugeVec::new(
@@ -100,7 +114,10 @@ impl Metrics {
                 &["severity"]
             )),
             incidents_total: reg!(IntCounterVec::new(
-                opts("tocsin_incidents_total", "Incidents opened, by service and severity at opening."),
+                opts(
+                    "tocsin_incidents_total",
+                    "Incidents opened, by service and severity at opening."
+                ),
                 &["service", "severity"]
             )),
             incident_user_seconds: reg!(prometheus::CounterVec::new(
@@ -111,11 +128,17 @@ impl Metrics {
                 &["service"]
             )),
             alert_deliveries: reg!(IntCounterVec::new(
-                opts("tocsin_alert_deliveries_total", "Alert delivery attempts, by outcome."),
+                opts(
+                    "tocsin_alert_deliveries_total",
+                    "Alert delivery attempts, by outcome."
+                ),
                 &["receiver", "result"]
             )),
             alert_outbox_pending: reg!(IntGaugeVec::new(
-                opts("tocsin_alert_outbox_pending", "Alert events waiting for delivery."),
+                opts(
+                    "tocsin_alert_outbox_pending",
+                    "Alert events waiting for delivery."
+                ),
                 &["receiver"]
             )),
             scheduler_lag: reg!(Histogram::with_opts(
@@ -161,7 +184,9 @@ impl Metrics {
             ))
             .expect("unique");
         for severity in Severity::ALL {
-            metrics.incidents_open.with_label_values(&[severity.as_str()]);
+            metrics
+                .incidents_open
+                .with_label_values(&[severity.as_str()]);
         }
         metrics
     }
@@ -190,7 +215,10 @@ impl Metrics {
             duration: self.probe_duration.with_label_values(&base),
             succeeded: self.probes_total.with_label_values(&with(&base, "success")),
             failed: self.probes_total.with_label_values(&with(&base, "failure")),
-            states: TargetState::ALL.map(|s| self.target_state.with_label_values(&with(&base, s.as_str()))),
+            states: TargetState::ALL.map(|s| {
+                self.target_state
+                    .with_label_values(&with(&base, s.as_str()))
+            }),
             labels,
         }
     }
@@ -204,10 +232,14 @@ impl Metrics {
             let _ = self.probes_total.remove_label_values(&with(&base, result));
         }
         for reason in crate::probe::Reason::ALL {
-            let _ = self.probe_failures.remove_label_values(&with(&base, reason.as_str()));
+            let _ = self
+                .probe_failures
+                .remove_label_values(&with(&base, reason.as_str()));
         }
         for state in TargetState::ALL {
-            let _ = self.target_state.remove_label_values(&with(&base, state.as_str()));
+            let _ = self
+                .target_state
+                .remove_label_values(&with(&base, state.as_str()));
         }
     }
 
@@ -248,7 +280,9 @@ impl Metrics {
 
     pub fn forget_service(&self, service: &str) {
         for s in ComponentStatus::ALL {
-            let _ = self.service_status.remove_label_values(&[service, s.as_str()]);
+            let _ = self
+                .service_status
+                .remove_label_values(&[service, s.as_str()]);
         }
         let _ = self.service_affected.remove_label_values(&[service]);
         let _ = self.service_affected_ratio.remove_label_values(&[service]);

@@ -20,7 +20,14 @@ struct Process {
 impl Process {
     fn start(config: &Path) -> Process {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tocsin"))
-            .args(["--log-format", "json", "--log-level", "info", "run", "--config"])
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+                "run",
+                "--config",
+            ])
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -78,7 +85,10 @@ impl Process {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(std::time::Instant::now() < deadline, "the daemon did not exit");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not exit"
+            );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
@@ -132,20 +142,47 @@ async fn sighup_with_a_bad_file_keeps_probing_and_a_good_one_applies() {
     std::fs::write(&path, config(&db, &[("a", target.url())], None)).unwrap();
     let daemon = Process::start(&path);
     wait_for("first probes", || async {
-        metric_sum(&daemon.metrics().await, "tocsin_probes_total", &[("target", "a")]) >= 1.0
+        metric_sum(
+            &daemon.metrics().await,
+            "tocsin_probes_total",
+            &[("target", "a")],
+        ) >= 1.0
     })
     .await;
-    assert_eq!(metric_sum(&daemon.metrics().await, "tocsin_config_last_reload_successful", &[]), 1.0);
+    assert_eq!(
+        metric_sum(
+            &daemon.metrics().await,
+            "tocsin_config_last_reload_successful",
+            &[]
+        ),
+        1.0
+    );
 
-    std::fs::write(&path, "[defaults]\ninterval = \"1s\"\ntimeout = \"2s\"\nbogus = 1\n").unwrap();
+    std::fs::write(
+        &path,
+        "[defaults]\ninterval = \"1s\"\ntimeout = \"2s\"\nbogus = 1\n",
+    )
+    .unwrap();
     daemon.signal("HUP");
     wait_for("the failed reload to be counted", || async {
-        metric_sum(&daemon.metrics().await, "tocsin_config_last_reload_successful", &[]) == 0.0
+        metric_sum(
+            &daemon.metrics().await,
+            "tocsin_config_last_reload_successful",
+            &[],
+        ) == 0.0
     })
     .await;
-    let before = metric_sum(&daemon.metrics().await, "tocsin_probes_total", &[("target", "a")]);
+    let before = metric_sum(
+        &daemon.metrics().await,
+        "tocsin_probes_total",
+        &[("target", "a")],
+    );
     wait_for("the old configuration to keep probing", || async {
-        metric_sum(&daemon.metrics().await, "tocsin_probes_total", &[("target", "a")]) >= before + 3.0
+        metric_sum(
+            &daemon.metrics().await,
+            "tocsin_probes_total",
+            &[("target", "a")],
+        ) >= before + 3.0
     })
     .await;
 
@@ -169,7 +206,10 @@ async fn sighup_with_a_bad_file_keeps_probing_and_a_good_one_applies() {
         .map(|t| t["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["a", "b"]);
-    assert_eq!(status["targets"][0]["state"], "up", "state kept across the reload");
+    assert_eq!(
+        status["targets"][0]["state"], "up",
+        "state kept across the reload"
+    );
 
     daemon.signal("TERM");
     assert_eq!(daemon.wait(), Some(0), "SIGTERM is a clean exit");
@@ -180,12 +220,19 @@ async fn kill_9_and_restart_keep_the_incident_without_a_second_opened() {
     let dir = temp_dir();
     let mut receiver = Receiver::start().await;
     // A port with nothing listening: connection refused on every probe.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let path = dir.path().join("tocsin.toml");
     let db = dir.path().join("tocsin.db");
     std::fs::write(
         &path,
-        config(&db, &[("dead", format!("http://{closed}/"))], Some(&receiver)),
+        config(
+            &db,
+            &[("dead", format!("http://{closed}/"))],
+            Some(&receiver),
+        ),
     )
     .unwrap();
     let daemon = Process::start(&path);
@@ -216,7 +263,10 @@ async fn kill_9_and_restart_keep_the_incident_without_a_second_opened() {
     assert_eq!(open["incidents"].as_array().unwrap().len(), 1);
     assert_eq!(open["incidents"][0]["id"], id);
     assert!(
-        receiver.drain().iter().all(|d| d.kind() != "incident.opened"),
+        receiver
+            .drain()
+            .iter()
+            .all(|d| d.kind() != "incident.opened"),
         "the incident was announced again after kill -9"
     );
 }
@@ -225,7 +275,10 @@ async fn kill_9_and_restart_keep_the_incident_without_a_second_opened() {
 async fn metrics_pass_promtool() {
     let dir = temp_dir();
     let target = Target::start().await;
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let mut receiver = Receiver::start().await;
     let path = dir.path().join("tocsin.toml");
     std::fs::write(
@@ -266,7 +319,9 @@ async fn metrics_pass_promtool() {
             "{family} missing from /metrics"
         );
     }
-    let response = reqwest::get(format!("http://{}/metrics", daemon.addr)).await.unwrap();
+    let response = reqwest::get(format!("http://{}/metrics", daemon.addr))
+        .await
+        .unwrap();
     assert_eq!(
         response.headers()["content-type"],
         "text/plain; version=0.0.4"
@@ -279,7 +334,12 @@ async fn metrics_pass_promtool() {
         .spawn()
         .expect("promtool is installed by the README's test command (Debian package prometheus)");
     use std::io::Write;
-    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = promtool.wait_with_output().unwrap();
     assert!(
         out.status.success(),

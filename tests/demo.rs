@@ -62,7 +62,11 @@ async fn demo_outage_is_detected_sized_alerted_and_resolved() {
             .text()
             .await
             .unwrap();
-        metric_sum(&text, "tocsin_alert_deliveries_total", &[("result", "delivered")]) >= 2.0
+        metric_sum(
+            &text,
+            "tocsin_alert_deliveries_total",
+            &[("result", "delivered")],
+        ) >= 2.0
     })
     .await;
     token.cancel();

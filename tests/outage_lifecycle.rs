@@ -119,7 +119,10 @@ async fn outage_opens_alerts_survives_restart_and_resolves() {
     // Backdated onset: the first of the three failures, two intervals before detection.
     let onset = time(&incident["onset_at"]);
     let detected = time(&incident["detected_at"]);
-    assert!(onset >= failed_at, "onset {onset} before the failure {failed_at}");
+    assert!(
+        onset >= failed_at,
+        "onset {onset} before the failure {failed_at}"
+    );
     assert!(
         (detected - onset).num_milliseconds() >= 2 * INTERVAL_MS - 20,
         "onset {onset} not backdated from detection {detected}"
@@ -132,8 +135,11 @@ async fn outage_opens_alerts_survives_restart_and_resolves() {
     daemon.stop().await;
     let daemon = Daemon::start(&toml, dir.path()).await;
     wait_for("several failed probes after the restart", || async {
-        metric_sum(&daemon.metrics().await, "tocsin_probes_total", &[("result", "failure")])
-            >= 4.0
+        metric_sum(
+            &daemon.metrics().await,
+            "tocsin_probes_total",
+            &[("result", "failure")],
+        ) >= 4.0
     })
     .await;
     let open = daemon.get_json("/api/v1/incidents?status=open").await;
@@ -145,7 +151,12 @@ async fn outage_opens_alerts_survives_restart_and_resolves() {
     target.set_status(200);
     let resolved = loop {
         let delivery = receiver.next().await;
-        assert_ne!(delivery.kind(), "incident.opened", "announced twice: {:?}", delivery.event);
+        assert_ne!(
+            delivery.kind(),
+            "incident.opened",
+            "announced twice: {:?}",
+            delivery.event
+        );
         if delivery.kind() == "incident.resolved" {
             break delivery;
         }
@@ -157,7 +168,10 @@ async fn outage_opens_alerts_survives_restart_and_resolves() {
     let impact_end = time(&incident["impact_end_at"]);
     let resolved_at = time(&incident["resolved_at"]);
     assert!(impact_end >= recovered_at);
-    assert!((resolved_at - impact_end).num_milliseconds() >= 1000, "resolve_after is 1s");
+    assert!(
+        (resolved_at - impact_end).num_milliseconds() >= 1000,
+        "resolve_after is 1s"
+    );
     assert!(incident["duration_seconds"].as_u64().unwrap() >= 1);
     assert!(incident["user_minutes"].as_u64().unwrap() > 0);
     let events: Vec<&str> = incident["timeline"]
@@ -174,9 +188,20 @@ async fn outage_opens_alerts_survives_restart_and_resolves() {
     assert_eq!(resolved_list["incidents"][0]["id"], id.as_str());
     let metrics = daemon.metrics().await;
     assert_eq!(metric_sum(&metrics, "tocsin_incidents_open", &[]), 0.0);
-    assert!(metric_sum(&metrics, "tocsin_incident_user_seconds_total", &[("service", "voicemail")]) > 0.0);
+    assert!(
+        metric_sum(
+            &metrics,
+            "tocsin_incident_user_seconds_total",
+            &[("service", "voicemail")]
+        ) > 0.0
+    );
     daemon.stop().await;
-    assert!(receiver.drain().iter().all(|d| d.kind() != "incident.opened"));
+    assert!(
+        receiver
+            .drain()
+            .iter()
+            .all(|d| d.kind() != "incident.opened")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,12 +263,20 @@ send_resolved = false
     .await;
     let metrics = daemon.metrics().await;
     assert_eq!(
-        metric_sum(&metrics, "tocsin_alert_deliveries_total", &[("receiver", "log"), ("result", "delivered")]),
+        metric_sum(
+            &metrics,
+            "tocsin_alert_deliveries_total",
+            &[("receiver", "log"), ("result", "delivered")]
+        ),
         1.0,
         "only `opened` for the log receiver (send_resolved = false)"
     );
     assert_eq!(
-        metric_sum(&metrics, "tocsin_alert_deliveries_total", &[("receiver", "pager")]),
+        metric_sum(
+            &metrics,
+            "tocsin_alert_deliveries_total",
+            &[("receiver", "pager")]
+        ),
         0.0,
         "a sev3 incident never reaches a sev2 receiver"
     );
@@ -318,14 +351,28 @@ repeat_interval = "1s"
         if d.query.as_deref() == Some("who=pager") {
             pager.push(d);
         } else {
-            assert_eq!(d.kind(), "incident.updated", "the rise is an update for `all`");
+            assert_eq!(
+                d.kind(),
+                "incident.updated",
+                "the rise is an update for `all`"
+            );
             assert_eq!(d.event["incident"]["severity"], "sev2");
         }
     }
-    assert_eq!(pager[0].kind(), "incident.opened", "first news for the pager");
+    assert_eq!(
+        pager[0].kind(),
+        "incident.opened",
+        "first news for the pager"
+    );
     assert_eq!(pager[0].event["incident"]["severity"], "sev2");
     assert_eq!(pager[1].kind(), "incident.reminder");
-    assert_eq!(pager[1].event["incident"]["id"], pager[0].event["incident"]["id"]);
-    assert_ne!(pager[1].event["id"], pager[0].event["id"], "each event has its own id");
+    assert_eq!(
+        pager[1].event["incident"]["id"],
+        pager[0].event["incident"]["id"]
+    );
+    assert_ne!(
+        pager[1].event["id"], pager[0].event["id"],
+        "each event has its own id"
+    );
     daemon.stop().await;
 }

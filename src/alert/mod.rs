@@ -131,7 +131,10 @@ impl ReceiverConfig {
             issues.push(format!("{path}.timeout"), "must be greater than zero");
         }
         if self.repeat_interval.is_some_and(|r| r.is_zero()) {
-            issues.push(format!("{path}.repeat_interval"), "must be greater than zero");
+            issues.push(
+                format!("{path}.repeat_interval"),
+                "must be greater than zero",
+            );
         }
         let kind = match self.kind {
             ReceiverType::Webhook => {
@@ -158,7 +161,10 @@ fn parse_url(text: &str, path: &str, issues: &mut Issues) -> Option<Url> {
     match Url::parse(text) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => Some(u),
         Ok(u) => {
-            issues.push(path, format!("scheme `{}` is not http or https", u.scheme()));
+            issues.push(
+                path,
+                format!("scheme `{}` is not http or https", u.scheme()),
+            );
             None
         }
         Err(e) => {

@@ -133,11 +133,17 @@ mod tests {
         assert!(classify_status(StatusCode::NO_CONTENT).is_ok());
         for code in [408, 429, 500, 503] {
             let status = StatusCode::from_u16(code).unwrap();
-            assert!(matches!(classify_status(status), Err(SendError::Transient(_))));
+            assert!(matches!(
+                classify_status(status),
+                Err(SendError::Transient(_))
+            ));
         }
         for code in [400, 401, 404, 410] {
             let status = StatusCode::from_u16(code).unwrap();
-            assert!(matches!(classify_status(status), Err(SendError::Permanent(_))));
+            assert!(matches!(
+                classify_status(status),
+                Err(SendError::Permanent(_))
+            ));
         }
     }
 }

@@ -36,7 +36,10 @@ pub struct Restored {
 }
 
 enum Write {
-    Target { id: String, detector: String },
+    Target {
+        id: String,
+        detector: String,
+    },
     Incident(Box<Incident>),
     Flush(oneshot::Sender<()>),
     /// Runs once every write queued before it is committed.
@@ -123,13 +126,17 @@ impl Store {
     }
 
     pub fn save_incident(&self, incident: &Incident) {
-        let _ = self.writes.send(Write::Incident(Box::new(incident.clone())));
+        let _ = self
+            .writes
+            .send(Write::Incident(Box::new(incident.clone())));
     }
 
     /// Runs `f` on the store thread once every write queued before it is committed (or
     /// has failed): how the engine makes sure an incident is stored before it is alerted.
     pub fn after_commit(&self, f: impl FnOnce() + Send + 'static) {
-        if let Err(mpsc::error::SendError(Write::Then(f))) = self.writes.send(Write::Then(Box::new(f))) {
+        if let Err(mpsc::error::SendError(Write::Then(f))) =
+            self.writes.send(Write::Then(Box::new(f)))
+        {
             f();
         }
     }
@@ -154,7 +161,10 @@ impl Store {
             }
             if let Some(service) = &filter.service {
                 sql.push_str(" AND services LIKE ?1 ESCAPE '\\'");
-                let escaped = service.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+                let escaped = service
+                    .replace('\\', "\\\\")
+                    .replace('%', "\\%")
+                    .replace('_', "\\_");
                 args.push(format!("%,{escaped},%"));
             }
             sql.push_str(&format!(" ORDER BY seq DESC LIMIT {}", filter.limit));
@@ -174,7 +184,9 @@ impl Store {
     pub async fn incident(&self, id: String) -> Result<Option<Incident>, StoreError> {
         self.read(move |conn| {
             let body: Option<String> = conn
-                .query_row("SELECT body FROM incident WHERE id = ?1", [id], |r| r.get(0))
+                .query_row("SELECT body FROM incident WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
         })
@@ -200,9 +212,12 @@ fn restore(conn: &Connection) -> Result<Restored, StoreError> {
     let mut stmt = conn.prepare("SELECT target, detector FROM target_state")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
         let (id, detector) = row?;
-        restored.detectors.insert(id, serde_json::from_str(&detector)?);
+        restored
+            .detectors
+            .insert(id, serde_json::from_str(&detector)?);
     }
-    let mut stmt = conn.prepare("SELECT body FROM incident WHERE status != 'resolved' ORDER BY seq")?;
+    let mut stmt =
+        conn.prepare("SELECT body FROM incident WHERE status != 'resolved' ORDER BY seq")?;
     for body in stmt.query_map([], |r| r.get::<_, String>(0))? {
         restored.open_incidents.push(serde_json::from_str(&body?)?);
     }
