@@ -45,33 +45,43 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
 
 fn check_defaults(file: &FileConfig, issues: &mut Issues) {
     let d = &file.defaults;
-    check_timing(
-        "defaults",
-        d.interval,
-        d.timeout,
-        d.failure_threshold,
-        d.success_threshold,
-        issues,
-    );
+    let timing = Timing {
+        interval: d.interval,
+        timeout: d.timeout,
+        failure_threshold: d.failure_threshold,
+        success_threshold: d.success_threshold,
+    };
+    check_timing("defaults", &timing, |_| true, issues);
     if d.resolve_after.is_zero() {
         issues.push("defaults.resolve_after", "must be greater than zero");
     }
 }
 
-fn check_timing(
-    path: &str,
+/// Effective timing of `[defaults]` or of one target.
+struct Timing {
     interval: std::time::Duration,
     timeout: std::time::Duration,
     failure_threshold: u32,
     success_threshold: u32,
-    issues: &mut Issues,
-) {
-    if interval.is_zero() {
+}
+
+/// Checks `timing`, reporting only problems that involve a key `own` says is set at `path`
+/// (a value a target merely inherits is reported once, under `defaults`).
+fn check_timing(path: &str, timing: &Timing, own: impl Fn(&str) -> bool, issues: &mut Issues) {
+    let Timing {
+        interval,
+        timeout,
+        failure_threshold,
+        success_threshold,
+    } = *timing;
+    if interval.is_zero() && own("interval") {
         issues.push(format!("{path}.interval"), "must be greater than zero");
     }
     if timeout.is_zero() {
-        issues.push(format!("{path}.timeout"), "must be greater than zero");
-    } else if timeout >= interval && !interval.is_zero() {
+        if own("timeout") {
+            issues.push(format!("{path}.timeout"), "must be greater than zero");
+        }
+    } else if timeout >= interval && !interval.is_zero() && (own("timeout") || own("interval")) {
         issues.push(
             format!("{path}.timeout"),
             format!(
@@ -81,10 +91,10 @@ fn check_timing(
             ),
         );
     }
-    if failure_threshold < 1 {
+    if failure_threshold < 1 && own("failure_threshold") {
         issues.push(format!("{path}.failure_threshold"), "must be at least 1");
     }
-    if success_threshold < 1 {
+    if success_threshold < 1 && own("success_threshold") {
         issues.push(format!("{path}.success_threshold"), "must be at least 1");
     }
 }
@@ -128,6 +138,9 @@ fn build_topology(file: &FileConfig, issues: &mut Issues) -> Topology {
     let mut group_ids = HashMap::new();
     for (i, g) in file.groups.iter().enumerate() {
         unique(&mut group_ids, &g.id, format!("groups[{i}]"), issues);
+        if g.subscribers == 0 {
+            issues.push(format!("groups[{i}].subscribers"), "must be at least 1");
+        }
         let Some(service) = topo.service_index(&g.service) else {
             issues.push(
                 format!("groups[{i}].service"),
@@ -146,6 +159,9 @@ fn build_topology(file: &FileConfig, issues: &mut Issues) -> Topology {
         });
     }
 
+    // Only groups declared under `[[groups]]` can be listed in `targets[].groups`; the
+    // implicit groups of `service` targets are their own.
+    let explicit_groups = topo.groups.len();
     let d = &file.defaults;
     let mut target_ids = HashMap::new();
     for (i, t) in file.targets.iter().enumerate() {
@@ -155,21 +171,23 @@ fn build_topology(file: &FileConfig, issues: &mut Issues) -> Topology {
         let timeout = t.timeout.unwrap_or(d.timeout);
         let failure_threshold = t.failure_threshold.unwrap_or(d.failure_threshold);
         let success_threshold = t.success_threshold.unwrap_or(d.success_threshold);
-        // A target that only inherits is covered by the `defaults` check.
-        if t.interval.is_some()
-            || t.timeout.is_some()
-            || t.failure_threshold.is_some()
-            || t.success_threshold.is_some()
-        {
-            check_timing(
-                &path,
-                interval,
-                timeout,
-                failure_threshold,
-                success_threshold,
-                issues,
-            );
-        }
+        let timing = Timing {
+            interval,
+            timeout,
+            failure_threshold,
+            success_threshold,
+        };
+        check_timing(
+            &path,
+            &timing,
+            |key| match key {
+                "interval" => t.interval.is_some(),
+                "timeout" => t.timeout.is_some(),
+                "failure_threshold" => t.failure_threshold.is_some(),
+                _ => t.success_threshold.is_some(),
+            },
+            issues,
+        );
         let probe = t.probe.build(&format!("{path}.probe"), issues);
 
         let mut groups = Vec::new();
@@ -195,12 +213,17 @@ fn build_topology(file: &FileConfig, issues: &mut Issues) -> Topology {
                     }
                 }
                 for (j, gid) in t.groups.iter().enumerate() {
-                    match topo.group_index(gid) {
+                    match topo.groups[..explicit_groups]
+                        .iter()
+                        .position(|g| g.id == *gid)
+                    {
                         Some(g) if !groups.contains(&g) => groups.push(g),
                         Some(_) => issues.push(
                             format!("{path}.groups[{j}]"),
                             format!("group `{gid}` listed twice"),
                         ),
+                        // Declared, but its own problem (an unknown service) is reported.
+                        None if group_ids.contains_key(gid.as_str()) => {}
                         None => issues.push(
                             format!("{path}.groups[{j}]"),
                             format!("unknown group `{gid}`"),
@@ -216,6 +239,9 @@ fn build_topology(file: &FileConfig, issues: &mut Issues) -> Topology {
                             format!("{path}.id"),
                             format!("its implicit group clashes with the group at {first}"),
                         );
+                    }
+                    if t.subscribers == Some(0) {
+                        issues.push(format!("{path}.subscribers"), "must be at least 1");
                     }
                     topo.groups.push(Group {
                         id: t.id.clone(),

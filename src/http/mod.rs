@@ -82,7 +82,14 @@ impl ServerConfig {
         let external_url = match &self.external_url {
             None => None,
             Some(u) => match Url::parse(u) {
-                Ok(url) => Some(url),
+                Ok(url) if matches!(url.scheme(), "http" | "https") => Some(url),
+                Ok(url) => {
+                    issues.push(
+                        format!("{path}.external_url"),
+                        format!("scheme `{}` is not http or https", url.scheme()),
+                    );
+                    None
+                }
                 Err(e) => {
                     issues.push(format!("{path}.external_url"), e.to_string());
                     None

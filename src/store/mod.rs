@@ -56,15 +56,17 @@ pub struct StorageSettings {
 
 impl StorageConfig {
     pub fn build(&self, path: &str, issues: &mut Issues) -> Option<StorageSettings> {
+        let before = issues.len();
         if self.sqlite.as_os_str().is_empty() {
             issues.push(format!("{path}.sqlite"), "must not be empty");
-            return None;
         }
         if self.rollup_retention < self.raw_retention {
             issues.push(
                 format!("{path}.rollup_retention"),
                 "must not be shorter than raw_retention",
             );
+        }
+        if issues.len() > before {
             return None;
         }
         Some(StorageSettings {
