@@ -202,7 +202,10 @@ pub fn demo_config(
     db: &std::path::Path,
     speed: f64,
 ) -> String {
-    let ms = |secs: f64| format!("{}ms", ((secs * 1000.0) / speed).max(50.0).round() as u64);
+    // Intervals shrink with speed down to 100 ms; the timeout stays below the interval.
+    let millis = |secs: f64| ((secs * 1000.0) / speed).max(100.0).round() as u64;
+    let interval = millis(5.0);
+    let timeout = millis(2.0).min(interval / 2);
     let mut out = format!(
         r#"[server]
 page_title = "Example Telecom status (demo)"
@@ -246,10 +249,10 @@ url = "http://{http}/sink"
 min_severity = "sev4"
 "#,
         db = db.display().to_string().replace('\\', "\\\\"),
-        interval = ms(5.0),
-        timeout = ms(2.0),
-        degraded = ms(1.5),
-        resolve = ms(60.0),
+        interval = format!("{interval}ms"),
+        timeout = format!("{timeout}ms"),
+        degraded = format!("{}ms", timeout * 3 / 4),
+        resolve = format!("{}ms", millis(60.0)),
     );
     for region in REGIONS {
         for (platform, subscribers) in [("vm-a", 225_000), ("vm-b", 7_275_000)] {

@@ -97,7 +97,7 @@ pub enum ReceiverKind {
 /// Reads a `*_file` secret: trimmed, non-empty.
 pub fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
     match std::fs::read_to_string(path) {
-        Ok(s) if s.trim().is_empty() => Err(format!("{} is empty", path.display())),
+        Ok(s) if s.trim().is_empty() => Err("the file is empty".to_string()),
         Ok(s) => Ok(s.trim().to_string()),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -129,6 +129,9 @@ impl ReceiverConfig {
         };
         if self.timeout.is_zero() {
             issues.push(format!("{path}.timeout"), "must be greater than zero");
+        }
+        if self.max_retry_age.is_zero() {
+            issues.push(format!("{path}.max_retry_age"), "must be greater than zero");
         }
         if self.repeat_interval.is_some_and(|r| r.is_zero()) {
             issues.push(

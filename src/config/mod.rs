@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::alert::{ReceiverConfig, ReceiverSpec};
 use crate::http::{ServerConfig, ServerSettings};
-use crate::incident::{IncidentsConfig, IncidentSettings};
+use crate::incident::{IncidentSettings, IncidentsConfig};
 use crate::scheduler::{DefaultsConfig, TargetConfig};
 use crate::store::{StorageConfig, StorageSettings};
 use crate::topology::{GroupConfig, MaintenanceConfig, ServiceConfig, Topology};
@@ -148,17 +148,58 @@ impl fmt::Display for Issues {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file is missing, is not TOML, or does not fit the schema (unknown key, bad type).
-    #[error("{0}")]
+    #[error("{}", dotted_key_paths(&.0.to_string()))]
     Load(#[from] ::config::ConfigError),
     /// The file fits the schema but its values do not hold together.
     #[error("{0}")]
     Invalid(Issues),
 }
 
-/// Reads, deserializes and validates the configuration.
+/// The `config` crate writes `targets[0]probe.type`; people read `targets[0].probe.type`.
+fn dotted_key_paths(message: &str) -> String {
+    let mut out = String::with_capacity(message.len() + 4);
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']'
+            && chars
+                .peek()
+                .is_some_and(|n| n.is_ascii_alphabetic() || *n == '_')
+        {
+            out.push('.');
+        }
+    }
+    out
+}
+
+/// Reads, deserializes and validates the configuration. Relative `*_file` paths are
+/// taken from the configuration file's directory, not the working directory.
 pub fn load(source: &ConfigSource) -> Result<Settings, ConfigError> {
-    let file = read(source)?;
+    let mut file = read(source)?;
+    if let ConfigSource::File(path) = source
+        && let Some(dir) = path.parent()
+    {
+        file.anchor_files(dir);
+    }
     validate::validate(&file).map_err(ConfigError::Invalid)
+}
+
+impl FileConfig {
+    /// Makes relative `*_file` paths relative to `dir`.
+    fn anchor_files(&mut self, dir: &std::path::Path) {
+        let anchor = |p: &mut Option<PathBuf>| {
+            if let Some(path) = p.as_mut()
+                && path.is_relative()
+            {
+                *path = dir.join(&*path);
+            }
+        };
+        anchor(&mut self.server.admin_token_file);
+        for r in &mut self.receivers {
+            anchor(&mut r.secret_file);
+            anchor(&mut r.url_file);
+        }
+    }
 }
 
 /// Reads and deserializes, with `TOCSIN__SECTION__KEY` environment overrides.

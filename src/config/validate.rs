@@ -10,7 +10,9 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
     let mut issues = Issues::default();
     let server = file.server.build("server", &mut issues);
     let storage = file.storage.build("storage", &mut issues);
-    let incidents = file.incidents.build(&file.defaults, "incidents", &mut issues);
+    let incidents = file
+        .incidents
+        .build(&file.defaults, "incidents", &mut issues);
     check_defaults(file, &mut issues);
     let topology = build_topology(file, &mut issues);
     let mut receivers = Vec::new();
@@ -54,6 +56,9 @@ fn check_defaults(file: &FileConfig, issues: &mut Issues) {
     check_timing("defaults", &timing, |_| true, issues);
     if d.resolve_after.is_zero() {
         issues.push("defaults.resolve_after", "must be greater than zero");
+    }
+    if d.degraded_latency.is_zero() {
+        issues.push("defaults.degraded_latency", "must be greater than zero");
     }
 }
 
@@ -100,12 +105,7 @@ fn check_timing(path: &str, timing: &Timing, own: impl Fn(&str) -> bool, issues:
 }
 
 /// Records `id` under `path`, reporting a duplicate.
-fn unique<'a>(
-    seen: &mut HashMap<&'a str, String>,
-    id: &'a str,
-    path: String,
-    issues: &mut Issues,
-) {
+fn unique<'a>(seen: &mut HashMap<&'a str, String>, id: &'a str, path: String, issues: &mut Issues) {
     if id.trim().is_empty() {
         issues.push(format!("{path}.id"), "must not be empty");
     } else if let Some(first) = seen.get(id) {
@@ -188,6 +188,12 @@ fn build_topology(file: &FileConfig, issues: &mut Issues) -> Topology {
             },
             issues,
         );
+        if t.degraded_latency.is_some_and(|d| d.is_zero()) {
+            issues.push(
+                format!("{path}.degraded_latency"),
+                "must be greater than zero",
+            );
+        }
         let probe = t.probe.build(&format!("{path}.probe"), issues);
 
         let mut groups = Vec::new();
@@ -232,7 +238,10 @@ fn build_topology(file: &FileConfig, issues: &mut Issues) -> Topology {
                 }
             }
             (Some(sid), true) => match topo.service_index(sid) {
-                None => issues.push(format!("{path}.service"), format!("unknown service `{sid}`")),
+                None => issues.push(
+                    format!("{path}.service"),
+                    format!("unknown service `{sid}`"),
+                ),
                 Some(service) => {
                     if let Some(first) = group_ids.get(t.id.as_str()) {
                         issues.push(
@@ -278,9 +287,18 @@ fn build_topology(file: &FileConfig, issues: &mut Issues) -> Topology {
     for (gi, g) in topo.groups.iter().enumerate() {
         topo.services[g.service].groups.push(gi);
     }
-    for s in &mut topo.services {
+    for (i, s) in topo.services.iter_mut().enumerate() {
+        let of_groups: u64 = s.groups.iter().map(|&g| topo.groups[g].subscribers).sum();
         if s.subscribers == 0 {
-            s.subscribers = s.groups.iter().map(|&g| topo.groups[g].subscribers).sum();
+            s.subscribers = of_groups;
+        } else if s.subscribers < of_groups {
+            issues.push(
+                format!("services[{i}].subscribers"),
+                format!(
+                    "{} is fewer than its groups hold ({of_groups}): the share affected could exceed 100%",
+                    s.subscribers
+                ),
+            );
         }
     }
 
@@ -288,6 +306,9 @@ fn build_topology(file: &FileConfig, issues: &mut Issues) -> Topology {
         let path = format!("maintenances[{i}]");
         if m.ends_at <= m.starts_at {
             issues.push(format!("{path}.ends_at"), "must be after starts_at");
+        }
+        if m.services.is_empty() {
+            issues.push(format!("{path}.services"), "must name at least one service");
         }
         let mut services = Vec::new();
         for (j, sid) in m.services.iter().enumerate() {

@@ -59,11 +59,9 @@ impl ProbeSpec {
 /// A regex error in one line: the crate's message ends with the useful `error: …` line.
 pub(crate) fn regex_error(error: &regex::Error) -> String {
     let text = error.to_string();
-    text.lines()
-        .map(str::trim)
-        .rfind(|l| !l.is_empty())
-        .unwrap_or(&text)
-        .to_string()
+    let last = text.lines().map(str::trim).rfind(|l| !l.is_empty());
+    let last = last.unwrap_or(&text);
+    last.strip_prefix("error: ").unwrap_or(last).to_string()
 }
 
 /// Why a probe failed: the closed set of SPEC §4, used as a metric label.
