@@ -217,12 +217,12 @@ sqlite = "{db}"
 name = "demo"
 
 [defaults]
-interval = "{interval}"
-timeout = "{timeout}"
+interval = "{interval}ms"
+timeout = "{timeout}ms"
 failure_threshold = 3
 success_threshold = 2
-degraded_latency = "{degraded}"
-resolve_after = "{resolve}"
+degraded_latency = "{degraded}ms"
+resolve_after = "{resolve}ms"
 
 [[services]]
 id = "voicemail"
@@ -249,10 +249,8 @@ url = "http://{http}/sink"
 min_severity = "sev4"
 "#,
         db = db.display().to_string().replace('\\', "\\\\"),
-        interval = format!("{interval}ms"),
-        timeout = format!("{timeout}ms"),
-        degraded = format!("{}ms", timeout * 3 / 4),
-        resolve = format!("{}ms", millis(60.0)),
+        degraded = timeout * 3 / 4,
+        resolve = millis(60.0),
     );
     for region in REGIONS {
         for (platform, subscribers) in [("vm-a", 225_000), ("vm-b", 7_275_000)] {

@@ -471,7 +471,10 @@ impl Incident {
                 *by_platform.entry(p).or_default() += g.subscribers;
             }
         }
-        total > 0 && by_platform.values().any(|&n| n as f64 >= 0.9 * total as f64)
+        total > 0
+            && by_platform
+                .values()
+                .any(|&n| n as f64 >= 0.9 * total as f64)
     }
 
     /// Scope per SPEC §6.4, from the figures and the topology's regions.
@@ -542,11 +545,8 @@ impl Incident {
     }
 
     fn compute_impact(&self) -> Impact {
-        let statuses: Vec<ComponentStatus> = self
-            .services
-            .values()
-            .map(|s| s.component_status)
-            .collect();
+        let statuses: Vec<ComponentStatus> =
+            self.services.values().map(|s| s.component_status).collect();
         let worst = match statuses.iter().max() {
             Some(ComponentStatus::MajorOutage) => Impact::Critical,
             Some(ComponentStatus::PartialOutage) => Impact::Major,
@@ -663,10 +663,17 @@ impl Incident {
 // === The book of open incidents ===
 
 /// The open incidents and the id sequence. Owned by the engine task alone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct IncidentBook {
     open: Vec<Incident>,
     next_seq: u64,
+}
+
+impl Default for IncidentBook {
+    /// An empty book whose first incident is `inc-000001`.
+    fn default() -> Self {
+        Self::restore(Vec::new(), 0)
+    }
 }
 
 impl IncidentBook {
@@ -697,14 +704,21 @@ impl IncidentBook {
         let statuses: Vec<ServiceStatus> = (0..topology.services.len())
             .map(|s| service_status(topology, s, groups, now))
             .collect();
-        let before: Vec<_> = self.open.iter().map(|i| (i.headline(), i.clone())).collect();
+        let before: Vec<_> = self
+            .open
+            .iter()
+            .map(|i| (i.headline(), i.clone()))
+            .collect();
         let mut opened: BTreeSet<String> = BTreeSet::new();
 
         // Services that start failing join a related open incident or open a new one.
         for (si, status) in statuses.iter().enumerate() {
             let service = &topology.services[si];
             if !status.status.is_failing()
-                || self.open.iter().any(|i| i.services.contains_key(&service.id))
+                || self
+                    .open
+                    .iter()
+                    .any(|i| i.services.contains_key(&service.id))
             {
                 continue;
             }
@@ -720,7 +734,8 @@ impl IncidentBook {
                 .min()
                 .unwrap_or(now);
             let related = self.open.iter_mut().find(|inc| {
-                let close = (onset - inc.onset_at).abs() <= chrono_duration(settings.correlation_window);
+                let close =
+                    (onset - inc.onset_at).abs() <= chrono_duration(settings.correlation_window);
                 close
                     && failing.iter().any(|&g| {
                         let grp = &topology.groups[g];
@@ -739,6 +754,9 @@ impl IncidentBook {
                 Some(inc) => {
                     inc.services.insert(service.id.clone(), entry);
                     inc.onset_at = inc.onset_at.min(onset);
+                    // Tracked now so that services failing in this same update can
+                    // correlate with this service's groups.
+                    inc.track_groups(topology, groups);
                     let message = format!("{} joined: {}", service.name, describe(status));
                     inc.note(now, "service_joined", message);
                 }
@@ -762,6 +780,7 @@ impl IncidentBook {
                         groups: Vec::new(),
                         timeline: Vec::new(),
                     };
+                    inc.track_groups(topology, groups);
                     let message = format!("{}: {}", service.name, describe(status));
                     inc.note(now, "opened", message);
                     opened.insert(inc.id.clone());
@@ -779,7 +798,10 @@ impl IncidentBook {
                     entry.component_status = statuses[si].status;
                 }
             }
-            let failing = inc.services.values().any(|s| s.component_status.is_failing());
+            let failing = inc
+                .services
+                .values()
+                .any(|s| s.component_status.is_failing());
             match (inc.status, failing) {
                 (IncidentStatus::Investigating | IncidentStatus::Identified, false) => {
                     inc.status = IncidentStatus::Monitoring;
@@ -879,7 +901,9 @@ fn minutes(d: chrono::Duration) -> f64 {
 }
 
 /// The step function of summed weights over `[start, end)` spans: `(from, to, total)`.
-fn steps(spans: impl Iterator<Item = (Timestamp, Timestamp, u64)>) -> Vec<(Timestamp, Timestamp, u64)> {
+fn steps(
+    spans: impl Iterator<Item = (Timestamp, Timestamp, u64)>,
+) -> Vec<(Timestamp, Timestamp, u64)> {
     let mut edges: Vec<(Timestamp, i128)> = Vec::new();
     for (a, b, w) in spans {
         edges.push((a, i128::from(w)));

@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ComponentStatus, Impact, Incident, IncidentStatus, Scope, Severity, TimelineEntry,
-};
+use super::{ComponentStatus, Impact, Incident, IncidentStatus, Scope, Severity, TimelineEntry};
 use crate::clock::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
