@@ -597,6 +597,32 @@ impl Incident {
     }
 
     /// Aligns the periods of the incident's groups with their current health.
+    /// A reload may remove a service or group: it stops counting at `now` and no longer
+    /// keeps the incident open.
+    fn close_unconfigured(&mut self, topology: &Topology, now: Timestamp) -> bool {
+        let mut changed = false;
+        for (id, entry) in self.services.iter_mut() {
+            if topology.service_index(id).is_none()
+                && entry.component_status != ComponentStatus::Operational
+            {
+                entry.component_status = ComponentStatus::Operational;
+                changed = true;
+            }
+        }
+        for g in &mut self.groups {
+            let configured = topology
+                .group_index(&g.group)
+                .is_some_and(|gi| topology.services[topology.groups[gi].service].id == g.service);
+            if let Some(open) = g.periods.last_mut().filter(|p| p.end.is_none())
+                && !configured
+            {
+                open.end = Some(now.max(open.start));
+                changed = true;
+            }
+        }
+        changed
+    }
+
     fn track_groups(&mut self, topology: &Topology, groups: &[GroupStatus]) -> bool {
         let mut changed = false;
         for service in self.services.keys().cloned().collect::<Vec<_>>() {
@@ -792,6 +818,7 @@ impl IncidentBook {
         let mut changes = Changes::default();
         for inc in &mut self.open {
             let mut changed = inc.track_groups(topology, groups);
+            changed |= inc.close_unconfigured(topology, now);
             for (id, entry) in inc.services.iter_mut() {
                 if let Some(si) = topology.service_index(id) {
                     changed |= entry.component_status != statuses[si].status;

@@ -1348,3 +1348,25 @@ fn view_of_a_resolved_incident() {
         .collect();
     assert_eq!(events, ["opened", "recovered", "resolved"]);
 }
+
+#[test]
+fn a_reload_removing_the_failing_service_lets_the_incident_resolve() {
+    let mut sim = Sim::new(simple());
+    sim.down("g", "14:00:00");
+    sim.update("14:01:00");
+    let id = sim.only().id.clone();
+
+    // The new configuration no longer has the voicemail service.
+    sim.topo = Topo::default().service("web", 10).build();
+    sim.groups = vec![];
+    let changes = sim.update("14:10:00");
+    assert!(
+        events(&changes).is_empty(),
+        "no alert for a configuration change"
+    );
+    let inc = sim.only();
+    assert_eq!(inc.status, IncidentStatus::Monitoring);
+    assert_eq!(inc.groups[0].periods[0].end, Some(t("14:10:00")));
+    assert_eq!(inc.figures(t("15:00:00")).duration, mins(10));
+    assert_eq!(events(&sim.tick("14:15:00")), vec![resolved(&id)]);
+}
