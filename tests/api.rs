@@ -1,0 +1,173 @@
+//! The HTTP API contract: shapes, errors, authorization of write endpoints, the page.
+
+mod common;
+
+use common::{Daemon, Target, path_str, temp_dir, wait_for, write};
+
+fn config(dir: &std::path::Path, target: &Target, token: bool) -> String {
+    let token_line = if token {
+        let file = write(dir, "admin.token", "s3cret-token\n");
+        format!("admin_token_file = \"{}\"", path_str(&file))
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
+[server]
+page_title = "Ops <status> & more"
+{token_line}
+[storage]
+sqlite = "{db}"
+[defaults]
+interval = "100ms"
+timeout = "80ms"
+[[services]]
+id = "web"
+name = "<script>alert('x')</script>"
+subscribers = 1000
+[[targets]]
+id = "www"
+service = "web"
+probe = {{ type = "http", url = "{url}" }}
+"#,
+        db = path_str(&dir.join("tocsin.db")),
+        url = target.url(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_errors_page_and_health() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let daemon = Daemon::start(&config(dir.path(), &target, false), dir.path()).await;
+    wait_for("a first result", || async {
+        !daemon.get_json("/api/v1/status").await["targets"][0]["last_result"].is_null()
+    })
+    .await;
+
+    let status = daemon.get_json("/api/v1/status").await;
+    let service = &status["services"][0];
+    assert_eq!(service["id"], "web");
+    assert_eq!(service["status"], "operational");
+    assert_eq!(service["affected"], 0);
+    assert_eq!(service["share"], 0.0);
+    assert_eq!(service["subscribers"], 1000);
+    assert_eq!(status["groups"][0]["id"], "www");
+    assert_eq!(status["groups"][0]["health"], "ok");
+    let target_view = &status["targets"][0];
+    assert_eq!(target_view["probe"], "http");
+    assert_eq!(target_view["last_result"]["ok"], true);
+    assert!(target_view["last_result"]["latency_seconds"].as_f64().unwrap() > 0.0);
+
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(daemon.url(path)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+
+    let not_found = get("/api/v1/incidents/inc-999999").await.unwrap();
+    assert_eq!(not_found.status(), 404);
+    let body: serde_json::Value = not_found.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(body["error"]["message"].as_str().unwrap().contains("inc-999999"));
+
+    let bad = get("/api/v1/incidents?status=sideways").await.unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+
+    let nowhere = get("/api/v1/nowhere").await.unwrap();
+    assert_eq!(nowhere.status(), 404);
+    let body: serde_json::Value = nowhere.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+
+    // Names from the configuration are text, never markup.
+    let page = get("/").await.unwrap();
+    assert_eq!(
+        page.headers()["content-type"],
+        "text/html; charset=utf-8"
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+    assert!(!html.contains("<script>"));
+    assert!(html.contains("<title>Ops &lt;status&gt; &amp; more</title>"));
+    assert!(html.contains("All systems operational"));
+
+    // Filters: nothing for another service, a limit of one.
+    target.set_status(500);
+    wait_for("an incident", || async {
+        !daemon.get_json("/api/v1/incidents?status=open").await["incidents"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    })
+    .await;
+    let other = daemon.get_json("/api/v1/incidents?service=voice").await;
+    assert_eq!(other["incidents"], serde_json::json!([]));
+    let web = daemon.get_json("/api/v1/incidents?service=web&limit=1").await;
+    assert_eq!(web["incidents"].as_array().unwrap().len(), 1);
+    let html = get("/").await.unwrap().text().await.unwrap();
+    assert!(html.contains("inc-000001"));
+    assert!(html.contains("Partial outage") || html.contains("Major outage"));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_endpoint_needs_the_token_and_refuses_a_bad_file() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let good = config(dir.path(), &target, true);
+    let daemon = Daemon::start(&good, dir.path()).await;
+    let client = reqwest::Client::new();
+    let reload = |token: Option<&str>| {
+        let mut request = client.post(daemon.url("/-/reload"));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        request.send()
+    };
+
+    let missing = reload(None).await.unwrap();
+    assert_eq!(missing.status(), 401);
+    let wrong = reload(Some("guess")).await.unwrap();
+    assert_eq!(wrong.status(), 403);
+    let body: serde_json::Value = wrong.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+
+    let ok = reload(Some("s3cret-token")).await.unwrap();
+    assert_eq!(ok.status(), 200);
+
+    std::fs::write(
+        dir.path().join("tocsin.toml"),
+        good.replace("timeout = \"80ms\"", "timeout = \"2s\""),
+    )
+    .unwrap();
+    let refused = reload(Some("s3cret-token")).await.unwrap();
+    assert_eq!(refused.status(), 422);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_config");
+    assert_eq!(
+        body["error"]["message"],
+        "defaults.timeout: 2s must be shorter than the interval (100ms)"
+    );
+    let metrics = daemon.metrics().await;
+    assert_eq!(
+        common::metric_sum(&metrics, "tocsin_config_last_reload_successful", &[]),
+        0.0
+    );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_api_is_forbidden_without_a_configured_token() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let daemon = Daemon::start(&config(dir.path(), &target, false), dir.path()).await;
+    let response = reqwest::Client::new()
+        .post(daemon.url("/-/reload"))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    daemon.stop().await;
+}
