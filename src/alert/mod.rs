@@ -395,8 +395,17 @@ async fn deliver(
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let result = match &spec.kind {
-                ReceiverKind::Webhook(w) => w.send(&http, &event, spec.timeout, clock.now()).await,
+            let send = async {
+                match &spec.kind {
+                    ReceiverKind::Webhook(w) => {
+                        w.send(&http, &event, spec.timeout, clock.now()).await
+                    }
+                }
+            };
+            // A receiver that never answers must not hold up shutdown.
+            let result = tokio::select! {
+                _ = token.cancelled() => return,
+                result = send => result,
             };
             match result {
                 Ok(()) => {
