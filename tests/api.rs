@@ -57,7 +57,12 @@ async fn status_errors_page_and_health() {
     let target_view = &status["targets"][0];
     assert_eq!(target_view["probe"], "http");
     assert_eq!(target_view["last_result"]["ok"], true);
-    assert!(target_view["last_result"]["latency_seconds"].as_f64().unwrap() > 0.0);
+    assert!(
+        target_view["last_result"]["latency_seconds"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
 
     let client = reqwest::Client::new();
     let get = |path: &str| client.get(daemon.url(path)).send();
@@ -68,7 +73,12 @@ async fn status_errors_page_and_health() {
     assert_eq!(not_found.status(), 404);
     let body: serde_json::Value = not_found.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
-    assert!(body["error"]["message"].as_str().unwrap().contains("inc-999999"));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("inc-999999")
+    );
 
     let bad = get("/api/v1/incidents?status=sideways").await.unwrap();
     assert_eq!(bad.status(), 400);
@@ -82,10 +92,7 @@ async fn status_errors_page_and_health() {
 
     // Names from the configuration are text, never markup.
     let page = get("/").await.unwrap();
-    assert_eq!(
-        page.headers()["content-type"],
-        "text/html; charset=utf-8"
-    );
+    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     let html = page.text().await.unwrap();
     assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
     assert!(!html.contains("<script>"));
@@ -103,7 +110,9 @@ async fn status_errors_page_and_health() {
     .await;
     let other = daemon.get_json("/api/v1/incidents?service=voice").await;
     assert_eq!(other["incidents"], serde_json::json!([]));
-    let web = daemon.get_json("/api/v1/incidents?service=web&limit=1").await;
+    let web = daemon
+        .get_json("/api/v1/incidents?service=web&limit=1")
+        .await;
     assert_eq!(web["incidents"].as_array().unwrap().len(), 1);
     let html = get("/").await.unwrap().text().await.unwrap();
     assert!(html.contains("inc-000001"));

@@ -348,3 +348,16 @@ async fn metrics_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn version_is_printed() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("tocsin {}", env!("CARGO_PKG_VERSION"))
+    );
+}
