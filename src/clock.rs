@@ -40,10 +40,6 @@ impl Clock {
     }
 }
 
-/// Seconds between two timestamps as f64 (negative when `to` is before `from`).
-pub fn seconds_between(from: Timestamp, to: Timestamp) -> f64 {
-    (to - from).num_milliseconds() as f64 / 1000.0
-}
 
 #[cfg(test)]
 mod tests {

@@ -147,11 +147,6 @@ impl Engine {
         (engine, rx)
     }
 
-    /// The open incidents as receivers know them, for routing after a restart.
-    pub fn open_views(&self) -> Vec<IncidentView> {
-        let now = self.clock.now();
-        self.book.open().iter().map(|i| i.view(now)).collect()
-    }
 
     fn topology(&self) -> &Arc<Topology> {
         &self.settings.topology
