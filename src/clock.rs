@@ -40,7 +40,6 @@ impl Clock {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -147,7 +147,6 @@ impl Engine {
         (engine, rx)
     }
 
-
     fn topology(&self) -> &Arc<Topology> {
         &self.settings.topology
     }

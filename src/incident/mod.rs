@@ -16,7 +16,9 @@ use crate::detector::TargetState;
 use crate::scheduler::DefaultsConfig;
 use crate::topology::{GroupMode, Topology};
 
+pub mod cause;
 mod view;
+pub use cause::{Change, PastIncident, Recurrence, SuspectedCause};
 pub use view::{IncidentView, ServiceFiguresView};
 
 /// `[incidents]`.
@@ -304,6 +306,13 @@ pub struct Incident {
     pub resolved_at: Option<Timestamp>,
     pub services: BTreeMap<String, ServiceEntry>,
     pub groups: Vec<GroupImpact>,
+    #[serde(default)]
+    pub suspected_cause: Option<SuspectedCause>,
+    #[serde(default)]
+    pub recurrence: Option<Recurrence>,
+    /// When an operator acknowledged it (status `identified`).
+    #[serde(default)]
+    pub acknowledged_at: Option<Timestamp>,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -586,6 +595,28 @@ impl Incident {
         self.platform_concentrated = self.platform_concentration();
     }
 
+    /// Refreshes the suspected cause and recurrence; notes a new suspect in the timeline.
+    fn look_back(&mut self, changes: &[Change], past: &[PastIncident], now: Timestamp) -> bool {
+        let suspect = cause::suspect(changes, self);
+        let recurrence = cause::recurrence(past, self);
+        let changed = suspect != self.suspected_cause || recurrence != self.recurrence;
+        if let Some(s) = &suspect
+            && self.suspected_cause.as_ref().map(|c| &c.change_id) != Some(&s.change_id)
+        {
+            let message = format!(
+                "suspected cause: change {} registered {} before onset ({:?} confidence)",
+                s.change_id,
+                humantime::format_duration(Duration::from_secs(s.lag_seconds)),
+                s.confidence
+            )
+            .to_lowercase();
+            self.note(now, "suspected_cause", message);
+        }
+        self.suspected_cause = suspect;
+        self.recurrence = recurrence;
+        changed
+    }
+
     /// What alerts care about: a change here is an `incident.updated`.
     fn headline(&self) -> (Severity, Impact, Scope, Vec<String>) {
         (
@@ -693,6 +724,10 @@ impl Incident {
 pub struct IncidentBook {
     open: Vec<Incident>,
     next_seq: u64,
+    /// Registered changes of the last 72 h, for suspected causes.
+    changes: Vec<Change>,
+    /// Incidents of the last 30 days, for recurrence.
+    history: Vec<PastIncident>,
 }
 
 impl Default for IncidentBook {
@@ -708,7 +743,37 @@ impl IncidentBook {
         Self {
             open,
             next_seq: last_seq + 1,
+            changes: Vec::new(),
+            history: Vec::new(),
         }
+    }
+
+    /// Adds what suspected causes and recurrence look back on: past incidents (resolved,
+    /// last 30 days) and registered changes.
+    pub fn remember(&mut self, history: Vec<PastIncident>, changes: Vec<Change>) {
+        self.history.extend(history);
+        self.changes.extend(changes);
+    }
+
+    /// Records a change; open incidents take it into account at the next update.
+    pub fn record_change(&mut self, change: Change) {
+        self.changes.retain(|c| c.id != change.id);
+        self.changes.push(change);
+    }
+
+    /// An operator took the incident in hand: `investigating` becomes `identified`.
+    /// Returns the incident to persist, or `None` when no such incident is open.
+    pub fn acknowledge(&mut self, id: &str, by: Option<&str>, now: Timestamp) -> Option<Incident> {
+        let inc = self.open.iter_mut().find(|i| i.id == id)?;
+        if inc.acknowledged_at.is_none() {
+            inc.acknowledged_at = Some(now);
+            if inc.status == IncidentStatus::Investigating {
+                inc.status = IncidentStatus::Identified;
+            }
+            let who = by.map(|b| format!(" by {b}")).unwrap_or_default();
+            inc.note(now, "acknowledged", format!("acknowledged{who}"));
+        }
+        Some(inc.clone())
     }
 
     pub fn open(&self) -> &[Incident] {
@@ -804,6 +869,9 @@ impl IncidentBook {
                         resolved_at: None,
                         services: BTreeMap::from([(service.id.clone(), entry)]),
                         groups: Vec::new(),
+                        suspected_cause: None,
+                        recurrence: None,
+                        acknowledged_at: None,
                         timeline: Vec::new(),
                     };
                     inc.track_groups(topology, groups);
@@ -816,6 +884,12 @@ impl IncidentBook {
         }
 
         let mut changes = Changes::default();
+        let past: Vec<PastIncident> = self
+            .history
+            .iter()
+            .cloned()
+            .chain(self.open.iter().map(PastIncident::of))
+            .collect();
         for inc in &mut self.open {
             let mut changed = inc.track_groups(topology, groups);
             changed |= inc.close_unconfigured(topology, now);
@@ -852,6 +926,7 @@ impl IncidentBook {
             }
             let just_opened = opened.contains(&inc.id);
             inc.reassess(topology, now, just_opened);
+            changed |= inc.look_back(&self.changes, &past, now);
             if just_opened {
                 changes.events.push((EventKind::Opened, inc.clone()));
                 changes.changed.push(inc.clone());
@@ -873,6 +948,11 @@ impl IncidentBook {
 
     /// Resolves incidents that stayed quiet for `resolve_after`.
     pub fn tick(&mut self, settings: &IncidentSettings, now: Timestamp) -> Changes {
+        // What look-backs can still need, with room for incidents that stay open for days.
+        let keep_history = chrono_duration(cause::RECURRENCE_WINDOW * 2);
+        let keep_changes = chrono_duration(cause::MAX_LAG * 3);
+        self.history.retain(|p| now - p.onset_at <= keep_history);
+        self.changes.retain(|c| now - c.at <= keep_changes);
         let mut changes = Changes::default();
         let resolve_after = chrono_duration(settings.resolve_after);
         let mut i = 0;
@@ -893,6 +973,7 @@ impl IncidentBook {
                 humantime::format_duration(Duration::from_secs(figures.duration.as_secs()))
             );
             inc.note(now, "resolved", message);
+            self.history.push(PastIncident::of(&inc));
             changes.events.push((EventKind::Resolved, inc.clone()));
             changes.changed.push(inc);
         }

@@ -1315,7 +1315,7 @@ fn view_has_spec_field_names() {
     assert_eq!(vm["user_minutes"], 27_000_000);
     assert_eq!(v["reporting"], Value::Null);
     assert_eq!(v["suspected_cause"], Value::Null);
-    assert_eq!(v["recurrence"], Value::Null);
+    assert_eq!(v["recurrence"], json!({"count_30d": 1, "chronic": false}));
     let first = &v["timeline"][0];
     assert_eq!(first["at"], "2026-07-05T14:00:30Z");
     assert_eq!(first["event"], "opened");

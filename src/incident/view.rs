@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ComponentStatus, Impact, Incident, IncidentStatus, Scope, Severity, TimelineEntry};
+use super::{
+    ComponentStatus, Impact, Incident, IncidentStatus, Recurrence, Scope, Severity, SuspectedCause,
+    TimelineEntry,
+};
 use crate::clock::Timestamp;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,10 +33,11 @@ pub struct IncidentView {
     pub per_service: BTreeMap<String, ServiceFiguresView>,
     /// Regulatory rule sets (SPEC §6.6); not evaluated yet, so always null.
     pub reporting: Option<serde_json::Value>,
-    /// The change suspected of causing it (SPEC §6.7); not computed yet, so always null.
-    pub suspected_cause: Option<serde_json::Value>,
-    /// Recurrence over 30 days (SPEC §6.7); not computed yet, so always null.
-    pub recurrence: Option<serde_json::Value>,
+    /// The change suspected of causing it (SPEC §6.7).
+    pub suspected_cause: Option<SuspectedCause>,
+    /// Incidents on the same service and platform over 30 days (SPEC §6.7); null when no
+    /// platform is known.
+    pub recurrence: Option<Recurrence>,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -87,8 +91,8 @@ impl Incident {
                 })
                 .collect(),
             reporting: None,
-            suspected_cause: None,
-            recurrence: None,
+            suspected_cause: self.suspected_cause.clone(),
+            recurrence: self.recurrence,
             timeline: self.timeline.clone(),
         }
     }
