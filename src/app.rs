@@ -106,6 +106,7 @@ pub async fn run(
         store: store.clone(),
         metrics: Arc::clone(&metrics),
         reload: reload_tx,
+        engine: control_tx.clone(),
         ready: ready_rx,
         clock,
     };

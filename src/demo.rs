@@ -60,68 +60,97 @@ pub async fn run(
     tokio::spawn(serve_http(http, Arc::clone(&failing), shutdown.clone()));
     tokio::spawn(serve_voice(voice, shutdown.clone()));
 
-    let db = std::env::temp_dir().join(format!("tocsin-demo-{}.db", std::process::id()));
-    remove_db(&db);
-    let toml = demo_config(http_addr, voice_addr, &db, speed);
+    // A fresh state directory per run: the database and the admin token.
+    let state = std::env::temp_dir().join(format!("tocsin-demo-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state).map_err(DemoError::Simulator)?;
+    let token = crate::alert::new_event_id();
+    std::fs::write(state.join("admin.token"), &token).map_err(DemoError::Simulator)?;
+    let toml = demo_config(http_addr, voice_addr, &state, speed);
     let source = ConfigSource::Inline(toml);
     let settings = config::load(&source)?;
 
+    let monitor = listener.local_addr().map_err(DemoError::Simulator)?;
     tracing::info!(
-        "demo: status page on http://{}/ — the outage starts in {:?}",
-        listener.local_addr().map_err(DemoError::Simulator)?,
+        "demo: status page on http://{monitor}/ — the outage starts in {:?}",
         scaled(20.0)
     );
-    tokio::spawn(scenario(
+    let script = Script {
         failing,
-        scaled(15.0),
-        scaled(20.0),
-        scaled(140.0),
+        monitor,
+        token,
+    };
+    tokio::spawn(script.play(
+        [
+            (scaled(15.0), Step::RegisterUpdate),
+            (scaled(20.0), Step::Fail),
+            (scaled(140.0), Step::Recover),
+        ],
         shutdown.clone(),
     ));
     let result = app::run(source, settings, listener, shutdown).await;
-    remove_db(&db);
+    let _ = std::fs::remove_dir_all(&state);
     Ok(result?)
 }
 
-fn remove_db(db: &std::path::Path) {
-    for suffix in ["", "-wal", "-shm"] {
-        let mut path = db.as_os_str().to_owned();
-        path.push(suffix);
-        let _ = std::fs::remove_file(path);
-    }
+enum Step {
+    /// The operator registers the update through the API, as a deploy pipeline would.
+    RegisterUpdate,
+    Fail,
+    Recover,
 }
 
 /// The scripted outage: an update on vm-a, then vm-a fails everywhere, then recovers.
-async fn scenario(
+struct Script {
     failing: Failing,
-    update_at: Duration,
-    fail_at: Duration,
-    recover_at: Duration,
-    shutdown: CancellationToken,
-) {
-    let start = tokio::time::Instant::now();
-    let steps: [(Duration, &str); 3] = [
-        (update_at, "update"),
-        (fail_at, "fail"),
-        (recover_at, "recover"),
-    ];
-    for (at, step) in steps {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep_until(start + at) => {}
+    monitor: SocketAddr,
+    token: String,
+}
+
+impl Script {
+    async fn play(self, steps: [(Duration, Step); 3], shutdown: CancellationToken) {
+        let start = tokio::time::Instant::now();
+        for (at, step) in steps {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(start + at) => {}
+            }
+            match step {
+                Step::RegisterUpdate => self.register_update().await,
+                Step::Fail => {
+                    tracing::warn!("demo: platform vm-a stops answering in every region");
+                    self.failing
+                        .write()
+                        .expect("not poisoned")
+                        .insert("vm-a".into());
+                }
+                Step::Recover => {
+                    tracing::info!("demo: platform vm-a is back");
+                    self.failing.write().expect("not poisoned").remove("vm-a");
+                }
+            }
         }
-        match step {
-            "update" => tracing::info!(
-                "demo: software update registered on voicemail platform vm-a (chg-42)"
-            ),
-            "fail" => {
-                tracing::warn!("demo: platform vm-a stops answering in every region");
-                failing.write().expect("not poisoned").insert("vm-a".into());
+    }
+
+    async fn register_update(&self) {
+        let change = serde_json::json!({
+            "id": "chg-42",
+            "platform": "vm-a",
+            "service": "voicemail",
+            "summary": "messaging platform software update",
+        });
+        let sent = reqwest::Client::new()
+            .post(format!("http://{}/api/v1/changes", self.monitor))
+            .bearer_auth(&self.token)
+            .json(&change)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                tracing::info!("demo: software update chg-42 registered on voicemail platform vm-a")
             }
-            _ => {
-                tracing::info!("demo: platform vm-a is back");
-                failing.write().expect("not poisoned").remove("vm-a");
-            }
+            Ok(r) => tracing::error!(status = %r.status(), "demo: registering the update failed"),
+            Err(e) => tracing::error!(error = %e, "demo: registering the update failed"),
         }
     }
 }
@@ -153,8 +182,19 @@ async fn sink(body: axum::body::Bytes) -> StatusCode {
     match serde_json::from_slice::<crate::alert::AlertEvent>(&body) {
         Ok(event) => {
             let inc = &event.incident;
+            let cause = inc
+                .suspected_cause
+                .as_ref()
+                .map(|c| {
+                    format!(
+                        ", most likely caused by {} registered {} before onset",
+                        c.change_id,
+                        humantime::format_duration(Duration::from_secs(c.lag_seconds))
+                    )
+                })
+                .unwrap_or_default();
             tracing::warn!(
-                "ALERT {} {}: {} {}, {} subscribers at peak, {} user-minutes, scope {}, platforms [{}], regions [{}]",
+                "ALERT {} {}: {} {}, {} subscribers at peak ({:.1}%), {} user-minutes, scope {}, platforms [{}], regions [{}]{cause}",
                 serde_json::to_value(event.kind)
                     .unwrap_or_default()
                     .as_str()
@@ -163,6 +203,11 @@ async fn sink(body: axum::body::Bytes) -> StatusCode {
                 inc.services.join("+"),
                 inc.severity.as_str(),
                 inc.peak_affected,
+                inc.per_service
+                    .values()
+                    .map(|s| s.peak_share)
+                    .fold(0.0, f64::max)
+                    * 100.0,
                 inc.user_minutes,
                 serde_json::to_value(inc.scope)
                     .unwrap_or_default()
@@ -199,7 +244,7 @@ async fn serve_voice(listener: TcpListener, shutdown: CancellationToken) {
 pub fn demo_config(
     http: SocketAddr,
     voice: SocketAddr,
-    db: &std::path::Path,
+    state: &std::path::Path,
     speed: f64,
 ) -> String {
     // Intervals shrink with speed down to 100 ms; the timeout stays below the interval.
@@ -209,6 +254,7 @@ pub fn demo_config(
     let mut out = format!(
         r#"[server]
 page_title = "Example Telecom status (demo)"
+admin_token_file = "{token}"
 
 [storage]
 sqlite = "{db}"
@@ -248,7 +294,16 @@ type = "webhook"
 url = "http://{http}/sink"
 min_severity = "sev4"
 "#,
-        db = db.display().to_string().replace('\\', "\\\\"),
+        db = state
+            .join("tocsin.db")
+            .display()
+            .to_string()
+            .replace('\\', "\\\\"),
+        token = state
+            .join("admin.token")
+            .display()
+            .to_string()
+            .replace('\\', "\\\\"),
         degraded = timeout * 3 / 4,
         resolve = millis(60.0),
     );

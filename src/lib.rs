@@ -25,7 +25,8 @@
 //! * [`engine`]: the one task that owns detector and incident state; it persists, alerts,
 //!   updates metrics and publishes [`engine::Snapshot`]s through a `watch` channel.
 //! * [`metrics`], [`alert`], [`store`], [`http`]: the outputs.
-//! * [`app`]: wiring, reload and graceful shutdown; [`demo`]: the self-contained demo.
+//! * [`app`]: wiring, reload and graceful shutdown; [`demo`]: the self-contained demo;
+//!   [`replay`]: the engine's core on recorded results, in their own time.
 //!
 //! # Glossary (SPEC §1)
 //!
@@ -51,6 +52,7 @@ pub mod http;
 pub mod incident;
 pub mod metrics;
 pub mod probe;
+pub mod replay;
 pub mod scheduler;
 pub mod store;
 pub mod topology;

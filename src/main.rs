@@ -46,6 +46,16 @@ enum Command {
         #[arg(long, default_value = "/etc/tocsin/tocsin.toml")]
         config: PathBuf,
     },
+    /// Run the detection and incident engine on recorded results (JSON lines), offline.
+    Replay {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        input: PathBuf,
+        /// Where to write the events and summary; standard output by default.
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
     /// Self-contained demo: simulated endpoints, a realistic outage, the status page.
     Demo {
         #[arg(long, default_value = "127.0.0.1:9898")]
@@ -61,6 +71,11 @@ fn main() -> ExitCode {
     init_logging(cli.log_level.as_deref(), cli.log_format);
     match cli.command {
         Command::CheckConfig { config } => check_config(config),
+        Command::Replay {
+            config,
+            input,
+            output,
+        } => exit(replay(config, input, output)),
         Command::Run { config } => exit(runtime().and_then(|rt| rt.block_on(run(config)))),
         Command::Demo { listen, speed } => exit(runtime().and_then(|rt| {
             rt.block_on(async {
@@ -114,6 +129,37 @@ fn check_config(path: PathBuf) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn replay(config: PathBuf, input: PathBuf, output: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings = config::load(&ConfigSource::File(config))?;
+    let file =
+        std::fs::File::open(&input).with_context(|| format!("cannot open {}", input.display()))?;
+    let input = std::io::BufReader::with_capacity(1 << 20, file);
+    let totals = match &output {
+        None => tocsin::replay::run(settings, input, std::io::stdout().lock())?,
+        Some(path) => {
+            // Written next to the target and renamed into place: a failed replay never
+            // leaves a file that looks complete.
+            let partial = path.with_extension("partial");
+            let file = std::fs::File::create(&partial)
+                .with_context(|| format!("cannot create {}", partial.display()))?;
+            let totals = tocsin::replay::run(settings, input, std::io::BufWriter::new(file))
+                .inspect_err(|_| {
+                    let _ = std::fs::remove_file(&partial);
+                })?;
+            std::fs::rename(&partial, path)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            totals
+        }
+    };
+    tracing::info!(
+        lines = totals.lines,
+        events = totals.events,
+        incidents = totals.incidents,
+        "replay complete"
+    );
+    Ok(())
 }
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {

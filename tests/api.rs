@@ -180,3 +180,128 @@ async fn write_api_is_forbidden_without_a_configured_token() {
     assert_eq!(response.status(), 403);
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_registered_and_become_suspected_causes_acknowledge_identifies() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let toml = config(dir.path(), &target, true).replace(
+        "[[targets]]\nid = \"www\"\nservice = \"web\"",
+        "[[targets]]\nid = \"www\"\nservice = \"web\"\nplatform = \"cms-1\"",
+    );
+    let daemon = Daemon::start(&toml, dir.path()).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: serde_json::Value| {
+        client
+            .post(daemon.url(path))
+            .bearer_auth("s3cret-token")
+            .json(&body)
+            .send()
+    };
+
+    // Write endpoints need the token.
+    let anonymous = client
+        .post(daemon.url("/api/v1/changes"))
+        .json(&serde_json::json!({"summary": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let bad = post("/api/v1/changes", serde_json::json!({"platform": "cms-1"}))
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400, "summary is required");
+    let unknown = post(
+        "/api/v1/changes",
+        serde_json::json!({"summary": "x", "colour": "red"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(unknown.status(), 400, "unknown fields are refused");
+
+    let registered = post(
+        "/api/v1/changes",
+        serde_json::json!({"id": "chg-42", "platform": "cms-1", "summary": "CMS upgrade"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(registered.status(), 201);
+    let change: serde_json::Value = registered.json().await.unwrap();
+    assert_eq!(change["id"], "chg-42");
+    assert_eq!(change["platform"], "cms-1");
+    assert!(change["at"].is_string(), "`at` defaults to now");
+    let generated = post(
+        "/api/v1/changes",
+        serde_json::json!({"service": "web", "summary": "DNS TTL"}),
+    )
+    .await
+    .unwrap();
+    let generated: serde_json::Value = generated.json().await.unwrap();
+    assert!(generated["id"].as_str().unwrap().starts_with("chg-"));
+    let list = daemon.get_json("/api/v1/changes").await;
+    let ids: Vec<&str> = list["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&"chg-42"));
+
+    target.set_status(500);
+    let incident = loop {
+        let open = daemon.get_json("/api/v1/incidents?status=open").await;
+        if let Some(inc) = open["incidents"].as_array().unwrap().first() {
+            break inc.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    };
+    let id = incident["id"].as_str().unwrap();
+    assert_eq!(incident["suspected_cause"]["confidence"], "high");
+    assert!(
+        ["chg-42", generated["id"].as_str().unwrap()]
+            .contains(&incident["suspected_cause"]["change_id"].as_str().unwrap()),
+        "the most recent change on the platform or service"
+    );
+    assert_eq!(incident["recurrence"]["count_30d"], 1);
+
+    let acked = post(
+        &format!("/api/v1/incidents/{id}/acknowledge"),
+        serde_json::json!({"by": "alice"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(acked.status(), 200);
+    let acked: serde_json::Value = acked.json().await.unwrap();
+    assert_eq!(acked["status"], "identified");
+    let last = acked["timeline"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["event"], "acknowledged");
+    assert_eq!(last["message"], "acknowledged by alice");
+    let missing = post(
+        "/api/v1/incidents/inc-999999/acknowledge",
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(missing.status(), 404);
+
+    // The acknowledgement and the changes survive a restart.
+    daemon.stop().await;
+    let daemon = Daemon::start(&toml, dir.path()).await;
+    let incident = daemon.get_json(&format!("/api/v1/incidents/{id}")).await;
+    assert_eq!(incident["status"], "identified");
+    assert!(!incident["suspected_cause"].is_null());
+    assert_eq!(
+        daemon.get_json("/api/v1/changes").await["changes"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    daemon.stop().await;
+}

@@ -45,6 +45,10 @@ async fn demo_outage_is_detected_sized_alerted_and_resolved() {
     assert_eq!(incident["scope"], "distributed");
     assert_eq!(incident["platform_concentrated"], true);
     assert_eq!(incident["severity"], "sev2");
+    assert_eq!(incident["suspected_cause"]["change_id"], "chg-42");
+    assert_eq!(incident["suspected_cause"]["confidence"], "high");
+    let changes = get(addr, "/api/v1/changes").await;
+    assert_eq!(changes["changes"][0]["platform"], "vm-a");
 
     let page = reqwest::get(format!("http://{addr}/"))
         .await

@@ -129,6 +129,8 @@ pub struct AppState {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub reload: mpsc::Sender<ReloadRequest>,
+    /// Commands for the engine (changes, acknowledgements).
+    pub engine: mpsc::Sender<crate::engine::Control>,
     /// True once the store is open and the schedulers run.
     pub ready: watch::Receiver<bool>,
     pub clock: Clock,
@@ -144,6 +146,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/status", get(api::status))
         .route("/api/v1/incidents", get(api::incidents))
         .route("/api/v1/incidents/{id}", get(api::incident))
+        .route("/api/v1/incidents/{id}/acknowledge", post(api::acknowledge))
+        .route(
+            "/api/v1/changes",
+            get(api::changes).post(api::register_change),
+        )
         .fallback(|| async { ApiError::not_found("no such path") })
         .with_state(state)
 }
@@ -182,7 +189,7 @@ async fn reload(
 }
 
 /// Bearer token check for write endpoints: 401 without, 403 wrong (or none configured).
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     use subtle::ConstantTimeEq;
     let settings = state.settings.borrow().clone();
     let Some(expected) = settings.server.admin_token.as_deref() else {

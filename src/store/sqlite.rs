@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::detector::Detector;
-use crate::incident::{Incident, IncidentStatus};
+use crate::incident::{Change, Incident, IncidentStatus, PastIncident};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -33,6 +33,10 @@ pub struct Restored {
     pub open_incidents: Vec<Incident>,
     /// Highest incident sequence number ever used (0 when none).
     pub last_seq: u64,
+    /// Resolved incidents of the last 60 days, for recurrence.
+    pub history: Vec<PastIncident>,
+    /// Changes of the last 9 days, for suspected causes.
+    pub changes: Vec<Change>,
 }
 
 enum Write {
@@ -41,6 +45,7 @@ enum Write {
         detector: String,
     },
     Incident(Box<Incident>),
+    Change(Change),
     Flush(oneshot::Sender<()>),
     /// Runs once every write queued before it is committed.
     Then(Box<dyn FnOnce() + Send>),
@@ -74,6 +79,12 @@ CREATE TABLE IF NOT EXISTS incident (
     body       TEXT NOT NULL    -- the incident as JSON
 );
 CREATE INDEX IF NOT EXISTS incident_status ON incident (status);
+CREATE TABLE IF NOT EXISTS change (
+    id         TEXT PRIMARY KEY,
+    at         TEXT NOT NULL,   -- RFC 3339 UTC, sorts as time
+    body       TEXT NOT NULL    -- the change as JSON
+);
+CREATE INDEX IF NOT EXISTS change_at ON change (at);
 ";
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -123,6 +134,24 @@ impl Store {
             id: id.to_string(),
             detector,
         });
+    }
+
+    pub fn save_change(&self, change: &Change) {
+        let _ = self.writes.send(Write::Change(change.clone()));
+    }
+
+    /// Registered changes, newest first.
+    pub async fn changes(&self, limit: usize) -> Result<Vec<Change>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare("SELECT body FROM change ORDER BY at DESC, id LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for body in rows {
+                out.push(serde_json::from_str(&body?)?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     pub fn save_incident(&self, incident: &Incident) {
@@ -223,6 +252,21 @@ fn restore(conn: &Connection) -> Result<Restored, StoreError> {
     }
     let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM incident", [], |r| r.get(0))?;
     restored.last_seq = last.unwrap_or(0) as u64;
+    let now = chrono::Utc::now();
+    let mut stmt =
+        conn.prepare("SELECT body FROM incident WHERE status = 'resolved' ORDER BY seq")?;
+    for body in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        let incident: Incident = serde_json::from_str(&body?)?;
+        if now - incident.onset_at <= chrono::Duration::days(60) {
+            restored.history.push(PastIncident::of(&incident));
+        }
+    }
+    let since =
+        (now - chrono::Duration::days(9)).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let mut stmt = conn.prepare("SELECT body FROM change WHERE at >= ?1 ORDER BY at")?;
+    for body in stmt.query_map([since], |r| r.get::<_, String>(0))? {
+        restored.changes.push(serde_json::from_str(&body?)?);
+    }
     Ok(restored)
 }
 
@@ -285,6 +329,19 @@ fn write_batch(
                         status_str(inc.status),
                         services,
                         serde_json::to_string(&inc)?
+                    ],
+                )?;
+            }
+            Write::Change(change) => {
+                tx.execute(
+                    "INSERT INTO change (id, at, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET at = excluded.at, body = excluded.body",
+                    params![
+                        change.id,
+                        change
+                            .at
+                            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+                        serde_json::to_string(&change)?
                     ],
                 )?;
             }

@@ -1,0 +1,239 @@
+//! The engine's pure core: detectors, group health and the incident book for one
+//! configuration. It takes results, changes and acknowledgements with their times and
+//! returns what changed; it never reads the clock and does no I/O. The live engine drives
+//! it with wall time, `tocsin replay` with the recorded input's time, so both behave alike.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::clock::Timestamp;
+use crate::config::Settings;
+use crate::detector::{Detector, Observation, TargetState, Thresholds, Transition};
+use crate::incident::{Change, Changes, GroupStatus, Health, Incident, IncidentBook};
+use crate::probe::{ProbeResult, Reason};
+use crate::topology::{GroupMode, Topology};
+
+/// The last result of a target, as the status API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastResult {
+    pub at: Timestamp,
+    pub ok: bool,
+    pub reason: Option<Reason>,
+    pub detail: Option<String>,
+    pub latency_seconds: f64,
+}
+
+/// What one result did.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub transition: Option<Transition>,
+    pub changes: Changes,
+}
+
+pub struct Core {
+    settings: Arc<Settings>,
+    detectors: Vec<Detector>,
+    last_results: Vec<Option<LastResult>>,
+    groups: Vec<GroupStatus>,
+    book: IncidentBook,
+}
+
+impl Core {
+    /// Starts from stored detector states (by target id) and incident book.
+    pub fn new(
+        settings: Arc<Settings>,
+        detectors: HashMap<String, Detector>,
+        book: IncidentBook,
+        now: Timestamp,
+    ) -> Self {
+        let mut core = Core {
+            settings: Arc::clone(&settings),
+            detectors: Vec::new(),
+            last_results: Vec::new(),
+            groups: Vec::new(),
+            book,
+        };
+        core.adopt(settings, detectors, now);
+        core
+    }
+
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
+    }
+
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.settings.topology
+    }
+
+    pub fn detectors(&self) -> &[Detector] {
+        &self.detectors
+    }
+
+    pub fn last_results(&self) -> &[Option<LastResult>] {
+        &self.last_results
+    }
+
+    pub fn groups(&self) -> &[GroupStatus] {
+        &self.groups
+    }
+
+    pub fn open_incidents(&self) -> &[Incident] {
+        self.book.open()
+    }
+
+    /// Whether time alone can change something: an open incident, or a failing group
+    /// (a maintenance window may end under it).
+    pub fn is_active(&self) -> bool {
+        !self.book.open().is_empty() || self.groups.iter().any(|g| g.health != Health::Ok)
+    }
+
+    /// Switches to a new configuration, keeping the detector state of targets that stay.
+    pub fn reconfigure(&mut self, settings: Arc<Settings>, now: Timestamp) -> Changes {
+        let detectors = std::mem::take(&mut self.detectors);
+        let previous: HashMap<String, Detector> = self
+            .topology()
+            .targets
+            .iter()
+            .map(|t| t.id.clone())
+            .zip(detectors)
+            .collect();
+        self.adopt(settings, previous, now);
+        self.update(now)
+    }
+
+    fn adopt(
+        &mut self,
+        settings: Arc<Settings>,
+        mut previous: HashMap<String, Detector>,
+        now: Timestamp,
+    ) {
+        self.settings = settings;
+        let topo = Arc::clone(self.topology());
+        self.detectors = topo
+            .targets
+            .iter()
+            .map(|t| previous.remove(&t.id).unwrap_or_default())
+            .collect();
+        self.last_results = vec![None; topo.targets.len()];
+        self.groups = (0..topo.groups.len())
+            .map(|g| group_from_detectors(&topo, g, &self.detectors, now))
+            .collect();
+    }
+
+    /// Feeds one result of target `index`, started at `at`; incidents are evaluated at
+    /// `now` (the time the engine learns of it).
+    pub fn observe(
+        &mut self,
+        index: usize,
+        at: Timestamp,
+        result: &ProbeResult,
+        now: Timestamp,
+    ) -> Observed {
+        let topo = Arc::clone(self.topology());
+        let target = &topo.targets[index];
+        self.last_results[index] = Some(LastResult {
+            at,
+            ok: result.is_ok(),
+            reason: result.failure.as_ref().map(|f| f.reason),
+            detail: result.failure.as_ref().map(|f| f.detail.clone()),
+            latency_seconds: result.latency.as_secs_f64(),
+        });
+        let thresholds = Thresholds {
+            failure: target.failure_threshold,
+            success: target.success_threshold,
+            degraded_latency: target.degraded_latency,
+        };
+        let observation = Observation::of(result, target.degraded_latency);
+        let Some(transition) = self.detectors[index].observe(observation, at, &thresholds) else {
+            return Observed::default();
+        };
+        let mut group_changed = false;
+        for &g in &target.groups {
+            let health = Health::of_group(
+                topo.groups[g].mode,
+                topo.groups[g]
+                    .targets
+                    .iter()
+                    .map(|&t| self.detectors[t].state()),
+            );
+            if health != self.groups[g].health {
+                self.groups[g] = GroupStatus {
+                    health,
+                    since: transition.since,
+                };
+                group_changed = true;
+            }
+        }
+        Observed {
+            transition: Some(transition),
+            changes: if group_changed {
+                self.update(now)
+            } else {
+                Changes::default()
+            },
+        }
+    }
+
+    /// Re-evaluates incidents against the current group health.
+    pub fn update(&mut self, now: Timestamp) -> Changes {
+        let topo = Arc::clone(self.topology());
+        self.book
+            .update(&topo, &self.groups, &self.settings.incidents, now)
+    }
+
+    /// What time alone does: resolves quiet incidents, re-measures open ones, opens or
+    /// closes maintenance windows.
+    pub fn tick(&mut self, now: Timestamp) -> Changes {
+        let mut changes = self.book.tick(&self.settings.incidents, now);
+        let updated = self.update(now);
+        changes.events.extend(updated.events);
+        changes.changed.extend(updated.changed);
+        changes
+    }
+
+    pub fn record_change(&mut self, change: Change, now: Timestamp) -> Changes {
+        self.book.record_change(change);
+        self.update(now)
+    }
+
+    pub fn acknowledge(&mut self, id: &str, by: Option<&str>, now: Timestamp) -> Option<Incident> {
+        self.book.acknowledge(id, by, now)
+    }
+}
+
+/// A group's status rebuilt from its targets' detectors (at start and after a reload):
+/// the onset is the earliest (mode `any`) or latest (mode `all`) `since` of its failing
+/// targets.
+fn group_from_detectors(
+    topo: &Topology,
+    g: usize,
+    detectors: &[Detector],
+    now: Timestamp,
+) -> GroupStatus {
+    let group = &topo.groups[g];
+    let health = Health::of_group(
+        group.mode,
+        group.targets.iter().map(|&t| detectors[t].state()),
+    );
+    let wanted = match health {
+        Health::Down => TargetState::Down,
+        Health::Degraded => TargetState::Degraded,
+        Health::Ok => return GroupStatus { health, since: now },
+    };
+    let sinces = group
+        .targets
+        .iter()
+        .map(|&t| &detectors[t])
+        .filter(|d| d.state() == wanted || d.state() == TargetState::Down)
+        .filter_map(Detector::since);
+    let since = match group.mode {
+        GroupMode::Any => sinces.min(),
+        GroupMode::All => sinces.max(),
+    };
+    GroupStatus {
+        health,
+        since: since.unwrap_or(now),
+    }
+}

@@ -1,0 +1,407 @@
+//! The engine: the one task that owns detection and incident state.
+//!
+//! It takes [`ProbeReport`]s from the scheduler and commands from the API, feeds the pure
+//! [`Core`] (detectors and incident book) with wall time, and fans out: store writes, alert
+//! events, metrics, and a [`Snapshot`] published on a `watch` channel for the HTTP side.
+//! Nobody else touches this state, so there are no locks.
+
+pub mod core;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use self::core::{Core, LastResult};
+use crate::alert::{AlertEvent, AlertType, Alerts, new_event_id};
+use crate::clock::{Clock, Timestamp};
+use crate::config::Settings;
+use crate::detector::TargetState;
+use crate::incident::{
+    Change, Changes, ComponentStatus, EventKind, Health, Incident, IncidentBook, IncidentView,
+    service_status,
+};
+use crate::metrics::{Metrics, TargetMetrics};
+use crate::scheduler::ProbeReport;
+use crate::store::{Restored, Store};
+
+/// How often open incidents are re-measured, resolved when quiet, and the snapshot renewed.
+pub const TICK: Duration = Duration::from_secs(1);
+
+/// What the HTTP side sees; renewed every [`TICK`] and after every change.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub generated_at: Timestamp,
+    pub services: Vec<ServiceView>,
+    pub groups: Vec<GroupView>,
+    pub targets: Vec<TargetView>,
+    /// Open incidents, newest first.
+    #[serde(skip)]
+    pub open_incidents: Vec<IncidentView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceView {
+    pub id: String,
+    pub name: String,
+    pub status: ComponentStatus,
+    pub subscribers: u64,
+    pub affected: u64,
+    pub degraded: u64,
+    pub share: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupView {
+    pub id: String,
+    pub service: String,
+    pub platform: Option<String>,
+    pub region: Option<String>,
+    pub subscribers: u64,
+    pub health: Health,
+    pub since: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetView {
+    pub id: String,
+    pub probe: &'static str,
+    pub groups: Vec<String>,
+    pub state: TargetState,
+    pub since: Option<Timestamp>,
+    pub last_result: Option<LastResult>,
+}
+
+/// Messages other than probe reports.
+pub enum Control {
+    /// A validated new configuration, with the receivers already restarted for it.
+    Reconfigure(Arc<Settings>, Alerts),
+    /// A change registered through the API (already stored).
+    RecordChange(Change),
+    /// `POST /api/v1/incidents/{id}/acknowledge`; answers `None` for no such open incident.
+    Acknowledge {
+        id: String,
+        by: Option<String>,
+        reply: oneshot::Sender<Option<IncidentView>>,
+    },
+}
+
+pub struct Engine {
+    core: Core,
+    store: Store,
+    alerts: Alerts,
+    metrics: Arc<Metrics>,
+    target_metrics: Vec<TargetMetrics>,
+    /// User-minutes already added to the counter, per (incident, service).
+    counted_minutes: HashMap<(String, String), f64>,
+    clock: Clock,
+    snapshot: watch::Sender<Arc<Snapshot>>,
+}
+
+impl Engine {
+    /// Builds the engine from stored state; the first snapshot is published at once.
+    pub fn new(
+        settings: Arc<Settings>,
+        restored: Restored,
+        store: Store,
+        alerts: Alerts,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+    ) -> (Engine, watch::Receiver<Arc<Snapshot>>) {
+        let now = clock.now();
+        let mut counted_minutes = HashMap::new();
+        for inc in &restored.open_incidents {
+            for (service, f) in inc.figures(now).per_service {
+                counted_minutes.insert((inc.id.clone(), service), f.user_minutes);
+            }
+        }
+        let mut book = IncidentBook::restore(restored.open_incidents, restored.last_seq);
+        book.remember(restored.history, restored.changes);
+        let core = Core::new(settings, restored.detectors, book, now);
+        let (tx, rx) = watch::channel(Arc::new(Snapshot {
+            generated_at: now,
+            services: Vec::new(),
+            groups: Vec::new(),
+            targets: Vec::new(),
+            open_incidents: Vec::new(),
+        }));
+        let mut engine = Engine {
+            core,
+            store,
+            alerts,
+            target_metrics: Vec::new(),
+            counted_minutes,
+            clock,
+            snapshot: tx,
+            metrics,
+        };
+        engine.label_targets(None);
+        (engine, rx)
+    }
+
+    /// Resolves the label handles of the current targets, dropping the series of `old`.
+    fn label_targets(&mut self, old: Option<&Settings>) {
+        for tm in self.target_metrics.drain(..) {
+            self.metrics.forget_target(&tm);
+        }
+        let settings = Arc::clone(self.core.settings());
+        if let Some(old) = old {
+            for s in &old.topology.services {
+                if settings.topology.service_index(&s.id).is_none() {
+                    self.metrics.forget_service(&s.id);
+                }
+            }
+        }
+        self.target_metrics = settings
+            .topology
+            .targets
+            .iter()
+            .map(|t| self.metrics.target(t, &settings.vantage))
+            .collect();
+        for (tm, d) in self.target_metrics.iter().zip(self.core.detectors()) {
+            tm.set_state(d.state());
+        }
+    }
+
+    /// Runs until `token` is cancelled, then saves detector state and flushes the store.
+    pub async fn run(
+        mut self,
+        mut reports: mpsc::Receiver<ProbeReport>,
+        mut control: mpsc::Receiver<Control>,
+        token: CancellationToken,
+    ) {
+        let now = self.clock.now();
+        let changes = self.core.update(now);
+        self.apply(changes, now);
+        self.publish(now);
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                // A new configuration goes first: reports of its targets may follow it.
+                biased;
+                _ = token.cancelled() => break,
+                Some(message) = control.recv() => self.on_control(message),
+                Some(report) = reports.recv() => self.on_report(report),
+                _ = tick.tick() => {
+                    let now = self.clock.now();
+                    let changes = self.core.tick(now);
+                    self.apply(changes, now);
+                    self.publish(now);
+                }
+            }
+        }
+        for (t, d) in self
+            .core
+            .topology()
+            .targets
+            .iter()
+            .zip(self.core.detectors())
+        {
+            self.store.save_target(&t.id, d);
+        }
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+    }
+
+    fn on_control(&mut self, message: Control) {
+        let now = self.clock.now();
+        match message {
+            Control::Reconfigure(settings, alerts) => {
+                let old = Arc::clone(self.core.settings());
+                self.alerts = alerts;
+                let changes = self.core.reconfigure(settings, now);
+                self.label_targets(Some(&old));
+                self.apply(changes, now);
+            }
+            Control::RecordChange(change) => {
+                let changes = self.core.record_change(change, now);
+                self.apply(changes, now);
+            }
+            Control::Acknowledge { id, by, reply } => {
+                let acknowledged = self.core.acknowledge(&id, by.as_deref(), now);
+                if let Some(inc) = &acknowledged {
+                    self.store.save_incident(inc);
+                    tracing::info!(incident = %inc.id, by = by.as_deref(), "incident acknowledged");
+                }
+                let _ = reply.send(acknowledged.map(|i| i.view(now)));
+            }
+        }
+        self.publish(now);
+    }
+
+    fn on_report(&mut self, report: ProbeReport) {
+        if !Arc::ptr_eq(&report.topology, self.core.topology()) {
+            return; // from a configuration that has been replaced
+        }
+        let index = report.target;
+        self.metrics
+            .record_probe(&self.target_metrics[index], &report.result);
+        let now = self.clock.now();
+        let observed = self
+            .core
+            .observe(index, report.started_at, &report.result, now);
+        let Some(transition) = observed.transition else {
+            return;
+        };
+        let target = &self.core.topology().targets[index];
+        tracing::info!(
+            target_id = %target.id,
+            from = transition.from.as_str(),
+            to = transition.to.as_str(),
+            since = %transition.since,
+            reason = report.result.failure.as_ref().map(|f| f.reason.as_str()),
+            "target state changed"
+        );
+        self.target_metrics[index].set_state(transition.to);
+        self.store
+            .save_target(&target.id, &self.core.detectors()[index]);
+        if !observed.changes.is_empty() {
+            self.apply(observed.changes, now);
+        }
+        self.publish(now);
+    }
+
+    /// Persists changed incidents, then alerts on their events once stored.
+    fn apply(&mut self, changes: Changes, now: Timestamp) {
+        for inc in &changes.changed {
+            self.store.save_incident(inc);
+        }
+        for (kind, inc) in changes.events {
+            let view = inc.view(now);
+            tracing::info!(
+                incident = %inc.id,
+                event = kind.as_str(),
+                severity = inc.severity.as_str(),
+                services = ?view.services,
+                peak_affected = view.peak_affected,
+                "incident event"
+            );
+            if kind == EventKind::Opened {
+                for service in inc.services.keys() {
+                    self.metrics
+                        .incidents_total
+                        .with_label_values(&[service.as_str(), inc.severity.as_str()])
+                        .inc();
+                }
+            }
+            if kind == EventKind::Resolved {
+                self.count_user_minutes(&inc, now);
+                self.counted_minutes.retain(|(id, _), _| *id != inc.id);
+            }
+            let event = AlertEvent {
+                kind: alert_type(kind),
+                id: new_event_id(),
+                occurred_at: now,
+                incident: view,
+            };
+            // Stored first: a crash after an alert never leaves an incident unknown to the
+            // next start, which would announce it a second time.
+            let alerts = self.alerts.clone();
+            self.store.after_commit(move || alerts.dispatch(&event));
+        }
+    }
+
+    /// Adds the growth of each service's user-minutes since last counted.
+    fn count_user_minutes(&mut self, inc: &Incident, now: Timestamp) {
+        for (service, f) in inc.figures(now).per_service {
+            let seen = self
+                .counted_minutes
+                .entry((inc.id.clone(), service.clone()))
+                .or_insert(0.0);
+            if f.user_minutes > *seen {
+                self.metrics
+                    .incident_user_seconds
+                    .with_label_values(&[service.as_str()])
+                    .inc_by((f.user_minutes - *seen) * 60.0);
+                *seen = f.user_minutes;
+            }
+        }
+    }
+
+    fn publish(&mut self, now: Timestamp) {
+        let topo = Arc::clone(self.core.topology());
+        let groups = self.core.groups();
+        let services: Vec<ServiceView> = topo
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let st = service_status(&topo, i, groups, now);
+                self.metrics
+                    .set_service(&s.id, st.status, st.affected, st.share);
+                ServiceView {
+                    id: s.id.clone(),
+                    name: s.name.clone(),
+                    status: st.status,
+                    subscribers: s.subscribers,
+                    affected: st.affected,
+                    degraded: st.degraded,
+                    share: st.share,
+                }
+            })
+            .collect();
+        let group_views = topo
+            .groups
+            .iter()
+            .zip(groups)
+            .map(|(g, st)| GroupView {
+                id: g.id.clone(),
+                service: topo.services[g.service].id.clone(),
+                platform: g.platform.clone(),
+                region: g.region.clone(),
+                subscribers: g.subscribers,
+                health: st.health,
+                since: st.since,
+            })
+            .collect();
+        let targets = topo
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| TargetView {
+                id: t.id.clone(),
+                probe: t.probe.kind(),
+                groups: t
+                    .groups
+                    .iter()
+                    .map(|&g| topo.groups[g].id.clone())
+                    .collect(),
+                state: self.core.detectors()[i].state(),
+                since: self.core.detectors()[i].since(),
+                last_result: self.core.last_results()[i].clone(),
+            })
+            .collect();
+        let open: Vec<Incident> = self.core.open_incidents().to_vec();
+        for severity in crate::incident::Severity::ALL {
+            let n = open.iter().filter(|i| i.severity == severity).count();
+            self.metrics
+                .incidents_open
+                .with_label_values(&[severity.as_str()])
+                .set(n as i64);
+        }
+        for inc in &open {
+            self.count_user_minutes(inc, now);
+        }
+        let mut open_incidents: Vec<IncidentView> = open.iter().map(|i| i.view(now)).collect();
+        open_incidents.reverse();
+        self.snapshot.send_replace(Arc::new(Snapshot {
+            generated_at: now,
+            services,
+            groups: group_views,
+            targets,
+            open_incidents,
+        }));
+    }
+}
+
+pub fn alert_type(kind: EventKind) -> AlertType {
+    match kind {
+        EventKind::Opened => AlertType::Opened,
+        EventKind::Updated => AlertType::Updated,
+        EventKind::Resolved => AlertType::Resolved,
+    }
+}
