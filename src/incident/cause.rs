@@ -127,3 +127,182 @@ pub fn recurrence(history: &[PastIncident], incident: &Incident) -> Option<Recur
         chronic: count_30d >= CHRONIC_COUNT,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::incident::{
+        ComponentStatus, GroupImpact, Health, Impact, IncidentStatus, Period, Scope, ServiceEntry,
+        Severity,
+    };
+
+    fn t(s: &str) -> Timestamp {
+        format!("2026-07-05T{s}Z").parse().unwrap()
+    }
+
+    fn day(d: u32, hms: &str) -> Timestamp {
+        format!("2026-07-{d:02}T{hms}Z").parse().unwrap()
+    }
+
+    fn incident(id: &str, onset: Timestamp, service: &str, platform: Option<&str>) -> Incident {
+        Incident {
+            id: id.into(),
+            seq: 1,
+            status: IncidentStatus::Investigating,
+            severity: Severity::Sev3,
+            impact: Impact::Major,
+            scope: Scope::Localized,
+            platform_concentrated: false,
+            onset_at: onset,
+            detected_at: onset,
+            impact_end_at: None,
+            monitoring_at: None,
+            resolved_at: None,
+            services: BTreeMap::from([(
+                service.to_string(),
+                ServiceEntry {
+                    name: service.into(),
+                    subscribers: 1000,
+                    component_status: ComponentStatus::PartialOutage,
+                },
+            )]),
+            groups: vec![GroupImpact {
+                group: "g".into(),
+                service: service.into(),
+                platform: platform.map(Into::into),
+                region: None,
+                subscribers: 10,
+                periods: vec![Period {
+                    health: Health::Down,
+                    start: onset,
+                    end: None,
+                }],
+            }],
+            suspected_cause: None,
+            recurrence: None,
+            acknowledged_at: None,
+            timeline: vec![],
+        }
+    }
+
+    fn change(id: &str, at: Timestamp, platform: Option<&str>, service: Option<&str>) -> Change {
+        Change {
+            id: id.into(),
+            platform: platform.map(Into::into),
+            service: service.map(Into::into),
+            summary: "update".into(),
+            at,
+        }
+    }
+
+    #[test]
+    fn confidence_by_lag_at_the_boundaries() {
+        let inc = incident("inc-1", t("14:00:00"), "voicemail", Some("vm-a"));
+        let onset = inc.onset_at;
+        let cases = [
+            (chrono::Duration::zero(), Some(Confidence::High)),
+            (chrono::Duration::hours(2), Some(Confidence::High)),
+            (
+                chrono::Duration::hours(2) + chrono::Duration::seconds(1),
+                Some(Confidence::Low),
+            ),
+            (chrono::Duration::hours(72), Some(Confidence::Low)),
+            (
+                chrono::Duration::hours(72) + chrono::Duration::seconds(1),
+                None,
+            ),
+            // After the onset: not a cause.
+            (chrono::Duration::seconds(-1), None),
+        ];
+        for (lag, expected) in cases {
+            let changes = [change("chg", onset - lag, Some("vm-a"), None)];
+            let got = suspect(&changes, &inc);
+            assert_eq!(got.as_ref().map(|s| s.confidence), expected, "lag {lag}");
+            if let Some(s) = got {
+                assert_eq!(s.lag_seconds as i64, lag.num_seconds());
+            }
+        }
+    }
+
+    #[test]
+    fn scope_of_a_change_and_the_closest_one_wins() {
+        let inc = incident("inc-1", t("14:00:00"), "voicemail", Some("vm-a"));
+        let changes = [
+            change(
+                "other-platform",
+                t("13:59:00"),
+                Some("vm-b"),
+                Some("voicemail"),
+            ),
+            change("service-wide", t("13:30:00"), None, Some("voicemail")),
+            change("platform-old", t("12:00:00"), Some("vm-a"), None),
+            change("unscoped", t("13:59:30"), None, None),
+            change("other-service", t("13:59:30"), None, Some("data")),
+        ];
+        let s = suspect(&changes, &inc).unwrap();
+        // A change naming a platform counts only for that platform, even if it names the
+        // service too; one without a platform counts for its service.
+        assert_eq!(s.change_id, "service-wide");
+        assert_eq!(s.lag_seconds, 1800);
+        assert_eq!(s.confidence, Confidence::High);
+    }
+
+    #[test]
+    fn chronic_at_the_third_incident_within_30_days() {
+        let history = vec![
+            PastIncident::of(&incident(
+                "inc-1",
+                day(1, "10:00:00"),
+                "voicemail",
+                Some("vm-a"),
+            )),
+            // Another platform: not the same problem.
+            PastIncident::of(&incident(
+                "inc-2",
+                day(2, "10:00:00"),
+                "voicemail",
+                Some("vm-b"),
+            )),
+            PastIncident::of(&incident(
+                "inc-3",
+                day(10, "10:00:00"),
+                "voicemail",
+                Some("vm-a"),
+            )),
+        ];
+        let third = incident("inc-4", day(20, "10:00:00"), "voicemail", Some("vm-a"));
+        assert_eq!(
+            recurrence(&history, &third),
+            Some(Recurrence {
+                count_30d: 3,
+                chronic: true
+            })
+        );
+        // 30 days and one second after inc-1, only inc-3 is in the window.
+        let later = incident("inc-5", day(31, "10:00:01"), "voicemail", Some("vm-a"));
+        assert_eq!(
+            recurrence(&history, &later),
+            Some(Recurrence {
+                count_30d: 2,
+                chronic: false
+            })
+        );
+        // Exactly 30 days after inc-1: still in.
+        let edge = incident("inc-6", day(31, "10:00:00"), "voicemail", Some("vm-a"));
+        assert_eq!(recurrence(&history, &edge).unwrap().count_30d, 3);
+        // An incident is not counted twice when it is in the history itself.
+        let mut with_self = history.clone();
+        with_self.push(PastIncident::of(&third));
+        assert_eq!(recurrence(&with_self, &third).unwrap().count_30d, 3);
+        // No platform known: no recurrence.
+        assert_eq!(
+            recurrence(
+                &history,
+                &incident("inc-7", day(20, "10:00:00"), "web", None)
+            ),
+            None
+        );
+    }
+}
