@@ -3,7 +3,6 @@
 //! engine, which flushes the store, then alert delivery, then the HTTP server).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
@@ -11,10 +10,10 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::alert::Alerts;
+use crate::alert::outbox::Outbox;
 use crate::clock::Clock;
 use crate::config::{self, ConfigSource, Settings};
-use crate::engine::{Control, Engine, Snapshot};
+use crate::engine::{Control, Engine};
 use crate::http::{AppState, ReloadRequest, router};
 use crate::metrics::Metrics;
 use crate::probe::{Prober, ProberError};
@@ -23,9 +22,6 @@ use crate::store::{Store, StoreError};
 
 /// Probes allowed in flight at once, across all targets.
 pub const MAX_PROBES_IN_FLIGHT: usize = 1024;
-
-/// How long pending alerts may still be delivered during shutdown.
-const ALERT_DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -60,26 +56,19 @@ pub async fn run(
     let mut hangups = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
 
     let alert_tracker = TaskTracker::new();
-    let alert_token = CancellationToken::new();
-    let now = clock.now();
-    let announced: Vec<_> = restored
-        .open_incidents
-        .iter()
-        .map(|i| i.view(now))
-        .collect();
-    let alerts = Alerts::start(
+    let outbox = Outbox::start(
         &settings.receivers,
-        &announced,
+        &store,
         &metrics,
         clock,
+        settings.server.external_url.clone(),
         &alert_tracker,
-        &alert_token,
     );
     let (engine, snapshot) = Engine::new(
         Arc::clone(&settings),
         restored,
         store.clone(),
-        alerts,
+        outbox,
         Arc::clone(&metrics),
         clock,
     );
@@ -130,10 +119,9 @@ pub async fn run(
         metrics: Arc::clone(&metrics),
         control: control_tx,
         settings: settings_tx,
-        snapshot,
         clock,
+        store: store.clone(),
         alert_tracker: alert_tracker.clone(),
-        alert_token: alert_token.clone(),
     };
     loop {
         tokio::select! {
@@ -155,16 +143,9 @@ pub async fn run(
     engine_token.cancel();
     let _ = engine_task.await;
     drop(reloader);
-    // The engine's alert handle is gone: routers end, deliverers drain their queues.
+    // The engine stopped the deliverers: what they did not send stays in the outbox.
     alert_tracker.close();
-    if tokio::time::timeout(ALERT_DRAIN_GRACE, alert_tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("alerts still pending at shutdown were not delivered");
-        alert_token.cancel();
-        alert_tracker.wait().await;
-    }
+    alert_tracker.wait().await;
     http_token.cancel();
     match server_task.await {
         Ok(result) => result.map_err(AppError::Serve)?,
@@ -201,10 +182,9 @@ struct Reloader {
     metrics: Arc<Metrics>,
     control: mpsc::Sender<Control>,
     settings: watch::Sender<Arc<Settings>>,
-    snapshot: watch::Receiver<Arc<Snapshot>>,
     clock: Clock,
+    store: Store,
     alert_tracker: TaskTracker,
-    alert_token: CancellationToken,
 }
 
 impl Reloader {
@@ -232,20 +212,19 @@ impl Reloader {
         if new.server.listen != self.current.server.listen || new.storage != self.current.storage {
             tracing::warn!("server.listen and storage changes take effect after a restart");
         }
-        let announced = self.snapshot.borrow().open_incidents.clone();
-        let alerts = Alerts::start(
+        let outbox = Outbox::start(
             &new.receivers,
-            &announced,
+            &self.store,
             &self.metrics,
             self.clock,
+            new.server.external_url.clone(),
             &self.alert_tracker,
-            &self.alert_token,
         );
         let old = std::mem::replace(generation, Generation::start_paused());
         old.stop().await;
         if self
             .control
-            .send(Control::Reconfigure(Arc::clone(&new), alerts))
+            .send(Control::Reconfigure(Arc::clone(&new), outbox))
             .await
             .is_err()
         {

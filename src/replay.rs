@@ -14,7 +14,7 @@ use crate::clock::Timestamp;
 use crate::config::Settings;
 use crate::engine::{Core, TICK, alert_type};
 use crate::incident::{Change, Changes, Incident, IncidentBook, IncidentView};
-use crate::probe::{Failure, Phases, ProbeResult, Reason};
+use crate::probe::{Phases, ProbeResult, Reason};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -210,14 +210,12 @@ pub fn run(
                     .get(&target)
                     .ok_or_else(|| bad(format!("unknown target `{target}`")))?;
                 let latency =
-                    Duration::from_secs_f64(line.latency_ms.unwrap_or(0.0).max(0.0) / 1000.0);
-                let result = ProbeResult {
-                    failure: (!ok).then(|| Failure {
-                        reason: line.reason.unwrap_or(Reason::Internal),
-                        detail: String::new(),
-                    }),
-                    latency,
-                    phases: Phases::default(),
+                    Duration::try_from_secs_f64(line.latency_ms.unwrap_or(0.0).max(0.0) / 1000.0)
+                        .map_err(|_| bad("`latency_ms` is out of range".to_string()))?;
+                let result = if ok {
+                    ProbeResult::success(latency, Phases::default())
+                } else {
+                    ProbeResult::failure(line.reason.unwrap_or(Reason::Internal), "", latency)
                 };
                 let observed = r.core.observe(index, at, &result, at);
                 r.emit(observed.changes, at);

@@ -127,6 +127,16 @@ pub struct Maintenance {
     pub summary: String,
 }
 
+/// A maintenance window registered through the API (`POST /api/v1/maintenances`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceWindow {
+    pub id: String,
+    pub services: Vec<String>,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub summary: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Topology {
     pub services: Vec<Service>,
@@ -146,6 +156,25 @@ impl Topology {
 
     pub fn target_index(&self, id: &str) -> Option<usize> {
         self.targets.iter().position(|t| t.id == id)
+    }
+
+    /// This topology with windows from the API added (services no longer configured are
+    /// left out).
+    pub fn with_windows(&self, windows: &[MaintenanceWindow]) -> Topology {
+        let mut topology = self.clone();
+        for w in windows {
+            topology.maintenances.push(Maintenance {
+                services: w
+                    .services
+                    .iter()
+                    .filter_map(|s| self.service_index(s))
+                    .collect(),
+                starts_at: w.starts_at,
+                ends_at: w.ends_at,
+                summary: w.summary.clone(),
+            });
+        }
+        topology
     }
 
     /// Whether a maintenance window covers the service at `at`.

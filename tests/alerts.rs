@@ -157,3 +157,82 @@ url = "{}"
     .await;
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_silences_then_an_outage_outlasting_it_alerts_at_its_end() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let mut receiver = Receiver::start().await;
+    let token = common::write(dir.path(), "admin.token", "tok");
+    let receivers = format!(
+        "[[receivers]]\nname = \"noc\"\ntype = \"webhook\"\nurl = \"{}\"\n",
+        receiver.url()
+    );
+    let toml = config(dir.path(), &target, &receivers).replace(
+        "[storage]",
+        &format!(
+            "[server]\nadmin_token_file = \"{}\"\n[storage]",
+            path_str(&token)
+        ),
+    );
+    let daemon = Daemon::start(&toml, dir.path()).await;
+    let now = chrono::Utc::now();
+    let ends_at = now + chrono::Duration::seconds(2);
+    let client = reqwest::Client::new();
+    let created = client
+        .post(daemon.url("/api/v1/maintenances"))
+        .bearer_auth("tok")
+        .json(&serde_json::json!({
+            "services": ["web"],
+            "starts_at": now - chrono::Duration::seconds(1),
+            "ends_at": ends_at,
+            "summary": "CMS upgrade",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let refused = client
+        .post(daemon.url("/api/v1/maintenances"))
+        .bearer_auth("tok")
+        .json(&serde_json::json!({
+            "services": ["nope"],
+            "starts_at": now,
+            "ends_at": now,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "services[0]: unknown service `nope`; ends_at: must be after starts_at"
+    );
+    let listed = daemon.get_json("/api/v1/maintenances").await;
+    assert_eq!(listed["maintenances"][0]["status"], "in_progress");
+    assert_eq!(listed["maintenances"][0]["source"], "api");
+
+    target.set_status(503);
+    wait_for(
+        "the failing service to show as under maintenance",
+        || async {
+            let status = daemon.get_json("/api/v1/status").await;
+            status["targets"][0]["state"] == "down"
+                && status["services"][0]["status"] == "under_maintenance"
+        },
+    )
+    .await;
+    let opened = receiver.next().await;
+    assert_eq!(opened.kind(), "incident.opened");
+    let occurred: chrono::DateTime<chrono::Utc> = opened.event["occurred_at"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        occurred >= ends_at,
+        "alerted at {occurred}, inside the window ending {ends_at}"
+    );
+    daemon.stop().await;
+}

@@ -182,7 +182,7 @@ fn the_shipped_example_is_valid() {
             ("services".to_string(), 4),
             ("groups".to_string(), 9),
             ("targets".to_string(), 10),
-            ("receivers".to_string(), 1),
+            ("receivers".to_string(), 2),
         ])
     );
     let topo = &settings.topology;

@@ -1,31 +1,28 @@
-//! Alerts (SPEC §9): routing per receiver, reminders, delivery with retries.
+//! Alerts (SPEC §9): routing per receiver, a durable outbox, and one file per receiver type.
 //!
-//! Each receiver has two tasks: a router that filters events (`min_severity`,
-//! `send_resolved`), announces an incident the first time it qualifies and sends
-//! reminders; and a deliverer that sends one event at a time, in order, retrying with
-//! exponential backoff and jitter. Receivers are independent of each other and of probing:
-//! the engine hands events over on an unbounded channel and never waits.
-//!
-//! The queue is in memory for now: events pending at shutdown are lost (see README).
+//! The engine turns incident events into deliveries with [`routing::Routing`] (pure:
+//! `min_severity`, `send_resolved`, announcements, reminders) and writes them to the
+//! outbox in the store, in the same transaction as the incident. [`outbox`] runs one
+//! deliverer per receiver that sends the receiver's rows in order and deletes each only
+//! after a 2xx, retrying with exponential backoff and jitter. A dead receiver delays
+//! neither another receiver nor probing, and a restart (even `kill -9`) loses nothing.
 
+pub mod alertmanager;
+pub mod outbox;
+pub mod pagerduty;
+pub mod routing;
+pub mod slack;
 pub mod webhook;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use url::Url;
 
-use crate::clock::{Clock, Timestamp};
+use crate::clock::Timestamp;
 use crate::config::Issues;
 use crate::incident::{IncidentView, Severity};
-use crate::metrics::Metrics;
 
 /// `[[receivers]]`. Fields that only some types use are checked per type.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,14 +31,18 @@ pub struct ReceiverConfig {
     pub name: String,
     #[serde(rename = "type")]
     pub kind: ReceiverType,
-    /// Where to POST. Or `url_file`, for URLs that embed a secret.
+    /// Where to POST (Alertmanager: its base URL). Or `url_file`, for URLs that embed a
+    /// secret (Slack).
     #[serde(default)]
     pub url: Option<String>,
     #[serde(default)]
     pub url_file: Option<PathBuf>,
-    /// Standard Webhooks signing secret (`whsec_…`), read from this file.
+    /// `webhook` only: Standard Webhooks signing secret (`whsec_…`), read from this file.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
+    /// `pagerduty` only: the Events API v2 integration key, read from this file.
+    #[serde(default)]
+    pub routing_key_file: Option<PathBuf>,
     /// Least severe incident sent (`sev4` sends everything).
     #[serde(default = "default_min_severity")]
     pub min_severity: Severity,
@@ -53,15 +54,22 @@ pub struct ReceiverConfig {
     /// Per-attempt timeout.
     #[serde(default = "default_send_timeout", with = "humantime_serde")]
     pub timeout: Duration,
-    /// Give up on an event this long after it was first queued.
+    /// Give up on an event this long after it was queued.
     #[serde(default = "default_max_retry_age", with = "humantime_serde")]
     pub max_retry_age: Duration,
+    /// Rate cap; beyond it updates and reminders of one incident are coalesced into the
+    /// latest (openings and resolutions are never dropped).
+    #[serde(default = "default_max_per_minute")]
+    pub max_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiverType {
     Webhook,
+    Alertmanager,
+    Slack,
+    Pagerduty,
 }
 
 fn default_min_severity() -> Severity {
@@ -76,6 +84,9 @@ fn default_send_timeout() -> Duration {
 fn default_max_retry_age() -> Duration {
     Duration::from_secs(24 * 3600)
 }
+fn default_max_per_minute() -> u32 {
+    30
+}
 
 /// A validated receiver.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,11 +98,56 @@ pub struct ReceiverSpec {
     pub repeat_interval: Option<Duration>,
     pub timeout: Duration,
     pub max_retry_age: Duration,
+    pub max_per_minute: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReceiverKind {
     Webhook(webhook::WebhookSpec),
+    Alertmanager(alertmanager::AlertmanagerSpec),
+    Slack(slack::SlackSpec),
+    Pagerduty(pagerduty::PagerdutySpec),
+}
+
+impl ReceiverSpec {
+    /// How often an open incident is sent again: the reminder interval, and for
+    /// Alertmanager at most every minute (it resolves alerts not re-sent within its
+    /// `resolve_timeout`, 5 min by default).
+    pub fn resend_every(&self) -> Option<Duration> {
+        match self.kind {
+            ReceiverKind::Alertmanager(_) => Some(
+                self.repeat_interval
+                    .unwrap_or(Duration::MAX)
+                    .min(alertmanager::RESEND_EVERY),
+            ),
+            _ => self.repeat_interval,
+        }
+    }
+}
+
+/// What every sender needs besides the event.
+pub struct SendContext<'a> {
+    pub http: &'a reqwest::Client,
+    pub timeout: Duration,
+    pub now: Timestamp,
+    /// `server.external_url`, for links back to the incident.
+    pub external_url: Option<&'a Url>,
+}
+
+impl ReceiverKind {
+    pub async fn send(&self, event: &AlertEvent, cx: &SendContext<'_>) -> Result<(), SendError> {
+        match self {
+            ReceiverKind::Webhook(s) => s.send(event, cx).await,
+            ReceiverKind::Alertmanager(s) => s.send(event, cx).await,
+            ReceiverKind::Slack(s) => s.send(event, cx).await,
+            ReceiverKind::Pagerduty(s) => s.send(event, cx).await,
+        }
+    }
+}
+
+/// Link to an incident's page, when `server.external_url` is set.
+pub fn incident_link(external_url: Option<&Url>, id: &str) -> Option<String> {
+    external_url.and_then(|base| base.join(&format!("incidents/{id}")).ok().map(String::from))
 }
 
 /// Reads a `*_file` secret: trimmed, non-empty.
@@ -114,10 +170,7 @@ impl ReceiverConfig {
                 issues.push(path.to_string(), "set `url` or `url_file`, not both");
                 None
             }
-            (None, None) => {
-                issues.push(format!("{path}.url"), "missing (or set `url_file`)");
-                None
-            }
+            (None, None) => None,
             (Some(u), None) => parse_url(u, &format!("{path}.url"), issues),
             (None, Some(file)) => match read_secret_file(file) {
                 Ok(u) => parse_url(&u, &format!("{path}.url_file"), issues),
@@ -127,6 +180,31 @@ impl ReceiverConfig {
                 }
             },
         };
+        let url_given = self.url.is_some() || self.url_file.is_some();
+        let needs_url = !matches!(self.kind, ReceiverType::Pagerduty);
+        if needs_url && !url_given {
+            issues.push(format!("{path}.url"), "missing (or set `url_file`)");
+        }
+        let only_for = |key: &str, given: bool, allowed: ReceiverType, issues: &mut Issues| {
+            if given && self.kind != allowed {
+                issues.push(
+                    format!("{path}.{key}"),
+                    format!("only for receivers of type `{}`", type_name(allowed)),
+                );
+            }
+        };
+        only_for(
+            "secret_file",
+            self.secret_file.is_some(),
+            ReceiverType::Webhook,
+            issues,
+        );
+        only_for(
+            "routing_key_file",
+            self.routing_key_file.is_some(),
+            ReceiverType::Pagerduty,
+            issues,
+        );
         if self.timeout.is_zero() {
             issues.push(format!("{path}.timeout"), "must be greater than zero");
         }
@@ -139,10 +217,20 @@ impl ReceiverConfig {
                 "must be greater than zero",
             );
         }
+        if self.max_per_minute == 0 {
+            issues.push(format!("{path}.max_per_minute"), "must be at least 1");
+        }
         let kind = match self.kind {
             ReceiverType::Webhook => {
-                webhook::WebhookSpec::build(url.clone(), self.secret_file.as_deref(), path, issues)
+                webhook::WebhookSpec::build(url, self.secret_file.as_deref(), path, issues)
                     .map(ReceiverKind::Webhook)
+            }
+            ReceiverType::Alertmanager => url
+                .map(|base| ReceiverKind::Alertmanager(alertmanager::AlertmanagerSpec::new(base))),
+            ReceiverType::Slack => url.map(|url| ReceiverKind::Slack(slack::SlackSpec { url })),
+            ReceiverType::Pagerduty => {
+                pagerduty::PagerdutySpec::build(url, self.routing_key_file.as_deref(), path, issues)
+                    .map(ReceiverKind::Pagerduty)
             }
         };
         if issues.len() > before {
@@ -156,7 +244,17 @@ impl ReceiverConfig {
             repeat_interval: self.repeat_interval,
             timeout: self.timeout,
             max_retry_age: self.max_retry_age,
+            max_per_minute: self.max_per_minute,
         })
+    }
+}
+
+fn type_name(kind: ReceiverType) -> &'static str {
+    match kind {
+        ReceiverType::Webhook => "webhook",
+        ReceiverType::Alertmanager => "alertmanager",
+        ReceiverType::Slack => "slack",
+        ReceiverType::Pagerduty => "pagerduty",
     }
 }
 
@@ -212,143 +310,6 @@ pub fn new_event_id() -> String {
     id
 }
 
-/// Handle the engine uses to hand events to every receiver.
-#[derive(Clone, Default)]
-pub struct Alerts {
-    routers: Vec<mpsc::UnboundedSender<AlertEvent>>,
-}
-
-impl Alerts {
-    /// Starts two tasks per receiver. `announced` are the open incidents receivers already
-    /// heard of (after a restart), so they get updates rather than a second `opened`.
-    pub fn start(
-        receivers: &[ReceiverSpec],
-        announced: &[IncidentView],
-        metrics: &Arc<Metrics>,
-        clock: Clock,
-        tracker: &TaskTracker,
-        token: &CancellationToken,
-    ) -> Alerts {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("the alert HTTP client builds with default settings");
-        let mut routers = Vec::new();
-        for spec in receivers {
-            let spec = Arc::new(spec.clone());
-            let (route_tx, route_rx) = mpsc::unbounded_channel();
-            let (deliver_tx, deliver_rx) = mpsc::unbounded_channel();
-            let known: HashMap<String, Announced> = announced
-                .iter()
-                .filter(|v| v.severity >= spec.min_severity)
-                .map(|v| {
-                    (
-                        v.id.clone(),
-                        Announced {
-                            latest: v.clone(),
-                            last_sent: Instant::now(),
-                        },
-                    )
-                })
-                .collect();
-            let pending = metrics
-                .alert_outbox_pending
-                .with_label_values(&[spec.name.as_str()]);
-            tracker.spawn(route(
-                Arc::clone(&spec),
-                known,
-                route_rx,
-                deliver_tx,
-                pending.clone(),
-                clock,
-                token.clone(),
-            ));
-            tracker.spawn(deliver(
-                spec,
-                http.clone(),
-                deliver_rx,
-                Arc::clone(metrics),
-                pending,
-                clock,
-                token.clone(),
-            ));
-            routers.push(route_tx);
-        }
-        Alerts { routers }
-    }
-
-    /// Hands an event to every receiver; never waits.
-    pub fn dispatch(&self, event: &AlertEvent) {
-        for router in &self.routers {
-            let _ = router.send(event.clone());
-        }
-    }
-}
-
-struct Announced {
-    latest: IncidentView,
-    last_sent: Instant,
-}
-
-/// Filters events for one receiver and emits reminders.
-async fn route(
-    spec: Arc<ReceiverSpec>,
-    mut announced: HashMap<String, Announced>,
-    mut events: mpsc::UnboundedReceiver<AlertEvent>,
-    deliver: mpsc::UnboundedSender<(AlertEvent, Instant)>,
-    pending: prometheus::IntGauge,
-    clock: Clock,
-    token: CancellationToken,
-) {
-    let send = |event: AlertEvent| {
-        pending.inc();
-        let _ = deliver.send((event, Instant::now()));
-    };
-    let mut reminders = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            event = events.recv() => {
-                let Some(mut event) = event else { return };
-                let id = event.incident.id.clone();
-                match event.kind {
-                    AlertType::Resolved => {
-                        if announced.remove(&id).is_some() && spec.send_resolved {
-                            send(event);
-                        }
-                    }
-                    _ if event.incident.severity < spec.min_severity => {}
-                    _ => {
-                        // The first event that qualifies announces the incident to this
-                        // receiver, whatever happened before it.
-                        event.kind = if announced.contains_key(&id) {
-                            event.kind
-                        } else {
-                            AlertType::Opened
-                        };
-                        announced.insert(id, Announced { latest: event.incident.clone(), last_sent: Instant::now() });
-                        send(event);
-                    }
-                }
-            }
-            _ = reminders.tick(), if spec.repeat_interval.is_some() => {
-                let every = spec.repeat_interval.unwrap_or(Duration::MAX);
-                for entry in announced.values_mut() {
-                    if entry.last_sent.elapsed() >= every {
-                        entry.last_sent = Instant::now();
-                        send(AlertEvent {
-                            kind: AlertType::Reminder,
-                            id: new_event_id(),
-                            occurred_at: clock.now(),
-                            incident: entry.latest.clone(),
-                        });
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// Outcome of one delivery attempt.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -358,6 +319,22 @@ pub enum SendError {
     /// Retrying cannot help: other 4xx.
     #[error("{0}")]
     Permanent(String),
+}
+
+impl SendError {
+    pub fn network(e: reqwest::Error) -> Self {
+        SendError::Transient(e.without_url().to_string())
+    }
+}
+
+/// 2xx is delivered; 408, 429 and 5xx are worth retrying; any other status is final.
+pub fn classify_status(status: reqwest::StatusCode) -> Result<(), SendError> {
+    let code = status.as_u16();
+    match code {
+        200..=299 => Ok(()),
+        408 | 429 | 500..=599 => Err(SendError::Transient(format!("HTTP {code}"))),
+        _ => Err(SendError::Permanent(format!("HTTP {code}"))),
+    }
 }
 
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);
@@ -372,70 +349,47 @@ pub fn backoff(attempt: u32) -> Duration {
     base / 2 + base.mul_f64(fastrand::f64() / 2.0)
 }
 
-/// Sends events in order, retrying each until delivered, refused, or too old.
-async fn deliver(
-    spec: Arc<ReceiverSpec>,
-    http: reqwest::Client,
-    mut queue: mpsc::UnboundedReceiver<(AlertEvent, Instant)>,
-    metrics: Arc<Metrics>,
-    pending: prometheus::IntGauge,
-    clock: Clock,
-    token: CancellationToken,
-) {
-    let count = |result: &str| {
-        metrics
-            .alert_deliveries
-            .with_label_values(&[spec.name.as_str(), result])
-            .inc();
+/// A one-line human summary of an incident, for chat and pager receivers.
+pub fn summary_line(event: &AlertEvent) -> String {
+    let inc = &event.incident;
+    let names: Vec<&str> = inc.per_service.values().map(|s| s.name.as_str()).collect();
+    let share = inc
+        .per_service
+        .values()
+        .map(|s| s.peak_share)
+        .fold(0.0, f64::max);
+    let what = match event.kind {
+        AlertType::Resolved => "resolved",
+        AlertType::Reminder => "still open",
+        AlertType::Opened => "opened",
+        AlertType::Updated => "updated",
     };
-    while let Some((event, queued_at)) = tokio::select! {
-        _ = token.cancelled() => None,
-        next = queue.recv() => next,
-    } {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let send = async {
-                match &spec.kind {
-                    ReceiverKind::Webhook(w) => {
-                        w.send(&http, &event, spec.timeout, clock.now()).await
-                    }
-                }
-            };
-            // A receiver that never answers must not hold up shutdown.
-            let result = tokio::select! {
-                _ = token.cancelled() => return,
-                result = send => result,
-            };
-            match result {
-                Ok(()) => {
-                    count("delivered");
-                    tracing::debug!(receiver = %spec.name, event = %event.id, "alert delivered");
-                    break;
-                }
-                Err(SendError::Permanent(why)) => {
-                    count("dropped");
-                    tracing::error!(receiver = %spec.name, event = %event.id, %why, "alert refused by the receiver; dropped");
-                    break;
-                }
-                Err(SendError::Transient(why)) => {
-                    if queued_at.elapsed() >= spec.max_retry_age {
-                        count("dropped");
-                        tracing::error!(receiver = %spec.name, event = %event.id, %why, "alert too old to retry; dropped");
-                        break;
-                    }
-                    count("retried");
-                    let delay = backoff(attempt);
-                    tracing::warn!(receiver = %spec.name, event = %event.id, %why, retry_in = ?delay, "alert delivery failed");
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-        pending.dec();
+    let mut line = format!(
+        "[{}] {} {what}: {} — {} subscribers at peak ({:.1}%), {} scope",
+        inc.severity.as_str(),
+        inc.id,
+        names.join(", "),
+        inc.peak_affected,
+        share * 100.0,
+        serde_json::to_value(inc.scope)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
+    );
+    if !inc.platforms.is_empty() {
+        line.push_str(&format!(", platforms {}", inc.platforms.join(", ")));
     }
+    if !inc.regions.is_empty() {
+        line.push_str(&format!(", regions {}", inc.regions.join(", ")));
+    }
+    if let Some(cause) = &inc.suspected_cause {
+        line.push_str(&format!(
+            "; suspected cause {} ({} before onset)",
+            cause.change_id,
+            humantime::format_duration(Duration::from_secs(cause.lag_seconds))
+        ));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -459,5 +413,26 @@ mod tests {
         let a = new_event_id();
         assert!(a.starts_with("evt_") && a.len() == 30);
         assert_ne!(a, new_event_id());
+    }
+
+    #[test]
+    fn retry_classes() {
+        use reqwest::StatusCode;
+        assert!(classify_status(StatusCode::NO_CONTENT).is_ok());
+        assert!(classify_status(StatusCode::ACCEPTED).is_ok());
+        for code in [408, 429, 500, 503] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(matches!(
+                classify_status(status),
+                Err(SendError::Transient(_))
+            ));
+        }
+        for code in [400, 401, 404, 410] {
+            let status = StatusCode::from_u16(code).unwrap();
+            assert!(matches!(
+                classify_status(status),
+                Err(SendError::Permanent(_))
+            ));
+        }
     }
 }

@@ -2,7 +2,6 @@
 //! is set (`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`).
 
 use std::path::Path;
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -10,8 +9,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use url::Url;
 
-use super::{AlertEvent, SendError, read_secret_file};
-use crate::clock::Timestamp;
+use super::{AlertEvent, SendContext, SendError, classify_status, read_secret_file};
 use crate::config::Issues;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -41,18 +39,13 @@ impl WebhookSpec {
         Some(WebhookSpec { url: url?, key })
     }
 
-    pub async fn send(
-        &self,
-        http: &reqwest::Client,
-        event: &AlertEvent,
-        timeout: Duration,
-        now: Timestamp,
-    ) -> Result<(), SendError> {
+    pub async fn send(&self, event: &AlertEvent, cx: &SendContext<'_>) -> Result<(), SendError> {
         let body = serde_json::to_vec(event).expect("events serialize");
-        let timestamp = now.timestamp();
-        let mut request = http
+        let timestamp = cx.now.timestamp();
+        let mut request = cx
+            .http
             .post(self.url.clone())
-            .timeout(timeout)
+            .timeout(cx.timeout)
             .header("content-type", "application/json")
             .header("webhook-id", &event.id)
             .header("webhook-timestamp", timestamp.to_string());
@@ -63,18 +56,8 @@ impl WebhookSpec {
             .body(body)
             .send()
             .await
-            .map_err(|e| SendError::Transient(e.without_url().to_string()))?;
+            .map_err(SendError::network)?;
         classify_status(response.status())
-    }
-}
-
-/// 2xx is delivered; 408, 429 and 5xx are worth retrying; any other status is final.
-pub fn classify_status(status: reqwest::StatusCode) -> Result<(), SendError> {
-    let code = status.as_u16();
-    match code {
-        200..=299 => Ok(()),
-        408 | 429 | 500..=599 => Err(SendError::Transient(format!("HTTP {code}"))),
-        _ => Err(SendError::Permanent(format!("HTTP {code}"))),
     }
 }
 
@@ -125,25 +108,5 @@ mod tests {
     fn bad_secret_is_refused() {
         assert!(decode_secret("whsec_!!!").is_err());
         assert!(decode_secret("whsec_").is_err());
-    }
-
-    #[test]
-    fn retry_classes() {
-        use reqwest::StatusCode;
-        assert!(classify_status(StatusCode::NO_CONTENT).is_ok());
-        for code in [408, 429, 500, 503] {
-            let status = StatusCode::from_u16(code).unwrap();
-            assert!(matches!(
-                classify_status(status),
-                Err(SendError::Transient(_))
-            ));
-        }
-        for code in [400, 401, 404, 410] {
-            let status = StatusCode::from_u16(code).unwrap();
-            assert!(matches!(
-                classify_status(status),
-                Err(SendError::Permanent(_))
-            ));
-        }
     }
 }

@@ -92,14 +92,26 @@ impl Core {
     /// Switches to a new configuration, keeping the detector state of targets that stay.
     pub fn reconfigure(&mut self, settings: Arc<Settings>, now: Timestamp) -> Changes {
         let detectors = std::mem::take(&mut self.detectors);
-        let previous: HashMap<String, Detector> = self
+        let results = std::mem::take(&mut self.last_results);
+        let ids: Vec<String> = self
             .topology()
             .targets
             .iter()
             .map(|t| t.id.clone())
-            .zip(detectors)
             .collect();
+        let previous: HashMap<String, Detector> = ids.iter().cloned().zip(detectors).collect();
+        let mut previous_results: HashMap<String, Option<LastResult>> =
+            ids.into_iter().zip(results).collect();
         self.adopt(settings, previous, now);
+        for (t, slot) in self
+            .settings
+            .topology
+            .targets
+            .iter()
+            .zip(&mut self.last_results)
+        {
+            *slot = previous_results.remove(&t.id).flatten();
+        }
         self.update(now)
     }
 

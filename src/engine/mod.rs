@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use self::core::{Core, LastResult};
-use crate::alert::{AlertEvent, AlertType, Alerts, new_event_id};
+use crate::alert::AlertType;
+use crate::alert::outbox::Outbox;
+use crate::alert::routing::{Routed, Routing};
 use crate::clock::{Clock, Timestamp};
 use crate::config::Settings;
 use crate::detector::TargetState;
@@ -27,6 +29,7 @@ use crate::incident::{
 use crate::metrics::{Metrics, TargetMetrics};
 use crate::scheduler::ProbeReport;
 use crate::store::{Restored, Store};
+use crate::topology::{MaintenanceWindow, Topology};
 
 /// How often open incidents are re-measured, resolved when quiet, and the snapshot renewed.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -77,10 +80,12 @@ pub struct TargetView {
 
 /// Messages other than probe reports.
 pub enum Control {
-    /// A validated new configuration, with the receivers already restarted for it.
-    Reconfigure(Arc<Settings>, Alerts),
+    /// A validated new configuration, with the deliverers already started for it.
+    Reconfigure(Arc<Settings>, Outbox),
     /// A change registered through the API (already stored).
     RecordChange(Change),
+    /// A maintenance window registered through the API (already stored).
+    AddMaintenance(MaintenanceWindow),
     /// `POST /api/v1/incidents/{id}/acknowledge`; answers `None` for no such open incident.
     Acknowledge {
         id: String,
@@ -91,8 +96,12 @@ pub enum Control {
 
 pub struct Engine {
     core: Core,
+    /// The topology the schedulers run; the core's adds the API's maintenance windows.
+    scheduled: Arc<Topology>,
+    windows: Vec<MaintenanceWindow>,
     store: Store,
-    alerts: Alerts,
+    routing: Routing,
+    outbox: Outbox,
     metrics: Arc<Metrics>,
     target_metrics: Vec<TargetMetrics>,
     /// User-minutes already added to the counter, per (incident, service).
@@ -107,7 +116,7 @@ impl Engine {
         settings: Arc<Settings>,
         restored: Restored,
         store: Store,
-        alerts: Alerts,
+        outbox: Outbox,
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> (Engine, watch::Receiver<Arc<Snapshot>>) {
@@ -118,9 +127,17 @@ impl Engine {
                 counted_minutes.insert((inc.id.clone(), service), f.user_minutes);
             }
         }
+        let routing = Routing::new(&settings.receivers, &restored.routes);
         let mut book = IncidentBook::restore(restored.open_incidents, restored.last_seq);
         book.remember(restored.history, restored.changes);
-        let core = Core::new(settings, restored.detectors, book, now);
+        let scheduled = Arc::clone(&settings.topology);
+        let windows = restored.maintenances;
+        let core = Core::new(
+            with_windows(&settings, &windows),
+            restored.detectors,
+            book,
+            now,
+        );
         let (tx, rx) = watch::channel(Arc::new(Snapshot {
             generated_at: now,
             services: Vec::new(),
@@ -130,8 +147,11 @@ impl Engine {
         }));
         let mut engine = Engine {
             core,
+            scheduled,
+            windows,
             store,
-            alerts,
+            routing,
+            outbox,
             target_metrics: Vec::new(),
             counted_minutes,
             clock,
@@ -140,6 +160,13 @@ impl Engine {
         };
         engine.label_targets(None);
         (engine, rx)
+    }
+
+    /// The configuration as loaded (without the API's windows).
+    fn settings(&self) -> Settings {
+        let mut settings = (**self.core.settings()).clone();
+        settings.topology = Arc::clone(&self.scheduled);
+        settings
     }
 
     /// Resolves the label handles of the current targets, dropping the series of `old`.
@@ -189,6 +216,14 @@ impl Engine {
                     let now = self.clock.now();
                     let changes = self.core.tick(now);
                     self.apply(changes, now);
+                    let open: Vec<IncidentView> = self
+                        .core
+                        .open_incidents()
+                        .iter()
+                        .map(|i| i.view(now))
+                        .collect();
+                    let reminders = self.routing.remind(&open, now);
+                    self.enqueue(reminders, now);
                     self.publish(now);
                 }
             }
@@ -205,16 +240,29 @@ impl Engine {
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
+        self.outbox.stop();
     }
 
     fn on_control(&mut self, message: Control) {
         let now = self.clock.now();
         match message {
-            Control::Reconfigure(settings, alerts) => {
+            Control::Reconfigure(settings, outbox) => {
                 let old = Arc::clone(self.core.settings());
-                self.alerts = alerts;
-                let changes = self.core.reconfigure(settings, now);
+                self.routing = Routing::new(&settings.receivers, &self.routing.marks());
+                std::mem::replace(&mut self.outbox, outbox).stop();
+                self.scheduled = Arc::clone(&settings.topology);
+                let changes = self
+                    .core
+                    .reconfigure(with_windows(&settings, &self.windows), now);
                 self.label_targets(Some(&old));
+                self.apply(changes, now);
+            }
+            Control::AddMaintenance(window) => {
+                self.windows
+                    .retain(|w| w.id != window.id && w.ends_at > now);
+                self.windows.push(window);
+                let settings = with_windows(&self.settings(), &self.windows);
+                let changes = self.core.reconfigure(settings, now);
                 self.apply(changes, now);
             }
             Control::RecordChange(change) => {
@@ -224,8 +272,11 @@ impl Engine {
             Control::Acknowledge { id, by, reply } => {
                 let acknowledged = self.core.acknowledge(&id, by.as_deref(), now);
                 if let Some(inc) = &acknowledged {
-                    self.store.save_incident(inc);
                     tracing::info!(incident = %inc.id, by = by.as_deref(), "incident acknowledged");
+                    self.store.save_incident(inc);
+                    // Receivers that act on it (PagerDuty acknowledges) hear of it.
+                    let routed = self.routing.route(AlertType::Updated, &inc.view(now), now);
+                    self.enqueue(routed, now);
                 }
                 let _ = reply.send(acknowledged.map(|i| i.view(now)));
             }
@@ -234,7 +285,7 @@ impl Engine {
     }
 
     fn on_report(&mut self, report: ProbeReport) {
-        if !Arc::ptr_eq(&report.topology, self.core.topology()) {
+        if !Arc::ptr_eq(&report.topology, &self.scheduled) {
             return; // from a configuration that has been replaced
         }
         let index = report.target;
@@ -292,17 +343,29 @@ impl Engine {
                 self.count_user_minutes(&inc, now);
                 self.counted_minutes.retain(|(id, _), _| *id != inc.id);
             }
-            let event = AlertEvent {
-                kind: alert_type(kind),
-                id: new_event_id(),
-                occurred_at: now,
-                incident: view,
-            };
-            // Stored first: a crash after an alert never leaves an incident unknown to the
-            // next start, which would announce it a second time.
-            let alerts = self.alerts.clone();
-            self.store.after_commit(move || alerts.dispatch(&event));
+            let routed = self.routing.route(alert_type(kind), &view, now);
+            self.enqueue(routed, now);
         }
+    }
+
+    /// Queues deliveries in the outbox, in the same store batch as the incidents, and wakes
+    /// the deliverers once committed.
+    fn enqueue(&mut self, routed: Routed, now: Timestamp) {
+        for mark in &routed.marks {
+            self.store
+                .route(&mark.receiver, &mark.incident, mark.last_sent);
+        }
+        if routed.deliveries.is_empty() {
+            return;
+        }
+        for d in &routed.deliveries {
+            self.store.enqueue(&d.receiver, &d.event, now);
+            self.metrics
+                .alert_outbox_pending
+                .with_label_values(&[d.receiver.as_str()])
+                .inc();
+        }
+        self.store.after_commit(self.outbox.wake());
     }
 
     /// Adds the growth of each service's user-minutes since last counted.
@@ -396,6 +459,15 @@ impl Engine {
             open_incidents,
         }));
     }
+}
+
+/// `settings` with the API's maintenance windows added to its topology.
+fn with_windows(settings: &Settings, windows: &[MaintenanceWindow]) -> Arc<Settings> {
+    let mut settings = settings.clone();
+    if !windows.is_empty() {
+        settings.topology = Arc::new(settings.topology.with_windows(windows));
+    }
+    Arc::new(settings)
 }
 
 pub fn alert_type(kind: EventKind) -> AlertType {

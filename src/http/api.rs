@@ -13,6 +13,7 @@ use crate::clock::Timestamp;
 use crate::engine::{Control, GroupView, ServiceView, TargetView};
 use crate::incident::{Change, IncidentView};
 use crate::store::IncidentFilter;
+use crate::topology::MaintenanceWindow;
 
 #[derive(Serialize)]
 pub struct StatusResponse {
@@ -180,7 +181,7 @@ pub async fn register_change(
         ));
     }
     let change = Change {
-        id: request.id.unwrap_or_else(new_change_id),
+        id: request.id.unwrap_or_else(|| random_id("chg-")),
         platform: request.platform,
         service: request.service,
         summary: request.summary,
@@ -196,12 +197,137 @@ pub async fn register_change(
     Ok((StatusCode::CREATED, Json(change)))
 }
 
-/// `chg-` and 10 random base32 characters.
-fn new_change_id() -> String {
+/// `prefix` and 10 random base32 characters.
+fn random_id(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut id = String::from("chg-");
+    let mut id = String::from(prefix);
     for _ in 0..10 {
         id.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
     }
     id
+}
+
+/// A maintenance window as the API lists it.
+#[derive(Serialize)]
+pub struct MaintenanceView {
+    pub id: String,
+    pub services: Vec<String>,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub summary: String,
+    /// `scheduled | in_progress | completed` (the Statuspage names).
+    pub status: &'static str,
+    /// `config` or `api`.
+    pub source: &'static str,
+}
+
+#[derive(Serialize)]
+pub struct MaintenanceList {
+    pub maintenances: Vec<MaintenanceView>,
+}
+
+fn window_status(starts_at: Timestamp, ends_at: Timestamp, now: Timestamp) -> &'static str {
+    if now < starts_at {
+        "scheduled"
+    } else if now < ends_at {
+        "in_progress"
+    } else {
+        "completed"
+    }
+}
+
+pub async fn maintenances(
+    State(state): State<AppState>,
+) -> Result<Json<MaintenanceList>, ApiError> {
+    let now = state.clock.now();
+    let settings = state.settings.borrow().clone();
+    let topology = &settings.topology;
+    let mut list: Vec<MaintenanceView> = topology
+        .maintenances
+        .iter()
+        .enumerate()
+        .map(|(i, m)| MaintenanceView {
+            id: format!("config-{i}"),
+            services: m
+                .services
+                .iter()
+                .map(|&s| topology.services[s].id.clone())
+                .collect(),
+            starts_at: m.starts_at,
+            ends_at: m.ends_at,
+            summary: m.summary.clone(),
+            status: window_status(m.starts_at, m.ends_at, now),
+            source: "config",
+        })
+        .collect();
+    list.extend(
+        state
+            .store
+            .maintenances()
+            .await?
+            .into_iter()
+            .map(|w| MaintenanceView {
+                status: window_status(w.starts_at, w.ends_at, now),
+                id: w.id,
+                services: w.services,
+                starts_at: w.starts_at,
+                ends_at: w.ends_at,
+                summary: w.summary,
+                source: "api",
+            }),
+    );
+    list.sort_by(|a, b| (a.starts_at, &a.id).cmp(&(b.starts_at, &b.id)));
+    Ok(Json(MaintenanceList { maintenances: list }))
+}
+
+/// `POST /api/v1/maintenances` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    id: Option<String>,
+    services: Vec<String>,
+    starts_at: Timestamp,
+    ends_at: Timestamp,
+    #[serde(default)]
+    summary: String,
+}
+
+pub async fn add_maintenance(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<MaintenanceRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<MaintenanceWindow>), ApiError> {
+    authorize(&state, &headers)?;
+    let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let settings = state.settings.borrow().clone();
+    let mut problems = Vec::new();
+    if request.services.is_empty() {
+        problems.push("services: must name at least one service".to_string());
+    }
+    for (i, s) in request.services.iter().enumerate() {
+        if settings.topology.service_index(s).is_none() {
+            problems.push(format!("services[{i}]: unknown service `{s}`"));
+        }
+    }
+    if request.ends_at <= request.starts_at {
+        problems.push("ends_at: must be after starts_at".to_string());
+    }
+    if !problems.is_empty() {
+        return Err(ApiError::bad_request(problems.join("; ")));
+    }
+    let window = MaintenanceWindow {
+        id: request.id.unwrap_or_else(|| random_id("mnt-")),
+        services: request.services,
+        starts_at: request.starts_at,
+        ends_at: request.ends_at,
+        summary: request.summary,
+    };
+    state.store.save_maintenance(&window);
+    state.store.flush().await?;
+    state
+        .engine
+        .send(Control::AddMaintenance(window.clone()))
+        .await
+        .map_err(|_| ApiError::unavailable("shutting down"))?;
+    Ok((StatusCode::CREATED, Json(window)))
 }

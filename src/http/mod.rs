@@ -151,6 +151,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/changes",
             get(api::changes).post(api::register_change),
         )
+        .route(
+            "/api/v1/maintenances",
+            get(api::maintenances).post(api::add_maintenance),
+        )
         .fallback(|| async { ApiError::not_found("no such path") })
         .with_state(state)
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::config::Issues;
 
-pub use sqlite::{IncidentFilter, Restored, Store, StoreError};
+pub use sqlite::{IncidentFilter, Pending, Restored, Store, StoreError};
 
 /// `[storage]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -8,8 +8,11 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::alert::AlertEvent;
+use crate::clock::Timestamp;
 use crate::detector::Detector;
 use crate::incident::{Change, Incident, IncidentStatus, PastIncident};
+use crate::topology::MaintenanceWindow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -24,6 +27,8 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("the store has shut down")]
     Closed,
+    #[error("stored time is not RFC 3339: {0}")]
+    Time(String),
 }
 
 /// What a restart resumes from.
@@ -37,6 +42,18 @@ pub struct Restored {
     pub history: Vec<PastIncident>,
     /// Changes of the last 9 days, for suspected causes.
     pub changes: Vec<Change>,
+    /// (receiver, incident, last sent): which receivers heard of which open incidents.
+    pub routes: Vec<(String, String, Timestamp)>,
+    /// Maintenance windows registered through the API that have not ended.
+    pub maintenances: Vec<MaintenanceWindow>,
+}
+
+/// An alert event waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub seq: i64,
+    pub event: AlertEvent,
+    pub queued_at: Timestamp,
 }
 
 enum Write {
@@ -46,6 +63,19 @@ enum Write {
     },
     Incident(Box<Incident>),
     Change(Change),
+    Maintenance(MaintenanceWindow),
+    Enqueue {
+        receiver: String,
+        event: Box<AlertEvent>,
+        queued_at: Timestamp,
+    },
+    Settle(i64),
+    Route {
+        receiver: String,
+        incident: String,
+        last_sent: Option<Timestamp>,
+    },
+    DiscardReceiversExcept(Vec<String>),
     Flush(oneshot::Sender<()>),
     /// Runs once every write queued before it is committed.
     Then(Box<dyn FnOnce() + Send>),
@@ -85,6 +115,24 @@ CREATE TABLE IF NOT EXISTS change (
     body       TEXT NOT NULL    -- the change as JSON
 );
 CREATE INDEX IF NOT EXISTS change_at ON change (at);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    receiver   TEXT NOT NULL,
+    queued_at  TEXT NOT NULL,
+    body       TEXT NOT NULL    -- the AlertEvent as JSON
+);
+CREATE INDEX IF NOT EXISTS outbox_receiver ON outbox (receiver, seq);
+CREATE TABLE IF NOT EXISTS maintenance (
+    id         TEXT PRIMARY KEY,
+    ends_at    TEXT NOT NULL,
+    body       TEXT NOT NULL    -- the window as JSON
+);
+CREATE TABLE IF NOT EXISTS route (
+    receiver   TEXT NOT NULL,
+    incident   TEXT NOT NULL,
+    last_sent  TEXT NOT NULL,
+    PRIMARY KEY (receiver, incident)
+);
 ";
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -134,6 +182,82 @@ impl Store {
             id: id.to_string(),
             detector,
         });
+    }
+
+    /// Queues an alert event for a receiver; it stays until [`Store::settle`].
+    pub fn enqueue(&self, receiver: &str, event: &AlertEvent, queued_at: Timestamp) {
+        let _ = self.writes.send(Write::Enqueue {
+            receiver: receiver.to_string(),
+            event: Box::new(event.clone()),
+            queued_at,
+        });
+    }
+
+    /// Removes a delivered (or abandoned) event from the outbox, once committed.
+    pub async fn settle(&self, seq: i64) -> Result<(), StoreError> {
+        self.writes
+            .send(Write::Settle(seq))
+            .map_err(|_| StoreError::Closed)?;
+        self.flush().await
+    }
+
+    /// Records that `receiver` heard of `incident` (or forgets it with `None`).
+    pub fn route(&self, receiver: &str, incident: &str, last_sent: Option<Timestamp>) {
+        let _ = self.writes.send(Write::Route {
+            receiver: receiver.to_string(),
+            incident: incident.to_string(),
+            last_sent,
+        });
+    }
+
+    /// Drops what is queued for receivers no longer configured.
+    pub fn discard_receivers_except(&self, names: Vec<String>) {
+        let _ = self.writes.send(Write::DiscardReceiversExcept(names));
+    }
+
+    /// The oldest `limit` events queued for `receiver`, and how many are queued in all.
+    pub async fn pending(
+        &self,
+        receiver: String,
+        limit: usize,
+    ) -> Result<(Vec<Pending>, usize), StoreError> {
+        self.read(move |conn| {
+            let total: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE receiver = ?1",
+                [&receiver],
+                |r| r.get(0),
+            )?;
+            let mut stmt = conn.prepare(
+                "SELECT seq, queued_at, body FROM outbox WHERE receiver = ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![receiver, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, queued_at, body) = row?;
+                out.push(Pending {
+                    seq,
+                    event: serde_json::from_str(&body)?,
+                    queued_at: parse_time(&queued_at)?,
+                });
+            }
+            Ok((out, total as usize))
+        })
+        .await
+    }
+
+    pub fn save_maintenance(&self, window: &MaintenanceWindow) {
+        let _ = self.writes.send(Write::Maintenance(window.clone()));
+    }
+
+    /// Maintenance windows registered through the API, by start.
+    pub async fn maintenances(&self) -> Result<Vec<MaintenanceWindow>, StoreError> {
+        self.read(|conn| read_maintenances(conn, None)).await
     }
 
     pub fn save_change(&self, change: &Change) {
@@ -267,7 +391,45 @@ fn restore(conn: &Connection) -> Result<Restored, StoreError> {
     for body in stmt.query_map([since], |r| r.get::<_, String>(0))? {
         restored.changes.push(serde_json::from_str(&body?)?);
     }
+    restored.maintenances = read_maintenances(conn, Some(now))?;
+    let mut stmt = conn.prepare("SELECT receiver, incident, last_sent FROM route")?;
+    for row in stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })? {
+        let (receiver, incident, last_sent) = row?;
+        restored
+            .routes
+            .push((receiver, incident, parse_time(&last_sent)?));
+    }
     Ok(restored)
+}
+
+/// Windows by start; with `ending_after`, only those that end after it.
+fn read_maintenances(
+    conn: &Connection,
+    ending_after: Option<Timestamp>,
+) -> Result<Vec<MaintenanceWindow>, StoreError> {
+    let after = ending_after.map(time_text).unwrap_or_default();
+    let mut stmt = conn.prepare("SELECT body FROM maintenance WHERE ends_at > ?1")?;
+    let mut out: Vec<MaintenanceWindow> = Vec::new();
+    for body in stmt.query_map([after], |r| r.get::<_, String>(0))? {
+        out.push(serde_json::from_str(&body?)?);
+    }
+    out.sort_by(|a, b| (a.starts_at, &a.id).cmp(&(b.starts_at, &b.id)));
+    Ok(out)
+}
+
+fn time_text(t: Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn parse_time(text: &str) -> Result<Timestamp, StoreError> {
+    text.parse()
+        .map_err(|e: chrono::ParseError| StoreError::Time(e.to_string()))
 }
 
 fn status_str(status: IncidentStatus) -> &'static str {
@@ -344,6 +506,68 @@ fn write_batch(
                         serde_json::to_string(&change)?
                     ],
                 )?;
+            }
+            Write::Maintenance(w) => {
+                tx.execute(
+                    "INSERT INTO maintenance (id, ends_at, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (id) DO UPDATE SET ends_at = excluded.ends_at, body = excluded.body",
+                    params![w.id, time_text(w.ends_at), serde_json::to_string(&w)?],
+                )?;
+            }
+            Write::Enqueue {
+                receiver,
+                event,
+                queued_at,
+            } => {
+                tx.execute(
+                    "INSERT INTO outbox (receiver, queued_at, body) VALUES (?1, ?2, ?3)",
+                    params![
+                        receiver,
+                        time_text(queued_at),
+                        serde_json::to_string(&event)?
+                    ],
+                )?;
+            }
+            Write::Settle(seq) => {
+                tx.execute("DELETE FROM outbox WHERE seq = ?1", [seq])?;
+            }
+            Write::Route {
+                receiver,
+                incident,
+                last_sent: Some(at),
+            } => {
+                tx.execute(
+                    "INSERT INTO route (receiver, incident, last_sent) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (receiver, incident) DO UPDATE SET last_sent = excluded.last_sent",
+                    params![receiver, incident, time_text(at)],
+                )?;
+            }
+            Write::Route {
+                receiver,
+                incident,
+                last_sent: None,
+            } => {
+                tx.execute(
+                    "DELETE FROM route WHERE receiver = ?1 AND incident = ?2",
+                    params![receiver, incident],
+                )?;
+            }
+            Write::DiscardReceiversExcept(names) => {
+                let keep = serde_json::to_string(&names)?;
+                let dropped = tx.execute(
+                    "DELETE FROM outbox WHERE receiver NOT IN (SELECT value FROM json_each(?1))",
+                    [&keep],
+                )?;
+                tx.execute(
+                    "DELETE FROM route WHERE receiver NOT IN (SELECT value FROM json_each(?1))",
+                    [&keep],
+                )?;
+                if dropped > 0 {
+                    tracing::warn!(
+                        dropped,
+                        "alerts queued for receivers no longer configured were dropped"
+                    );
+                }
             }
             Write::Flush(done) => after.push(Box::new(move || {
                 let _ = done.send(());

@@ -1,0 +1,44 @@
+//! `slack` receiver: an incoming webhook, `{"text": …}` with one useful line.
+
+use serde_json::json;
+use url::Url;
+
+use super::{
+    AlertEvent, AlertType, SendContext, SendError, classify_status, incident_link, summary_line,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlackSpec {
+    /// The incoming-webhook URL (a secret: prefer `url_file`).
+    pub url: Url,
+}
+
+impl SlackSpec {
+    pub async fn send(&self, event: &AlertEvent, cx: &SendContext<'_>) -> Result<(), SendError> {
+        let response = cx
+            .http
+            .post(self.url.clone())
+            .timeout(cx.timeout)
+            .json(&json!({ "text": text(event, cx) }))
+            .send()
+            .await
+            .map_err(SendError::network)?;
+        classify_status(response.status())
+    }
+}
+
+/// `:red_circle: [sev2] inc-000123 opened: Voicemail — 900000 subscribers …`, with a link.
+pub fn text(event: &AlertEvent, cx: &SendContext<'_>) -> String {
+    let icon = match event.kind {
+        AlertType::Resolved => ":large_green_circle:",
+        _ => match event.incident.severity {
+            crate::incident::Severity::Sev1 | crate::incident::Severity::Sev2 => ":red_circle:",
+            _ => ":large_orange_circle:",
+        },
+    };
+    let mut text = format!("{icon} {}", summary_line(event));
+    if let Some(link) = incident_link(cx.external_url, &event.incident.id) {
+        text.push_str(&format!(" <{link}|details>"));
+    }
+    text
+}
