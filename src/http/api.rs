@@ -236,17 +236,15 @@ fn window_status(starts_at: Timestamp, ends_at: Timestamp, now: Timestamp) -> &'
     }
 }
 
-pub async fn maintenances(
-    State(state): State<AppState>,
-) -> Result<Json<MaintenanceList>, ApiError> {
-    let now = state.clock.now();
+/// Every maintenance window, from the config (ids `config-N`) and the API, by start.
+pub(crate) async fn all_maintenances(state: &AppState) -> Result<Vec<MaintenanceWindow>, ApiError> {
     let settings = state.settings.borrow().clone();
     let topology = &settings.topology;
-    let mut list: Vec<MaintenanceView> = topology
+    let mut list: Vec<MaintenanceWindow> = topology
         .maintenances
         .iter()
         .enumerate()
-        .map(|(i, m)| MaintenanceView {
+        .map(|(i, m)| MaintenanceWindow {
             id: format!("config-{i}"),
             services: m
                 .services
@@ -256,28 +254,35 @@ pub async fn maintenances(
             starts_at: m.starts_at,
             ends_at: m.ends_at,
             summary: m.summary.clone(),
-            status: window_status(m.starts_at, m.ends_at, now),
-            source: "config",
         })
         .collect();
-    list.extend(
-        state
-            .store
-            .maintenances()
-            .await?
-            .into_iter()
-            .map(|w| MaintenanceView {
-                status: window_status(w.starts_at, w.ends_at, now),
-                id: w.id,
-                services: w.services,
-                starts_at: w.starts_at,
-                ends_at: w.ends_at,
-                summary: w.summary,
-                source: "api",
-            }),
-    );
+    list.extend(state.store.maintenances().await?);
     list.sort_by(|a, b| (a.starts_at, &a.id).cmp(&(b.starts_at, &b.id)));
-    Ok(Json(MaintenanceList { maintenances: list }))
+    Ok(list)
+}
+
+pub async fn maintenances(
+    State(state): State<AppState>,
+) -> Result<Json<MaintenanceList>, ApiError> {
+    let now = state.clock.now();
+    let maintenances = all_maintenances(&state)
+        .await?
+        .into_iter()
+        .map(|w| MaintenanceView {
+            status: window_status(w.starts_at, w.ends_at, now),
+            source: if w.id.starts_with("config-") {
+                "config"
+            } else {
+                "api"
+            },
+            id: w.id,
+            services: w.services,
+            starts_at: w.starts_at,
+            ends_at: w.ends_at,
+            summary: w.summary,
+        })
+        .collect();
+    Ok(Json(MaintenanceList { maintenances }))
 }
 
 /// `POST /api/v1/maintenances` body.

@@ -6,7 +6,9 @@
 
 mod api;
 mod error;
+mod feeds;
 mod page;
+mod statuspage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -131,6 +133,8 @@ pub struct AppState {
     pub reload: mpsc::Sender<ReloadRequest>,
     /// Commands for the engine (changes, acknowledgements).
     pub engine: mpsc::Sender<crate::engine::Control>,
+    /// When this process started (Statuspage `created_at` of components).
+    pub started: crate::clock::Timestamp,
     /// True once the store is open and the schedulers run.
     pub ready: watch::Receiver<bool>,
     pub clock: Clock,
@@ -139,6 +143,9 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(page::index))
+        .route("/incidents/{id}", get(page::incident))
+        .route("/badge/{file}", get(feeds::badge))
+        .route("/history.atom", get(feeds::history))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -154,6 +161,18 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/maintenances",
             get(api::maintenances).post(api::add_maintenance),
+        )
+        .route("/api/v2/summary.json", get(statuspage::summary))
+        .route("/api/v2/status.json", get(statuspage::status))
+        .route("/api/v2/components.json", get(statuspage::components))
+        .route("/api/v2/incidents.json", get(statuspage::incidents))
+        .route(
+            "/api/v2/incidents/unresolved.json",
+            get(statuspage::unresolved_incidents),
+        )
+        .route(
+            "/api/v2/scheduled-maintenances.json",
+            get(statuspage::scheduled_maintenances),
         )
         .fallback(|| async { ApiError::not_found("no such path") })
         .with_state(state)

@@ -1,0 +1,142 @@
+//! Small machine-readable views: `/badge/{service}.svg` (shields-style) and
+//! `/history.atom` (incidents and their updates, for people who subscribe).
+
+use std::fmt::Write as _;
+
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::page::escape;
+use super::statuspage::incident_name;
+use super::{ApiError, AppState};
+use crate::incident::ComponentStatus;
+use crate::store::IncidentFilter;
+
+/// `GET /badge/{service}.svg`.
+pub async fn badge(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    let Some(id) = file.strip_suffix(".svg") else {
+        return Err(ApiError::not_found("badges are /badge/{service}.svg"));
+    };
+    let snap = state.snapshot.borrow().clone();
+    let service = snap
+        .services
+        .iter()
+        .find(|s| s.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("no service `{id}`")))?;
+    let (message, colour) = match service.status {
+        ComponentStatus::Operational => ("operational", "#1a7f37"),
+        ComponentStatus::DegradedPerformance => ("degraded", "#9a6700"),
+        ComponentStatus::PartialOutage => ("partial outage", "#c2410c"),
+        ComponentStatus::MajorOutage => ("major outage", "#b91c1c"),
+        ComponentStatus::UnderMaintenance => ("maintenance", "#1d4ed8"),
+    };
+    let svg = render_badge(&service.name, message, colour);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/svg+xml"),
+            (header::CACHE_CONTROL, "no-cache, max-age=0"),
+        ],
+        svg,
+    )
+        .into_response())
+}
+
+/// A flat two-part badge; widths approximated from character counts (Verdana 11px).
+pub fn render_badge(label: &str, message: &str, colour: &str) -> String {
+    let width = |s: &str| 10 + s.chars().count() * 7;
+    let (lw, mw) = (width(label), width(message));
+    let total = lw + mw;
+    let (label, message) = (escape(label), escape(message));
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{total}" height="20" role="img" aria-label="{label}: {message}"><title>{label}: {message}</title><rect width="{lw}" height="20" fill="#555"/><rect x="{lw}" width="{mw}" height="20" fill="{colour}"/><g fill="#fff" text-anchor="middle" font-family="Verdana,DejaVu Sans,sans-serif" font-size="11"><text x="{lx}" y="14">{label}</text><text x="{mx}" y="14">{message}</text></g></svg>"##,
+        lx = lw / 2,
+        mx = lw + mw / 2,
+    )
+}
+
+/// `GET /history.atom`: the 50 most recent incidents, one entry each, newest first.
+pub async fn history(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let settings = state.settings.borrow().clone();
+    let snap = state.snapshot.borrow().clone();
+    let base = settings
+        .server
+        .external_url
+        .as_ref()
+        .map(|u| u.as_str().trim_end_matches('/').to_string())
+        .unwrap_or_else(|| format!("http://{}", settings.server.listen));
+    let incidents = state
+        .store
+        .incidents(IncidentFilter {
+            open: None,
+            service: None,
+            limit: 50,
+        })
+        .await?;
+    let views: Vec<_> = incidents
+        .iter()
+        .map(|inc| {
+            snap.open_incidents
+                .iter()
+                .find(|v| v.id == inc.id)
+                .cloned()
+                .unwrap_or_else(|| inc.view(now))
+        })
+        .collect();
+    let updated = views
+        .iter()
+        .filter_map(|v| v.timeline.last().map(|e| e.at))
+        .max()
+        .unwrap_or(now);
+    let mut out = String::with_capacity(8 * 1024);
+    let _ = write!(
+        out,
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<feed xmlns="http://www.w3.org/2005/Atom"><title>{title} — incident history</title><id>{base}/history.atom</id><link rel="self" href="{base}/history.atom"/><link href="{base}/"/><updated>{updated}</updated><author><name>{title}</name></author>"#,
+        title = escape(&settings.server.page_title),
+        base = escape(&base),
+        updated = updated.to_rfc3339(),
+    );
+    for v in &views {
+        let updated = v.timeline.last().map(|e| e.at).unwrap_or(v.detected_at);
+        let mut content = String::from("<ul>");
+        for entry in v.timeline.iter().rev() {
+            let _ = write!(
+                content,
+                "<li>{} — {}</li>",
+                entry.at.format("%Y-%m-%d %H:%M UTC"),
+                escape(&entry.message)
+            );
+        }
+        content.push_str("</ul>");
+        let _ = write!(
+            out,
+            r#"<entry><title>{title}</title><id>{base}/incidents/{id}</id><link href="{base}/incidents/{id}"/><published>{published}</published><updated>{updated}</updated><summary>{status}, {severity}, {peak} subscribers at peak</summary><content type="html">{content}</content></entry>"#,
+            title = escape(&format!("{}: {}", v.id, incident_name(v))),
+            base = escape(&base),
+            id = escape(&v.id),
+            published = v.detected_at.to_rfc3339(),
+            updated = updated.to_rfc3339(),
+            status = escape(
+                serde_json::to_value(v.status)
+                    .ok()
+                    .and_then(|s| s.as_str().map(String::from))
+                    .as_deref()
+                    .unwrap_or("")
+            ),
+            severity = v.severity.as_str(),
+            peak = v.peak_affected,
+            content = escape(&content),
+        );
+    }
+    out.push_str("</feed>");
+    Ok((
+        [(header::CONTENT_TYPE, "application/atom+xml; charset=utf-8")],
+        out,
+    )
+        .into_response())
+}
