@@ -97,6 +97,7 @@ pub async fn run(
         reload: reload_tx,
         engine: control_tx.clone(),
         ready: ready_rx,
+        started: clock.now(),
         clock,
     };
     let address = listener.local_addr().map_err(AppError::Serve)?;
