@@ -1,6 +1,7 @@
 //! Wiring: builds every component from [`Settings`], runs until `shutdown` is cancelled,
 //! reloads on SIGHUP or `POST /-/reload`, and shuts down in order (schedulers, then the
-//! engine, which flushes the store, then alert delivery, then the HTTP server).
+//! engine, which flushes the store, then alert delivery, then the HTTP server). It tells
+//! systemd about each step through [`notify`].
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use crate::config::{self, ConfigSource, Settings};
 use crate::engine::{Control, Engine};
 use crate::http::{AppState, ReloadRequest, router};
 use crate::metrics::Metrics;
+use crate::notify;
 use crate::probe::{Prober, ProberError};
 use crate::scheduler::{self, SchedulerContext};
 use crate::store::{Store, StoreError};
@@ -76,9 +78,12 @@ pub async fn run(
     let (control_tx, control_rx) = mpsc::channel(4);
     let engine_token = CancellationToken::new();
     let engine_task = tokio::spawn(engine.run(report_rx, control_rx, engine_token.clone()));
+    // The engine renews its snapshot every tick: that is the watchdog's heartbeat.
+    let watchdog_token = CancellationToken::new();
+    let watchdog = notify::spawn_watchdog(snapshot.clone(), watchdog_token.clone());
 
     let scheduler_ctx = SchedulerContext {
-        prober,
+        prober: prober.clone(),
         in_flight: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
         reports: report_tx,
         metrics: Arc::clone(&metrics),
@@ -98,6 +103,7 @@ pub async fn run(
         engine: control_tx.clone(),
         ready: ready_rx,
         started: clock.now(),
+        prober,
         clock,
     };
     let address = listener.local_addr().map_err(AppError::Serve)?;
@@ -113,9 +119,11 @@ pub async fn run(
         receivers = settings.receivers.len(),
         "tocsin running"
     );
+    notify::ready(&running_status(&settings, address));
 
     let mut reloader = Reloader {
         source,
+        address,
         current: settings,
         metrics: Arc::clone(&metrics),
         control: control_tx,
@@ -139,6 +147,11 @@ pub async fn run(
     }
 
     tracing::info!("shutting down");
+    notify::stopping();
+    watchdog_token.cancel();
+    if let Some(watchdog) = watchdog {
+        let _ = watchdog.await;
+    }
     ready_tx.send_replace(false);
     generation.stop().await;
     engine_token.cancel();
@@ -177,8 +190,19 @@ impl Generation {
     }
 }
 
+/// The `STATUS=` line systemd shows while tocsin runs normally.
+fn running_status(settings: &Settings, address: std::net::SocketAddr) -> String {
+    format!(
+        "monitoring {} targets of {} services, serving on {address}",
+        settings.topology.targets.len(),
+        settings.topology.services.len()
+    )
+}
+
 struct Reloader {
     source: ConfigSource,
+    /// Where the HTTP server listens, for the status line.
+    address: std::net::SocketAddr,
     current: Arc<Settings>,
     metrics: Arc<Metrics>,
     control: mpsc::Sender<Control>,
@@ -189,8 +213,30 @@ struct Reloader {
 }
 
 impl Reloader {
-    /// Loads and applies the configuration atomically; on any error the running one stays.
+    /// [`Reloader::apply`] between `RELOADING=1` and `READY=1`: systemd's `reload` waits for
+    /// the `READY=1`, whose status tells whether the new configuration was taken.
     async fn reload(
+        &mut self,
+        generation: &mut Generation,
+        ctx: &SchedulerContext,
+    ) -> Result<(), String> {
+        notify::reloading();
+        let result = self.apply(generation, ctx).await;
+        match &result {
+            Ok(()) => notify::ready(&format!(
+                "configuration reloaded; {}",
+                running_status(&self.current, self.address)
+            )),
+            Err(e) => notify::ready(&format!(
+                "reload failed, still running the previous configuration: {}",
+                e.lines().next().unwrap_or("unknown error")
+            )),
+        }
+        result
+    }
+
+    /// Loads and applies the configuration atomically; on any error the running one stays.
+    async fn apply(
         &mut self,
         generation: &mut Generation,
         ctx: &SchedulerContext,

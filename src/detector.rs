@@ -63,7 +63,7 @@ impl Observation {
     pub fn of(result: &ProbeResult, degraded_latency: Duration) -> Self {
         if !result.is_ok() {
             Observation::Failure
-        } else if result.latency > degraded_latency {
+        } else if result.latency > degraded_latency || result.cert_expiring() {
             Observation::Slow
         } else {
             Observation::Fast

@@ -24,8 +24,11 @@
 //! * [`incident`]: pure incident engine (component status, figures, severity, scope).
 //! * [`engine`]: the one task that owns detector and incident state; it persists, alerts,
 //!   updates metrics and publishes [`engine::Snapshot`]s through a `watch` channel.
+//! * [`rollup`]: pure per-minute/hour/day aggregates of results and service status time,
+//!   which the engine feeds and the store keeps (uptime, response times, SLA).
 //! * [`metrics`], [`alert`], [`store`], [`http`]: the outputs.
-//! * [`app`]: wiring, reload and graceful shutdown; [`demo`]: the self-contained demo;
+//! * [`app`]: wiring, reload and graceful shutdown; [`notify`]: systemd readiness, reload,
+//!   stop and watchdog notifications; [`demo`]: the self-contained demo;
 //!   [`replay`]: the engine's core on recorded results, in their own time.
 //!
 //! # Glossary (SPEC §1)
@@ -51,8 +54,10 @@ pub mod engine;
 pub mod http;
 pub mod incident;
 pub mod metrics;
+pub mod notify;
 pub mod probe;
 pub mod replay;
+pub mod rollup;
 pub mod scheduler;
 pub mod store;
 pub mod topology;

@@ -56,6 +56,20 @@ enum Command {
         #[arg(long)]
         output: Option<PathBuf>,
     },
+    /// Run one probe now and print the result: exit 0 when it succeeds, 1 when it fails.
+    Probe {
+        /// http | tcp | tls | dns | icmp | sip | imap | smtp
+        #[arg(long = "type")]
+        kind: String,
+        /// What to probe: a URL (http), host:port, a DNS server, a host (icmp), a SIP URI.
+        #[arg(long)]
+        target: String,
+        /// Any probe option, `key=value` (JSON values keep their type: `valid_status=[200,204]`).
+        #[arg(long = "option", value_name = "KEY=VALUE")]
+        options: Vec<String>,
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Self-contained demo: simulated endpoints, a realistic outage, the status page.
     Demo {
         #[arg(long, default_value = "127.0.0.1:9898")]
@@ -76,6 +90,16 @@ fn main() -> ExitCode {
             input,
             output,
         } => exit(replay(config, input, output)),
+        Command::Probe {
+            kind,
+            target,
+            options,
+            timeout,
+        } => match runtime().and_then(|rt| rt.block_on(probe(kind, target, options, timeout))) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => exit(Err(e)),
+        },
         Command::Run { config } => exit(runtime().and_then(|rt| rt.block_on(run(config)))),
         Command::Demo { listen, speed } => exit(runtime().and_then(|rt| {
             rt.block_on(async {
@@ -129,6 +153,63 @@ fn check_config(path: PathBuf) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// `tocsin probe`: prints the result; `Ok(false)` when the probe failed.
+async fn probe(
+    kind: String,
+    target: String,
+    options: Vec<String>,
+    timeout: std::time::Duration,
+) -> anyhow::Result<bool> {
+    use tocsin::probe::{Prober, target as probe_target};
+    let mut table = probe_target::parse_options(&options).map_err(anyhow::Error::msg)?;
+    table.insert("type".into(), serde_json::Value::String(kind.clone()));
+    let spec = probe_target::build("probe", table, &target).map_err(anyhow::Error::msg)?;
+    let result = Prober::new()?.run(&spec, timeout).await;
+    let ms = |d: std::time::Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
+    match &result.failure {
+        None => println!("ok    {kind} {target}  {}", ms(result.latency)),
+        Some(f) => println!(
+            "FAIL  {kind} {target}  {}  reason={}: {}",
+            ms(result.latency),
+            f.reason.as_str(),
+            f.detail
+        ),
+    }
+    let p = &result.phases;
+    let phases: Vec<String> = [
+        ("dns", p.dns),
+        ("connect", p.connect),
+        ("tls", p.tls),
+        ("first_byte", p.first_byte),
+        ("rtt", p.rtt),
+        ("total", p.total),
+    ]
+    .iter()
+    .filter_map(|(name, d)| d.map(|d| format!("{name} {}", ms(d))))
+    .collect();
+    if !phases.is_empty() {
+        println!("      phases: {}", phases.join(", "));
+    }
+    if let Some(status) = result.http_status {
+        println!("      http status: {status}");
+    }
+    if let Some(tls) = &result.tls {
+        let days = (tls.earliest_expiry - chrono::Utc::now()).num_days();
+        println!(
+            "      tls: {}, {}, earliest certificate expiry {} ({days} days){}",
+            tls.version,
+            tls.cipher,
+            tls.earliest_expiry.format("%Y-%m-%d"),
+            if tls.expiring {
+                ", within the warning"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(result.is_ok())
 }
 
 fn replay(config: PathBuf, input: PathBuf, output: Option<PathBuf>) -> anyhow::Result<()> {
@@ -189,6 +270,9 @@ fn shutdown_on_signal() -> CancellationToken {
     token
 }
 
+/// Logs go to stderr. Under systemd (stderr is the stream named by `JOURNAL_STREAM`) text
+/// lines carry no ANSI colours and no timestamp (journald stamps each line) but a `<N>`
+/// syslog priority prefix, so `journalctl -p warning` works without a journald client crate.
 fn init_logging(level: Option<&str>, format: LogFormat) {
     let filter = match level {
         Some(l) => EnvFilter::new(l),
@@ -197,10 +281,58 @@ fn init_logging(level: Option<&str>, format: LogFormat) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text if stderr_is_journal() => builder
+            .with_ansi(false)
+            .event_format(JournalPriority(
+                tracing_subscriber::fmt::format().without_time(),
+            ))
+            .init(),
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+}
+
+/// Whether stderr is the journal stream systemd set up: `JOURNAL_STREAM` is
+/// `<device>:<inode>` of it, and children inherit the variable, so compare both.
+fn stderr_is_journal() -> bool {
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::MetadataExt;
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Ok(fd) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(meta) = std::fs::File::from(fd).metadata() else {
+        return false;
+    };
+    stream.to_str() == Some(&format!("{}:{}", meta.dev(), meta.ino()))
+}
+
+/// Prefixes each line with its sd-daemon(3) priority (`<3>` error … `<7>` debug).
+struct JournalPriority<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for JournalPriority<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+        };
+        write!(writer, "<{priority}>")?;
+        self.0.format_event(ctx, writer, event)
     }
 }

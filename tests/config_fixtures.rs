@@ -24,6 +24,8 @@ use std::time::Duration;
 use tocsin::alert::ReceiverKind;
 use tocsin::alert::webhook::WebhookSpec;
 use tocsin::config::{self, ConfigError, ConfigSource, Settings};
+use tocsin::incident::ReportingSettings;
+use tocsin::incident::reporting::{CustomRule, RuleSet};
 use tocsin::topology::{GroupMode, ServiceClass};
 
 fn root() -> PathBuf {
@@ -181,7 +183,7 @@ fn the_shipped_example_is_valid() {
         BTreeMap::from([
             ("services".to_string(), 4),
             ("groups".to_string(), 9),
-            ("targets".to_string(), 10),
+            ("targets".to_string(), 15),
             ("receivers".to_string(), 2),
         ])
     );
@@ -264,13 +266,18 @@ fn the_example_documents_every_key() {
         })
     };
     let target = "[[services]]\nid = \"web\"\n[[targets]]\nid = \"www\"\nservice = \"web\"\n";
-    let tables: [(&str, String); 13] = [
+    let tables = [
         ("", "zzz = 1".to_string()),
         ("server", "[server]\nzzz = 1".to_string()),
         ("storage", "[storage]\nzzz = 1".to_string()),
         ("vantage", "[vantage]\nzzz = 1".to_string()),
         ("defaults", "[defaults]\nzzz = 1".to_string()),
         ("incidents", "[incidents]\nzzz = 1".to_string()),
+        ("reporting", "[reporting]\nzzz = 1".to_string()),
+        (
+            "reporting.custom",
+            "[[reporting.custom]]\nzzz = 1".to_string(),
+        ),
         ("services", "[[services]]\nzzz = 1".to_string()),
         ("groups", "[[groups]]\nzzz = 1".to_string()),
         ("targets", "[[targets]]\nzzz = 1".to_string()),
@@ -284,14 +291,43 @@ fn the_example_documents_every_key() {
             "tcp probe",
             format!("{target}probe = {{ type = \"tcp\", zzz = 1 }}"),
         ),
+        (
+            "tls probe",
+            format!("{target}probe = {{ type = \"tls\", zzz = 1 }}"),
+        ),
+        (
+            "dns probe",
+            format!("{target}probe = {{ type = \"dns\", zzz = 1 }}"),
+        ),
+        (
+            "sip probe",
+            format!("{target}probe = {{ type = \"sip\", zzz = 1 }}"),
+        ),
+        (
+            "imap probe",
+            format!("{target}probe = {{ type = \"imap\", zzz = 1 }}"),
+        ),
+        (
+            "smtp probe",
+            format!("{target}probe = {{ type = \"smtp\", zzz = 1 }}"),
+        ),
+        (
+            "icmp probe",
+            format!("{target}probe = {{ type = \"icmp\", zzz = 1 }}"),
+        ),
     ];
     let mut missing = Vec::new();
     for (table, toml) in &tables {
         for key in accepted_keys(toml) {
             let found = if table.is_empty() {
-                example.contains(&format!("[{key}]")) || example.contains(&format!("[[{key}]]"))
+                example.contains(&format!("[{key}]"))
+                    || example.contains(&format!("[[{key}]]"))
+                    || example.contains(&format!("[{key}."))
             } else {
+                // A key holding tables (`[reporting] custom`) is shown as `[[reporting.custom]]`.
                 documented(&key)
+                    || example.contains(&format!("[{table}.{key}]"))
+                    || example.contains(&format!("[[{table}.{key}]]"))
             };
             if !found {
                 missing.push(format!("{table}: {key}"));
@@ -302,7 +338,7 @@ fn the_example_documents_every_key() {
         missing.is_empty(),
         "undocumented in the example: {missing:?}"
     );
-    for probe_type in ["http", "tcp"] {
+    for probe_type in ["http", "tcp", "tls", "dns", "sip", "imap", "smtp", "icmp"] {
         assert!(example.contains(&format!("type = \"{probe_type}\"")));
     }
 }
@@ -360,6 +396,33 @@ fn defaults_apply_when_keys_are_omitted() {
     assert_eq!(service.name, "web", "the name defaults to the id");
     assert_eq!(service.class, ServiceClass::Feature);
     assert_eq!(settings.topology.groups[0].mode, GroupMode::Any);
+    assert_eq!(
+        settings.incidents.reporting,
+        ReportingSettings {
+            rule_sets: vec![RuleSet::FccNors, RuleSet::EuEnisa, RuleSet::Ofcom]
+        },
+        "every built-in rule set"
+    );
+}
+
+#[test]
+fn the_example_reporting_rules_are_read() {
+    let settings = load_ok(&root().join("config/tocsin.example.toml"));
+    assert_eq!(
+        settings.incidents.reporting.rule_sets,
+        [
+            RuleSet::FccNors,
+            RuleSet::EuEnisa,
+            RuleSet::Custom(CustomRule {
+                name: "noc_major".to_string(),
+                min_duration: Some(Duration::from_secs(2 * 3600)),
+                min_share: Some(0.05),
+                min_affected: Some(10_000),
+                min_user_hours: Some(50_000.0),
+                notify_within: Some(Duration::from_secs(4 * 3600)),
+            }),
+        ]
+    );
 }
 
 #[test]
@@ -595,6 +658,36 @@ fn check_config_usage_errors_exit_2() {
         .output()
         .expect("tocsin runs");
     assert_eq!(out.status.code(), Some(2), "a flag without its value");
+}
+
+#[test]
+fn reporting_rules_can_be_set_from_the_environment() {
+    let minimal = root().join("config/minimal.toml");
+    let out = tocsin_cmd()
+        .args(["check-config", "--config"])
+        .arg(&minimal)
+        .env("TOCSIN__REPORTING__RULES", "ofcom,nors")
+        .output()
+        .expect("tocsin runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("reporting.rules[1]: unknown rule set `nors`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = tocsin_cmd()
+        .args(["check-config", "--config"])
+        .arg(&minimal)
+        .env("TOCSIN__REPORTING__RULES", "fcc_nors, ofcom")
+        .output()
+        .expect("tocsin runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::alert::{ReceiverConfig, ReceiverSpec};
 use crate::http::{ServerConfig, ServerSettings};
-use crate::incident::{IncidentSettings, IncidentsConfig};
+use crate::incident::{IncidentSettings, IncidentsConfig, ReportingConfig};
 use crate::scheduler::{DefaultsConfig, TargetConfig};
 use crate::store::{StorageConfig, StorageSettings};
 use crate::topology::{GroupConfig, MaintenanceConfig, ServiceConfig, Topology};
@@ -45,6 +45,10 @@ pub struct FileConfig {
     pub receivers: Vec<ReceiverConfig>,
     #[serde(default)]
     pub incidents: IncidentsConfig,
+    #[serde(default)]
+    pub reporting: ReportingConfig,
+    #[serde(default)]
+    pub modules: std::collections::BTreeMap<String, crate::http::exporter::ModuleConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,6 +75,8 @@ fn default_vantage() -> String {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
+    /// `[modules.*]`: probe templates for `GET /probe`.
+    pub modules: std::collections::BTreeMap<String, crate::http::exporter::Module>,
     pub storage: StorageSettings,
     pub vantage: String,
     pub topology: Arc<Topology>,

@@ -12,7 +12,7 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
     let storage = file.storage.build("storage", &mut issues);
     let incidents = file
         .incidents
-        .build(&file.defaults, "incidents", &mut issues);
+        .build(&file.defaults, &file.reporting, "incidents", &mut issues);
     check_defaults(file, &mut issues);
     let topology = build_topology(file, &mut issues);
     let mut receivers = Vec::new();
@@ -29,6 +29,7 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
             receivers.push(spec);
         }
     }
+    let modules = crate::http::exporter::build_modules(&file.modules, &mut issues);
     if !issues.is_empty() {
         return Err(issues);
     }
@@ -36,6 +37,7 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
         unreachable!("a component that fails to build records an issue");
     };
     Ok(Settings {
+        modules,
         server,
         storage,
         vantage: file.vantage.name.clone(),

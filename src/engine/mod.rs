@@ -27,6 +27,7 @@ use crate::incident::{
     service_status,
 };
 use crate::metrics::{Metrics, TargetMetrics};
+use crate::rollup::{OpenMinute, Rollups};
 use crate::scheduler::ProbeReport;
 use crate::store::{Restored, Store};
 use crate::topology::{MaintenanceWindow, Topology};
@@ -44,6 +45,9 @@ pub struct Snapshot {
     /// Open incidents, newest first.
     #[serde(skip)]
     pub open_incidents: Vec<IncidentView>,
+    /// Service time of the minute not yet in the store, for live uptime figures.
+    #[serde(skip)]
+    pub open_minute: OpenMinute,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +110,7 @@ pub struct Engine {
     target_metrics: Vec<TargetMetrics>,
     /// User-minutes already added to the counter, per (incident, service).
     counted_minutes: HashMap<(String, String), f64>,
+    rollups: Rollups,
     clock: Clock,
     snapshot: watch::Sender<Arc<Snapshot>>,
 }
@@ -144,6 +149,7 @@ impl Engine {
             groups: Vec::new(),
             targets: Vec::new(),
             open_incidents: Vec::new(),
+            open_minute: OpenMinute::default(),
         }));
         let mut engine = Engine {
             core,
@@ -154,6 +160,7 @@ impl Engine {
             outbox,
             target_metrics: Vec::new(),
             counted_minutes,
+            rollups: Rollups::default(),
             clock,
             snapshot: tx,
             metrics,
@@ -216,6 +223,13 @@ impl Engine {
                     let now = self.clock.now();
                     let changes = self.core.tick(now);
                     self.apply(changes, now);
+                    self.rollups.tick(
+                        now,
+                        self.core.topology(),
+                        self.core.groups(),
+                        self.core.detectors().iter().map(|d| d.state()),
+                    );
+                    self.save_rollups(now);
                     let open: Vec<IncidentView> = self
                         .core
                         .open_incidents()
@@ -237,6 +251,8 @@ impl Engine {
         {
             self.store.save_target(&t.id, d);
         }
+        self.rollups.close();
+        self.save_rollups(self.clock.now());
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
@@ -292,6 +308,13 @@ impl Engine {
         self.metrics
             .record_probe(&self.target_metrics[index], &report.result);
         let now = self.clock.now();
+        self.rollups.record(
+            self.core.topology(),
+            index,
+            report.started_at,
+            &report.result,
+        );
+        self.save_rollups(now);
         let observed = self
             .core
             .observe(index, report.started_at, &report.result, now);
@@ -366,6 +389,20 @@ impl Engine {
                 .inc();
         }
         self.store.after_commit(self.outbox.wake());
+    }
+
+    /// Stores the minutes the rollups closed, one write each, and prunes old rows then.
+    fn save_rollups(&mut self, now: Timestamp) {
+        let closed = self.rollups.take_closed();
+        if closed.is_empty() {
+            return;
+        }
+        for minute in closed {
+            self.store.save_rollups(minute);
+        }
+        let storage = &self.core.settings().storage;
+        self.store
+            .prune_rollups(now, storage.raw_retention, storage.rollup_retention);
     }
 
     /// Adds the growth of each service's user-minutes since last counted.
@@ -457,6 +494,7 @@ impl Engine {
             groups: group_views,
             targets,
             open_incidents,
+            open_minute: self.rollups.open_minute(),
         }));
     }
 }

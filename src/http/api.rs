@@ -1,5 +1,7 @@
-//! `/api/v1`: status and incidents. Open incidents come from the live snapshot (figures
-//! measured to now), past ones from the store.
+//! `/api/v1`: status, service history and incidents. Open incidents come from the live
+//! snapshot (figures measured to now), past ones from the store.
+
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -12,25 +14,69 @@ use super::{ApiError, AppState, authorize};
 use crate::clock::Timestamp;
 use crate::engine::{Control, GroupView, ServiceView, TargetView};
 use crate::incident::{Change, IncidentView};
+use crate::rollup::{ServiceHistory, Uptime};
 use crate::store::IncidentFilter;
 use crate::topology::MaintenanceWindow;
 
 #[derive(Serialize)]
 pub struct StatusResponse {
     pub generated_at: crate::clock::Timestamp,
-    pub services: Vec<ServiceView>,
+    pub services: Vec<ServiceStatus>,
     pub groups: Vec<GroupView>,
     pub targets: Vec<TargetView>,
 }
 
-pub async fn status(State(state): State<AppState>) -> Json<StatusResponse> {
+/// A service as `/api/v1/status` shows it: the live view and its uptime figures.
+#[derive(Serialize)]
+pub struct ServiceStatus {
+    #[serde(flatten)]
+    pub view: ServiceView,
+    pub uptime: Uptime,
+}
+
+pub async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, ApiError> {
     let snap = state.snapshot.borrow().clone();
-    Json(StatusResponse {
+    let mut uptimes = uptimes(&state).await?;
+    Ok(Json(StatusResponse {
         generated_at: snap.generated_at,
-        services: snap.services.clone(),
+        services: snap
+            .services
+            .iter()
+            .map(|s| ServiceStatus {
+                uptime: uptimes.remove(&s.id).unwrap_or_default(),
+                view: s.clone(),
+            })
+            .collect(),
         groups: snap.groups.clone(),
         targets: snap.targets.clone(),
-    })
+    }))
+}
+
+/// Uptime over 24h, 7d, 30d and 90d by service id, up to the last engine tick (services
+/// without data are missing).
+pub(crate) async fn uptimes(state: &AppState) -> Result<HashMap<String, Uptime>, ApiError> {
+    let open = state.snapshot.borrow().open_minute.clone();
+    Ok(state.store.uptimes(state.clock.now(), open).await?)
+}
+
+/// `GET /api/v1/services/{id}/history`: the last 90 days (uptime, worst status, incidents)
+/// and 24 hours of response times.
+pub async fn service_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ServiceHistory>, ApiError> {
+    if state
+        .settings
+        .borrow()
+        .topology
+        .service_index(&id)
+        .is_none()
+    {
+        return Err(ApiError::not_found(format!("no service `{id}`")));
+    }
+    Ok(Json(
+        state.store.service_history(id, state.clock.now()).await?,
+    ))
 }
 
 #[derive(Deserialize)]

@@ -6,6 +6,7 @@
 
 mod api;
 mod error;
+pub mod exporter;
 mod feeds;
 mod page;
 mod statuspage;
@@ -133,6 +134,8 @@ pub struct AppState {
     pub reload: mpsc::Sender<ReloadRequest>,
     /// Commands for the engine (changes, acknowledgements).
     pub engine: mpsc::Sender<crate::engine::Control>,
+    /// Runs `/probe` requests.
+    pub prober: crate::probe::Prober,
     /// When this process started (Statuspage `created_at` of components).
     pub started: crate::clock::Timestamp,
     /// True once the store is open and the schedulers run.
@@ -147,10 +150,12 @@ pub fn router(state: AppState) -> Router {
         .route("/badge/{file}", get(feeds::badge))
         .route("/history.atom", get(feeds::history))
         .route("/metrics", get(metrics))
+        .route("/probe", get(exporter::probe))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/-/reload", post(reload))
         .route("/api/v1/status", get(api::status))
+        .route("/api/v1/services/{id}/history", get(api::service_history))
         .route("/api/v1/incidents", get(api::incidents))
         .route("/api/v1/incidents/{id}", get(api::incident))
         .route("/api/v1/incidents/{id}/acknowledge", post(api::acknowledge))

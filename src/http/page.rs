@@ -13,6 +13,7 @@ use super::statuspage::incident_name;
 use super::{AppState, api};
 use crate::clock::Timestamp;
 use crate::incident::{ComponentStatus, IncidentStatus, IncidentView};
+use crate::rollup::ServiceHistory;
 use crate::store::IncidentFilter;
 
 /// How far back "past incidents" goes.
@@ -28,6 +29,8 @@ a{color:#0550ae}.muted{color:var(--muted)}
 .services{list-style:none;padding:0;margin:0;border:1px solid var(--line);border-radius:.5rem}
 .services li{padding:.75rem 1rem;border-top:1px solid var(--line);display:flex;flex-wrap:wrap;gap:.25rem 1rem;justify-content:space-between}
 .services li:first-child{border-top:0}.name{font-weight:600}
+figure{margin:.25rem 0 0;flex-basis:100%}figure svg{width:100%;height:24px;display:block}.chart svg{height:40px}
+figcaption{display:flex;justify-content:space-between;font-size:.8rem}
 .status{font-weight:600}.operational{color:var(--ok)}.degraded_performance{color:var(--minor)}.partial_outage{color:var(--major)}.major_outage{color:var(--critical)}.under_maintenance{color:var(--maint)}
 .incident{border:1px solid var(--line);border-left:.35rem solid var(--major);border-radius:.5rem;padding:.75rem 1rem;margin:.75rem 0}
 .incident.critical{border-left-color:var(--critical)}.incident.minor{border-left-color:var(--minor)}.incident.resolved{border-left-color:var(--ok)}
@@ -205,8 +208,15 @@ pub async fn index(State(state): State<AppState>) -> Response {
         }
     }
 
+    let ids: Vec<String> = snap.services.iter().map(|s| s.id.clone()).collect();
+    let histories = state
+        .store
+        .services_history(ids, now)
+        .await
+        .unwrap_or_default();
+    let uptimes = api::uptimes(&state).await.unwrap_or_default();
     out.push_str(r#"<h2>Services</h2><ul class="services">"#);
-    for s in &snap.services {
+    for (i, s) in snap.services.iter().enumerate() {
         let (symbol, label) = status_label(s.status);
         let detail = match s.status {
             ComponentStatus::PartialOutage | ComponentStatus::MajorOutage => format!(
@@ -221,10 +231,16 @@ pub async fn index(State(state): State<AppState>) -> Response {
         };
         let _ = write!(
             out,
-            r#"<li><span class="name">{name}</span><span class="status {class}">{symbol} {label}</span><span class="muted">{detail}</span></li>"#,
+            r#"<li><span class="name">{name}</span><span class="status {class}">{symbol} {label}</span><span class="muted">{detail}</span>"#,
             name = escape(&s.name),
             class = s.status.as_str(),
         );
+        if let Some(history) = histories.get(i) {
+            let uptime = uptimes.get(&s.id).and_then(|u| u.last_90d);
+            uptime_bar(&mut out, &s.name, history, uptime);
+            latency_chart(&mut out, &s.name, history);
+        }
+        out.push_str("</li>");
     }
     out.push_str("</ul>");
 
@@ -410,6 +426,86 @@ pub async fn incident(State(state): State<AppState>, Path(id): Path<String>) -> 
     }
     out.push_str("</ol></main><footer><a href=\"/\">Status page</a></footer></body></html>");
     Html(out).into_response()
+}
+
+/// One cell per day for 90 days, coloured by the day's worst status, each with a tooltip
+/// (date, uptime, incidents); the 90-day figure is also written out.
+fn uptime_bar(out: &mut String, name: &str, history: &ServiceHistory, uptime: Option<f64>) {
+    let figure = uptime.map_or_else(
+        || "no data".to_string(),
+        |u| format!("{:.2}% uptime", u * 100.0),
+    );
+    let _ = write!(
+        out,
+        r#"<figure class="bar"><svg viewBox="0 0 {w} 24" preserveAspectRatio="none" role="img" aria-label="{name}: 90-day uptime, {figure}">"#,
+        w = history.days.len() * 4,
+        name = escape(name),
+    );
+    for (i, day) in history.days.iter().enumerate() {
+        let colour = match day.worst_status {
+            None => "#d1d9e0",
+            Some(ComponentStatus::Operational) => "#1a7f37",
+            Some(ComponentStatus::DegradedPerformance) => "#d4a72c",
+            Some(ComponentStatus::PartialOutage) => "#e16f24",
+            Some(ComponentStatus::MajorOutage) => "#b91c1c",
+            Some(ComponentStatus::UnderMaintenance) => "#1d4ed8",
+        };
+        let mut tip = match day.uptime {
+            Some(u) => format!("{}: {:.2}% uptime", day.date, u * 100.0),
+            None => format!("{}: no data", day.date),
+        };
+        if !day.incidents.is_empty() {
+            tip.push_str(&format!(", incidents {}", day.incidents.join(", ")));
+        }
+        let _ = write!(
+            out,
+            r#"<rect x="{x}" width="3" height="24" rx="1" fill="{colour}"><title>{tip}</title></rect>"#,
+            x = i * 4,
+            tip = escape(&tip),
+        );
+    }
+    let _ = write!(
+        out,
+        r#"</svg><figcaption class="muted"><span>90 days ago</span><span>{figure}</span><span>today</span></figcaption></figure>"#
+    );
+}
+
+/// The last 24 hours of response time: average and p95 per hour, as an inline SVG.
+fn latency_chart(out: &mut String, name: &str, history: &ServiceHistory) {
+    let points: Vec<(usize, f64, f64)> = history
+        .latency
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((i, p.avg_seconds?, p.p95_seconds.or(p.avg_seconds)?)))
+        .collect();
+    if points.is_empty() {
+        return;
+    }
+    let top = points
+        .iter()
+        .map(|p| p.2)
+        .fold(0.0_f64, f64::max)
+        .max(0.001);
+    let (w, h) = (history.latency.len().max(2) - 1, 40.0);
+    let line = |pick: fn(&(usize, f64, f64)) -> f64| {
+        points
+            .iter()
+            .map(|p| format!("{},{:.1}", p.0 * 10, h - pick(p) / top * (h - 2.0)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let last = points.last().expect("not empty");
+    let _ = write!(
+        out,
+        r##"<figure class="chart"><svg viewBox="0 0 {vw} 40" preserveAspectRatio="none" role="img" aria-label="{name}: response time over 24 hours, last hour average {avg} ms, p95 {p95} ms"><polyline fill="none" stroke="#8c959f" stroke-width="1" points="{p95_line}"/><polyline fill="none" stroke="#0550ae" stroke-width="1.5" points="{avg_line}"/></svg><figcaption class="muted">Response time, 24 h: average {avg} ms (blue), p95 {p95} ms (grey), scale 0–{max} ms</figcaption></figure>"##,
+        vw = w * 10,
+        name = escape(name),
+        avg = (last.1 * 1000.0).round(),
+        p95 = (last.2 * 1000.0).round(),
+        max = (top * 1000.0).round(),
+        p95_line = line(|p| p.2),
+        avg_line = line(|p| p.1),
+    );
 }
 
 /// HTML (and XML) escaping for text and attribute values.

@@ -166,6 +166,7 @@ mod tests {
                     name: service.into(),
                     subscribers: 1000,
                     component_status: ComponentStatus::PartialOutage,
+                    class: Default::default(),
                 },
             )]),
             groups: vec![GroupImpact {
@@ -183,6 +184,7 @@ mod tests {
             suspected_cause: None,
             recurrence: None,
             acknowledged_at: None,
+            reporting: BTreeMap::new(),
             timeline: vec![],
         }
     }

@@ -14,11 +14,13 @@ use crate::clock::Timestamp;
 use crate::config::Issues;
 use crate::detector::TargetState;
 use crate::scheduler::DefaultsConfig;
-use crate::topology::{GroupMode, Topology};
+use crate::topology::{GroupMode, ServiceClass, Topology};
 
 pub mod cause;
+pub mod reporting;
 mod view;
 pub use cause::{Change, PastIncident, Recurrence, SuspectedCause};
+pub use reporting::{ReportingConfig, ReportingSettings, RuleOutcome, RuleStatus};
 pub use view::{IncidentView, ServiceFiguresView};
 
 /// `[incidents]`.
@@ -43,22 +45,40 @@ fn default_correlation_window() -> Duration {
     Duration::from_secs(15 * 60)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct IncidentSettings {
     pub correlation_window: Duration,
     pub resolve_after: Duration,
+    /// `[reporting]`: the rule sets evaluated on every incident (SPEC §6.6).
+    pub reporting: ReportingSettings,
+}
+
+impl Default for IncidentSettings {
+    /// The defaults of the configuration: 15m, 5m, every built-in rule set.
+    fn default() -> Self {
+        Self {
+            correlation_window: default_correlation_window(),
+            resolve_after: Duration::from_secs(5 * 60),
+            reporting: ReportingSettings::default(),
+        }
+    }
 }
 
 impl IncidentsConfig {
+    /// Builds the incident settings from `[incidents]`, `resolve_after` of `[defaults]` and
+    /// `[reporting]` (validated under the key path `reporting`).
     pub fn build(
         &self,
         defaults: &DefaultsConfig,
+        reporting: &ReportingConfig,
         _path: &str,
-        _issues: &mut Issues,
+        issues: &mut Issues,
     ) -> Option<IncidentSettings> {
+        let reporting = reporting.build("reporting", issues)?;
         Some(IncidentSettings {
             correlation_window: self.correlation_window,
             resolve_after: defaults.resolve_after,
+            reporting,
         })
     }
 }
@@ -288,6 +308,10 @@ pub struct ServiceEntry {
     pub name: String,
     pub subscribers: u64,
     pub component_status: ComponentStatus,
+    /// For reporting rules: a `feature` service's outage needs review. Incidents stored
+    /// before it existed read as `feature` until the next update refreshes it.
+    #[serde(default)]
+    pub class: ServiceClass,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -313,6 +337,9 @@ pub struct Incident {
     /// When an operator acknowledged it (status `identified`).
     #[serde(default)]
     pub acknowledged_at: Option<Timestamp>,
+    /// Reporting rule sets (SPEC §6.6) by name; a met one stays met.
+    #[serde(default)]
+    pub reporting: BTreeMap<String, RuleOutcome>,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -537,11 +564,16 @@ impl Incident {
         Scope::Localized
     }
 
-    fn compute_severity(&self, figures: &Figures, scope: Scope) -> Severity {
+    /// SPEC §6.5; `rule_met`: a reporting rule set has status `met` (not `met_needs_review`,
+    /// which waits for a person's judgement).
+    fn compute_severity(&self, figures: &Figures, scope: Scope, rule_met: bool) -> Severity {
         let f = figures.per_service.values();
         if scope == Scope::National || f.clone().any(|s| s.peak_share >= 0.25) {
             Severity::Sev1
-        } else if f.clone().any(|s| s.peak_share >= 0.01) || figures.peak_affected >= 100_000 {
+        } else if rule_met
+            || f.clone().any(|s| s.peak_share >= 0.01)
+            || figures.peak_affected >= 100_000
+        {
             Severity::Sev2
         } else if figures.peak_affected > 0
             || f.clone()
@@ -574,12 +606,23 @@ impl Incident {
         worst.max(by_breadth)
     }
 
-    /// Re-derives severity, impact and scope; they never decrease while open. A raise is
-    /// noted in the timeline unless the incident opens in this same update.
-    fn reassess(&mut self, topology: &Topology, now: Timestamp, just_opened: bool) {
+    /// Re-derives reporting, severity, impact and scope; they never decrease while open. A
+    /// severity raise is noted in the timeline unless the incident opens in this same
+    /// update; a rule set newly met always is.
+    fn reassess(
+        &mut self,
+        topology: &Topology,
+        reporting: &ReportingSettings,
+        now: Timestamp,
+        just_opened: bool,
+    ) {
         let figures = self.figures(now);
+        self.assess_reporting(reporting, now);
+        let rule_met = self.reporting.values().any(|o| o.status == RuleStatus::Met);
         let scope = self.compute_scope(topology, &figures).max(self.scope);
-        let severity = self.compute_severity(&figures, scope).max(self.severity);
+        let severity = self
+            .compute_severity(&figures, scope, rule_met)
+            .max(self.severity);
         let impact = self.compute_impact().max(self.impact);
         if severity > self.severity && !just_opened {
             let message = format!(
@@ -593,6 +636,87 @@ impl Incident {
         self.severity = severity;
         self.impact = impact;
         self.platform_concentrated = self.platform_concentration();
+    }
+
+    /// Evaluates the configured rule sets (SPEC §6.6) on each service's step functions,
+    /// measured to `now` while the impact lasts, and keeps per rule set the strongest
+    /// result seen: once met, a rule set stays met, even if a reload drops it. A rule set
+    /// newly met, raised from `met_needs_review` to `met`, or (ofcom) newly critical is
+    /// noted in the timeline as `rule_met`.
+    fn assess_reporting(&mut self, settings: &ReportingSettings, now: Timestamp) {
+        self.reporting.retain(|name, o| {
+            o.status != RuleStatus::NotMet || settings.rule_sets.iter().any(|r| r.name() == name)
+        });
+        let pending: Vec<&reporting::RuleSet> = settings
+            .rule_sets
+            .iter()
+            .filter(|r| !self.reporting.get(r.name()).is_some_and(is_final))
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let end = self.measure_end(now);
+        let series: Vec<(
+            &String,
+            &ServiceEntry,
+            Vec<reporting::Step>,
+            Vec<reporting::Step>,
+        )> = self
+            .services
+            .iter()
+            .map(|(id, entry)| {
+                let down = steps(self.periods_of(id, Health::Down, end));
+                let impaired = steps(
+                    self.periods_of(id, Health::Down, end)
+                        .chain(self.periods_of(id, Health::Degraded, end)),
+                );
+                (id, entry, down, impaired)
+            })
+            .collect();
+        let services: Vec<reporting::ServiceSeries<'_>> = series
+            .iter()
+            .map(|(id, entry, down, impaired)| reporting::ServiceSeries {
+                id,
+                class: entry.class,
+                subscribers: entry.subscribers,
+                down,
+                impaired,
+            })
+            .collect();
+        let mut updates = Vec::new();
+        for rule in pending {
+            let new = rule.evaluate(&services);
+            match self.reporting.get(rule.name()) {
+                None => {
+                    let raised = new.status != RuleStatus::NotMet;
+                    updates.push((rule, new, raised));
+                }
+                Some(old) if new.status > old.status => {
+                    let mut merged = new;
+                    merged.critical_at = earliest(merged.critical_at, old.critical_at);
+                    updates.push((rule, rule.with_deadlines(merged), true));
+                }
+                Some(old)
+                    if new.status == old.status
+                        && old.status != RuleStatus::NotMet
+                        && old.critical_at.is_none()
+                        && new.critical_at.is_some() =>
+                {
+                    let mut merged = old.clone();
+                    merged.critical_at = new.critical_at;
+                    updates.push((rule, rule.with_deadlines(merged), true));
+                }
+                Some(_) => {}
+            }
+        }
+        drop(services);
+        for (rule, outcome, raised) in updates {
+            if raised {
+                let message = describe_outcome(rule.name(), &outcome);
+                self.note(now, "rule_met", message);
+            }
+            self.reporting.insert(rule.name().to_string(), outcome);
+        }
     }
 
     /// Refreshes the suspected cause and recurrence; notes a new suspect in the timeline.
@@ -617,13 +741,19 @@ impl Incident {
         changed
     }
 
-    /// What alerts care about: a change here is an `incident.updated`.
-    fn headline(&self) -> (Severity, Impact, Scope, Vec<String>) {
+    /// What alerts care about: a change here is an `incident.updated`. Rule sets count
+    /// once met (a first evaluation finding nothing is no news).
+    fn headline(&self) -> Headline {
         (
             self.severity,
             self.impact,
             self.scope,
             self.services.keys().cloned().collect(),
+            self.reporting
+                .iter()
+                .filter(|(_, o)| o.status != RuleStatus::NotMet)
+                .map(|(name, o)| (name.clone(), o.status, o.critical == Some(true)))
+                .collect(),
         )
     }
 
@@ -840,6 +970,7 @@ impl IncidentBook {
                 name: service.name.clone(),
                 subscribers: service.subscribers,
                 component_status: status.status,
+                class: service.class,
             };
             match related {
                 Some(inc) => {
@@ -872,6 +1003,7 @@ impl IncidentBook {
                         suspected_cause: None,
                         recurrence: None,
                         acknowledged_at: None,
+                        reporting: BTreeMap::new(),
                         timeline: Vec::new(),
                     };
                     inc.track_groups(topology, groups);
@@ -892,11 +1024,24 @@ impl IncidentBook {
             .collect();
         for inc in &mut self.open {
             let mut changed = inc.track_groups(topology, groups);
+            // A group whose failure began before the onset (targets on longer intervals,
+            // or a degradation that opened the incident first) moves the onset back.
+            if let Some(first) = inc
+                .groups
+                .iter()
+                .flat_map(|g| g.periods.iter().map(|p| p.start))
+                .min()
+                .filter(|first| *first < inc.onset_at)
+            {
+                inc.onset_at = first;
+                changed = true;
+            }
             changed |= inc.close_unconfigured(topology, now);
             for (id, entry) in inc.services.iter_mut() {
                 if let Some(si) = topology.service_index(id) {
                     changed |= entry.component_status != statuses[si].status;
                     entry.component_status = statuses[si].status;
+                    entry.class = topology.services[si].class;
                 }
             }
             let failing = inc
@@ -925,7 +1070,7 @@ impl IncidentBook {
                 _ => {}
             }
             let just_opened = opened.contains(&inc.id);
-            inc.reassess(topology, now, just_opened);
+            inc.reassess(topology, &settings.reporting, now, just_opened);
             changed |= inc.look_back(&self.changes, &past, now);
             if just_opened {
                 changes.events.push((EventKind::Opened, inc.clone()));
@@ -979,6 +1124,51 @@ impl IncidentBook {
         }
         changes
     }
+}
+
+type Headline = (
+    Severity,
+    Impact,
+    Scope,
+    Vec<String>,
+    Vec<(String, RuleStatus, bool)>,
+);
+
+/// Nothing can make this outcome stronger: met, and (ofcom) critical.
+fn is_final(o: &RuleOutcome) -> bool {
+    o.status == RuleStatus::Met && o.critical != Some(false)
+}
+
+fn earliest(a: Option<Timestamp>, b: Option<Timestamp>) -> Option<Timestamp> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The timeline message of a rule set newly met.
+fn describe_outcome(name: &str, o: &RuleOutcome) -> String {
+    let time = |t: Option<Timestamp>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| "-".to_string())
+    };
+    let mut message = format!(
+        "{name} {}: {} on {}, met at {}",
+        o.status,
+        o.rule.as_deref().unwrap_or("-"),
+        o.service.as_deref().unwrap_or("-"),
+        time(o.met_at)
+    );
+    if let Some(review) = &o.review {
+        message.push_str(&format!(" (review: {review})"));
+    }
+    if o.critical == Some(true) {
+        message.push_str(&format!("; critical since {}", time(o.critical_at)));
+    }
+    if o.notify_by.is_some() {
+        message.push_str(&format!("; notify by {}", time(o.notify_by)));
+    }
+    message
 }
 
 fn describe(status: &ServiceStatus) -> String {

@@ -1,7 +1,7 @@
 //! Unit tests of the incident engine (SPEC §6), driven with explicit timestamps: a small
 //! hand-built topology, group health set by hand, `update` and `tick` at chosen times.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Value, json};
 
@@ -23,6 +23,7 @@ fn settings() -> IncidentSettings {
     IncidentSettings {
         correlation_window: mins(15),
         resolve_after: mins(5),
+        reporting: ReportingSettings::default(),
     }
 }
 
@@ -76,6 +77,16 @@ impl Topo {
             mode: GroupMode::Any,
             targets: Vec::new(),
         });
+        self
+    }
+
+    /// Sets the class of the service declared last (`feature` by default).
+    fn class(mut self, class: ServiceClass) -> Self {
+        self.0
+            .services
+            .last_mut()
+            .expect("declare the service first")
+            .class = class;
         self
     }
 
@@ -869,7 +880,8 @@ fn updated_event_only_when_headline_changes() {
         "event carries the new state"
     );
 
-    // 100 000 affected: severity alone becomes sev2, noted in the timeline.
+    // 100 000 affected: severity becomes sev2, and ofcom is met (needs review: the
+    // service is of class feature); both noted in the timeline, one event.
     sim.down("n3", "14:08:00");
     let changes = sim.update("14:08:30");
     assert_eq!(events(&changes), vec![updated("inc-000001")]);
@@ -877,7 +889,14 @@ fn updated_event_only_when_headline_changes() {
         headline(&sim),
         (Severity::Sev2, Impact::Major, Scope::Regional)
     );
-    assert_eq!(timeline(sim.only()), ["opened", "severity_raised"]);
+    assert_eq!(
+        timeline(sim.only()),
+        ["opened", "rule_met", "severity_raised"]
+    );
+    assert_eq!(
+        sim.only().reporting["ofcom"].status,
+        RuleStatus::MetNeedsReview
+    );
 
     // One group recovers: nothing decreases, no event.
     sim.recover("n1", "14:09:00");
@@ -1253,6 +1272,8 @@ fn view_has_spec_field_names() {
         sim.down(&format!("vm-a-{r}"), "14:00:00");
     }
     sim.update("14:00:40");
+    // The engine updates every second; the one at 14:30 finds fcc_nors met.
+    sim.update("14:30:00");
 
     let v = serde_json::to_value(sim.only().view(t("14:30:00"))).expect("serializes");
     let keys: BTreeSet<&str> = v
@@ -1313,7 +1334,19 @@ fn view_has_spec_field_names() {
     assert_eq!(vm["peak_affected"], 900_000);
     assert_eq!(vm["peak_share"], json!(0.03));
     assert_eq!(vm["user_minutes"], 27_000_000);
-    assert_eq!(v["reporting"], Value::Null);
+    // SPEC §6.8's example, plus the review reason and the later report deadlines.
+    assert_eq!(
+        v["reporting"]["fcc_nors"],
+        json!({"status": "met_needs_review", "rule": "≥30m and ≥900000 user-minutes",
+               "service": "voicemail", "review": "voicemail is a feature service",
+               "met_at": "2026-07-05T14:30:00Z", "notify_by": "2026-07-05T16:30:00Z",
+               "initial_report_by": "2026-07-08T14:30:00Z",
+               "final_report_by": "2026-08-04T14:30:00Z"})
+    );
+    assert_eq!(v["reporting"]["ofcom"]["status"], "met_needs_review");
+    assert_eq!(v["reporting"]["ofcom"]["met_at"], "2026-07-05T14:00:00Z");
+    assert_eq!(v["reporting"]["eu_enisa"]["status"], "not_met");
+    assert_eq!(v["reporting"]["eu_enisa"]["met_at"], Value::Null);
     assert_eq!(v["suspected_cause"], Value::Null);
     assert_eq!(v["recurrence"], json!({"count_30d": 1, "chronic": false}));
     let first = &v["timeline"][0];
@@ -1369,4 +1402,385 @@ fn a_reload_removing_the_failing_service_lets_the_incident_resolve() {
     assert_eq!(inc.groups[0].periods[0].end, Some(t("14:10:00")));
     assert_eq!(inc.figures(t("15:00:00")).duration, mins(10));
     assert_eq!(events(&sim.tick("14:15:00")), vec![resolved(&id)]);
+}
+
+// === §6.6 reporting rules, in the incident ===
+
+/// `voice` (telephony, 10 000 000 subscribers): group `small` (40 000 = 0.4%, north) and
+/// `rest`, both on platform `ims`.
+fn voice(class: ServiceClass) -> Topology {
+    Topo::default()
+        .service("voice", 10_000_000)
+        .class(class)
+        .group("small", "voice", "ims", "north", 40_000)
+        .group("rest", "voice", "ims", "south", 9_960_000)
+        .build()
+}
+
+fn statuses(inc: &Incident) -> Vec<(&str, RuleStatus)> {
+    inc.reporting
+        .iter()
+        .map(|(name, o)| (name.as_str(), o.status))
+        .collect()
+}
+
+#[test]
+fn a_rule_met_while_open_is_an_update_in_the_timeline_and_raises_severity() {
+    // 40 000 down from 14:00: sev3 (0.4%, under 100 000); fcc_nors needs 30 minutes
+    // (40 000 × 30m = 1 200 000 user-minutes by then).
+    let mut sim = Sim::new(voice(ServiceClass::Telephony));
+    sim.down("small", "14:00:00");
+    assert_eq!(events(&sim.update("14:00:30")), vec![opened("inc-000001")]);
+    let inc = sim.only();
+    assert_eq!(inc.severity, Severity::Sev3);
+    assert_eq!(
+        statuses(inc),
+        [
+            ("eu_enisa", RuleStatus::NotMet),
+            ("fcc_nors", RuleStatus::NotMet),
+            ("ofcom", RuleStatus::NotMet)
+        ],
+        "evaluated from the start"
+    );
+    assert_eq!(timeline(inc), ["opened"]);
+
+    // Quiet updates up to 29m59s: nothing.
+    for now in ["14:10:00", "14:29:59"] {
+        let changes = sim.update(now);
+        assert!(changes.events.is_empty(), "{now}: {:?}", events(&changes));
+        assert!(changes.is_empty(), "{now}");
+    }
+
+    // 30 minutes: fcc_nors met, severity raised to sev2 by it, one incident.updated.
+    let changes = sim.update("14:30:00");
+    assert_eq!(events(&changes), vec![updated("inc-000001")]);
+    assert_eq!(ids(&changes.changed), ["inc-000001"]);
+    let inc = sim.only();
+    assert_eq!(
+        inc.severity,
+        Severity::Sev2,
+        "a met rule is sev2 (SPEC §6.5)"
+    );
+    assert_eq!(timeline(inc), ["opened", "rule_met", "severity_raised"]);
+    let entry = &inc.timeline[1];
+    assert_eq!(entry.at, t("14:30:00"));
+    assert_eq!(
+        entry.message,
+        "fcc_nors met: ≥30m and ≥900000 user-minutes on voice, met at 2026-07-05T14:30:00Z; \
+         notify by 2026-07-05T16:30:00Z"
+    );
+    let fcc = &inc.reporting["fcc_nors"];
+    assert_eq!(fcc.status, RuleStatus::Met);
+    assert_eq!(fcc.met_at, Some(t("14:30:00")));
+    assert_eq!(fcc.notify_by, Some(t("16:30:00")));
+    assert_eq!(fcc.service.as_deref(), Some("voice"));
+    assert_eq!(fcc.review, None);
+    assert_eq!(
+        changes.events[0].1.reporting["fcc_nors"].status,
+        RuleStatus::Met
+    );
+
+    // Once met, stays met and announced once.
+    assert!(sim.update("14:31:00").events.is_empty());
+    sim.recover("small", "14:40:00");
+    sim.update("14:40:30");
+    let changes = sim.tick("14:45:30");
+    assert_eq!(events(&changes), vec![resolved("inc-000001")]);
+    let done = &changes.events[0].1;
+    assert_eq!(done.reporting["fcc_nors"].status, RuleStatus::Met);
+    assert_eq!(done.reporting["fcc_nors"].met_at, Some(t("14:30:00")));
+    assert_eq!(
+        timeline(done),
+        [
+            "opened",
+            "rule_met",
+            "severity_raised",
+            "recovered",
+            "resolved"
+        ]
+    );
+    let v = serde_json::to_value(done.view(t("20:00:00"))).unwrap();
+    assert_eq!(v["reporting"]["fcc_nors"]["status"], "met");
+    assert_eq!(v["reporting"]["ofcom"]["status"], "not_met");
+    assert_eq!(v["reporting"]["ofcom"]["critical"], false);
+}
+
+#[test]
+fn met_at_is_when_the_rule_became_true_not_when_it_was_seen() {
+    // Updates only when the input says something (replay): the rule is found at 16:00,
+    // but it became true at 14:30, and its deadline follows from then.
+    let mut sim = Sim::new(voice(ServiceClass::Telephony));
+    sim.down("small", "14:00:00");
+    sim.update("14:00:30");
+    let changes = sim.update("16:00:00");
+    assert_eq!(events(&changes), vec![updated("inc-000001")]);
+    let inc = sim.only();
+    let fcc = &inc.reporting["fcc_nors"];
+    assert_eq!(fcc.met_at, Some(t("14:30:00")));
+    assert_eq!(fcc.notify_by, Some(t("16:30:00")));
+    assert_eq!(inc.timeline[1].event, "rule_met");
+    assert_eq!(inc.timeline[1].at, t("16:00:00"), "noted when seen");
+
+    // Seen only at recovery: the figures end at the impact's end, the rule is still found.
+    let mut sim = Sim::new(voice(ServiceClass::Telephony));
+    sim.down("small", "14:00:00");
+    sim.update("14:00:30");
+    sim.recover("small", "14:31:00");
+    assert_eq!(events(&sim.update("18:00:00")), vec![updated("inc-000001")]);
+    let inc = sim.only();
+    assert_eq!(inc.status, IncidentStatus::Monitoring);
+    assert_eq!(inc.reporting["fcc_nors"].met_at, Some(t("14:30:00")));
+    assert_eq!(
+        timeline(inc),
+        ["opened", "recovered", "rule_met", "severity_raised"]
+    );
+
+    // Recovered at 14:29:59: never met, however late it is seen.
+    let mut sim = Sim::new(voice(ServiceClass::Telephony));
+    sim.down("small", "14:00:00");
+    sim.update("14:00:30");
+    sim.recover("small", "14:29:59");
+    sim.update("18:00:00");
+    let inc = sim.only();
+    assert_eq!(inc.reporting["fcc_nors"].status, RuleStatus::NotMet);
+    assert_eq!(inc.severity, Severity::Sev3);
+}
+
+#[test]
+fn needs_review_is_announced_but_does_not_raise_severity() {
+    // (class, down or degraded, status, severity at 14:30)
+    let cases: &[(ServiceClass, Health, RuleStatus, Severity)] = &[
+        (
+            ServiceClass::Telephony,
+            Health::Down,
+            RuleStatus::Met,
+            Severity::Sev2,
+        ),
+        (
+            ServiceClass::Internet,
+            Health::Down,
+            RuleStatus::Met,
+            Severity::Sev2,
+        ),
+        (
+            ServiceClass::Feature,
+            Health::Down,
+            RuleStatus::MetNeedsReview,
+            Severity::Sev3,
+        ),
+        // Degradation only: 0.4% degraded for 30m is sev4 (under 1%), fcc_nors needs review.
+        (
+            ServiceClass::Telephony,
+            Health::Degraded,
+            RuleStatus::MetNeedsReview,
+            Severity::Sev4,
+        ),
+    ];
+    for (class, health, status, severity) in cases {
+        let label = format!("{class:?} {health:?}");
+        let mut sim = Sim::new(voice(*class));
+        sim.set("small", *health, "14:00:00");
+        sim.update("14:00:30");
+        let changes = sim.update("14:30:00");
+        assert_eq!(events(&changes), vec![updated("inc-000001")], "{label}");
+        let inc = sim.only();
+        assert_eq!(inc.reporting["fcc_nors"].status, *status, "{label}");
+        assert_eq!(inc.severity, *severity, "{label}");
+        assert_eq!(timeline(inc)[1], "rule_met", "{label}");
+    }
+
+    // A feature service needing review, then a telephony service of the same incident
+    // meeting the rule for real: raised to met, announced again, sev2.
+    let topo = Topo::default()
+        .service("voicemail", 10_000_000)
+        .group("vm", "voicemail", "ims", "north", 40_000)
+        .group("vm-rest", "voicemail", "ims", "south", 9_960_000)
+        .service("voice", 10_000_000)
+        .class(ServiceClass::Telephony)
+        .group("sbc", "voice", "ims", "north", 40_000)
+        .group("sbc-rest", "voice", "ims", "south", 9_960_000)
+        .build();
+    let mut sim = Sim::new(topo);
+    sim.down("vm", "14:00:00");
+    sim.update("14:00:30");
+    sim.down("sbc", "14:10:00");
+    sim.update("14:10:30");
+    sim.update("14:30:00");
+    let inc = sim.only();
+    assert_eq!(inc.reporting["fcc_nors"].status, RuleStatus::MetNeedsReview);
+    assert_eq!(
+        inc.reporting["fcc_nors"].service.as_deref(),
+        Some("voicemail")
+    );
+    assert_eq!(inc.severity, Severity::Sev3);
+    assert!(sim.update("14:39:59").events.is_empty());
+    let changes = sim.update("14:40:00");
+    assert_eq!(events(&changes), vec![updated("inc-000001")]);
+    let inc = sim.only();
+    let fcc = &inc.reporting["fcc_nors"];
+    assert_eq!(fcc.status, RuleStatus::Met);
+    assert_eq!(fcc.service.as_deref(), Some("voice"));
+    assert_eq!(fcc.met_at, Some(t("14:40:00")), "voice's own 30 minutes");
+    assert_eq!(inc.severity, Severity::Sev2);
+    assert_eq!(
+        timeline(inc),
+        [
+            "opened",
+            "service_joined",
+            "rule_met",
+            "rule_met",
+            "severity_raised"
+        ]
+    );
+}
+
+#[test]
+fn ofcom_and_enisa_in_the_incident() {
+    // 1 000 000 of 10 000 000 voice subscribers (10%): ofcom met at once, in the
+    // opening event; fcc_nors after 30m; eu_enisa at 1 000 000 user-hours after 1h (before
+    // its 10% row's 2h); ofcom critical after 3h.
+    let topo = Topo::default()
+        .service("voice", 10_000_000)
+        .class(ServiceClass::Telephony)
+        .group("big", "voice", "ims", "north", 1_000_000)
+        .group("rest", "voice", "ims", "south", 9_000_000)
+        .build();
+    let mut sim = Sim::new(topo);
+    sim.down("big", "14:00:00");
+    let changes = sim.update("14:00:30");
+    assert_eq!(events(&changes), vec![opened("inc-000001")]);
+    let inc = &changes.events[0].1;
+    assert_eq!(inc.reporting["ofcom"].status, RuleStatus::Met);
+    assert_eq!(inc.reporting["ofcom"].met_at, Some(t("14:00:00")));
+    assert_eq!(
+        timeline(inc),
+        ["opened", "rule_met"],
+        "noted, no extra event"
+    );
+    assert_eq!(inc.severity, Severity::Sev2);
+
+    // fcc_nors at 30 minutes, eu_enisa at 1h.
+    assert_eq!(events(&sim.update("14:30:00")), vec![updated("inc-000001")]);
+    assert_eq!(sim.only().reporting["fcc_nors"].status, RuleStatus::Met);
+    assert!(sim.update("14:59:59").events.is_empty());
+    assert_eq!(events(&sim.update("15:00:00")), vec![updated("inc-000001")]);
+    let enisa = &sim.only().reporting["eu_enisa"];
+    assert_eq!(enisa.met_at, Some(t("15:00:00")));
+    assert_eq!(enisa.rule.as_deref(), Some("≥1000000 user-hours"));
+    assert_eq!(
+        enisa.notify_by,
+        Some(t("15:00:00") + chrono::Duration::hours(24))
+    );
+
+    // Critical: a change of the ofcom result, announced.
+    assert!(sim.update("16:59:59").events.is_empty());
+    let changes = sim.update("17:00:00");
+    assert_eq!(events(&changes), vec![updated("inc-000001")]);
+    let ofcom = &sim.only().reporting["ofcom"];
+    assert_eq!(ofcom.critical, Some(true));
+    assert_eq!(ofcom.critical_at, Some(t("17:00:00")));
+    assert_eq!(ofcom.met_at, Some(t("14:00:00")));
+    assert_eq!(
+        ofcom.notify_by,
+        Some(t("20:00:00")),
+        "3 hours after critical"
+    );
+    let last = sim.only().timeline.last().unwrap();
+    assert_eq!(last.event, "rule_met");
+    assert!(
+        last.message.contains("critical since 2026-07-05T17:00:00Z"),
+        "{}",
+        last.message
+    );
+}
+
+#[test]
+fn only_configured_rule_sets_and_custom_rules() {
+    let mut sim = Sim::new(voice(ServiceClass::Internet));
+    sim.settings.reporting = ReportingSettings {
+        rule_sets: vec![
+            reporting::RuleSet::Ofcom,
+            reporting::RuleSet::Custom(reporting::CustomRule {
+                name: "internal".to_string(),
+                min_duration: Some(mins(10)),
+                min_share: None,
+                min_affected: Some(40_000),
+                min_user_hours: None,
+                notify_within: Some(mins(60)),
+            }),
+        ],
+    };
+    sim.down("small", "14:00:00");
+    sim.update("14:00:30");
+    assert_eq!(
+        statuses(sim.only()),
+        [
+            ("internal", RuleStatus::NotMet),
+            ("ofcom", RuleStatus::NotMet)
+        ]
+    );
+    assert_eq!(events(&sim.update("14:10:00")), vec![updated("inc-000001")]);
+    let internal = &sim.only().reporting["internal"];
+    assert_eq!(internal.status, RuleStatus::Met);
+    assert_eq!(internal.rule.as_deref(), Some("≥10m and ≥40000 affected"));
+    assert_eq!(internal.notify_by, Some(t("15:10:00")));
+    assert_eq!(
+        sim.only().severity,
+        Severity::Sev2,
+        "a custom rule counts too"
+    );
+
+    // A reload dropping both: the met one stays, the one not met goes.
+    sim.settings.reporting = ReportingSettings { rule_sets: vec![] };
+    sim.update("14:11:00");
+    assert_eq!(statuses(sim.only()), [("internal", RuleStatus::Met)]);
+    let v = serde_json::to_value(sim.only().view(t("14:11:00"))).unwrap();
+    assert_eq!(v["reporting"].as_object().unwrap().len(), 1);
+
+    // No rule set at all: an empty object, never null.
+    let mut sim = Sim::new(simple());
+    sim.settings.reporting = ReportingSettings { rule_sets: vec![] };
+    sim.down("g", "14:00:00");
+    sim.update("14:00:30");
+    let v = serde_json::to_value(sim.only().view(t("14:00:30"))).unwrap();
+    assert_eq!(v["reporting"], json!({}));
+}
+
+#[test]
+fn incidents_stored_before_reporting_still_load_and_are_not_reannounced() {
+    let mut sim = Sim::new(voice(ServiceClass::Telephony));
+    sim.down("small", "14:00:00");
+    sim.update("14:00:30");
+    // As stored by an earlier version: no `reporting`, no service `class`.
+    let mut stored = serde_json::to_value(sim.only()).unwrap();
+    stored.as_object_mut().unwrap().remove("reporting");
+    stored["services"]["voice"]
+        .as_object_mut()
+        .unwrap()
+        .remove("class");
+    let old: Incident = serde_json::from_value(stored).expect("loads");
+    assert!(old.reporting.is_empty());
+    assert_eq!(old.services["voice"].class, ServiceClass::Feature);
+    assert_eq!(old.view(t("14:01:00")).reporting, Some(BTreeMap::new()));
+
+    let mut sim = Sim {
+        book: IncidentBook::restore(vec![old], 1),
+        ..Sim::new(voice(ServiceClass::Telephony))
+    };
+    sim.down("small", "14:00:00");
+    let changes = sim.update("14:02:00");
+    assert!(changes.events.is_empty(), "{:?}", events(&changes));
+    assert_eq!(
+        ids(&changes.changed),
+        ["inc-000001"],
+        "evaluated, persisted"
+    );
+    let inc = sim.only();
+    assert_eq!(
+        inc.services["voice"].class,
+        ServiceClass::Telephony,
+        "refreshed"
+    );
+    assert_eq!(inc.reporting.len(), 3);
+    assert_eq!(timeline(inc), ["opened"]);
 }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ComponentStatus, Impact, Incident, IncidentStatus, Recurrence, Scope, Severity, SuspectedCause,
-    TimelineEntry,
+    ComponentStatus, Impact, Incident, IncidentStatus, Recurrence, RuleOutcome, Scope, Severity,
+    SuspectedCause, TimelineEntry,
 };
 use crate::clock::Timestamp;
 
@@ -31,8 +31,11 @@ pub struct IncidentView {
     pub user_minutes: u64,
     pub conservative_user_minutes: u64,
     pub per_service: BTreeMap<String, ServiceFiguresView>,
-    /// Regulatory rule sets (SPEC §6.6); not evaluated yet, so always null.
-    pub reporting: Option<serde_json::Value>,
+    /// Regulatory rule sets (SPEC §6.6) by name, each with its status (`not_met`, `met`,
+    /// `met_needs_review`), the rule that fired, `met_at` and the deadlines. Always an
+    /// object from [`Incident::view`]; `Option` only so that older serialized views (where
+    /// it was null) still read.
+    pub reporting: Option<BTreeMap<String, RuleOutcome>>,
     /// The change suspected of causing it (SPEC §6.7).
     pub suspected_cause: Option<SuspectedCause>,
     /// Incidents on the same service and platform over 30 days (SPEC §6.7); null when no
@@ -90,7 +93,7 @@ impl Incident {
                     )
                 })
                 .collect(),
-            reporting: None,
+            reporting: Some(self.reporting.clone()),
             suspected_cause: self.suspected_cause.clone(),
             recurrence: self.recurrence,
             timeline: self.timeline.clone(),

@@ -1,16 +1,29 @@
-//! `http` probe: one request, status and body checks, bounded body read.
+//! `http` probe: one request driven phase by phase (resolve, connect, TLS, response head,
+//! body), so each phase has its own time, the way blackbox_exporter's httptrace does.
+//! Redirects are followed by hand and their phases summed. Every probe opens a fresh
+//! connection: one riding a warm connection would not notice a dead listener.
 
 use std::collections::BTreeMap;
-use std::error::Error as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HOST, HeaderMap, HeaderName, HeaderValue, LOCATION, USER_AGENT};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use regex::Regex;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::{Client, Method, redirect};
 use serde::Deserialize;
+use serde_json_path::JsonPath;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use url::Url;
 
-use super::{DEFAULT_MAX_READ_BYTES, Phases, ProbeResult, Reason, regex_error};
+use super::conn::{self, fail};
+use super::tls::{self, TlsClients, TlsInfo, Trust};
+use super::{DEFAULT_MAX_READ_BYTES, Failure, Phases, ProbeResult, Reason, regex_error};
 use crate::config::Issues;
 
 /// Redirects followed before the probe fails with `protocol`.
@@ -39,15 +52,31 @@ pub struct HttpProbeConfig {
     /// The body must match this regular expression.
     #[serde(default)]
     pub body_regex: Option<String>,
+    /// RFC 9535 JSONPath the JSON body must have at least one match for.
+    #[serde(default)]
+    pub json_path: Option<String>,
+    /// Every match of `json_path` must equal this JSON value (`"ok"` is not `1`, nor `true`).
+    #[serde(default)]
+    pub json_equals: Option<serde_json::Value>,
     /// Follow up to 10 redirects (default true); when false a 3xx is the final status.
     #[serde(default = "default_true")]
     pub follow_redirects: bool,
     /// Accept any certificate (self-signed lab endpoints).
     #[serde(default)]
     pub tls_insecure: bool,
+    /// PEM file of the CAs to trust instead of the system's (private PKI).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// A success whose certificate chain expires within this (`"21d"`) makes the target
+    /// degraded.
+    #[serde(default, with = "humantime_serde")]
+    pub cert_expiry_warning: Option<Duration>,
     /// Longest body read; a longer body fails the probe (default 1 MiB).
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Local IP to connect from.
+    #[serde(default)]
+    pub source_address: Option<String>,
 }
 
 fn default_true() -> bool {
@@ -65,9 +94,13 @@ pub struct HttpSpec {
     pub valid_status: Option<Vec<u16>>,
     pub body_contains: Option<String>,
     pub body_regex: Option<Regex>,
+    pub json_path: Option<JsonPath>,
+    pub json_equals: Option<serde_json::Value>,
     pub follow_redirects: bool,
-    pub tls_insecure: bool,
+    pub trust: Trust,
+    pub cert_expiry_warning: Option<Duration>,
     pub max_body_bytes: u64,
+    pub source_address: Option<IpAddr>,
 }
 
 impl HttpProbeConfig {
@@ -131,10 +164,39 @@ impl HttpProbeConfig {
                 None
             }
         });
+        let json_path = self
+            .json_path
+            .as_ref()
+            .and_then(|p| match JsonPath::parse(p) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    issues.push(format!("{path}.json_path"), format!("`{p}`: {e}"));
+                    None
+                }
+            });
+        if self.json_equals.is_some() && self.json_path.is_none() {
+            issues.push(format!("{path}.json_equals"), "needs `json_path`");
+        }
         let max_body_bytes = self.max_body_bytes.unwrap_or(DEFAULT_MAX_READ_BYTES);
         if max_body_bytes == 0 {
             issues.push(format!("{path}.max_body_bytes"), "must be at least 1");
         }
+        let trust = match (&self.ca_file, self.tls_insecure) {
+            (Some(_), true) => {
+                issues.push(
+                    format!("{path}.tls_insecure"),
+                    "set `ca_file` or `tls_insecure`, not both",
+                );
+                None
+            }
+            (Some(file), false) => {
+                tls::ca_file_client(file, &tls::HTTP_ALPN, path, issues).map(Trust::CaFile)
+            }
+            (None, true) => Some(Trust::Insecure),
+            (None, false) => Some(Trust::System),
+        };
+        tls::check_expiry_warning(self.cert_expiry_warning, path, issues);
+        let source_address = conn::source_address(self.source_address.as_deref(), path, issues);
         if issues.len() > before {
             return None;
         }
@@ -146,184 +208,341 @@ impl HttpProbeConfig {
             valid_status: (!self.valid_status.is_empty()).then(|| self.valid_status.clone()),
             body_contains: self.body_contains.clone(),
             body_regex,
+            json_path,
+            json_equals: self.json_equals.clone(),
             follow_redirects: self.follow_redirects,
-            tls_insecure: self.tls_insecure,
+            trust: trust?,
+            cert_expiry_warning: self.cert_expiry_warning,
             max_body_bytes,
+            source_address,
         })
     }
 }
 
-/// The four client flavours probes need, built once and shared. Connection reuse is off:
-/// a probe that rides a warm connection would not notice a dead listener.
-#[derive(Debug, Clone)]
-pub struct HttpClients {
-    clients: [Client; 4],
+/// Plain TCP or TLS, so one hyper connection type serves both.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Aborts the task driving a connection when the probe is done with it, whichever way it
+/// ends (even cut by the outer deadline), so the peer sees the connection close.
+struct Hangup(AbortHandle);
+
+impl Drop for Hangup {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
-impl HttpClients {
-    pub fn new() -> Result<Self, reqwest::Error> {
-        let build = |follow: bool, insecure: bool| {
-            Client::builder()
-                .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
-                .pool_max_idle_per_host(0)
-                .redirect(if follow {
-                    redirect::Policy::limited(MAX_REDIRECTS)
-                } else {
-                    redirect::Policy::none()
-                })
-                .tls_danger_accept_invalid_certs(insecure)
-                .no_proxy()
-                .build()
+/// A response head and the connection its body arrives on.
+struct Hop {
+    response: Response<Incoming>,
+    _connection: Hangup,
+}
+
+/// What one request needs besides the shared spec; redirects change these.
+struct Target<'a> {
+    url: &'a Url,
+    method: &'a Method,
+    body: Option<&'a str>,
+}
+
+fn add(slot: &mut Option<Duration>, d: Duration) {
+    *slot = Some(slot.unwrap_or_default() + d);
+}
+
+/// One request over a fresh connection, up to the response head; adds to `phases` and
+/// records the TLS handshake in `tls_info`.
+async fn request(
+    clients: &TlsClients,
+    spec: &HttpSpec,
+    target: Target<'_>,
+    deadline: Instant,
+    phases: &mut Phases,
+    tls_info: &mut Option<TlsInfo>,
+) -> Result<Hop, Failure> {
+    let url = target.url;
+    let host = url
+        .host_str()
+        .ok_or_else(|| fail(Reason::Protocol, format!("{url} has no host")))?;
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| fail(Reason::Protocol, format!("{url} has no port")))?;
+
+    let step = Instant::now();
+    let addr = conn::resolve(&format!("{host}:{port}"), spec.source_address, deadline).await?;
+    add(&mut phases.dns, step.elapsed());
+
+    let step = Instant::now();
+    let stream = conn::connect(addr, spec.source_address, deadline).await?;
+    add(&mut phases.connect, step.elapsed());
+
+    let (io, h2): (Box<dyn Io>, bool) = if url.scheme() == "https" {
+        let step = Instant::now();
+        let name = tls::server_name(host)
+            .ok_or_else(|| fail(Reason::Tls, format!("`{host}` is not a TLS server name")))?;
+        let config = clients.config(&spec.trust, true);
+        let (stream, info) =
+            tls::handshake(config, name, stream, spec.cert_expiry_warning, deadline).await?;
+        add(&mut phases.tls, step.elapsed());
+        *tls_info = Some(info);
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+        (Box::new(stream), h2)
+    } else {
+        (Box::new(stream), false)
+    };
+
+    let step = Instant::now();
+    let body = Full::new(Bytes::from(target.body.unwrap_or_default().to_owned()));
+    let mut builder = Request::builder().method(target.method.clone());
+    builder = if h2 {
+        builder.uri(url.as_str())
+    } else {
+        let mut origin = url.path().to_string();
+        if let Some(query) = url.query() {
+            origin.push('?');
+            origin.push_str(query);
+        }
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
         };
-        Ok(Self {
-            clients: [
-                build(false, false)?,
-                build(false, true)?,
-                build(true, false)?,
-                build(true, true)?,
-            ],
-        })
+        builder.uri(origin).header(HOST, authority)
+    };
+    let mut request = builder
+        .body(body)
+        .map_err(|e| fail(Reason::Internal, format!("request: {e}")))?;
+    let headers = request.headers_mut();
+    headers.insert(
+        USER_AGENT,
+        HeaderValue::from_static(concat!("tocsin/", env!("CARGO_PKG_VERSION"))),
+    );
+    for (name, value) in &spec.headers {
+        headers.insert(name, value.clone());
     }
 
-    fn pick(&self, follow_redirects: bool, tls_insecure: bool) -> &Client {
-        &self.clients[(follow_redirects as usize) * 2 + tls_insecure as usize]
-    }
-}
-
-pub async fn run(clients: &HttpClients, spec: &HttpSpec, deadline: Instant) -> ProbeResult {
-    let start = Instant::now();
-    let client = clients.pick(spec.follow_redirects, spec.tls_insecure);
-    let mut request = client
-        .request(spec.method.clone(), spec.url.clone())
-        .headers(spec.headers.clone())
-        .timeout(deadline.saturating_duration_since(start));
-    if let Some(body) = &spec.body {
-        request = request.body(body.clone());
-    }
-    let mut response = match request.send().await {
-        Ok(r) => r,
-        Err(e) => {
-            let (reason, detail) = classify(&e);
-            return ProbeResult::failure(reason, detail, start.elapsed());
+    let io = TokioIo::new(io);
+    let hyper_error = |e: hyper::Error| fail(Reason::Protocol, error_chain(&e));
+    let exchange = async {
+        if h2 {
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                    .await
+                    .map_err(hyper_error)?;
+            let hangup = Hangup(tokio::spawn(connection).abort_handle());
+            let response = sender.send_request(request).await.map_err(hyper_error)?;
+            Ok(Hop {
+                response,
+                _connection: hangup,
+            })
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(hyper_error)?;
+            let hangup = Hangup(tokio::spawn(connection).abort_handle());
+            let response = sender.send_request(request).await.map_err(hyper_error)?;
+            Ok(Hop {
+                response,
+                _connection: hangup,
+            })
         }
     };
-    let first_byte = start.elapsed();
-    let status = response.status().as_u16();
+    let hop = match tokio::time::timeout_at(deadline, exchange).await {
+        Err(_) => Err(fail(
+            Reason::Timeout,
+            "no response head before the deadline",
+        )),
+        Ok(hop) => hop,
+    }?;
+    add(&mut phases.first_byte, step.elapsed());
+    Ok(hop)
+}
+
+/// Where a redirect points, if this response is one the probe follows.
+fn redirect_target(url: &Url, response: &Response<Incoming>) -> Option<Result<Url, Failure>> {
+    if !response.status().is_redirection() {
+        return None;
+    }
+    let location = response.headers().get(LOCATION)?;
+    let next = location
+        .to_str()
+        .ok()
+        .and_then(|l| url.join(l).ok())
+        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    Some(next.ok_or_else(|| {
+        fail(
+            Reason::Protocol,
+            format!("redirect to an unusable location {location:?}"),
+        )
+    }))
+}
+
+pub async fn run(clients: &TlsClients, spec: &HttpSpec, deadline: Instant) -> ProbeResult {
+    let start = Instant::now();
+    let mut phases = Phases::default();
+    let mut tls_info = None;
+    let mut status = None;
+    let outcome = exchange(
+        clients,
+        spec,
+        deadline,
+        &mut phases,
+        &mut tls_info,
+        &mut status,
+    )
+    .await;
+    let total = start.elapsed();
+    phases.total = Some(total);
+    let mut result = match outcome {
+        Ok(()) => ProbeResult::success(total, phases),
+        Err(failure) => ProbeResult::failed(failure, total, phases),
+    };
+    result.tls = tls_info;
+    result.http_status = status;
+    result
+}
+
+/// The request, its redirects, the body and the checks.
+async fn exchange(
+    clients: &TlsClients,
+    spec: &HttpSpec,
+    deadline: Instant,
+    phases: &mut Phases,
+    tls_info: &mut Option<TlsInfo>,
+    status_code: &mut Option<u16>,
+) -> Result<(), Failure> {
+    let mut url = spec.url.clone();
+    let mut method = spec.method.clone();
+    let mut body = spec.body.as_deref();
+    let mut redirects = 0;
+    let hop = loop {
+        let target = Target {
+            url: &url,
+            method: &method,
+            body,
+        };
+        let hop = request(clients, spec, target, deadline, phases, tls_info).await?;
+        if !spec.follow_redirects {
+            break hop;
+        }
+        let Some(next) = redirect_target(&url, &hop.response) else {
+            break hop;
+        };
+        redirects += 1;
+        if redirects > MAX_REDIRECTS {
+            return Err(fail(
+                Reason::Protocol,
+                format!("more than {MAX_REDIRECTS} redirects"),
+            ));
+        }
+        // As browsers do: 303, and 301/302 after a POST, continue with a GET.
+        let status = hop.response.status();
+        if status == StatusCode::SEE_OTHER
+            || (method == Method::POST
+                && matches!(status, StatusCode::MOVED_PERMANENTLY | StatusCode::FOUND))
+        {
+            method = Method::GET;
+            body = None;
+        }
+        url = next?;
+    };
+
+    let status = hop.response.status().as_u16();
+    *status_code = Some(status);
     let status_ok = match &spec.valid_status {
         Some(valid) => valid.contains(&status),
         None => (200..300).contains(&status),
     };
     if !status_ok {
-        return ProbeResult::failure(Reason::Status, format!("status {status}"), start.elapsed());
+        return Err(fail(Reason::Status, format!("status {status}")));
     }
 
-    let keep_body = spec.body_contains.is_some() || spec.body_regex.is_some();
+    let keep_body =
+        spec.body_contains.is_some() || spec.body_regex.is_some() || spec.json_path.is_some();
+    let body = read_body(hop, spec.max_body_bytes, keep_body, deadline).await?;
+    if keep_body {
+        check_body(spec, &body)?;
+    }
+    Ok(())
+}
+
+/// Reads the body up to `limit` bytes, keeping it only when a check needs it; returning
+/// drops the connection, so a longer body is never drained.
+async fn read_body(
+    hop: Hop,
+    limit: u64,
+    keep: bool,
+    deadline: Instant,
+) -> Result<Vec<u8>, Failure> {
+    let mut incoming = hop.response.into_body();
     let mut body = Vec::new();
     let mut read: u64 = 0;
     loop {
-        match tokio::time::timeout_at(deadline, response.chunk()).await {
+        let frame = match tokio::time::timeout_at(deadline, incoming.frame()).await {
             Err(_) => {
-                return ProbeResult::failure(
+                return Err(fail(
                     Reason::Timeout,
                     "body not complete before the deadline",
-                    start.elapsed(),
-                );
+                ));
             }
-            Ok(Err(e)) => {
-                let (reason, detail) = classify(&e);
-                return ProbeResult::failure(reason, detail, start.elapsed());
-            }
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(chunk))) => {
-                read += chunk.len() as u64;
-                if read > spec.max_body_bytes {
-                    return ProbeResult::failure(
-                        Reason::Assertion,
-                        format!("body larger than max_body_bytes ({})", spec.max_body_bytes),
-                        start.elapsed(),
-                    );
-                }
-                if keep_body {
-                    body.extend_from_slice(&chunk);
-                }
-            }
+            Ok(None) => return Ok(body),
+            Ok(Some(Err(e))) => return Err(fail(Reason::Protocol, error_chain(&e))),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(chunk) = frame.into_data() else {
+            continue; // trailers
+        };
+        read += chunk.len() as u64;
+        if read > limit {
+            return Err(fail(
+                Reason::Assertion,
+                format!("body larger than max_body_bytes ({limit})"),
+            ));
+        }
+        if keep {
+            body.extend_from_slice(&chunk);
         }
     }
-    let total = start.elapsed();
-    if keep_body {
-        let text = String::from_utf8_lossy(&body);
-        if let Some(needle) = &spec.body_contains
-            && !text.contains(needle.as_str())
-        {
-            return ProbeResult::failure(
-                Reason::Assertion,
-                format!("body does not contain {needle:?}"),
-                total,
-            );
-        }
-        if let Some(re) = &spec.body_regex
-            && !re.is_match(&text)
-        {
-            return ProbeResult::failure(
-                Reason::Assertion,
-                format!("body does not match /{re}/"),
-                total,
-            );
-        }
-    }
-    ProbeResult::success(
-        total,
-        Phases {
-            first_byte: Some(first_byte),
-            total: Some(total),
-            ..Phases::default()
-        },
-    )
 }
 
-/// Maps a reqwest error to a reason by walking its source chain.
-fn classify(error: &reqwest::Error) -> (Reason, String) {
-    let detail = error_chain(error);
-    if error.is_timeout() {
-        return (Reason::Timeout, detail);
+fn check_body(spec: &HttpSpec, body: &[u8]) -> Result<(), Failure> {
+    let text = String::from_utf8_lossy(body);
+    if let Some(needle) = &spec.body_contains
+        && !text.contains(needle.as_str())
+    {
+        return Err(fail(
+            Reason::Assertion,
+            format!("body does not contain {needle:?}"),
+        ));
     }
-    if error.is_redirect() {
-        return (Reason::Protocol, detail);
+    if let Some(re) = &spec.body_regex
+        && !re.is_match(&text)
+    {
+        return Err(fail(
+            Reason::Assertion,
+            format!("body does not match /{re}/"),
+        ));
     }
-    let mut source = error.source();
-    while let Some(err) = source {
-        if err.downcast_ref::<rustls::Error>().is_some() {
-            return (Reason::Tls, detail);
+    if let Some(path) = &spec.json_path {
+        let json: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| fail(Reason::Assertion, format!("body is not JSON: {e}")))?;
+        let nodes = path.query(&json).all();
+        if nodes.is_empty() {
+            return Err(fail(Reason::Assertion, format!("{path} matches nothing")));
         }
-        // `io::Error::source()` skips the error it wraps, and the connector nests io errors
-        // (Other around InvalidData around rustls::Error), so descend with `get_ref()`.
-        let mut io = err.downcast_ref::<std::io::Error>();
-        while let Some(e) = io {
-            let inner = e.get_ref();
-            if inner.is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some()) {
-                return (Reason::Tls, detail);
-            }
-            match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => return (Reason::ConnectRefused, detail),
-                std::io::ErrorKind::TimedOut => return (Reason::ConnectTimeout, detail),
-                _ => {}
-            }
-            io = inner.and_then(|inner| inner.downcast_ref::<std::io::Error>());
+        if let Some(expected) = &spec.json_equals
+            && let Some(other) = nodes.iter().find(|n| **n != expected)
+        {
+            return Err(fail(
+                Reason::Assertion,
+                format!("{path} is {other}, not {expected}"),
+            ));
         }
-        if err.to_string().starts_with("dns error") {
-            return (Reason::Dns, detail);
-        }
-        source = err.source();
     }
-    if error.is_connect() {
-        (Reason::ConnectRefused, detail)
-    } else {
-        (Reason::Protocol, detail)
-    }
+    Ok(())
 }
 
 /// `error: cause: cause`, the way people read errors.
-fn error_chain(error: &reqwest::Error) -> String {
+fn error_chain(error: &dyn std::error::Error) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
     while let Some(err) = source {
@@ -350,9 +569,14 @@ mod tests {
             valid_status: vec![],
             body_contains: None,
             body_regex: None,
+            json_path: None,
+            json_equals: None,
             follow_redirects: true,
             tls_insecure: false,
+            ca_file: None,
+            cert_expiry_warning: None,
             max_body_bytes: None,
+            source_address: None,
         }
     }
 

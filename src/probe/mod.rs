@@ -2,11 +2,19 @@
 //!
 //! Each protocol has a `*ProbeConfig` (what the TOML says, strict) that validates into a
 //! `*Spec` (parsed URLs, compiled regexes), so a running probe can never hold an invalid
-//! config. [`Prober`] holds what probes share at run time (HTTP clients) and runs a spec
-//! against a deadline. A failed probe is a [`ProbeResult`] carrying one [`Reason`].
+//! config. [`Prober`] holds what probes share at run time (TLS client settings) and runs a
+//! spec against a deadline. A failed probe is a [`ProbeResult`] carrying one [`Reason`].
 
+mod conn;
+pub mod dns;
 pub mod http;
+pub mod icmp;
+pub mod imap;
+pub mod sip;
+pub mod smtp;
+pub mod target;
 pub mod tcp;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -25,6 +33,12 @@ pub const DEFAULT_MAX_READ_BYTES: u64 = 1024 * 1024;
 pub enum ProbeConfig {
     Http(http::HttpProbeConfig),
     Tcp(tcp::TcpProbeConfig),
+    Tls(tls::TlsProbeConfig),
+    Dns(dns::DnsProbeConfig),
+    Sip(sip::SipProbeConfig),
+    Imap(imap::ImapProbeConfig),
+    Smtp(smtp::SmtpProbeConfig),
+    Icmp(icmp::IcmpProbeConfig),
 }
 
 impl ProbeConfig {
@@ -35,6 +49,12 @@ impl ProbeConfig {
                 .build(path, issues)
                 .map(|spec| ProbeSpec::Http(Box::new(spec))),
             ProbeConfig::Tcp(c) => c.build(path, issues).map(ProbeSpec::Tcp),
+            ProbeConfig::Tls(c) => c.build(path, issues).map(ProbeSpec::Tls),
+            ProbeConfig::Dns(c) => c.build(path, issues).map(ProbeSpec::Dns),
+            ProbeConfig::Sip(c) => c.build(path, issues).map(ProbeSpec::Sip),
+            ProbeConfig::Imap(c) => c.build(path, issues).map(ProbeSpec::Imap),
+            ProbeConfig::Smtp(c) => c.build(path, issues).map(ProbeSpec::Smtp),
+            ProbeConfig::Icmp(c) => c.build(path, issues).map(ProbeSpec::Icmp),
         }
     }
 }
@@ -44,6 +64,12 @@ impl ProbeConfig {
 pub enum ProbeSpec {
     Http(Box<http::HttpSpec>),
     Tcp(tcp::TcpSpec),
+    Tls(tls::TlsSpec),
+    Dns(dns::DnsSpec),
+    Sip(sip::SipSpec),
+    Imap(imap::ImapSpec),
+    Smtp(smtp::SmtpSpec),
+    Icmp(icmp::IcmpSpec),
 }
 
 impl ProbeSpec {
@@ -52,6 +78,12 @@ impl ProbeSpec {
         match self {
             ProbeSpec::Http(_) => "http",
             ProbeSpec::Tcp(_) => "tcp",
+            ProbeSpec::Tls(_) => "tls",
+            ProbeSpec::Dns(_) => "dns",
+            ProbeSpec::Sip(_) => "sip",
+            ProbeSpec::Imap(_) => "imap",
+            ProbeSpec::Smtp(_) => "smtp",
+            ProbeSpec::Icmp(_) => "icmp",
         }
     }
 }
@@ -110,7 +142,8 @@ impl Reason {
     }
 }
 
-/// Time spent in each phase, where the protocol has it.
+/// Time spent in each phase, where the protocol has it (summed over redirects); `total` is
+/// the whole run. Durations, not offsets, so they map onto blackbox's per-phase series.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Phases {
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
@@ -121,6 +154,10 @@ pub struct Phases {
     pub tls: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
     pub first_byte: Option<Duration>,
+    /// ICMP echo round trip (blackbox's `rtt` phase; `dns` and `connect` are its `resolve`
+    /// and `setup`).
+    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub rtt: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
     pub total: Option<Duration>,
 }
@@ -144,6 +181,10 @@ pub struct ProbeResult {
     pub failure: Option<Failure>,
     pub latency: Duration,
     pub phases: Phases,
+    /// What the TLS handshake showed, when there was one (the last one, after redirects).
+    pub tls: Option<tls::TlsInfo>,
+    /// The final HTTP status, when an answer came (blackbox's `probe_http_status_code`).
+    pub http_status: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,6 +200,8 @@ impl ProbeResult {
             failure: None,
             latency,
             phases,
+            tls: None,
+            http_status: None,
         }
     }
 
@@ -170,24 +213,43 @@ impl ProbeResult {
             }),
             latency,
             phases: Phases::default(),
+            tls: None,
+            http_status: None,
+        }
+    }
+
+    /// A failure with the phases completed before it, as data for `/probe`.
+    pub(crate) fn failed(failure: Failure, latency: Duration, phases: Phases) -> Self {
+        Self {
+            failure: Some(failure),
+            latency,
+            phases,
+            tls: None,
+            http_status: None,
         }
     }
 
     pub fn is_ok(&self) -> bool {
         self.failure.is_none()
     }
+
+    /// A success whose certificate chain expires within the probe's `cert_expiry_warning`:
+    /// the target is degraded (SPEC §4), like a slow success.
+    pub fn cert_expiring(&self) -> bool {
+        self.is_ok() && self.tls.as_ref().is_some_and(|t| t.expiring)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProberError {
-    #[error("cannot build the HTTP client: {0}")]
-    HttpClient(#[from] reqwest::Error),
+    #[error("cannot load the system's CA certificates: {0}")]
+    SystemRoots(#[from] rustls::Error),
 }
 
 /// What probes share at run time.
 #[derive(Debug, Clone)]
 pub struct Prober {
-    http: http::HttpClients,
+    tls: tls::TlsClients,
 }
 
 /// Slack past the deadline before the outer guard cuts a probe that ignores its deadline.
@@ -196,7 +258,7 @@ const DEADLINE_GRACE: Duration = Duration::from_millis(50);
 impl Prober {
     pub fn new() -> Result<Self, ProberError> {
         Ok(Self {
-            http: http::HttpClients::new()?,
+            tls: tls::TlsClients::new()?,
         })
     }
 
@@ -206,8 +268,14 @@ impl Prober {
         let deadline = start + timeout;
         let run = async {
             match spec {
-                ProbeSpec::Http(s) => http::run(&self.http, s, deadline).await,
+                ProbeSpec::Http(s) => http::run(&self.tls, s, deadline).await,
                 ProbeSpec::Tcp(s) => tcp::run(s, deadline).await,
+                ProbeSpec::Tls(s) => tls::run(&self.tls, s, deadline).await,
+                ProbeSpec::Dns(s) => dns::run(s, deadline).await,
+                ProbeSpec::Sip(s) => sip::run(&self.tls, s, deadline).await,
+                ProbeSpec::Imap(s) => imap::run(&self.tls, s, deadline).await,
+                ProbeSpec::Smtp(s) => smtp::run(&self.tls, s, deadline).await,
+                ProbeSpec::Icmp(s) => icmp::run(s, deadline).await,
             }
         };
         match tokio::time::timeout_at(deadline + DEADLINE_GRACE, run).await {

@@ -1,12 +1,13 @@
 //! `tcp` probe: connect, optionally send a line and wait for an expected answer.
 
+use std::net::IpAddr;
+
 use regex::bytes::Regex;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::{DEFAULT_MAX_READ_BYTES, Phases, ProbeResult, Reason, regex_error};
+use super::{DEFAULT_MAX_READ_BYTES, Phases, ProbeResult, Reason, conn, regex_error};
 use crate::config::Issues;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -20,6 +21,9 @@ pub struct TcpProbeConfig {
     /// The peer's answer must match this regular expression before the deadline.
     #[serde(default)]
     pub expect_regex: Option<String>,
+    /// Local IP to connect from.
+    #[serde(default)]
+    pub source_address: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -27,6 +31,7 @@ pub struct TcpSpec {
     pub address: String,
     pub send: Option<Vec<u8>>,
     pub expect: Option<Regex>,
+    pub source_address: Option<IpAddr>,
 }
 
 impl TcpProbeConfig {
@@ -45,6 +50,7 @@ impl TcpProbeConfig {
                     None
                 }
             });
+        let source_address = conn::source_address(self.source_address.as_deref(), path, issues);
         if issues.len() > before {
             return None;
         }
@@ -52,6 +58,7 @@ impl TcpProbeConfig {
             address: self.address.clone(),
             send: self.send.as_ref().map(|s| s.as_bytes().to_vec()),
             expect,
+            source_address,
         })
     }
 }
@@ -77,38 +84,19 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
     let start = Instant::now();
     let mut phases = Phases::default();
 
-    let addrs =
-        match tokio::time::timeout_at(deadline, tokio::net::lookup_host(&spec.address)).await {
-            Err(_) => {
-                return ProbeResult::failure(Reason::Dns, "resolution timed out", start.elapsed());
-            }
-            Ok(Err(e)) => return ProbeResult::failure(Reason::Dns, e.to_string(), start.elapsed()),
-            Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
-        };
-    let Some(addr) = addrs.first().copied() else {
-        return ProbeResult::failure(Reason::Dns, "no address", start.elapsed());
+    let addr = match conn::resolve(&spec.address, spec.source_address, deadline).await {
+        Ok(addr) => addr,
+        Err(f) => return ProbeResult::failed(f, start.elapsed(), phases),
     };
     phases.dns = Some(start.elapsed());
 
     let connect_start = Instant::now();
-    let mut stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
-        Err(_) => {
-            return ProbeResult::failure(
-                Reason::ConnectTimeout,
-                format!("connect to {addr} timed out"),
-                start.elapsed(),
-            );
-        }
-        Ok(Err(e)) => {
-            let reason = match e.kind() {
-                std::io::ErrorKind::TimedOut => Reason::ConnectTimeout,
-                _ => Reason::ConnectRefused,
-            };
-            return ProbeResult::failure(reason, format!("{addr}: {e}"), start.elapsed());
-        }
-        Ok(Ok(s)) => s,
+    let mut stream = match conn::connect(addr, spec.source_address, deadline).await {
+        Ok(stream) => stream,
+        Err(f) => return ProbeResult::failed(f, start.elapsed(), phases),
     };
     phases.connect = Some(connect_start.elapsed());
+    let connected = Instant::now();
 
     if let Some(payload) = &spec.send {
         match tokio::time::timeout_at(deadline, stream.write_all(payload)).await {
@@ -154,7 +142,7 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
                     );
                 }
                 Ok(Ok(n)) => {
-                    first_byte.get_or_insert_with(|| start.elapsed());
+                    first_byte.get_or_insert_with(|| connected.elapsed());
                     received.extend_from_slice(&chunk[..n]);
                     if expect.is_match(&received) {
                         break;

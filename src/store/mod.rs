@@ -19,10 +19,10 @@ pub struct StorageConfig {
     /// SQLite database file; created when missing.
     #[serde(default = "default_sqlite")]
     pub sqlite: PathBuf,
-    /// How long raw results are kept (used by rollups).
+    /// How long per-minute rollups are kept (they stand in for raw results).
     #[serde(default = "default_raw_retention", with = "humantime_serde")]
     pub raw_retention: Duration,
-    /// How long per-minute/hour/day rollups are kept.
+    /// How long per-hour and per-day rollups are kept.
     #[serde(default = "default_rollup_retention", with = "humantime_serde")]
     pub rollup_retention: Duration,
 }

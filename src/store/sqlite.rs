@@ -1,5 +1,5 @@
 //! SQLite store: WAL, one writer thread batching writes in transactions, reads on the
-//! blocking pool. Holds target detector states and incidents (open and past).
+//! blocking pool. Holds target detector states, incidents (open and past) and rollups.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,11 @@ use crate::alert::AlertEvent;
 use crate::clock::Timestamp;
 use crate::detector::Detector;
 use crate::incident::{Change, Incident, IncidentStatus, PastIncident};
+use crate::rollup::{
+    ClosedMinute, Counters, DAY, DayHistory, HOUR, Histogram, HistogramError, LatencyPoint,
+    OpenMinute, Resolution, Seconds, ServiceHistory, Subject, UPTIME_WINDOWS, Uptime, cover,
+    status_from_rank, status_rank,
+};
 use crate::topology::MaintenanceWindow;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +34,8 @@ pub enum StoreError {
     Closed,
     #[error("stored time is not RFC 3339: {0}")]
     Time(String),
+    #[error("stored latency histogram: {0}")]
+    Histogram(#[from] HistogramError),
 }
 
 /// What a restart resumes from.
@@ -76,6 +83,12 @@ enum Write {
         last_sent: Option<Timestamp>,
     },
     DiscardReceiversExcept(Vec<String>),
+    Rollups(ClosedMinute),
+    /// Deletes minute rows starting before `minutes`, hour and day rows before `rollups`.
+    PruneRollups {
+        minutes: i64,
+        rollups: i64,
+    },
     Flush(oneshot::Sender<()>),
     /// Runs once every write queued before it is committed.
     Then(Box<dyn FnOnce() + Send>),
@@ -133,6 +146,54 @@ CREATE TABLE IF NOT EXISTS route (
     last_sent  TEXT NOT NULL,
     PRIMARY KEY (receiver, incident)
 );
+CREATE TABLE IF NOT EXISTS rollup_minute (
+    kind         INTEGER NOT NULL,  -- 0 target, 1 service
+    id           TEXT NOT NULL,
+    start        INTEGER NOT NULL,  -- Unix seconds, UTC
+    probes       INTEGER NOT NULL,
+    failures     INTEGER NOT NULL,
+    latency_sum  REAL NOT NULL,     -- seconds, successful probes
+    latency_max  REAL NOT NULL,
+    histogram    BLOB NOT NULL,     -- rollup::Histogram::to_bytes
+    observed     REAL NOT NULL,     -- seconds
+    downtime     REAL NOT NULL,
+    maintenance  REAL NOT NULL,
+    worst        INTEGER,           -- rollup::status_rank; NULL for targets
+    PRIMARY KEY (kind, id, start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollup_minute_start ON rollup_minute (start);
+CREATE TABLE IF NOT EXISTS rollup_hour (
+    kind         INTEGER NOT NULL,  -- 0 target, 1 service
+    id           TEXT NOT NULL,
+    start        INTEGER NOT NULL,  -- Unix seconds, UTC
+    probes       INTEGER NOT NULL,
+    failures     INTEGER NOT NULL,
+    latency_sum  REAL NOT NULL,     -- seconds, successful probes
+    latency_max  REAL NOT NULL,
+    histogram    BLOB NOT NULL,     -- rollup::Histogram::to_bytes
+    observed     REAL NOT NULL,     -- seconds
+    downtime     REAL NOT NULL,
+    maintenance  REAL NOT NULL,
+    worst        INTEGER,           -- rollup::status_rank; NULL for targets
+    PRIMARY KEY (kind, id, start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollup_hour_start ON rollup_hour (start);
+CREATE TABLE IF NOT EXISTS rollup_day (
+    kind         INTEGER NOT NULL,  -- 0 target, 1 service
+    id           TEXT NOT NULL,
+    start        INTEGER NOT NULL,  -- Unix seconds, UTC
+    probes       INTEGER NOT NULL,
+    failures     INTEGER NOT NULL,
+    latency_sum  REAL NOT NULL,     -- seconds, successful probes
+    latency_max  REAL NOT NULL,
+    histogram    BLOB NOT NULL,     -- rollup::Histogram::to_bytes
+    observed     REAL NOT NULL,     -- seconds
+    downtime     REAL NOT NULL,
+    maintenance  REAL NOT NULL,
+    worst        INTEGER,           -- rollup::status_rank; NULL for targets
+    PRIMARY KEY (kind, id, start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollup_day_start ON rollup_day (start);
 ";
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
@@ -346,6 +407,100 @@ impl Store {
         .await
     }
 
+    /// Adds a closed minute into its minute, hour and day rows.
+    pub fn save_rollups(&self, minute: ClosedMinute) {
+        let _ = self.writes.send(Write::Rollups(minute));
+    }
+
+    /// Deletes minute rows that start more than `raw_retention` before `now`, and hour and
+    /// day rows more than `rollup_retention` before.
+    pub fn prune_rollups(
+        &self,
+        now: Timestamp,
+        raw_retention: std::time::Duration,
+        rollup_retention: std::time::Duration,
+    ) {
+        let before = |d: std::time::Duration| {
+            now.timestamp()
+                .saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        };
+        let _ = self.writes.send(Write::PruneRollups {
+            minutes: before(raw_retention),
+            rollups: before(rollup_retention),
+        });
+    }
+
+    /// Uptime of every service with data, over each of [`UPTIME_WINDOWS`] ending now: the
+    /// stored rows before the open minute, at the coarsest resolution that fits (whole days
+    /// from day rows, their edges from hour rows, the edges of those from minute rows; see
+    /// [`cover`]), plus the open minute itself. Precise to the minute while minute rows are
+    /// kept (`raw_retention`); a window starting earlier misses its first part-hour.
+    pub async fn uptimes(
+        &self,
+        now: Timestamp,
+        open: OpenMinute,
+    ) -> Result<HashMap<String, Uptime>, StoreError> {
+        self.read(move |conn| {
+            let end = open
+                .start
+                .unwrap_or_else(|| Resolution::Minute.floor(now.timestamp()));
+            let mut sums: HashMap<String, [Seconds; 4]> = HashMap::new();
+            for (w, window) in UPTIME_WINDOWS.into_iter().enumerate() {
+                for (resolution, from, to) in cover(end - window, end) {
+                    let mut stmt = conn.prepare_cached(&format!(
+                        "SELECT id, SUM(observed), SUM(downtime), SUM(maintenance) FROM {}
+                         WHERE kind = ?1 AND start >= ?2 AND start < ?3 GROUP BY id",
+                        table(resolution)
+                    ))?;
+                    let rows = stmt.query_map(params![Subject::Service.code(), from, to], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            Seconds {
+                                observed: r.get(1)?,
+                                down: r.get(2)?,
+                                maintenance: r.get(3)?,
+                            },
+                        ))
+                    })?;
+                    for row in rows {
+                        let (id, seconds) = row?;
+                        sums.entry(id).or_default()[w].add(seconds);
+                    }
+                }
+                for (id, seconds) in &open.services {
+                    sums.entry(id.clone()).or_default()[w].add(*seconds);
+                }
+            }
+            Ok(sums
+                .into_iter()
+                .map(|(id, windows)| (id, Uptime::of(&windows)))
+                .collect())
+        })
+        .await
+    }
+
+    /// One service's last 90 days and 24 hours (see [`ServiceHistory`]). From stored rows
+    /// only, so it lags the live status by up to a minute.
+    pub async fn service_history(
+        &self,
+        service: String,
+        now: Timestamp,
+    ) -> Result<ServiceHistory, StoreError> {
+        let mut one = self.services_history(vec![service], now).await?;
+        Ok(one.pop().expect("one history per service asked for"))
+    }
+
+    /// [`Store::service_history`] of several services in one read, in the order given: a
+    /// page showing them all scans the incidents once.
+    pub async fn services_history(
+        &self,
+        services: Vec<String>,
+        now: Timestamp,
+    ) -> Result<Vec<ServiceHistory>, StoreError> {
+        self.read(move |conn| read_history(conn, &services, now))
+            .await
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -421,6 +576,194 @@ fn read_maintenances(
     }
     out.sort_by(|a, b| (a.starts_at, &a.id).cmp(&(b.starts_at, &b.id)));
     Ok(out)
+}
+
+fn table(resolution: Resolution) -> &'static str {
+    match resolution {
+        Resolution::Minute => "rollup_minute",
+        Resolution::Hour => "rollup_hour",
+        Resolution::Day => "rollup_day",
+    }
+}
+
+/// Days in [`ServiceHistory::days`].
+const HISTORY_DAYS: i64 = 90;
+
+/// An incident as far as a service's history needs it.
+#[derive(serde::Deserialize)]
+struct IncidentSpan {
+    id: String,
+    onset_at: Timestamp,
+    resolved_at: Option<Timestamp>,
+    services: HashMap<String, serde::de::IgnoredAny>,
+}
+
+fn read_history(
+    conn: &Connection,
+    services: &[String],
+    now: Timestamp,
+) -> Result<Vec<ServiceHistory>, StoreError> {
+    let today = Resolution::Day.floor(now.timestamp());
+    let first_day = today - (HISTORY_DAYS - 1) * DAY;
+    let first_hour = Resolution::Hour.floor(now.timestamp()) - 23 * HOUR;
+    // The incident table has no time column: every body is read, once for all services.
+    let mut spans = Vec::new();
+    let mut stmt = conn.prepare("SELECT body FROM incident ORDER BY seq")?;
+    for body in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        let span: IncidentSpan = serde_json::from_str(&body?)?;
+        if span.resolved_at.is_none_or(|t| t.timestamp() >= first_day) {
+            spans.push(span);
+        }
+    }
+    let mut days = conn.prepare_cached(
+        "SELECT start, observed, downtime, maintenance, worst FROM rollup_day
+         WHERE kind = ?1 AND id = ?2 AND start >= ?3",
+    )?;
+    let mut hours = conn.prepare_cached(
+        "SELECT start, probes, failures, latency_sum, latency_max, histogram FROM rollup_hour
+         WHERE kind = ?1 AND id = ?2 AND start >= ?3",
+    )?;
+    let mut out = Vec::with_capacity(services.len());
+    for service in services {
+        let key = (Subject::Service.code(), service);
+        let mut stored: HashMap<i64, (Seconds, Option<i64>)> = HashMap::new();
+        for row in days.query_map(params![key.0, key.1, first_day], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                Seconds {
+                    observed: r.get(1)?,
+                    down: r.get(2)?,
+                    maintenance: r.get(3)?,
+                },
+                r.get::<_, Option<i64>>(4)?,
+            ))
+        })? {
+            let (start, seconds, worst) = row?;
+            stored.insert(start, (seconds, worst));
+        }
+        let mine: Vec<&IncidentSpan> = spans
+            .iter()
+            .filter(|s| s.services.contains_key(service))
+            .collect();
+        let days = (0..HISTORY_DAYS)
+            .map(|i| {
+                let start = first_day + i * DAY;
+                let (seconds, worst) = stored.get(&start).copied().unwrap_or_default();
+                DayHistory {
+                    date: utc(start).date_naive(),
+                    uptime: seconds.uptime(),
+                    worst_status: worst.and_then(status_from_rank),
+                    observed_seconds: seconds.observed,
+                    downtime_seconds: seconds.down,
+                    maintenance_seconds: seconds.maintenance,
+                    incidents: mine
+                        .iter()
+                        .filter(|s| {
+                            s.onset_at.timestamp() < start + DAY
+                                && s.resolved_at.unwrap_or(now).timestamp() >= start
+                        })
+                        .map(|s| s.id.clone())
+                        .collect(),
+                }
+            })
+            .collect();
+        let mut stored: HashMap<i64, Counters> = HashMap::new();
+        for row in hours.query_map(params![key.0, key.1, first_hour], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, f64>(3)?,
+                r.get::<_, f64>(4)?,
+                r.get::<_, Vec<u8>>(5)?,
+            ))
+        })? {
+            let (start, probes, failures, latency_sum, latency_max, histogram) = row?;
+            let counters = Counters {
+                probes: probes as u64,
+                failures: failures as u64,
+                latency_sum,
+                latency_max,
+                latency: Histogram::from_bytes(&histogram)?,
+                ..Counters::default()
+            };
+            stored.insert(start, counters);
+        }
+        let latency = (0..24)
+            .map(|i| {
+                let start = first_hour + i * HOUR;
+                LatencyPoint::of(start, stored.get(&start).unwrap_or(&Counters::default()))
+            })
+            .collect();
+        out.push(ServiceHistory {
+            service: service.clone(),
+            days,
+            latency,
+        });
+    }
+    Ok(out)
+}
+
+/// Adds each row into its minute, hour and day rows: sums add, maxima and the worst status
+/// keep the larger, histograms add bucket by bucket (merged here: SQL cannot).
+fn write_rollups(tx: &Connection, minute: &ClosedMinute) -> Result<(), StoreError> {
+    for resolution in Resolution::ALL {
+        let table = table(resolution);
+        let start = resolution.floor(minute.start);
+        let mut existing = tx.prepare_cached(&format!(
+            "SELECT histogram FROM {table} WHERE kind = ?1 AND id = ?2 AND start = ?3"
+        ))?;
+        let mut upsert = tx.prepare_cached(&format!(
+            "INSERT INTO {table} (kind, id, start, probes, failures, latency_sum, latency_max,
+                histogram, observed, downtime, maintenance, worst)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (kind, id, start) DO UPDATE SET
+                probes = probes + excluded.probes,
+                failures = failures + excluded.failures,
+                latency_sum = latency_sum + excluded.latency_sum,
+                latency_max = MAX(latency_max, excluded.latency_max),
+                histogram = excluded.histogram,
+                observed = observed + excluded.observed,
+                downtime = downtime + excluded.downtime,
+                maintenance = maintenance + excluded.maintenance,
+                worst = NULLIF(MAX(COALESCE(worst, -1), COALESCE(excluded.worst, -1)), -1)"
+        ))?;
+        for row in &minute.rows {
+            let kind = row.subject.code();
+            let c = &row.counters;
+            let mut histogram = c.latency.clone();
+            let stored: Option<Vec<u8>> = existing
+                .query_row(params![kind, row.id, start], |r| r.get(0))
+                .optional()?;
+            if let Some(bytes) = stored {
+                // A damaged row must not make the batch (incidents, alerts) fail with it.
+                match Histogram::from_bytes(&bytes) {
+                    Ok(h) => histogram.merge(&h),
+                    Err(e) => tracing::warn!(error = %e, table, id = %row.id, start,
+                        "replacing a damaged latency histogram"),
+                }
+            }
+            upsert.execute(params![
+                kind,
+                row.id,
+                start,
+                c.probes as i64,
+                c.failures as i64,
+                c.latency_sum,
+                c.latency_max,
+                histogram.to_bytes(),
+                c.time.observed,
+                c.time.down,
+                c.time.maintenance,
+                c.worst.map(status_rank),
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+fn utc(unix: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp(unix, 0).expect("a stored start is a valid time")
 }
 
 fn time_text(t: Timestamp) -> String {
@@ -569,6 +912,12 @@ fn write_batch(
                     );
                 }
             }
+            Write::Rollups(minute) => write_rollups(&tx, &minute)?,
+            Write::PruneRollups { minutes, rollups } => {
+                tx.execute("DELETE FROM rollup_minute WHERE start < ?1", [minutes])?;
+                tx.execute("DELETE FROM rollup_hour WHERE start < ?1", [rollups])?;
+                tx.execute("DELETE FROM rollup_day WHERE start < ?1", [rollups])?;
+            }
             Write::Flush(done) => after.push(Box::new(move || {
                 let _ = done.send(());
             })),
@@ -577,4 +926,256 @@ fn write_batch(
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::ComponentStatus;
+    use crate::rollup::Row;
+
+    fn t(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn service(id: &str, latencies: &[f64], failures: u64, time: Seconds) -> Row {
+        let mut counters = Counters {
+            probes: latencies.len() as u64 + failures,
+            failures,
+            time,
+            ..Counters::default()
+        };
+        for &l in latencies {
+            counters.latency_sum += l;
+            counters.latency_max = counters.latency_max.max(l);
+            counters.latency.record(l);
+        }
+        Row {
+            subject: Subject::Service,
+            id: id.to_string(),
+            counters,
+        }
+    }
+
+    fn seconds(observed: f64, down: f64, maintenance: f64) -> Seconds {
+        Seconds {
+            observed,
+            down,
+            maintenance,
+        }
+    }
+
+    fn minute(start: &str, rows: Vec<Row>) -> ClosedMinute {
+        ClosedMinute {
+            start: t(start).timestamp(),
+            rows,
+        }
+    }
+
+    async fn count(store: &Store, table: &'static str, start: &str) -> i64 {
+        let start = t(start).timestamp();
+        store
+            .read(move |c| {
+                Ok(c.query_row(
+                    &format!("SELECT COUNT(*) FROM {table} WHERE start = ?1"),
+                    [start],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn minutes_add_up_into_hour_and_day_rows_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path().join("t.db")).await.unwrap();
+        let mut before_midnight = service("voicemail", &[0.1], 1, seconds(60.0, 30.0, 0.0));
+        before_midnight.counters.worst = Some(ComponentStatus::MajorOutage);
+        let mut first_part = service("voicemail", &[0.2, 0.2, 0.4], 0, seconds(60.0, 0.0, 0.0));
+        first_part.counters.worst = Some(ComponentStatus::DegradedPerformance);
+        let mut second_part = service("voicemail", &[0.8], 0, seconds(20.0, 0.0, 20.0));
+        second_part.counters.worst = Some(ComponentStatus::Operational);
+        let target = Row {
+            subject: Subject::Target,
+            id: "voicemail".into(), // same id, other subject: kept apart
+            counters: Counters {
+                probes: 7,
+                time: seconds(60.0, 60.0, 0.0),
+                ..Counters::default()
+            },
+        };
+        store.save_rollups(minute("2026-03-01T23:59:00Z", vec![before_midnight]));
+        store.save_rollups(minute("2026-03-02T00:01:00Z", vec![first_part, target]));
+        // The rest of the same minute, as after a restart.
+        store.save_rollups(minute("2026-03-02T00:01:00Z", vec![second_part]));
+        store.flush().await.unwrap();
+        assert_eq!(
+            count(&store, "rollup_minute", "2026-03-02T00:01:00Z").await,
+            2
+        );
+        assert_eq!(
+            count(&store, "rollup_hour", "2026-03-02T00:00:00Z").await,
+            2
+        );
+        assert_eq!(count(&store, "rollup_day", "2026-03-01T00:00:00Z").await, 1);
+
+        let now = t("2026-03-02T00:05:30Z");
+        let history = store
+            .service_history("voicemail".into(), now)
+            .await
+            .unwrap();
+        assert_eq!(history.days.len(), 90);
+        let today = &history.days[89];
+        assert_eq!(today.date.to_string(), "2026-03-02");
+        assert_eq!(today.observed_seconds, 80.0);
+        assert_eq!(today.maintenance_seconds, 20.0);
+        assert_eq!(today.uptime, Some(1.0));
+        assert_eq!(
+            today.worst_status,
+            Some(ComponentStatus::DegradedPerformance)
+        );
+        let yesterday = &history.days[88];
+        assert_eq!(yesterday.date.to_string(), "2026-03-01");
+        assert_eq!(yesterday.uptime, Some(0.5));
+        assert_eq!(yesterday.worst_status, Some(ComponentStatus::MajorOutage));
+        assert!(
+            history.days[..88]
+                .iter()
+                .all(|d| d.uptime.is_none() && d.worst_status.is_none())
+        );
+
+        assert_eq!(history.latency.len(), 24);
+        let hour = &history.latency[23];
+        assert_eq!(hour.start, t("2026-03-02T00:00:00Z"));
+        assert_eq!((hour.probes, hour.failures), (4, 0));
+        assert!((hour.avg_seconds.unwrap() - 0.4).abs() < 1e-9);
+        assert_eq!(hour.max_seconds, Some(0.8));
+        let p95 = hour.p95_seconds.unwrap();
+        assert!(
+            (p95 / 0.8 - 1.0).abs() <= 0.0906,
+            "p95 {p95} from merged histograms"
+        );
+        let last_hour = &history.latency[22];
+        assert_eq!((last_hour.probes, last_hour.failures), (2, 1));
+        assert_eq!(history.latency[0].probes, 0);
+        assert_eq!(history.latency[0].avg_seconds, None);
+
+        let open = OpenMinute {
+            start: Some(t("2026-03-02T00:05:00Z").timestamp()),
+            services: HashMap::from([("voicemail".to_string(), seconds(10.0, 10.0, 0.0))]),
+        };
+        let uptimes = store.uptimes(now, open).await.unwrap();
+        let expected = 1.0 - (30.0 + 10.0) / (60.0 + 80.0 - 20.0 + 10.0);
+        for window in [uptimes["voicemail"].last_24h, uptimes["voicemail"].last_90d] {
+            assert!((window.unwrap() - expected).abs() < 1e-9, "{window:?}");
+        }
+        assert!(!uptimes.contains_key("web"));
+    }
+
+    #[tokio::test]
+    async fn uptime_windows_read_each_stretch_once_at_the_coarsest_resolution() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path().join("t.db")).await.unwrap();
+        // Down for one minute 3 days ago (in the 7d window, not the 24h one), and for one
+        // minute 12 minutes ago (in both, read from minute rows).
+        for (start, down) in [
+            ("2026-02-27T08:30:00Z", 60.0),
+            ("2026-03-02T09:48:00Z", 60.0),
+            ("2026-03-02T09:49:00Z", 0.0),
+        ] {
+            store.save_rollups(minute(
+                start,
+                vec![service("web", &[], 0, seconds(60.0, down, 0.0))],
+            ));
+        }
+        store.flush().await.unwrap();
+        let now = t("2026-03-02T10:00:10Z");
+        let uptimes = store.uptimes(now, OpenMinute::default()).await.unwrap();
+        let web = uptimes["web"];
+        assert_eq!(web.last_24h, Some(0.5));
+        assert_eq!(web.last_7d, Some(1.0 - 120.0 / 180.0));
+        assert_eq!(web.last_90d, web.last_7d);
+    }
+
+    #[tokio::test]
+    async fn retention_removes_old_rows_and_keeps_recent_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path().join("t.db")).await.unwrap();
+        let row = || vec![service("web", &[0.01], 0, seconds(60.0, 0.0, 0.0))];
+        store.save_rollups(minute("2025-01-01T12:00:00Z", row()));
+        store.save_rollups(minute("2026-03-02T07:00:00Z", row()));
+        store.save_rollups(minute("2026-03-02T09:40:00Z", row()));
+        let hour = std::time::Duration::from_secs(3600);
+        store.prune_rollups(t("2026-03-02T10:00:00Z"), hour, 30 * 24 * hour);
+        store.flush().await.unwrap();
+
+        assert_eq!(
+            count(&store, "rollup_minute", "2026-03-02T09:40:00Z").await,
+            1
+        );
+        assert_eq!(
+            count(&store, "rollup_minute", "2026-03-02T07:00:00Z").await,
+            0
+        );
+        assert_eq!(
+            count(&store, "rollup_hour", "2026-03-02T07:00:00Z").await,
+            1
+        );
+        assert_eq!(count(&store, "rollup_day", "2026-03-02T00:00:00Z").await, 1);
+        assert_eq!(
+            count(&store, "rollup_minute", "2025-01-01T12:00:00Z").await,
+            0
+        );
+        assert_eq!(
+            count(&store, "rollup_hour", "2025-01-01T12:00:00Z").await,
+            0
+        );
+        assert_eq!(count(&store, "rollup_day", "2025-01-01T00:00:00Z").await, 0);
+    }
+
+    #[tokio::test]
+    async fn history_lists_the_incidents_touching_each_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path().join("t.db")).await.unwrap();
+        let incidents = [
+            // Across midnight into the first of March.
+            r#"{"id":"inc-1","onset_at":"2026-02-28T23:50:00Z","resolved_at":"2026-03-01T00:10:00Z","services":{"voicemail":{}}}"#,
+            // Still open.
+            r#"{"id":"inc-2","onset_at":"2026-03-02T00:01:00Z","resolved_at":null,"services":{"voicemail":{},"web":{}}}"#,
+            r#"{"id":"inc-3","onset_at":"2026-03-01T05:00:00Z","resolved_at":"2026-03-01T06:00:00Z","services":{"web":{}}}"#,
+            // Over before the 90 days.
+            r#"{"id":"inc-0","onset_at":"2025-06-01T00:00:00Z","resolved_at":"2025-06-01T01:00:00Z","services":{"voicemail":{}}}"#,
+        ];
+        store
+            .read(move |c| {
+                for (seq, body) in incidents.iter().enumerate() {
+                    c.execute(
+                        "INSERT INTO incident (id, seq, status, services, body)
+                         VALUES (?1, ?2, 'resolved', '', ?3)",
+                        params![format!("x{seq}"), seq as i64, body],
+                    )?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let now = t("2026-03-02T12:00:00Z");
+        let all = store
+            .services_history(vec!["voicemail".into(), "web".into()], now)
+            .await
+            .unwrap();
+        let ids = |h: &ServiceHistory, i: usize| h.days[i].incidents.join(",");
+        let (vm, web) = (&all[0], &all[1]);
+        assert_eq!(
+            (vm.service.as_str(), web.service.as_str()),
+            ("voicemail", "web")
+        );
+        assert_eq!(ids(vm, 87), "inc-1"); // 2026-02-28
+        assert_eq!(ids(vm, 88), "inc-1");
+        assert_eq!(ids(vm, 89), "inc-2");
+        assert_eq!(ids(web, 88), "inc-3");
+        assert_eq!(ids(web, 89), "inc-2");
+        assert!(vm.days[..87].iter().all(|d| d.incidents.is_empty()));
+    }
 }

@@ -1,0 +1,271 @@
+//! What the connection-based probes share: resolving and connecting from an optional source
+//! address, and a line reader that bounds both line length and total bytes, so a hostile
+//! peer costs at most the deadline and a fixed amount of memory. Every step fails with a
+//! [`Failure`] already classified.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::Instant;
+
+use super::tls::{self, TlsClients, Trust};
+use super::{DEFAULT_MAX_READ_BYTES, Failure, Reason};
+use crate::config::Issues;
+
+/// One step of a probe session: its value, or the classified failure that ends the probe.
+pub(crate) type Step<T> = Result<T, Failure>;
+
+pub(crate) fn fail(reason: Reason, detail: impl Into<String>) -> Failure {
+    Failure {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+/// Longest line accepted from a peer. Real greetings and capability lists are far shorter;
+/// a longer line is a broken or hostile peer, not something to buffer.
+pub(crate) const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Validates the optional `source_address` key: a local IP literal, no port.
+pub(crate) fn source_address(
+    value: Option<&str>,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<IpAddr> {
+    let value = value?;
+    match value.parse::<IpAddr>() {
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            issues.push(
+                format!("{path}.source_address"),
+                format!("`{value}` is not an IP address"),
+            );
+            None
+        }
+    }
+}
+
+/// The `ca_file` / `tls_insecure` pair of keys, read as the `http` probe reads them.
+pub(crate) fn trust(
+    ca_file: Option<&Path>,
+    insecure: bool,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<Trust> {
+    match (ca_file, insecure) {
+        (Some(_), true) => {
+            issues.push(
+                format!("{path}.tls_insecure"),
+                "set `ca_file` or `tls_insecure`, not both",
+            );
+            None
+        }
+        (Some(file), false) => tls::ca_file_client(file, &[], path, issues).map(Trust::CaFile),
+        (None, true) => Some(Trust::Insecure),
+        (None, false) => Some(Trust::System),
+    }
+}
+
+/// The client config for a non-HTTP session. ALPN is cleared because a client offering
+/// only HTTP protocols is refused by strict servers (Exim answers `no_application_protocol`).
+pub(crate) fn tls_config(clients: &TlsClients, trust: &Trust) -> Arc<ClientConfig> {
+    let config = clients.config(trust, false);
+    if config.alpn_protocols.is_empty() {
+        return config;
+    }
+    let mut plain = (*config).clone();
+    plain.alpn_protocols.clear();
+    Arc::new(plain)
+}
+
+/// Resolves `host:port`, preferring an address of the source address's family (a socket
+/// bound to an IPv4 address cannot reach an IPv6 peer).
+pub(crate) async fn resolve(
+    address: &str,
+    source: Option<IpAddr>,
+    deadline: Instant,
+) -> Step<SocketAddr> {
+    let addrs = match tokio::time::timeout_at(deadline, tokio::net::lookup_host(address)).await {
+        Err(_) => return Err(fail(Reason::Dns, format!("resolving {address} timed out"))),
+        Ok(Err(e)) => return Err(fail(Reason::Dns, format!("{address}: {e}"))),
+        Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
+    };
+    let wanted = |a: &&SocketAddr| source.is_none_or(|s| s.is_ipv4() == a.is_ipv4());
+    match addrs.iter().find(wanted).or(addrs.first()) {
+        Some(addr) => Ok(*addr),
+        None => Err(fail(Reason::Dns, format!("{address}: no address"))),
+    }
+}
+
+/// Connects over TCP, from `source` when given.
+pub(crate) async fn connect(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    deadline: Instant,
+) -> Step<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    };
+    let socket = socket.map_err(|e| fail(Reason::Internal, format!("socket: {e}")))?;
+    if let Some(ip) = source {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .map_err(|e| fail(Reason::Internal, format!("bind to {ip}: {e}")))?;
+    }
+    match tokio::time::timeout_at(deadline, socket.connect(addr)).await {
+        Err(_) => Err(fail(
+            Reason::ConnectTimeout,
+            format!("connect to {addr} timed out"),
+        )),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+            Err(fail(Reason::ConnectTimeout, format!("{addr}: {e}")))
+        }
+        Ok(Err(e)) => Err(fail(Reason::ConnectRefused, format!("{addr}: {e}"))),
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
+/// A line-oriented session over any stream: reads lines of at most [`MAX_LINE_BYTES`] and
+/// at most [`DEFAULT_MAX_READ_BYTES`] in all, each wait bounded by the deadline.
+pub(crate) struct Lines<S> {
+    stream: S,
+    pending: Vec<u8>,
+    read: u64,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
+    pub(crate) fn new(stream: S) -> Self {
+        Self {
+            stream,
+            pending: Vec::new(),
+            read: 0,
+        }
+    }
+
+    /// The next line without its CRLF (or bare LF). `waiting_for` names what the line
+    /// should be, for the failure detail.
+    pub(crate) async fn line(&mut self, deadline: Instant, waiting_for: &str) -> Step<Vec<u8>> {
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.pending.drain(..=end).collect();
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(line);
+            }
+            if self.pending.len() > MAX_LINE_BYTES {
+                return Err(fail(
+                    Reason::Protocol,
+                    format!(
+                        "a line longer than {MAX_LINE_BYTES} bytes while waiting for {waiting_for}"
+                    ),
+                ));
+            }
+            self.fill(deadline, waiting_for).await?;
+        }
+    }
+
+    /// Reads and discards exactly `n` bytes (a message body nobody needs).
+    pub(crate) async fn skip(&mut self, mut n: u64, deadline: Instant, what: &str) -> Step<()> {
+        loop {
+            let here = n.min(self.pending.len() as u64) as usize;
+            self.pending.drain(..here);
+            n -= here as u64;
+            if n == 0 {
+                return Ok(());
+            }
+            self.fill(deadline, what).await?;
+        }
+    }
+
+    async fn fill(&mut self, deadline: Instant, waiting_for: &str) -> Step<()> {
+        let mut chunk = [0u8; 4096];
+        let n = match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+            Err(_) => {
+                return Err(fail(
+                    Reason::Timeout,
+                    format!(
+                        "no complete answer before the deadline while waiting for {waiting_for}"
+                    ),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(fail(
+                    Reason::Protocol,
+                    format!("read while waiting for {waiting_for}: {e}"),
+                ));
+            }
+            Ok(Ok(0)) => {
+                return Err(fail(
+                    Reason::Protocol,
+                    format!("connection closed while waiting for {waiting_for}"),
+                ));
+            }
+            Ok(Ok(n)) => n,
+        };
+        self.read += n as u64;
+        if self.read > DEFAULT_MAX_READ_BYTES {
+            return Err(fail(
+                Reason::Protocol,
+                format!(
+                    "read more than {DEFAULT_MAX_READ_BYTES} bytes while waiting for {waiting_for}"
+                ),
+            ));
+        }
+        self.pending.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    /// Writes `bytes` in full before the deadline.
+    pub(crate) async fn send(&mut self, bytes: &[u8], deadline: Instant, what: &str) -> Step<()> {
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout_at(deadline, write).await {
+            Err(_) => Err(fail(Reason::Timeout, format!("sending {what} timed out"))),
+            Ok(Err(e)) => Err(fail(Reason::Protocol, format!("sending {what}: {e}"))),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+
+    /// The stream, for a TLS upgrade. Bytes the peer sent ahead of the handshake would be
+    /// taken as protected when they were not (the STARTTLS injection of CVE-2011-0411), so
+    /// they fail the probe.
+    pub(crate) fn into_stream_for_tls(self) -> Step<S> {
+        if self.pending.is_empty() {
+            Ok(self.stream)
+        } else {
+            Err(fail(
+                Reason::Protocol,
+                "the server sent data before the TLS handshake",
+            ))
+        }
+    }
+
+    /// Closes the write side; a peer slow to acknowledge does not hold the probe.
+    pub(crate) async fn shutdown(mut self, deadline: Instant) {
+        let _ = tokio::time::timeout_at(deadline, self.stream.shutdown()).await;
+    }
+}
+
+/// A line for a failure detail: lossy UTF-8, control characters escaped, at most 120 chars.
+pub(crate) fn excerpt(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let mut out: String = text
+        .chars()
+        .take(120)
+        .flat_map(char::escape_debug)
+        .collect();
+    if text.chars().count() > 120 {
+        out.push('…');
+    }
+    out
+}

@@ -1,0 +1,373 @@
+//! `imap` probe: log in and SELECT a mailbox, the check behind visual voicemail. The few
+//! commands needed (STARTTLS, LOGIN, SELECT, LOGOUT) are written by hand (RFC 3501).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use rustls::pki_types::ServerName;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::conn::{self, Lines, Step, excerpt, fail};
+use super::tls::{self, TlsClients, TlsInfo, Trust};
+use super::{Phases, ProbeResult, Reason};
+use crate::alert::read_secret_file;
+use crate::config::Issues;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapProbeConfig {
+    /// `host:port`; IPv6 literals in brackets.
+    pub address: String,
+    /// `implicit` (port 993, the default), `starttls` or `none`.
+    #[serde(default)]
+    pub tls: ImapTls,
+    /// Login name.
+    pub username: String,
+    /// File holding the password (surrounding white space trimmed).
+    pub password_file: PathBuf,
+    /// Mailbox to SELECT after login.
+    #[serde(default = "default_mailbox")]
+    pub mailbox: String,
+    /// Local IP to connect from (multi-homed probe hosts).
+    #[serde(default)]
+    pub source_address: Option<String>,
+    /// PEM file of the CAs to trust instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate (lab endpoints).
+    #[serde(default)]
+    pub tls_insecure: bool,
+}
+
+fn default_mailbox() -> String {
+    "INBOX".to_string()
+}
+
+/// How the session gets encrypted. Implicit by default, so that a password never crosses
+/// the network in clear unless the operator asks for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImapTls {
+    #[default]
+    Implicit,
+    Starttls,
+    None,
+}
+
+/// A password that never shows up in `Debug` output (specs end up in logs).
+#[derive(Clone)]
+pub struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(…)")
+    }
+}
+
+/// A validated IMAP probe.
+#[derive(Debug, Clone)]
+pub struct ImapSpec {
+    pub address: String,
+    pub tls: ImapTls,
+    /// Server name and trust; set unless `tls = "none"`.
+    pub tls_client: Option<(ServerName<'static>, Trust)>,
+    pub username: String,
+    pub password: Password,
+    pub mailbox: String,
+    pub source_address: Option<IpAddr>,
+}
+
+impl ImapProbeConfig {
+    pub fn build(&self, path: &str, issues: &mut Issues) -> Option<ImapSpec> {
+        let before = issues.len();
+        let host = match super::tcp::check_host_port(&self.address) {
+            Ok(()) => self.address.rsplit_once(':').map(|(host, _)| host),
+            Err(e) => {
+                issues.push(format!("{path}.address"), e);
+                None
+            }
+        };
+        if self.username.is_empty() {
+            issues.push(format!("{path}.username"), "must not be empty");
+        }
+        let password = match read_secret_file(&self.password_file) {
+            Ok(p) => Some(Password(p)),
+            Err(e) => {
+                issues.push(format!("{path}.password_file"), e);
+                None
+            }
+        };
+        if self.mailbox.is_empty() {
+            issues.push(format!("{path}.mailbox"), "must not be empty");
+        }
+        let source_address = conn::source_address(self.source_address.as_deref(), path, issues);
+        let tls_client = if self.tls == ImapTls::None {
+            if self.ca_file.is_some() || self.tls_insecure {
+                issues.push(
+                    path.to_string(),
+                    "`ca_file` and `tls_insecure` need tls = \"implicit\" or \"starttls\"",
+                );
+            }
+            None
+        } else {
+            let name = host.and_then(|host| {
+                let name = tls::server_name(host);
+                if name.is_none() {
+                    issues.push(
+                        format!("{path}.address"),
+                        format!("`{host}` is not a valid TLS server name"),
+                    );
+                }
+                name
+            });
+            let trust = conn::trust(self.ca_file.as_deref(), self.tls_insecure, path, issues);
+            name.zip(trust)
+        };
+        if issues.len() > before {
+            return None;
+        }
+        Some(ImapSpec {
+            address: self.address.clone(),
+            tls: self.tls,
+            tls_client,
+            username: self.username.clone(),
+            password: password?,
+            mailbox: self.mailbox.clone(),
+            source_address,
+        })
+    }
+}
+
+pub async fn run(clients: &TlsClients, spec: &ImapSpec, deadline: Instant) -> ProbeResult {
+    let start = Instant::now();
+    let mut phases = Phases::default();
+    let mut tls_info = None;
+    let outcome = session(clients, spec, deadline, start, &mut phases, &mut tls_info).await;
+    let total = start.elapsed();
+    let mut result = match outcome {
+        Ok(()) => {
+            phases.total = Some(total);
+            ProbeResult::success(total, phases)
+        }
+        Err(failure) => ProbeResult::failed(failure, total, phases),
+    };
+    result.tls = tls_info;
+    result
+}
+
+async fn session(
+    clients: &TlsClients,
+    spec: &ImapSpec,
+    deadline: Instant,
+    start: Instant,
+    phases: &mut Phases,
+    tls_info: &mut Option<TlsInfo>,
+) -> Step<()> {
+    let peer = conn::resolve(&spec.address, spec.source_address, deadline).await?;
+    phases.dns = Some(start.elapsed());
+    let connect_start = Instant::now();
+    let stream = conn::connect(peer, spec.source_address, deadline).await?;
+    phases.connect = Some(connect_start.elapsed());
+    let Some((name, trust)) = &spec.tls_client else {
+        let mut lines = Lines::new(stream);
+        let greeting = greeting(&mut lines, deadline, start, phases).await?;
+        return authenticated(lines, spec, greeting, deadline).await;
+    };
+    let config = conn::tls_config(clients, trust);
+    if spec.tls == ImapTls::Implicit {
+        let tls_start = Instant::now();
+        let (stream, info) = tls::handshake(config, name.clone(), stream, None, deadline).await?;
+        phases.tls = Some(tls_start.elapsed());
+        *tls_info = Some(info);
+        let mut lines = Lines::new(stream);
+        let greeting = greeting(&mut lines, deadline, start, phases).await?;
+        return authenticated(lines, spec, greeting, deadline).await;
+    }
+    let mut lines = Lines::new(stream);
+    let greeting = greeting(&mut lines, deadline, start, phases).await?;
+    if greeting == Greeting::Preauth {
+        // RFC 3501 §6.2.1: STARTTLS is only valid before authentication.
+        return Err(fail(
+            Reason::Tls,
+            "the server pre-authenticated the session, so STARTTLS is impossible",
+        ));
+    }
+    let tls_start = Instant::now();
+    let (status, text) = command(&mut lines, "t1", "STARTTLS", &[], deadline).await?;
+    if status != Status::Ok {
+        return Err(fail(
+            Reason::Tls,
+            format!("STARTTLS refused: {status:?} {text}"),
+        ));
+    }
+    let stream = lines.into_stream_for_tls()?;
+    let (stream, info) = tls::handshake(config, name.clone(), stream, None, deadline).await?;
+    phases.tls = Some(tls_start.elapsed());
+    *tls_info = Some(info);
+    authenticated(Lines::new(stream), spec, greeting, deadline).await
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Greeting {
+    Ok,
+    /// Already authenticated (RFC 3501 §7.1.4): LOGIN is skipped.
+    Preauth,
+}
+
+async fn greeting<S: AsyncRead + AsyncWrite + Unpin>(
+    lines: &mut Lines<S>,
+    deadline: Instant,
+    start: Instant,
+    phases: &mut Phases,
+) -> Step<Greeting> {
+    let line = lines.line(deadline, "the IMAP greeting").await?;
+    phases.first_byte = Some(start.elapsed());
+    let upper = line.to_ascii_uppercase();
+    if upper.starts_with(b"* OK") {
+        Ok(Greeting::Ok)
+    } else if upper.starts_with(b"* PREAUTH") {
+        Ok(Greeting::Preauth)
+    } else if upper.starts_with(b"* BYE") {
+        Err(fail(
+            Reason::Status,
+            format!("the server refused the session: {}", excerpt(&line)),
+        ))
+    } else {
+        Err(fail(
+            Reason::Protocol,
+            format!("not an IMAP greeting: `{}`", excerpt(&line)),
+        ))
+    }
+}
+
+/// LOGIN (unless pre-authenticated), SELECT, then a courteous LOGOUT.
+async fn authenticated<S: AsyncRead + AsyncWrite + Unpin>(
+    mut lines: Lines<S>,
+    spec: &ImapSpec,
+    greeting: Greeting,
+    deadline: Instant,
+) -> Step<()> {
+    if greeting == Greeting::Ok {
+        let args = [spec.username.as_bytes(), spec.password.0.as_bytes()];
+        let (status, text) = command(&mut lines, "t2", "LOGIN", &args, deadline).await?;
+        match status {
+            Status::Ok => {}
+            Status::No => return Err(fail(Reason::Auth, format!("LOGIN refused: {text}"))),
+            Status::Bad => return Err(fail(Reason::Protocol, format!("LOGIN: BAD {text}"))),
+        }
+    }
+    let args = [spec.mailbox.as_bytes()];
+    let (status, text) = command(&mut lines, "t3", "SELECT", &args, deadline).await?;
+    match status {
+        Status::Ok => {}
+        Status::No => {
+            return Err(fail(
+                Reason::Status,
+                format!("SELECT {} refused: {text}", spec.mailbox),
+            ));
+        }
+        Status::Bad => return Err(fail(Reason::Protocol, format!("SELECT: BAD {text}"))),
+    }
+    // The check is done; a server that fumbles LOGOUT does not fail it.
+    let _ = command(&mut lines, "t4", "LOGOUT", &[], deadline).await;
+    lines.shutdown(deadline).await;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Ok,
+    No,
+    Bad,
+}
+
+/// Sends `tag name args…` and reads until the tagged completion, skipping untagged data.
+/// Each argument goes as a quoted string when it can (printable ASCII), otherwise as a
+/// synchronizing literal (RFC 3501 §4.3), so no byte of a password can break the syntax.
+async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+    lines: &mut Lines<S>,
+    tag: &str,
+    name: &str,
+    args: &[&[u8]],
+    deadline: Instant,
+) -> Step<(Status, String)> {
+    let mut pending = format!("{tag} {name}").into_bytes();
+    for arg in args {
+        pending.push(b' ');
+        if arg.iter().all(|b| (0x20..=0x7e).contains(b)) {
+            pending.push(b'"');
+            for &b in *arg {
+                if b == b'"' || b == b'\\' {
+                    pending.push(b'\\');
+                }
+                pending.push(b);
+            }
+            pending.push(b'"');
+        } else {
+            pending.extend_from_slice(format!("{{{}}}\r\n", arg.len()).as_bytes());
+            lines.send(&pending, deadline, name).await?;
+            if let Some(done) = completion(lines, tag, deadline, name, true).await? {
+                return Ok(done);
+            }
+            pending = arg.to_vec();
+        }
+    }
+    pending.extend_from_slice(b"\r\n");
+    lines.send(&pending, deadline, name).await?;
+    match completion(lines, tag, deadline, name, false).await? {
+        Some(done) => Ok(done),
+        None => Err(fail(
+            Reason::Protocol,
+            format!("unexpected continuation request after {name}"),
+        )),
+    }
+}
+
+/// Reads until the tagged completion (`Some`) or, when `continuation`, a `+` request
+/// (`None`).
+async fn completion<S: AsyncRead + AsyncWrite + Unpin>(
+    lines: &mut Lines<S>,
+    tag: &str,
+    deadline: Instant,
+    name: &str,
+    continuation: bool,
+) -> Step<Option<(Status, String)>> {
+    let waiting_for = format!("the answer to {name}");
+    loop {
+        let line = lines.line(deadline, &waiting_for).await?;
+        if line.starts_with(b"* ") {
+            continue;
+        }
+        if line.starts_with(b"+") {
+            if continuation {
+                return Ok(None);
+            }
+            continue;
+        }
+        let Some(rest) = line
+            .strip_prefix(tag.as_bytes())
+            .and_then(|r| r.strip_prefix(b" "))
+        else {
+            return Err(fail(
+                Reason::Protocol,
+                format!("unexpected line after {name}: `{}`", excerpt(&line)),
+            ));
+        };
+        let rest = String::from_utf8_lossy(rest);
+        let (word, text) = rest.split_once(' ').unwrap_or((&rest, ""));
+        let status = match word.to_ascii_uppercase().as_str() {
+            "OK" => Status::Ok,
+            "NO" => Status::No,
+            "BAD" => Status::Bad,
+            _ => {
+                return Err(fail(
+                    Reason::Protocol,
+                    format!("bad completion of {name}: `{}`", excerpt(&line)),
+                ));
+            }
+        };
+        return Ok(Some((status, excerpt(text.as_bytes()))));
+    }
+}

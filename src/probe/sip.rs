@@ -1,0 +1,707 @@
+//! `sip` probe: one RFC 3261 `OPTIONS` transaction, the SIP "ping" of SBCs, proxies and
+//! voicemail servers. Over UDP the request is retransmitted on timer E (T1 doubling, capped
+//! at T2) until the deadline; over TCP and TLS it is sent once. Only the response of our own
+//! transaction counts: same Call-ID, same CSeq, same top Via branch.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::conn::{self, Lines, Step, excerpt, fail};
+use super::tls::{self, TlsClients, TlsInfo, Trust};
+use super::{Failure, Phases, ProbeResult, Reason};
+use crate::config::Issues;
+
+/// RFC 3261 §17.1.1.1: first retransmission interval over UDP.
+const T1: Duration = Duration::from_millis(500);
+/// RFC 3261 §17.1.2.2: cap of the retransmission interval of a non-INVITE request.
+const T2: Duration = Duration::from_secs(4);
+/// Largest message head (start line and headers) accepted over TCP/TLS.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipProbeConfig {
+    /// Request-URI, `sip:[user@]host[:port][;transport=udp|tcp|tls]` or `sips:…`; no SRV or
+    /// NAPTR lookup, the host is resolved directly.
+    pub uri: String,
+    /// Accepted final status codes; empty means any 2xx.
+    #[serde(default)]
+    pub valid_status: Vec<u16>,
+    /// `From` URI; default `sip:tocsin@<local address>`.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// `To` URI; default the request URI without its parameters.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Local IP to send from (multi-homed probe hosts).
+    #[serde(default)]
+    pub source_address: Option<String>,
+    /// PEM file of the CAs to trust instead of the system's (TLS only).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate (TLS only; lab endpoints).
+    #[serde(default)]
+    pub tls_insecure: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+impl Transport {
+    fn via(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+        }
+    }
+}
+
+/// A validated SIP probe.
+#[derive(Debug, Clone)]
+pub struct SipSpec {
+    pub request_uri: String,
+    /// `host` (IPv6 in brackets).
+    pub host: String,
+    pub port: u16,
+    pub transport: Transport,
+    /// `None` means any 2xx.
+    pub valid_status: Option<Vec<u16>>,
+    pub from: Option<String>,
+    pub to: String,
+    pub source_address: Option<IpAddr>,
+    /// Server name and trust, for TLS only.
+    pub tls: Option<(ServerName<'static>, Trust)>,
+}
+
+impl SipProbeConfig {
+    pub fn build(&self, path: &str, issues: &mut Issues) -> Option<SipSpec> {
+        let before = issues.len();
+        let target = parse_uri(&self.uri)
+            .map_err(|e| issues.push(format!("{path}.uri"), e))
+            .ok();
+        for (i, code) in self.valid_status.iter().enumerate() {
+            if !(200..=699).contains(code) {
+                issues.push(
+                    format!("{path}.valid_status[{i}]"),
+                    format!("`{code}` is not a final SIP status (200-699)"),
+                );
+            }
+        }
+        for (key, value) in [("from", &self.from), ("to", &self.to)] {
+            if let Some(v) = value
+                && let Err(e) = check_header_uri(v)
+            {
+                issues.push(format!("{path}.{key}"), e);
+            }
+        }
+        let source_address = conn::source_address(self.source_address.as_deref(), path, issues);
+        let tls = match &target {
+            Some(t) if t.transport == Transport::Tls => {
+                let name = tls::server_name(&t.host);
+                if name.is_none() {
+                    issues.push(
+                        format!("{path}.uri"),
+                        format!("`{}` is not a valid TLS server name", t.host),
+                    );
+                }
+                let trust = conn::trust(self.ca_file.as_deref(), self.tls_insecure, path, issues);
+                name.zip(trust)
+            }
+            Some(_) if self.ca_file.is_some() || self.tls_insecure => {
+                issues.push(
+                    path.to_string(),
+                    "`ca_file` and `tls_insecure` apply only to transport=tls or sips:",
+                );
+                None
+            }
+            _ => None,
+        };
+        if issues.len() > before {
+            return None;
+        }
+        let target = target?;
+        let to = self
+            .to
+            .clone()
+            .unwrap_or_else(|| self.uri.split(';').next().unwrap_or(&self.uri).to_string());
+        Some(SipSpec {
+            request_uri: self.uri.clone(),
+            host: target.host,
+            port: target.port,
+            transport: target.transport,
+            valid_status: (!self.valid_status.is_empty()).then(|| self.valid_status.clone()),
+            from: self.from.clone(),
+            to,
+            source_address,
+            tls,
+        })
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct UriTarget {
+    host: String,
+    port: u16,
+    transport: Transport,
+}
+
+/// Parses the parts of a SIP URI the probe needs (RFC 3261 §19.1.1).
+fn parse_uri(uri: &str) -> Result<UriTarget, String> {
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("`{}` contains white space", uri.escape_debug()));
+    }
+    let lower = uri.to_ascii_lowercase();
+    let (secure, rest) = if lower.starts_with("sips:") {
+        (true, &uri[5..])
+    } else if lower.starts_with("sip:") {
+        (false, &uri[4..])
+    } else {
+        return Err(format!("`{uri}` is not a sip: or sips: URI"));
+    };
+    if rest.contains(['?', '<', '>', '"']) {
+        return Err(format!("`{uri}`: headers and <>\" are not allowed"));
+    }
+    let mut parts = rest.split(';');
+    let userhost = parts.next().unwrap_or_default();
+    let mut transport = None;
+    for param in parts {
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        if name.eq_ignore_ascii_case("transport") {
+            transport = Some(match value.to_ascii_lowercase().as_str() {
+                "udp" => Transport::Udp,
+                "tcp" => Transport::Tcp,
+                "tls" => Transport::Tls,
+                _ => return Err(format!("transport `{value}` is not udp, tcp or tls")),
+            });
+        }
+    }
+    let transport = match (secure, transport) {
+        (true, None | Some(Transport::Tls)) => Transport::Tls,
+        (true, Some(_)) => return Err(format!("`{uri}`: sips: needs transport=tls")),
+        (false, t) => t.unwrap_or(Transport::Udp),
+    };
+    let hostport = userhost.rsplit_once('@').map_or(userhost, |(_, h)| h);
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (addr, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("`{uri}`: unclosed IPv6 bracket"))?;
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("`{uri}`: `{addr}` is not an IPv6 address"));
+        }
+        (format!("[{addr}]"), after.strip_prefix(':'))
+    } else if hostport.matches(':').count() > 1 {
+        return Err(format!("`{uri}`: put IPv6 addresses in brackets"));
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (hostport.to_string(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err(format!("`{uri}` has no host"));
+    }
+    let port = match port {
+        None => match transport {
+            Transport::Tls => 5061,
+            _ => 5060,
+        },
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p > 0 => p,
+            _ => return Err(format!("`{uri}` has no valid port")),
+        },
+    };
+    Ok(UriTarget {
+        host,
+        port,
+        transport,
+    })
+}
+
+/// `from` and `to` go into headers between `<>`: a URI, and nothing that could break out.
+fn check_header_uri(value: &str) -> Result<(), String> {
+    let lower = value.to_ascii_lowercase();
+    let scheme_ok = lower.starts_with("sip:") || lower.starts_with("sips:");
+    let clean = !value
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | '"'));
+    if scheme_ok && clean && !value.ends_with(':') {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` is not a sip: or sips: URI",
+            value.escape_debug()
+        ))
+    }
+}
+
+/// What identifies our transaction, and the request that carries it.
+struct Transaction {
+    call_id: String,
+    branch: String,
+    request: Vec<u8>,
+}
+
+impl Transaction {
+    fn new(spec: &SipSpec, local: SocketAddr) -> Self {
+        let call_id = format!("{:016x}@tocsin", fastrand::u64(..));
+        // RFC 3261 §8.1.1.7: the magic cookie marks a branch unique across time.
+        let branch = format!("z9hG4bK{:016x}", fastrand::u64(..));
+        let tag = format!("{:08x}", fastrand::u32(..));
+        let from = spec
+            .from
+            .clone()
+            .unwrap_or_else(|| format!("sip:tocsin@{}", sent_by_host(local.ip())));
+        let request = format!(
+            "OPTIONS {uri} SIP/2.0\r\n\
+             Via: SIP/2.0/{transport} {sent_by};branch={branch};rport\r\n\
+             Max-Forwards: 70\r\n\
+             From: <{from}>;tag={tag}\r\n\
+             To: <{to}>\r\n\
+             Call-ID: {call_id}\r\n\
+             CSeq: 1 OPTIONS\r\n\
+             Accept: application/sdp\r\n\
+             User-Agent: tocsin/{version}\r\n\
+             Content-Length: 0\r\n\r\n",
+            uri = spec.request_uri,
+            transport = spec.transport.via(),
+            sent_by = SocketAddr::new(local.ip(), local.port()),
+            to = spec.to,
+            version = env!("CARGO_PKG_VERSION"),
+        );
+        Self {
+            call_id,
+            branch,
+            request: request.into_bytes(),
+        }
+    }
+
+    fn owns(&self, response: &Response) -> bool {
+        response.call_id.as_deref() == Some(self.call_id.as_str())
+            && response.cseq.as_deref() == Some("1 OPTIONS")
+            && response.branch.as_deref() == Some(self.branch.as_str())
+    }
+}
+
+fn sent_by_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// The parts of a SIP message the probe looks at.
+#[derive(Debug, Default, PartialEq)]
+struct Response {
+    code: u16,
+    reason: String,
+    call_id: Option<String>,
+    cseq: Option<String>,
+    /// `branch` of the topmost Via.
+    branch: Option<String>,
+    content_length: Option<u64>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Message {
+    Response(Response),
+    /// A request from the peer (a keepalive, say): not ours to answer, and not garbage.
+    Request {
+        content_length: Option<u64>,
+    },
+}
+
+/// Parses a message head (start line and header lines, without the blank line). The error
+/// says what is wrong, for the `protocol` detail.
+fn parse_head(lines: &[&[u8]]) -> Result<Message, String> {
+    let Some((start, headers)) = lines.split_first() else {
+        return Err("empty message".into());
+    };
+    let start = std::str::from_utf8(start).map_err(|_| "start line is not UTF-8".to_string())?;
+    let mut unfolded: Vec<String> = Vec::new();
+    for line in headers {
+        let line = String::from_utf8_lossy(line);
+        // RFC 3261 §7.3.1: a line starting with white space continues the previous header.
+        if line.starts_with([' ', '\t']) {
+            match unfolded.last_mut() {
+                Some(last) => last.push_str(&line),
+                None => return Err("continuation line without a header".into()),
+            }
+        } else {
+            unfolded.push(line.into_owned());
+        }
+    }
+    let mut call_id = None;
+    let mut cseq = None;
+    let mut branch = None;
+    let mut content_length = None;
+    for header in &unfolded {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| format!("not a header: `{}`", excerpt(header.as_bytes())))?;
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "call-id" | "i" => call_id = call_id.or(Some(value.to_string())),
+            "cseq" => {
+                cseq = cseq.or(Some(value.split_whitespace().collect::<Vec<_>>().join(" ")));
+            }
+            "via" | "v" if branch.is_none() => branch = Some(top_via_branch(value)),
+            "content-length" | "l" => {
+                let n = value
+                    .parse::<u64>()
+                    .map_err(|_| format!("bad Content-Length `{}`", excerpt(value.as_bytes())))?;
+                content_length = Some(n);
+            }
+            _ => {}
+        }
+    }
+    if let Some(rest) = start.strip_prefix("SIP/2.0 ") {
+        let (code, reason) = rest.split_once(' ').unwrap_or((rest, ""));
+        let code = match code.parse::<u16>() {
+            Ok(c) if code.len() == 3 && (100..=699).contains(&c) => c,
+            _ => return Err(format!("bad status line `{}`", excerpt(start.as_bytes()))),
+        };
+        Ok(Message::Response(Response {
+            code,
+            reason: reason.to_string(),
+            call_id,
+            cseq,
+            branch: branch.flatten(),
+            content_length,
+        }))
+    } else if start.ends_with(" SIP/2.0") && start.split(' ').count() == 3 {
+        Ok(Message::Request { content_length })
+    } else {
+        Err(format!(
+            "not a SIP message: `{}`",
+            excerpt(start.as_bytes())
+        ))
+    }
+}
+
+/// The `branch` parameter of the first value of a Via header.
+fn top_via_branch(value: &str) -> Option<String> {
+    let first = value.split(',').next()?;
+    first.split(';').skip(1).find_map(|param| {
+        let (name, v) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("branch")
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Parses one datagram: the head up to the blank line (the body is ignored).
+fn parse_datagram(datagram: &[u8]) -> Result<Message, String> {
+    let head_end = datagram
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers in the datagram")?;
+    let lines: Vec<&[u8]> = datagram[..head_end]
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .collect();
+    parse_head(&lines)
+}
+
+pub async fn run(clients: &TlsClients, spec: &SipSpec, deadline: Instant) -> ProbeResult {
+    let start = Instant::now();
+    let mut phases = Phases::default();
+    let mut tls_info = None;
+    let outcome = match spec.transport {
+        Transport::Udp => over_udp(spec, deadline, start, &mut phases).await,
+        Transport::Tcp | Transport::Tls => {
+            over_stream(clients, spec, deadline, start, &mut phases, &mut tls_info).await
+        }
+    };
+    let total = start.elapsed();
+    let mut result = match outcome.and_then(|response| check_status(spec, &response)) {
+        Ok(()) => {
+            phases.total = Some(total);
+            ProbeResult::success(total, phases)
+        }
+        Err(failure) => ProbeResult::failed(failure, total, phases),
+    };
+    result.tls = tls_info;
+    result
+}
+
+fn check_status(spec: &SipSpec, response: &Response) -> Step<()> {
+    let accepted = match &spec.valid_status {
+        None => (200..300).contains(&response.code),
+        Some(codes) => codes.contains(&response.code),
+    };
+    if accepted {
+        Ok(())
+    } else {
+        Err(fail(
+            Reason::Status,
+            format!("{} {}", response.code, excerpt(response.reason.as_bytes())),
+        ))
+    }
+}
+
+async fn over_udp(
+    spec: &SipSpec,
+    deadline: Instant,
+    start: Instant,
+    phases: &mut Phases,
+) -> Step<Response> {
+    let address = format!("{}:{}", spec.host, spec.port);
+    let peer = conn::resolve(&address, spec.source_address, deadline).await?;
+    phases.dns = Some(start.elapsed());
+    let local = match spec.source_address {
+        Some(ip) => SocketAddr::new(ip, 0),
+        None if peer.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
+        None => SocketAddr::from(([0u16; 8], 0)),
+    };
+    let socket = UdpSocket::bind(local)
+        .await
+        .map_err(|e| fail(Reason::Internal, format!("bind to {local}: {e}")))?;
+    // Connected: the kernel drops datagrams from anyone but the peer, and reports an ICMP
+    // port unreachable as a refused connection.
+    socket
+        .connect(peer)
+        .await
+        .map_err(|e| fail(Reason::ConnectRefused, format!("{peer}: {e}")))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| fail(Reason::Internal, format!("local address: {e}")))?;
+    let transaction = Transaction::new(spec, local);
+
+    send(&socket, &transaction.request, peer).await?;
+    let mut interval = T1;
+    let mut next_send = Instant::now() + interval;
+    let mut garbage: Option<String> = None;
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let until = next_send.min(deadline);
+        match tokio::time::timeout_at(until, socket.recv(&mut buf)).await {
+            Err(_) if until >= deadline => {
+                // Garbage from the peer and nothing of ours: the peer is broken, not away.
+                return Err(match garbage {
+                    Some(g) => fail(Reason::Protocol, g),
+                    None => fail(
+                        Reason::Timeout,
+                        format!("no response from {peer} before the deadline"),
+                    ),
+                });
+            }
+            Err(_) => {
+                send(&socket, &transaction.request, peer).await?;
+                interval = (interval * 2).min(T2);
+                next_send += interval;
+            }
+            Ok(Err(e)) => return Err(transport_error(peer, &e)),
+            Ok(Ok(n)) => match parse_datagram(&buf[..n]) {
+                Err(e) => garbage = Some(format!("unparsable reply: {e}")),
+                Ok(Message::Response(r)) if transaction.owns(&r) => {
+                    phases.first_byte.get_or_insert_with(|| start.elapsed());
+                    if r.code >= 200 {
+                        return Ok(r);
+                    }
+                    // §17.1.2.2: once proceeding, retransmit every T2.
+                    interval = T2;
+                }
+                Ok(_) => {} // a stray message: another transaction's, or a request
+            },
+        }
+    }
+}
+
+async fn send(socket: &UdpSocket, request: &[u8], peer: SocketAddr) -> Step<()> {
+    match socket.send(request).await {
+        Ok(_) => Ok(()),
+        Err(e) => Err(transport_error(peer, &e)),
+    }
+}
+
+fn transport_error(peer: SocketAddr, error: &std::io::Error) -> Failure {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => fail(
+            Reason::ConnectRefused,
+            format!("{peer}: port unreachable ({error})"),
+        ),
+        _ => fail(Reason::Protocol, format!("{peer}: {error}")),
+    }
+}
+
+async fn over_stream(
+    clients: &TlsClients,
+    spec: &SipSpec,
+    deadline: Instant,
+    start: Instant,
+    phases: &mut Phases,
+    tls_info: &mut Option<TlsInfo>,
+) -> Step<Response> {
+    let address = format!("{}:{}", spec.host, spec.port);
+    let peer = conn::resolve(&address, spec.source_address, deadline).await?;
+    phases.dns = Some(start.elapsed());
+    let connect_start = Instant::now();
+    let stream = conn::connect(peer, spec.source_address, deadline).await?;
+    phases.connect = Some(connect_start.elapsed());
+    let local = stream
+        .local_addr()
+        .map_err(|e| fail(Reason::Internal, format!("local address: {e}")))?;
+    let transaction = Transaction::new(spec, local);
+    match &spec.tls {
+        Some((name, trust)) => {
+            let tls_start = Instant::now();
+            let config = conn::tls_config(clients, trust);
+            let (stream, info) =
+                tls::handshake(config, name.clone(), stream, None, deadline).await?;
+            phases.tls = Some(tls_start.elapsed());
+            *tls_info = Some(info);
+            exchange(Lines::new(stream), &transaction, deadline, start, phases).await
+        }
+        None => exchange(Lines::new(stream), &transaction, deadline, start, phases).await,
+    }
+}
+
+/// Sends the request once (a reliable transport retransmits for us) and reads messages
+/// until our final response.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut lines: Lines<S>,
+    transaction: &Transaction,
+    deadline: Instant,
+    start: Instant,
+    phases: &mut Phases,
+) -> Step<Response> {
+    lines
+        .send(&transaction.request, deadline, "OPTIONS")
+        .await?;
+    loop {
+        let mut head: Vec<Vec<u8>> = Vec::new();
+        let mut head_bytes = 0;
+        loop {
+            let line = lines.line(deadline, "a SIP response").await?;
+            // RFC 3261 §7.5: ignore CRLFs before a start line (keepalives).
+            if line.is_empty() && head.is_empty() {
+                continue;
+            }
+            if line.is_empty() {
+                break;
+            }
+            head_bytes += line.len() + 2;
+            if head_bytes > MAX_HEAD_BYTES {
+                return Err(fail(
+                    Reason::Protocol,
+                    format!("message head longer than {MAX_HEAD_BYTES} bytes"),
+                ));
+            }
+            head.push(line);
+        }
+        let refs: Vec<&[u8]> = head.iter().map(Vec::as_slice).collect();
+        let message = parse_head(&refs)
+            .map_err(|e| fail(Reason::Protocol, format!("unparsable reply: {e}")))?;
+        let content_length = match &message {
+            Message::Response(r) => r.content_length,
+            Message::Request { content_length } => *content_length,
+        };
+        // §18.3: over a stream, Content-Length is mandatory; it frames the next message.
+        let Some(body) = content_length else {
+            return Err(fail(
+                Reason::Protocol,
+                "a message without Content-Length on a stream",
+            ));
+        };
+        lines.skip(body, deadline, "a SIP message body").await?;
+        if let Message::Response(r) = message
+            && transaction.owns(&r)
+        {
+            phases.first_byte.get_or_insert_with(|| start.elapsed());
+            if r.code >= 200 {
+                lines.shutdown(deadline).await;
+                return Ok(r);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_forms() {
+        let t = |host: &str, port, transport| UriTarget {
+            host: host.to_string(),
+            port,
+            transport,
+        };
+        assert_eq!(
+            parse_uri("sip:sbc.example.net"),
+            Ok(t("sbc.example.net", 5060, Transport::Udp))
+        );
+        assert_eq!(
+            parse_uri("sip:ping@10.0.0.1:5070;transport=TCP;lr"),
+            Ok(t("10.0.0.1", 5070, Transport::Tcp))
+        );
+        assert_eq!(
+            parse_uri("sips:[2001:db8::1]"),
+            Ok(t("[2001:db8::1]", 5061, Transport::Tls))
+        );
+        assert_eq!(
+            parse_uri("SIP:vm.example.net;transport=tls"),
+            Ok(t("vm.example.net", 5061, Transport::Tls))
+        );
+        for bad in [
+            "http://x",
+            "sip:",
+            "sip:host:0",
+            "sip:host:sip",
+            "sip:2001:db8::1",
+            "sip:[nope]",
+            "sip:host;transport=sctp",
+            "sips:host;transport=udp",
+            "sip:host\r\nVia: x",
+            "sip:host?subject=x",
+        ] {
+            assert!(parse_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn responses_are_parsed_with_compact_and_folded_headers() {
+        let datagram = b"SIP/2.0 200 OK\r\n\
+            v: SIP/2.0/UDP 127.0.0.1:5555;branch=z9hG4bKabc;rport=5555,\r\n SIP/2.0/UDP other;branch=z9hG4bKnot\r\n\
+            Via: SIP/2.0/UDP third;branch=z9hG4bKthird\r\n\
+            i: 42@tocsin\r\n\
+            CSeq:   1   OPTIONS\r\n\
+            l: 0\r\n\r\n";
+        let Ok(Message::Response(r)) = parse_datagram(datagram) else {
+            panic!("not parsed");
+        };
+        assert_eq!(r.code, 200);
+        assert_eq!(r.branch.as_deref(), Some("z9hG4bKabc"));
+        assert_eq!(r.call_id.as_deref(), Some("42@tocsin"));
+        assert_eq!(r.cseq.as_deref(), Some("1 OPTIONS"));
+        assert_eq!(r.content_length, Some(0));
+    }
+
+    #[test]
+    fn garbage_is_an_error_and_requests_are_not() {
+        assert!(parse_datagram(b"HTTP/1.1 200 OK\r\n\r\n").is_err());
+        assert!(parse_datagram(b"SIP/2.0 2000 OK\r\n\r\n").is_err());
+        assert!(parse_datagram(b"SIP/2.0 200 OK\r\nno colon\r\n\r\n").is_err());
+        assert!(parse_datagram(b"SIP/2.0 200 OK\r\nl: -1\r\n\r\n").is_err());
+        assert!(parse_datagram(b"\xff\xfe\r\n\r\n").is_err());
+        assert!(parse_datagram(b"SIP/2.0 200 OK").is_err(), "no end of head");
+        assert_eq!(
+            parse_datagram(b"OPTIONS sip:x SIP/2.0\r\nl: 0\r\n\r\n"),
+            Ok(Message::Request {
+                content_length: Some(0)
+            })
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! `smtp` probe: the 220 banner, EHLO, optionally STARTTLS (with a verified handshake and
+//! a second EHLO inside it), QUIT (RFC 5321, RFC 3207). No mail is sent.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use rustls::pki_types::ServerName;
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+use super::conn::{self, Lines, Step, excerpt, fail};
+use super::tls::{self, TlsClients, TlsInfo, Trust};
+use super::{Phases, ProbeResult, Reason};
+use crate::config::Issues;
+
+/// Lines accepted in one multi-line reply; real EHLO replies have about a dozen.
+const MAX_REPLY_LINES: usize = 1000;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpProbeConfig {
+    /// `host:port`; IPv6 literals in brackets.
+    pub address: String,
+    /// Upgrade with STARTTLS after EHLO and verify the certificate.
+    #[serde(default)]
+    pub starttls: bool,
+    /// Name given in EHLO; default `tocsin.localdomain`.
+    #[serde(default)]
+    pub helo_name: Option<String>,
+    /// Local IP to connect from (multi-homed probe hosts).
+    #[serde(default)]
+    pub source_address: Option<String>,
+    /// PEM file of the CAs to trust instead of the system's (with `starttls`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate (with `starttls`; lab endpoints).
+    #[serde(default)]
+    pub tls_insecure: bool,
+}
+
+/// A validated SMTP probe.
+#[derive(Debug, Clone)]
+pub struct SmtpSpec {
+    pub address: String,
+    /// Server name and trust; set with `starttls`.
+    pub starttls: Option<(ServerName<'static>, Trust)>,
+    pub helo_name: String,
+    pub source_address: Option<IpAddr>,
+}
+
+impl SmtpProbeConfig {
+    pub fn build(&self, path: &str, issues: &mut Issues) -> Option<SmtpSpec> {
+        let before = issues.len();
+        let host = match super::tcp::check_host_port(&self.address) {
+            Ok(()) => self.address.rsplit_once(':').map(|(host, _)| host),
+            Err(e) => {
+                issues.push(format!("{path}.address"), e);
+                None
+            }
+        };
+        let helo_name = self
+            .helo_name
+            .clone()
+            .unwrap_or_else(|| "tocsin.localdomain".to_string());
+        if !valid_helo_name(&helo_name) {
+            issues.push(
+                format!("{path}.helo_name"),
+                format!(
+                    "`{}` is not a domain name or address literal",
+                    helo_name.escape_debug()
+                ),
+            );
+        }
+        let source_address = conn::source_address(self.source_address.as_deref(), path, issues);
+        let starttls = if self.starttls {
+            let name = host.and_then(|host| {
+                let name = tls::server_name(host);
+                if name.is_none() {
+                    issues.push(
+                        format!("{path}.address"),
+                        format!("`{host}` is not a valid TLS server name"),
+                    );
+                }
+                name
+            });
+            let trust = conn::trust(self.ca_file.as_deref(), self.tls_insecure, path, issues);
+            name.zip(trust)
+        } else {
+            if self.ca_file.is_some() || self.tls_insecure {
+                issues.push(
+                    path.to_string(),
+                    "`ca_file` and `tls_insecure` need starttls = true",
+                );
+            }
+            None
+        };
+        if issues.len() > before {
+            return None;
+        }
+        Some(SmtpSpec {
+            address: self.address.clone(),
+            starttls,
+            helo_name,
+            source_address,
+        })
+    }
+}
+
+/// RFC 5321 §4.1.1.1: a domain (letters, digits, `-`, `.`) or an address literal in `[]`.
+fn valid_helo_name(name: &str) -> bool {
+    if let Some(literal) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        return !literal.is_empty()
+            && literal
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '-'));
+    }
+    !name.is_empty()
+        && name.len() <= 255
+        && name.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+pub async fn run(clients: &TlsClients, spec: &SmtpSpec, deadline: Instant) -> ProbeResult {
+    let start = Instant::now();
+    let mut phases = Phases::default();
+    let mut tls_info = None;
+    let outcome = session(clients, spec, deadline, start, &mut phases, &mut tls_info).await;
+    let total = start.elapsed();
+    let mut result = match outcome {
+        Ok(()) => {
+            phases.total = Some(total);
+            ProbeResult::success(total, phases)
+        }
+        Err(failure) => ProbeResult::failed(failure, total, phases),
+    };
+    result.tls = tls_info;
+    result
+}
+
+async fn session(
+    clients: &TlsClients,
+    spec: &SmtpSpec,
+    deadline: Instant,
+    start: Instant,
+    phases: &mut Phases,
+    tls_info: &mut Option<TlsInfo>,
+) -> Step<()> {
+    let peer = conn::resolve(&spec.address, spec.source_address, deadline).await?;
+    phases.dns = Some(start.elapsed());
+    let connect_start = Instant::now();
+    let stream = conn::connect(peer, spec.source_address, deadline).await?;
+    phases.connect = Some(connect_start.elapsed());
+    let mut lines = Lines::new(stream);
+
+    let banner = reply(&mut lines, deadline, "the banner").await?;
+    phases.first_byte = Some(start.elapsed());
+    expect(&banner, 220, "banner")?;
+    let offer = ehlo(&mut lines, spec, deadline).await?;
+    let Some((name, trust)) = &spec.starttls else {
+        return quit(lines, deadline).await;
+    };
+    let offers_starttls = offer.text.iter().skip(1).any(|line| {
+        line.split_whitespace()
+            .next()
+            .is_some_and(|keyword| keyword.eq_ignore_ascii_case("STARTTLS"))
+    });
+    if !offers_starttls {
+        return Err(fail(Reason::Tls, "the server does not offer STARTTLS"));
+    }
+    let tls_start = Instant::now();
+    lines.send(b"STARTTLS\r\n", deadline, "STARTTLS").await?;
+    let answer = reply(&mut lines, deadline, "the answer to STARTTLS").await?;
+    if answer.code != 220 {
+        return Err(fail(
+            Reason::Tls,
+            format!("STARTTLS refused: {}", answer.summary()),
+        ));
+    }
+    let stream = lines.into_stream_for_tls()?;
+    let config = conn::tls_config(clients, trust);
+    let (stream, info) = tls::handshake(config, name.clone(), stream, None, deadline).await?;
+    phases.tls = Some(tls_start.elapsed());
+    *tls_info = Some(info);
+    // RFC 3207 §4.2: forget what was learnt in clear; EHLO again inside TLS.
+    let mut lines = Lines::new(stream);
+    ehlo(&mut lines, spec, deadline).await?;
+    quit(lines, deadline).await
+}
+
+async fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(
+    lines: &mut Lines<S>,
+    spec: &SmtpSpec,
+    deadline: Instant,
+) -> Step<Reply> {
+    let command = format!("EHLO {}\r\n", spec.helo_name);
+    lines.send(command.as_bytes(), deadline, "EHLO").await?;
+    let answer = reply(lines, deadline, "the answer to EHLO").await?;
+    expect(&answer, 250, "EHLO")?;
+    Ok(answer)
+}
+
+async fn quit<S: AsyncRead + AsyncWrite + Unpin>(
+    mut lines: Lines<S>,
+    deadline: Instant,
+) -> Step<()> {
+    lines.send(b"QUIT\r\n", deadline, "QUIT").await?;
+    let answer = reply(&mut lines, deadline, "the answer to QUIT").await?;
+    expect(&answer, 221, "QUIT")?;
+    lines.shutdown(deadline).await;
+    Ok(())
+}
+
+/// One reply, possibly multi-line (`250-…` lines then `250 …`).
+#[derive(Debug)]
+struct Reply {
+    code: u16,
+    /// The text of each line, after the code and separator.
+    text: Vec<String>,
+}
+
+impl Reply {
+    fn summary(&self) -> String {
+        format!(
+            "{} {}",
+            self.code,
+            self.text.first().map_or("", String::as_str)
+        )
+    }
+}
+
+/// A reply with `code` passes; another 2xx/3xx is a protocol slip, 4xx/5xx a refusal.
+fn expect(reply: &Reply, code: u16, what: &str) -> Step<()> {
+    match reply.code {
+        c if c == code => Ok(()),
+        400..=599 => Err(fail(Reason::Status, format!("{what}: {}", reply.summary()))),
+        _ => Err(fail(
+            Reason::Protocol,
+            format!("{what}: expected {code}, got {}", reply.summary()),
+        )),
+    }
+}
+
+async fn reply<S: AsyncRead + AsyncWrite + Unpin>(
+    lines: &mut Lines<S>,
+    deadline: Instant,
+    waiting_for: &str,
+) -> Step<Reply> {
+    let mut text = Vec::new();
+    let mut code = None;
+    loop {
+        let line = lines.line(deadline, waiting_for).await?;
+        let garbage = || {
+            fail(
+                Reason::Protocol,
+                format!("not an SMTP reply line: `{}`", excerpt(&line)),
+            )
+        };
+        let digits = line.get(..3).ok_or_else(garbage)?;
+        if !digits.iter().all(u8::is_ascii_digit) || !(b'2'..=b'5').contains(&digits[0]) {
+            return Err(garbage());
+        }
+        let this: u16 = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse().ok())
+            .ok_or_else(garbage)?;
+        if *code.get_or_insert(this) != this {
+            return Err(fail(
+                Reason::Protocol,
+                format!("reply codes differ within one reply: `{}`", excerpt(&line)),
+            ));
+        }
+        let last = match line.get(3) {
+            None | Some(b' ') => true,
+            Some(b'-') => false,
+            Some(_) => return Err(garbage()),
+        };
+        text.push(String::from_utf8_lossy(line.get(4..).unwrap_or_default()).into_owned());
+        if last {
+            return Ok(Reply { code: this, text });
+        }
+        if text.len() >= MAX_REPLY_LINES {
+            return Err(fail(
+                Reason::Protocol,
+                format!("a reply of more than {MAX_REPLY_LINES} lines"),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helo_names() {
+        for good in ["tocsin.localdomain", "probe-1", "[127.0.0.1]", "[IPv6:::1]"] {
+            assert!(valid_helo_name(good), "{good}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            "bad name",
+            "x\r\nMAIL FROM:<>",
+            "[]",
+            "é.example",
+        ] {
+            assert!(!valid_helo_name(bad), "{bad}");
+        }
+    }
+}
