@@ -61,6 +61,9 @@ pub struct ReceiverConfig {
     /// latest (openings and resolutions are never dropped).
     #[serde(default = "default_max_per_minute")]
     pub max_per_minute: u32,
+    /// Only incidents touching one of these services (ids); every incident when empty.
+    #[serde(default)]
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -99,6 +102,8 @@ pub struct ReceiverSpec {
     pub timeout: Duration,
     pub max_retry_age: Duration,
     pub max_per_minute: u32,
+    /// Empty means every service.
+    pub services: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +115,11 @@ pub enum ReceiverKind {
 }
 
 impl ReceiverSpec {
+    /// Whether the receiver wants news of an incident on these services.
+    pub fn covers(&self, services: &[String]) -> bool {
+        self.services.is_empty() || services.iter().any(|s| self.services.contains(s))
+    }
+
     /// How often an open incident is sent again: the reminder interval, and for
     /// Alertmanager at most every minute (it resolves alerts not re-sent within its
     /// `resolve_timeout`, 5 min by default).
@@ -245,6 +255,7 @@ impl ReceiverConfig {
             timeout: self.timeout,
             max_retry_age: self.max_retry_age,
             max_per_minute: self.max_per_minute,
+            services: self.services.clone(),
         })
     }
 }

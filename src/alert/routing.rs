@@ -91,6 +91,7 @@ impl Routing {
                     AlertType::Resolved
                 }
                 _ if incident.severity < route.spec.min_severity => continue,
+                _ if !route.spec.covers(&incident.services) => continue,
                 _ if !route.announced.contains_key(&incident.id) => AlertType::Opened,
                 other => other,
             };
@@ -185,6 +186,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             max_retry_age: Duration::from_secs(60),
             max_per_minute: 30,
+            services: vec![],
         }
     }
 
@@ -290,6 +292,26 @@ mod tests {
         let forgotten = routing.remind(&[], t("16:00:00"));
         assert!(forgotten.deliveries.is_empty());
         assert_eq!(forgotten.marks.len(), 2);
+    }
+
+    #[test]
+    fn a_services_filter_keeps_other_services_out() {
+        let mut voice_only = spec("voice-team", Severity::Sev4, true, None);
+        voice_only.services = vec!["voice".into()];
+        let mut routing = Routing::new(&[voice_only], &[]);
+        let voicemail = view("inc-1", "sev2");
+        assert!(
+            routing
+                .route(AlertType::Opened, &voicemail, t("14:00:00"))
+                .deliveries
+                .is_empty()
+        );
+        let mut both = view("inc-2", "sev2");
+        both.services = vec!["voice".into(), "voicemail".into()];
+        assert_eq!(
+            kinds(&routing.route(AlertType::Opened, &both, t("14:00:00"))),
+            [("voice-team", AlertType::Opened)]
+        );
     }
 
     #[test]

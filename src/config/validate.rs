@@ -25,6 +25,14 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
                 format!("duplicate name `{}` (first at receivers[{first}])", r.name),
             );
         }
+        for (j, service) in r.services.iter().enumerate() {
+            if topology.service_index(service).is_none() {
+                issues.push(
+                    format!("{path}.services[{j}]"),
+                    format!("unknown service `{service}`"),
+                );
+            }
+        }
         if let Some(spec) = r.build(&path, &mut issues) {
             receivers.push(spec);
         }
