@@ -116,6 +116,8 @@ async fn page_apis_badge_and_feed_with_an_open_incident() {
         "incidents.json",
         "incidents/unresolved.json",
         "scheduled-maintenances.json",
+        "scheduled-maintenances/upcoming.json",
+        "scheduled-maintenances/active.json",
     ] {
         let body = reqwest::get(daemon.url(&format!("/api/v2/{doc}")))
             .await
@@ -163,6 +165,44 @@ async fn page_apis_badge_and_feed_with_an_open_incident() {
         summary["scheduled_maintenances"][0]["name"],
         "Core network <upgrade>"
     );
+
+    // A real Statuspage client library (statuspage.io on npm) reads the page.
+    let client_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/statuspage_client");
+    let read = Command::new("node")
+        .current_dir(&client_dir)
+        .arg("client.js")
+        .arg(daemon.url(""))
+        .output()
+        .expect("node runs");
+    assert!(
+        read.status.success(),
+        "the Statuspage client failed (its package is installed by the README's test command):\n{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let parsed: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(parsed["page"], "Example Telecom status");
+    assert_eq!(parsed["indicator"], "critical");
+    assert_eq!(parsed["description"], "Major Service Outage");
+    assert_eq!(
+        parsed["components"],
+        serde_json::json!([["voicemail", "partial_outage"], ["evil", "major_outage"]])
+    );
+    assert_eq!(parsed["unresolved"], 2);
+    assert!(
+        parsed["incidents"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!([
+                "Voicemail: partial outage",
+                "investigating",
+                "major"
+            ]))
+    );
+    assert_eq!(
+        parsed["maintenances"],
+        serde_json::json!([["Core network <upgrade>", "scheduled"]])
+    );
+    assert_eq!(parsed["upcoming"], 1);
 
     // The page, rendered by a real browser.
     let url = daemon.url("/");

@@ -179,6 +179,14 @@ pub fn router(state: AppState) -> Router {
             "/api/v2/scheduled-maintenances.json",
             get(statuspage::scheduled_maintenances),
         )
+        .route(
+            "/api/v2/scheduled-maintenances/upcoming.json",
+            get(statuspage::upcoming_maintenances),
+        )
+        .route(
+            "/api/v2/scheduled-maintenances/active.json",
+            get(statuspage::active_maintenances),
+        )
         .fallback(|| async { ApiError::not_found("no such path") })
         .with_state(state)
 }

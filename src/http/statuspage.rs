@@ -493,3 +493,33 @@ pub async fn scheduled_maintenances(
         page: ctx.page,
     }))
 }
+
+/// `scheduled-maintenances/upcoming.json`: windows not started yet.
+pub async fn upcoming_maintenances(
+    State(state): State<AppState>,
+) -> Result<Json<ScheduledMaintenances>, ApiError> {
+    filtered_maintenances(&state, "scheduled").await
+}
+
+/// `scheduled-maintenances/active.json`: windows in progress.
+pub async fn active_maintenances(
+    State(state): State<AppState>,
+) -> Result<Json<ScheduledMaintenances>, ApiError> {
+    filtered_maintenances(&state, "in_progress").await
+}
+
+async fn filtered_maintenances(
+    state: &AppState,
+    status: &str,
+) -> Result<Json<ScheduledMaintenances>, ApiError> {
+    let ctx = context(state);
+    let scheduled_maintenances = maintenances(state, &ctx)
+        .await?
+        .into_iter()
+        .filter(|m| m.status == status)
+        .collect();
+    Ok(Json(ScheduledMaintenances {
+        scheduled_maintenances,
+        page: ctx.page,
+    }))
+}
