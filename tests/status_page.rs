@@ -240,6 +240,19 @@ async fn page_apis_badge_and_feed_with_an_open_incident() {
     let png = std::fs::read(&shot).expect("a screenshot");
     assert_eq!(&png[1..4], b"PNG");
     assert!(png.len() > 10_000, "a real rendering, {} bytes", png.len());
+    // And at a phone's width.
+    let phone = artifacts().join("status-page-phone.png");
+    let _ = std::fs::remove_file(&phone);
+    let rendered = chromium(
+        &[
+            &format!("--screenshot={}", path_str(&phone)),
+            "--window-size=390,1400",
+            "--hide-scrollbars",
+        ],
+        &url,
+    );
+    assert!(rendered.status.success());
+    assert!(std::fs::metadata(&phone).expect("a phone screenshot").len() > 10_000);
 
     // The incident page, a badge and the feed.
     let id = vm["id"].as_str().unwrap();
