@@ -73,26 +73,7 @@ async fn probe_endpoint_speaks_blackbox() {
     assert!(metric_sum(&text, "probe_duration_seconds", &[]) > 0.0);
 
     // Lint it like /metrics.
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed by the README's test command");
-    use std::io::Write;
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    common::assert_promtool_accepts(&text);
 
     // The scrape timeout header shortens the module's timeout (minus blackbox's offset).
     let client = reqwest::Client::new();

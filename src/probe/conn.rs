@@ -13,7 +13,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
 use super::tls::{self, TlsClients, Trust};
-use super::{DEFAULT_MAX_READ_BYTES, Failure, Reason};
+use super::{DEFAULT_MAX_READ_BYTES, Failure, Phases, ProbeResult, Reason};
 use crate::config::Issues;
 
 /// One step of a probe session: its value, or the classified failure that ends the probe.
@@ -268,4 +268,41 @@ pub(crate) fn excerpt(line: &[u8]) -> String {
         out.push('…');
     }
     out
+}
+
+/// Resolves and connects, recording the `dns` and `connect` phases (measured from `start`
+/// and from the connect attempt).
+pub(crate) async fn open(
+    address: &str,
+    source: Option<IpAddr>,
+    deadline: Instant,
+    start: Instant,
+    phases: &mut Phases,
+) -> Step<TcpStream> {
+    let peer = resolve(address, source, deadline).await?;
+    phases.dns = Some(start.elapsed());
+    let connect_start = Instant::now();
+    let stream = connect(peer, source, deadline).await?;
+    phases.connect = Some(connect_start.elapsed());
+    Ok(stream)
+}
+
+/// The result of a session-style probe that ran from `start`: `total` is recorded on
+/// success; a failure keeps the phases it completed.
+pub(crate) fn finish(
+    start: Instant,
+    outcome: Step<()>,
+    mut phases: Phases,
+    tls_info: Option<tls::TlsInfo>,
+) -> ProbeResult {
+    let total = start.elapsed();
+    let mut result = match outcome {
+        Ok(()) => {
+            phases.total = Some(total);
+            ProbeResult::success(total, phases)
+        }
+        Err(failure) => ProbeResult::failed(failure, total, phases),
+    };
+    result.tls = tls_info;
+    result
 }

@@ -145,16 +145,7 @@ pub async fn run(clients: &TlsClients, spec: &ImapSpec, deadline: Instant) -> Pr
     let mut phases = Phases::default();
     let mut tls_info = None;
     let outcome = session(clients, spec, deadline, start, &mut phases, &mut tls_info).await;
-    let total = start.elapsed();
-    let mut result = match outcome {
-        Ok(()) => {
-            phases.total = Some(total);
-            ProbeResult::success(total, phases)
-        }
-        Err(failure) => ProbeResult::failed(failure, total, phases),
-    };
-    result.tls = tls_info;
-    result
+    conn::finish(start, outcome, phases, tls_info)
 }
 
 async fn session(
@@ -165,11 +156,7 @@ async fn session(
     phases: &mut Phases,
     tls_info: &mut Option<TlsInfo>,
 ) -> Step<()> {
-    let peer = conn::resolve(&spec.address, spec.source_address, deadline).await?;
-    phases.dns = Some(start.elapsed());
-    let connect_start = Instant::now();
-    let stream = conn::connect(peer, spec.source_address, deadline).await?;
-    phases.connect = Some(connect_start.elapsed());
+    let stream = conn::open(&spec.address, spec.source_address, deadline, start, phases).await?;
     let Some((name, trust)) = &spec.tls_client else {
         let mut lines = Lines::new(stream);
         let greeting = greeting(&mut lines, deadline, start, phases).await?;

@@ -146,55 +146,30 @@ CREATE TABLE IF NOT EXISTS route (
     last_sent  TEXT NOT NULL,
     PRIMARY KEY (receiver, incident)
 );
-CREATE TABLE IF NOT EXISTS rollup_minute (
-    kind         INTEGER NOT NULL,  -- 0 target, 1 service
-    id           TEXT NOT NULL,
-    start        INTEGER NOT NULL,  -- Unix seconds, UTC
-    probes       INTEGER NOT NULL,
-    failures     INTEGER NOT NULL,
-    latency_sum  REAL NOT NULL,     -- seconds, successful probes
-    latency_max  REAL NOT NULL,
-    histogram    BLOB NOT NULL,     -- rollup::Histogram::to_bytes
-    observed     REAL NOT NULL,     -- seconds
-    downtime     REAL NOT NULL,
-    maintenance  REAL NOT NULL,
-    worst        INTEGER,           -- rollup::status_rank; NULL for targets
-    PRIMARY KEY (kind, id, start)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollup_minute_start ON rollup_minute (start);
-CREATE TABLE IF NOT EXISTS rollup_hour (
-    kind         INTEGER NOT NULL,  -- 0 target, 1 service
-    id           TEXT NOT NULL,
-    start        INTEGER NOT NULL,  -- Unix seconds, UTC
-    probes       INTEGER NOT NULL,
-    failures     INTEGER NOT NULL,
-    latency_sum  REAL NOT NULL,     -- seconds, successful probes
-    latency_max  REAL NOT NULL,
-    histogram    BLOB NOT NULL,     -- rollup::Histogram::to_bytes
-    observed     REAL NOT NULL,     -- seconds
-    downtime     REAL NOT NULL,
-    maintenance  REAL NOT NULL,
-    worst        INTEGER,           -- rollup::status_rank; NULL for targets
-    PRIMARY KEY (kind, id, start)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollup_hour_start ON rollup_hour (start);
-CREATE TABLE IF NOT EXISTS rollup_day (
-    kind         INTEGER NOT NULL,  -- 0 target, 1 service
-    id           TEXT NOT NULL,
-    start        INTEGER NOT NULL,  -- Unix seconds, UTC
-    probes       INTEGER NOT NULL,
-    failures     INTEGER NOT NULL,
-    latency_sum  REAL NOT NULL,     -- seconds, successful probes
-    latency_max  REAL NOT NULL,
-    histogram    BLOB NOT NULL,     -- rollup::Histogram::to_bytes
-    observed     REAL NOT NULL,     -- seconds
-    downtime     REAL NOT NULL,
-    maintenance  REAL NOT NULL,
-    worst        INTEGER,           -- rollup::status_rank; NULL for targets
-    PRIMARY KEY (kind, id, start)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollup_day_start ON rollup_day (start);
 ";
+
+/// One rollup table per resolution (`minute`, `hour`, `day`), all of the same shape.
+fn rollup_schema(resolution: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS rollup_{resolution} (
+    kind         INTEGER NOT NULL,  -- 0 target, 1 service
+    id           TEXT NOT NULL,
+    start        INTEGER NOT NULL,  -- Unix seconds, UTC
+    probes       INTEGER NOT NULL,
+    failures     INTEGER NOT NULL,
+    latency_sum  REAL NOT NULL,     -- seconds, successful probes
+    latency_max  REAL NOT NULL,
+    histogram    BLOB NOT NULL,     -- rollup::Histogram::to_bytes
+    observed     REAL NOT NULL,     -- seconds
+    downtime     REAL NOT NULL,
+    maintenance  REAL NOT NULL,
+    worst        INTEGER,           -- rollup::status_rank; NULL for targets
+    PRIMARY KEY (kind, id, start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollup_{resolution}_start ON rollup_{resolution} (start);
+"
+    )
+}
 
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
@@ -221,6 +196,9 @@ impl Store {
         }
         let writer = connect(path)?;
         writer.execute_batch(SCHEMA)?;
+        for resolution in ["minute", "hour", "day"] {
+            writer.execute_batch(&rollup_schema(resolution))?;
+        }
         let restored = restore(&writer)?;
         let reader = connect(path)?;
         let (tx, rx) = mpsc::unbounded_channel();
