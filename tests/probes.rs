@@ -16,11 +16,14 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{any, get};
 use serde_json::{Value, json};
-use tocsin::config::Issues;
-use tocsin::probe::{ProbeConfig, ProbeResult, ProbeSpec, Prober, Reason};
+
+use tocsin::probe::{ProbeConfig, Prober, Reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::oneshot;
+
+mod common;
+use common::probing::{failed, issues_of, ok, run, spec, with};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -156,59 +159,12 @@ fn closed_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-/// Builds a spec the way the config does: deserialize `probe = {…}`, then validate.
-fn spec(probe: Value) -> ProbeSpec {
-    let config: ProbeConfig = serde_json::from_value(probe).unwrap();
-    let mut issues = Issues::default();
-    let spec = config.build("targets[0].probe", &mut issues);
-    assert!(issues.is_empty(), "unexpected issues: {issues}");
-    spec.unwrap()
-}
-
-/// Validation messages for a probe table, one per line.
-fn issues_of(probe: Value) -> String {
-    let config: ProbeConfig = serde_json::from_value(probe).unwrap();
-    let mut issues = Issues::default();
-    let spec = config.build("targets[0].probe", &mut issues);
-    assert!(spec.is_none(), "an invalid probe must not build");
-    issues.to_string()
-}
-
 fn http(url: impl Into<String>) -> Value {
     json!({ "type": "http", "url": url.into() })
 }
 
-/// `base` with extra keys merged in.
-fn with(mut base: Value, extra: Value) -> Value {
-    let map = base.as_object_mut().unwrap();
-    for (k, v) in extra.as_object().unwrap() {
-        map.insert(k.clone(), v.clone());
-    }
-    base
-}
-
 fn tcp(addr: SocketAddr, extra: Value) -> Value {
     with(json!({ "type": "tcp", "address": addr.to_string() }), extra)
-}
-
-async fn run(probe: Value, timeout: Duration) -> ProbeResult {
-    Prober::new().unwrap().run(&spec(probe), timeout).await
-}
-
-/// Asserts a failure with `reason`; returns its detail.
-#[track_caller]
-fn failed(result: &ProbeResult, reason: Reason) -> String {
-    let failure = result
-        .failure
-        .as_ref()
-        .unwrap_or_else(|| panic!("expected {reason:?}, the probe succeeded: {result:?}"));
-    assert_eq!(failure.reason, reason, "{result:?}");
-    failure.detail.clone()
-}
-
-#[track_caller]
-fn ok(result: &ProbeResult) {
-    assert!(result.is_ok(), "expected success: {result:?}");
 }
 
 /// Runs a probe expected to hit its deadline; checks reason and punctuality.

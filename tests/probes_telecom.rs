@@ -16,10 +16,13 @@ use std::time::{Duration, Instant};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tocsin::config::Issues;
-use tocsin::probe::{ProbeConfig, ProbeResult, ProbeSpec, Prober, Reason};
+
+use tocsin::probe::{ProbeConfig, Reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+mod common;
+use common::probing::{failed, issues_of, ok, run, spec, with};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -31,40 +34,6 @@ const GENEROUS: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_secs(2);
 /// How late past its deadline a probe may return on a noisy machine.
 const MARGIN: Duration = Duration::from_secs(1);
-
-fn spec(probe: Value) -> ProbeSpec {
-    let config: ProbeConfig = serde_json::from_value(probe).unwrap();
-    let mut issues = Issues::default();
-    let spec = config.build("targets[0].probe", &mut issues);
-    assert!(issues.is_empty(), "unexpected issues: {issues}");
-    spec.unwrap()
-}
-
-fn issues_of(probe: Value) -> String {
-    let config: ProbeConfig = serde_json::from_value(probe).unwrap();
-    let mut issues = Issues::default();
-    assert!(config.build("targets[0].probe", &mut issues).is_none());
-    issues.to_string()
-}
-
-async fn run(probe: Value, timeout: Duration) -> ProbeResult {
-    Prober::new().unwrap().run(&spec(probe), timeout).await
-}
-
-#[track_caller]
-fn failed(result: &ProbeResult, reason: Reason) -> String {
-    let failure = result
-        .failure
-        .as_ref()
-        .unwrap_or_else(|| panic!("expected {reason:?}, the probe succeeded: {result:?}"));
-    assert_eq!(failure.reason, reason, "{result:?}");
-    failure.detail.clone()
-}
-
-#[track_caller]
-fn ok(result: &ProbeResult) {
-    assert!(result.is_ok(), "expected success: {result:?}");
-}
 
 /// Runs a probe expected to fail with `reason` at its SHORT deadline, not before, not late.
 async fn fails_at_deadline(probe: Value, reason: Reason) -> String {
@@ -87,14 +56,6 @@ async fn fails_early(probe: Value, reason: Reason) -> String {
     let detail = failed(&result, reason);
     assert!(started.elapsed() < GENEROUS / 2, "{result:?}");
     detail
-}
-
-fn with(mut base: Value, extra: Value) -> Value {
-    let map = base.as_object_mut().unwrap();
-    for (k, v) in extra.as_object().unwrap() {
-        map.insert(k.clone(), v.clone());
-    }
-    base
 }
 
 /// A port of 127.0.0.1 free for both TCP and UDP right now.

@@ -28,12 +28,15 @@ use rustls::server::Acceptor;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use time::OffsetDateTime;
-use tocsin::config::Issues;
+
 use tocsin::detector::Observation;
-use tocsin::probe::{ProbeConfig, ProbeResult, ProbeSpec, Prober, Reason};
+use tocsin::probe::Reason;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio_rustls::LazyConfigAcceptor;
+
+mod common;
+use common::probing::{failed, ok, run, with};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -42,41 +45,6 @@ use tokio_rustls::LazyConfigAcceptor;
 const GENEROUS: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_secs(2);
 const MARGIN: Duration = Duration::from_secs(1);
-
-fn spec(probe: Value) -> ProbeSpec {
-    let config: ProbeConfig = serde_json::from_value(probe).unwrap();
-    let mut issues = Issues::default();
-    let spec = config.build("targets[0].probe", &mut issues);
-    assert!(issues.is_empty(), "unexpected issues: {issues}");
-    spec.unwrap()
-}
-
-async fn run(probe: Value, timeout: Duration) -> ProbeResult {
-    Prober::new().unwrap().run(&spec(probe), timeout).await
-}
-
-fn with(mut base: Value, extra: Value) -> Value {
-    let map = base.as_object_mut().unwrap();
-    for (k, v) in extra.as_object().unwrap() {
-        map.insert(k.clone(), v.clone());
-    }
-    base
-}
-
-#[track_caller]
-fn failed(result: &ProbeResult, reason: Reason) -> String {
-    let failure = result
-        .failure
-        .as_ref()
-        .unwrap_or_else(|| panic!("expected {reason:?}, the probe succeeded: {result:?}"));
-    assert_eq!(failure.reason, reason, "{result:?}");
-    failure.detail.clone()
-}
-
-#[track_caller]
-fn ok(result: &ProbeResult) {
-    assert!(result.is_ok(), "expected success: {result:?}");
-}
 
 // ---------------------------------------------------------------------------------------
 // Certificates

@@ -2,6 +2,8 @@
 //! controls, and a webhook receiver that records what it gets.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod probing;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
