@@ -5,12 +5,18 @@
 //! Data flows top to bottom; each module only knows the ones above it.
 //!
 //! ```text
-//! config ──► scheduler ──► probe::{http, tcp} ──► engine ─┬─► detector   (results → target states)
-//!                                                          └─► incident   (group/service status → incidents)
-//!                                                               │
-//!                 ┌──────────────┬──────────────┬───────────────┤
-//!                 ▼              ▼              ▼               ▼
-//!              metrics      alert::{webhook}   store::sqlite   http::{api, page}
+//! config ──► scheduler ──► probe::{http, tcp, tls, dns, icmp, sip, imap, smtp}
+//!                              │
+//!                              ▼
+//!                           engine ─┬─► detector   (results → target states)
+//!                          (core)   ├─► incident   (group/service status → incidents)
+//!                                   └─► rollup     (results → minute/hour/day aggregates)
+//!                              │
+//!       ┌───────────────┬──────┴─────────────┬───────────────────────┐
+//!       ▼               ▼                    ▼                       ▼
+//!    metrics   alert::{routing, outbox,   store::sqlite   http::{api, page, statuspage,
+//!              webhook, alertmanager,                           exporter, feeds}
+//!              slack, pagerduty}
 //! ```
 //!
 //! * [`config`]: the TOML file (via the `config` crate, `TOCSIN__…` env overrides), strict
@@ -42,6 +48,8 @@
 //! * **component status**: per service, the Statuspage enum (`operational` … `major_outage`,
 //!   `under_maintenance`).
 //! * **incident**: one outage as users feel it, possibly across several services.
+//! * **change**: a software update, deploy or configuration change, registered through the
+//!   API; the suspected cause of incidents that follow it.
 //! * **receiver**: where alerts go.
 
 pub mod alert;
