@@ -362,7 +362,7 @@ impl Rollups {
         }
     }
 
-    /// Counts the time since the previous tick (at most [`MAX_GAP`]) in the status seen
+    /// Counts the time since the previous tick (at most `MAX_GAP`) in the status seen
     /// now (services from `groups`, targets from their `states`), split at minute
     /// boundaries. The first tick only starts the clock.
     pub fn tick(

@@ -3,7 +3,7 @@
 //!
 //! Each component keeps its own config struct next to its code (`http::ServerConfig`,
 //! `scheduler::TargetConfig`, `alert::ReceiverConfig`, …); this module only assembles them.
-//! Validation ([`validate`]) reports every problem at once, each with its key path.
+//! Validation (`validate`) reports every problem at once, each with its key path.
 
 mod validate;
 

@@ -1,7 +1,7 @@
 //! `tls` probe: handshake with SNI, verify the whole chain, report its earliest expiry.
 //!
 //! Also the TLS half of the `http` probe: [`TlsClients`] holds the client settings built once
-//! per [`Prober`](super::Prober), and [`handshake`] returns what blackbox_exporter exposes as
+//! per [`Prober`](super::Prober), and `handshake` returns what blackbox_exporter exposes as
 //! `probe_ssl_earliest_cert_expiry` and `probe_tls_version_info`.
 
 use std::net::IpAddr;
