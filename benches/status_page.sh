@@ -68,7 +68,8 @@ read -r page_size page_p50 page_p95 < <(measure /)
 read -r _ base_p50 base_p95 < <(measure /healthz)
 echo "services:            $services"
 echo "history_days:        90"
-echo "page_bytes:          $page_size"
+gzip_size=$(curl -s -H 'Accept-Encoding: gzip' -o /dev/null -w '%{size_download}' "http://127.0.0.1:$port/")
+echo "page_bytes:          $page_size (gzip on the wire: $gzip_size)"
 echo "page_ms_p50:         $page_p50"
 echo "page_ms_p95:         $page_p95"
 echo "baseline_healthz_ms: $base_p50 (p50), $base_p95 (p95)"

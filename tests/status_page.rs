@@ -254,6 +254,15 @@ async fn page_apis_badge_and_feed_with_an_open_incident() {
     assert!(rendered.status.success());
     assert!(std::fs::metadata(&phone).expect("a phone screenshot").len() > 10_000);
 
+    // Compressed for clients that accept it.
+    let compressed = reqwest::Client::new()
+        .get(daemon.url("/"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(compressed.headers()["content-encoding"], "gzip");
+
     // The incident page, a badge and the feed.
     let id = vm["id"].as_str().unwrap();
     let page = reqwest::get(daemon.url(&format!("/incidents/{id}")))

@@ -188,6 +188,8 @@ pub fn router(state: AppState) -> Router {
             get(statuspage::active_maintenances),
         )
         .fallback(|| async { ApiError::not_found("no such path") })
+        // The page with 90-day bars is mostly repeated markup: gzip cuts it about tenfold.
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
 
