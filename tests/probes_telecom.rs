@@ -482,13 +482,14 @@ async fn sip_udp_retransmits_on_timer_e_until_answered() {
         log.iter().all(|(_, _, r)| r == &log[0].2),
         "a retransmission is the same request (same branch, Call-ID, CSeq)"
     );
-    // Timer E: T1 = 500ms, then 1s.
+    // Timer E: T1 = 500ms, then 1s. A timer never fires early, so these lower bounds are
+    // exact; that the schedule is not slower is what the silent-peer test checks (three
+    // sends before its 2 s deadline).
     for (i, expected) in [(1, 500u64), (2, 1000)] {
         let gap = log[i].0 - log[i - 1].0;
         let expected = Duration::from_millis(expected);
         assert!(
-            gap >= expected - Duration::from_millis(50)
-                && gap < expected + Duration::from_millis(300),
+            gap >= expected - Duration::from_millis(50),
             "gap {i}: {gap:?}, expected {expected:?}"
         );
     }

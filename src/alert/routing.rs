@@ -56,10 +56,6 @@ impl Routing {
         Routing { routes }
     }
 
-    pub fn specs(&self) -> impl Iterator<Item = &Arc<ReceiverSpec>> {
-        self.routes.iter().map(|r| &r.spec)
-    }
-
     /// The persisted state, for a new `Routing` after a reload.
     pub fn marks(&self) -> Vec<(String, String, Timestamp)> {
         self.routes

@@ -5,14 +5,12 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
 
-use rustls::ClientConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
-use super::tls::{self, TlsClients, Trust};
+use super::tls::{self, Trust};
 use super::{DEFAULT_MAX_READ_BYTES, Failure, Phases, ProbeResult, Reason};
 use crate::config::Issues;
 
@@ -68,18 +66,6 @@ pub(crate) fn trust(
         (None, true) => Some(Trust::Insecure),
         (None, false) => Some(Trust::System),
     }
-}
-
-/// The client config for a non-HTTP session. ALPN is cleared because a client offering
-/// only HTTP protocols is refused by strict servers (Exim answers `no_application_protocol`).
-pub(crate) fn tls_config(clients: &TlsClients, trust: &Trust) -> Arc<ClientConfig> {
-    let config = clients.config(trust, false);
-    if config.alpn_protocols.is_empty() {
-        return config;
-    }
-    let mut plain = (*config).clone();
-    plain.alpn_protocols.clear();
-    Arc::new(plain)
 }
 
 /// Resolves `host:port`, preferring an address of the source address's family (a socket

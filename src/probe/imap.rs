@@ -162,7 +162,7 @@ async fn session(
         let greeting = greeting(&mut lines, deadline, start, phases).await?;
         return authenticated(lines, spec, greeting, deadline).await;
     };
-    let config = conn::tls_config(clients, trust);
+    let config = clients.config(trust, false);
     if spec.tls == ImapTls::Implicit {
         let tls_start = Instant::now();
         let (stream, info) = tls::handshake(config, name.clone(), stream, None, deadline).await?;

@@ -557,7 +557,7 @@ async fn over_stream(
     match &spec.tls {
         Some((name, trust)) => {
             let tls_start = Instant::now();
-            let config = conn::tls_config(clients, trust);
+            let config = clients.config(trust, false);
             let (stream, info) =
                 tls::handshake(config, name.clone(), stream, None, deadline).await?;
             phases.tls = Some(tls_start.elapsed());

@@ -166,7 +166,7 @@ async fn session(
         ));
     }
     let stream = lines.into_stream_for_tls()?;
-    let config = conn::tls_config(clients, trust);
+    let config = clients.config(trust, false);
     let (stream, info) = tls::handshake(config, name.clone(), stream, None, deadline).await?;
     phases.tls = Some(tls_start.elapsed());
     *tls_info = Some(info);

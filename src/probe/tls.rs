@@ -206,6 +206,7 @@ pub(crate) const HTTP_ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 pub struct TlsClients {
     system: Arc<ClientConfig>,
     system_http: Arc<ClientConfig>,
+    insecure: Arc<ClientConfig>,
     insecure_http: Arc<ClientConfig>,
 }
 
@@ -218,17 +219,21 @@ impl TlsClients {
         Ok(Self {
             system: client(system.clone(), &[])?,
             system_http: client(system, &HTTP_ALPN)?,
+            insecure: client(insecure.clone(), &[])?,
             insecure_http: client(insecure, &HTTP_ALPN)?,
         })
     }
 
-    /// The client for `trust`; `http` picks the one offering HTTP ALPN.
+    /// The client for `trust`; `http` picks the one offering HTTP ALPN. Other protocols
+    /// offer none: strict servers refuse a client offering only HTTP (Exim answers
+    /// `no_application_protocol`). A `ca_file` client got its ALPN when it was built.
     pub(crate) fn config(&self, trust: &Trust, http: bool) -> Arc<ClientConfig> {
         match (trust, http) {
             (Trust::CaFile(config), _) => config.clone(),
             (Trust::System, false) => self.system.clone(),
             (Trust::System, true) => self.system_http.clone(),
-            (Trust::Insecure, _) => self.insecure_http.clone(),
+            (Trust::Insecure, false) => self.insecure.clone(),
+            (Trust::Insecure, true) => self.insecure_http.clone(),
         }
     }
 }
