@@ -350,15 +350,18 @@ impl Rollups {
         self.advance(at);
         let t = &topology.targets[target];
         bucket(&mut self.targets, &t.id).record(result);
-        let mut services: Vec<usize> = t
-            .groups
-            .iter()
-            .map(|&g| topology.groups[g].service)
-            .collect();
-        services.sort_unstable();
-        services.dedup();
-        for s in services {
-            bucket(&mut self.services, &topology.services[s].id).record(result);
+        // Each service once, even when the target watches several of its groups; no
+        // allocation on this per-result path.
+        let service_of = |g: &usize| topology.groups[*g].service;
+        for (i, g) in t.groups.iter().enumerate() {
+            let s = service_of(g);
+            if t.groups[..i]
+                .iter()
+                .map(service_of)
+                .all(|earlier| earlier != s)
+            {
+                bucket(&mut self.services, &topology.services[s].id).record(result);
+            }
         }
     }
 
@@ -691,6 +694,45 @@ mod tests {
             (actual - expected).abs() < 1e-6,
             "{actual} is not {expected}"
         );
+    }
+
+    #[test]
+    fn a_target_watching_two_groups_of_a_service_counts_once_for_it() {
+        let toml = r#"
+            [storage]
+            sqlite = "unused.db"
+            [[services]]
+            id = "voicemail"
+            [[services]]
+            id = "data"
+            [[groups]]
+            id = "north"
+            service = "voicemail"
+            subscribers = 1
+            [[groups]]
+            id = "south"
+            service = "voicemail"
+            subscribers = 1
+            [[groups]]
+            id = "gw"
+            service = "data"
+            subscribers = 1
+            [[targets]]
+            id = "shared"
+            groups = ["north", "south", "gw"]
+            probe = { type = "tcp", address = "127.0.0.1:1" }
+        "#;
+        let topo = (*config::load(&ConfigSource::Inline(toml.into()))
+            .unwrap()
+            .topology)
+            .clone();
+        let mut rollups = Rollups::default();
+        rollups.record(&topo, 0, t("2026-03-02T00:00:10Z"), &ok(20));
+        rollups.close();
+        let closed = rollups.take_closed();
+        assert_eq!(row(&closed[0], Subject::Service, "voicemail").probes, 1);
+        assert_eq!(row(&closed[0], Subject::Service, "data").probes, 1);
+        assert_eq!(row(&closed[0], Subject::Target, "shared").probes, 1);
     }
 
     #[test]
