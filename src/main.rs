@@ -1,5 +1,8 @@
 //! The `tocsin` binary: parses the command line, sets up logging, and calls the library.
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

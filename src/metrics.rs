@@ -1,28 +1,31 @@
-//! Prometheus metrics (SPEC §8): one registry, every family created once, label handles
-//! of each target resolved once so the probe path does no string work on success.
+//! Prometheus metrics (SPEC §8): one registry for the families with few series, and a
+//! compact table for the per-target families.
+//!
+//! Ten thousand targets are eighty thousand per-target series. As children of the
+//! `prometheus` crate's vectors they cost ~5 KB per target (each child keeps its own label
+//! pairs) and every scrape rebuilds them as protobuf messages. So the per-target families
+//! live in [`TargetTable`]: a row per target with its label text escaped once and a few
+//! atomics, written straight into the text format. The probe path touches only atomics.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::detector::TargetState;
 use crate::incident::{ComponentStatus, Severity};
-use crate::probe::ProbeResult;
+use crate::probe::{ProbeResult, Reason};
 use crate::topology::Target;
-
-const TARGET_LABELS: [&str; 6] = [
-    "target", "service", "region", "platform", "probe", "vantage",
-];
 
 /// Every tocsin series. Families are atomics: share an `Arc<Metrics>`.
 pub struct Metrics {
     registry: Registry,
-    probe_success: GaugeVec,
-    probe_duration: GaugeVec,
-    probes_total: IntCounterVec,
-    probe_failures: IntCounterVec,
-    target_state: IntGaugeVec,
+    targets: TargetTable,
     service_status: IntGaugeVec,
     service_affected: IntGaugeVec,
     service_affected_ratio: GaugeVec,
@@ -46,9 +49,6 @@ fn opts(name: &str, help: &str) -> Opts {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let target_labels = |extra: &'static [&'static str]| -> Vec<&'static str> {
-            TARGET_LABELS.iter().chain(extra).copied().collect()
-        };
         macro_rules! reg {
             ($m:expr) => {{
                 let m = $m.expect("metric definition is valid");
@@ -59,35 +59,6 @@ impl Metrics {
             }};
         }
         let metrics = Self {
-            probe_success: reg!(GaugeVec::new(
-                opts(
-                    "tocsin_probe_success",
-                    "Whether the last probe succeeded (1) or failed (0)."
-                ),
-                &target_labels(&[])
-            )),
-            probe_duration: reg!(GaugeVec::new(
-                opts(
-                    "tocsin_probe_duration_seconds",
-                    "Duration of the last probe."
-                ),
-                &target_labels(&[])
-            )),
-            probes_total: reg!(IntCounterVec::new(
-                opts("tocsin_probes_total", "Probes run, by result."),
-                &target_labels(&["result"])
-            )),
-            probe_failures: reg!(IntCounterVec::new(
-                opts("tocsin_probe_failures_total", "Failed probes, by reason."),
-                &target_labels(&["reason"])
-            )),
-            target_state: reg!(IntGaugeVec::new(
-                opts(
-                    "tocsin_target_state",
-                    "Target state after thresholds (one-hot)."
-                ),
-                &target_labels(&["state"])
-            )),
             service_status: reg!(IntGaugeVec::new(
                 opts(
                     "tocsin_service_status",
@@ -163,6 +134,7 @@ impl Metrics {
                 "When the configuration was last loaded successfully."
             )),
             registry,
+            targets: TargetTable::default(),
         };
         let build_info = IntGaugeVec::new(
             opts("tocsin_build_info", "tocsin build; always 1."),
@@ -197,69 +169,43 @@ impl Metrics {
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
-        String::from_utf8(out).expect("the text format is UTF-8")
+        let mut text = String::from_utf8(out).expect("the text format is UTF-8");
+        self.targets.render(&mut text);
+        text
     }
 
-    pub fn target(&self, target: &Target, vantage: &str) -> TargetMetrics {
-        let labels: Vec<String> = vec![
-            target.id.clone(),
-            target.labels.service.clone(),
-            target.labels.region.clone(),
-            target.labels.platform.clone(),
-            target.probe.kind().to_string(),
-            vantage.to_string(),
-        ];
-        let base: Vec<&str> = labels.iter().map(String::as_str).collect();
-        TargetMetrics {
-            success: self.probe_success.with_label_values(&base),
-            duration: self.probe_duration.with_label_values(&base),
-            succeeded: self.probes_total.with_label_values(&with(&base, "success")),
-            failed: self.probes_total.with_label_values(&with(&base, "failure")),
-            states: TargetState::ALL.map(|s| {
-                self.target_state
-                    .with_label_values(&with(&base, s.as_str()))
-            }),
-            labels,
-        }
-    }
-
-    /// Drops the series of a target that is no longer configured.
-    pub fn forget_target(&self, t: &TargetMetrics) {
-        let base: Vec<&str> = t.labels.iter().map(String::as_str).collect();
-        let _ = self.probe_success.remove_label_values(&base);
-        let _ = self.probe_duration.remove_label_values(&base);
-        for result in ["success", "failure"] {
-            let _ = self.probes_total.remove_label_values(&with(&base, result));
-        }
-        for reason in crate::probe::Reason::ALL {
-            let _ = self
-                .probe_failures
-                .remove_label_values(&with(&base, reason.as_str()));
-        }
-        for state in TargetState::ALL {
-            let _ = self
-                .target_state
-                .remove_label_values(&with(&base, state.as_str()));
-        }
+    /// Makes `targets` the targets with series. A target whose labels are unchanged keeps
+    /// its row (its counters go on); the series of a target that is gone are dropped.
+    pub fn set_targets(&self, targets: &[Target], vantage: &str) -> Vec<Arc<TargetMetrics>> {
+        let mut rows = self.targets.rows.write().expect("metrics lock");
+        let mut previous: HashMap<Box<str>, Arc<TargetMetrics>> = rows
+            .drain(..)
+            .map(|row| (row.labels.clone(), row))
+            .collect();
+        *rows = targets
+            .iter()
+            .map(|t| {
+                let labels = target_labels(t, vantage);
+                previous
+                    .remove(&labels)
+                    .unwrap_or_else(|| Arc::new(TargetMetrics::new(labels)))
+            })
+            .collect();
+        rows.clone()
     }
 
     pub fn record_probe(&self, t: &TargetMetrics, result: &ProbeResult) {
-        t.duration.set(result.latency.as_secs_f64());
+        t.duration
+            .store(result.latency.as_secs_f64().to_bits(), Ordering::Relaxed);
         match &result.failure {
             None => {
-                t.success.set(1.0);
-                t.succeeded.inc();
+                t.success.store(1, Ordering::Relaxed);
+                t.succeeded.fetch_add(1, Ordering::Relaxed);
             }
             Some(f) => {
-                t.success.set(0.0);
-                t.failed.inc();
-                let labels: Vec<&str> = t
-                    .labels
-                    .iter()
-                    .map(String::as_str)
-                    .chain(std::iter::once(f.reason.as_str()))
-                    .collect();
-                self.probe_failures.with_label_values(&labels).inc();
+                t.success.store(0, Ordering::Relaxed);
+                t.failed.fetch_add(1, Ordering::Relaxed);
+                t.failures[f.reason as usize].fetch_add(1, Ordering::Relaxed);
             }
         }
     }
@@ -295,26 +241,312 @@ impl Default for Metrics {
     }
 }
 
-/// Target label values plus one more.
-fn with<'a>(base: &[&'a str], extra: &'a str) -> Vec<&'a str> {
-    base.iter().copied().chain(std::iter::once(extra)).collect()
+/// `target="…",service="…",region="…",platform="…",probe="…",vantage="…"`, escaped.
+fn target_labels(target: &Target, vantage: &str) -> Box<str> {
+    let values = [
+        ("target", target.id.as_str()),
+        ("service", target.labels.service.as_str()),
+        ("region", target.labels.region.as_str()),
+        ("platform", target.labels.platform.as_str()),
+        ("probe", target.probe.kind()),
+        ("vantage", vantage),
+    ];
+    let mut text = String::new();
+    for (i, (name, value)) in values.into_iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        text.push_str(name);
+        text.push_str("=\"");
+        for c in value.chars() {
+            match c {
+                '\\' => text.push_str("\\\\"),
+                '"' => text.push_str("\\\""),
+                '\n' => text.push_str("\\n"),
+                c => text.push(c),
+            }
+        }
+        text.push('"');
+    }
+    text.into_boxed_str()
 }
 
-/// Label handles of one target, resolved once.
+/// The series of one target: its label text and the values, all atomics.
 pub struct TargetMetrics {
-    success: Gauge,
-    duration: Gauge,
-    succeeded: IntCounter,
-    failed: IntCounter,
-    /// In [`TargetState::ALL`] order.
-    states: [IntGauge; 4],
-    labels: Vec<String>,
+    labels: Box<str>,
+    /// 1 or 0 once a probe ran (0 before).
+    success: AtomicU8,
+    /// f64 bits of the last probe's duration.
+    duration: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    /// Index into [`TargetState::ALL`].
+    state: AtomicU8,
+    /// By [`Reason`] discriminant; a reason's series appears once it has counted.
+    failures: [AtomicU64; Reason::ALL.len()],
 }
 
 impl TargetMetrics {
-    pub fn set_state(&self, state: TargetState) {
-        for (gauge, s) in self.states.iter().zip(TargetState::ALL) {
-            gauge.set(i64::from(s == state));
+    fn new(labels: Box<str>) -> Self {
+        Self {
+            labels,
+            success: AtomicU8::new(0),
+            duration: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            state: AtomicU8::new(0),
+            failures: Default::default(),
         }
+    }
+
+    pub fn set_state(&self, state: TargetState) {
+        let index = TargetState::ALL
+            .iter()
+            .position(|s| *s == state)
+            .expect("ALL lists every state");
+        self.state.store(index as u8, Ordering::Relaxed);
+    }
+}
+
+/// The rows of the configured targets, in configuration order.
+#[derive(Default)]
+struct TargetTable {
+    rows: RwLock<Vec<Arc<TargetMetrics>>>,
+}
+
+impl TargetTable {
+    /// Appends the per-target families in the text format (version 0.0.4).
+    fn render(&self, out: &mut String) {
+        let rows = self.rows.read().expect("metrics lock").clone();
+        // About 110 bytes per line, eight lines per target.
+        out.reserve(rows.len() * 8 * (rows.first().map_or(0, |r| r.labels.len()) + 40));
+        family(
+            out,
+            "tocsin_probe_success",
+            "gauge",
+            "Whether the last probe succeeded (1) or failed (0).",
+        );
+        for row in &rows {
+            sample(
+                out,
+                "tocsin_probe_success",
+                row,
+                "",
+                "",
+                row.success.load(Ordering::Relaxed),
+            );
+        }
+        family(
+            out,
+            "tocsin_probe_duration_seconds",
+            "gauge",
+            "Duration of the last probe.",
+        );
+        for row in &rows {
+            let seconds = f64::from_bits(row.duration.load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "tocsin_probe_duration_seconds{{{}}} {seconds}",
+                row.labels
+            );
+        }
+        family(
+            out,
+            "tocsin_probes_total",
+            "counter",
+            "Probes run, by result.",
+        );
+        for row in &rows {
+            let ok = row.succeeded.load(Ordering::Relaxed);
+            let failed = row.failed.load(Ordering::Relaxed);
+            sample(out, "tocsin_probes_total", row, "result", "success", ok);
+            sample(out, "tocsin_probes_total", row, "result", "failure", failed);
+        }
+        family(
+            out,
+            "tocsin_probe_failures_total",
+            "counter",
+            "Failed probes, by reason.",
+        );
+        for row in &rows {
+            for (reason, count) in Reason::ALL.iter().zip(&row.failures) {
+                let count = count.load(Ordering::Relaxed);
+                if count > 0 {
+                    sample(
+                        out,
+                        "tocsin_probe_failures_total",
+                        row,
+                        "reason",
+                        reason.as_str(),
+                        count,
+                    );
+                }
+            }
+        }
+        family(
+            out,
+            "tocsin_target_state",
+            "gauge",
+            "Target state after thresholds (one-hot).",
+        );
+        for row in &rows {
+            let current = usize::from(row.state.load(Ordering::Relaxed));
+            for (i, state) in TargetState::ALL.iter().enumerate() {
+                let value = u64::from(i == current);
+                sample(
+                    out,
+                    "tocsin_target_state",
+                    row,
+                    "state",
+                    state.as_str(),
+                    value,
+                );
+            }
+        }
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One line: `name{labels[,extra="value"]} count`.
+fn sample(
+    out: &mut String,
+    name: &str,
+    row: &TargetMetrics,
+    extra: &str,
+    value: &str,
+    count: impl std::fmt::Display,
+) {
+    out.push_str(name);
+    out.push('{');
+    out.push_str(&row.labels);
+    if !extra.is_empty() {
+        let _ = write!(out, ",{extra}=\"{value}\"");
+    }
+    let _ = writeln!(out, "}} {count}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{self, ConfigSource};
+    use crate::probe::Phases;
+
+    fn targets(ids: &[&str]) -> Vec<Target> {
+        let mut toml = String::from("[[services]]\nid = \"web\"\n");
+        for id in ids {
+            toml += &format!(
+                "[[targets]]\nid = {id:?}\nservice = \"web\"\nprobe = {{ type = \"tcp\", address = \"127.0.0.1:1\" }}\n"
+            );
+        }
+        let settings = config::load(&ConfigSource::Inline(toml)).expect("valid");
+        settings.topology.targets.clone()
+    }
+
+    fn lines<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .collect()
+    }
+
+    #[test]
+    fn target_series_carry_escaped_labels_and_counts() {
+        let metrics = Metrics::new();
+        let rows = metrics.set_targets(&targets(&["a\"b\\c"]), "paris");
+        let second = Duration::from_millis(250);
+        metrics.record_probe(&rows[0], &ProbeResult::success(second, Phases::default()));
+        metrics.record_probe(&rows[0], &ProbeResult::failure(Reason::Timeout, "", second));
+        metrics.record_probe(&rows[0], &ProbeResult::failure(Reason::Timeout, "", second));
+        rows[0].set_state(TargetState::Down);
+        let text = metrics.render();
+        let labels =
+            r#"target="a\"b\\c",service="web",region="",platform="",probe="tcp",vantage="paris""#;
+        assert_eq!(
+            lines(&text, "tocsin_probes_total"),
+            [
+                format!("tocsin_probes_total{{{labels},result=\"success\"}} 1"),
+                format!("tocsin_probes_total{{{labels},result=\"failure\"}} 2"),
+            ]
+        );
+        // Only reasons that happened have a series.
+        assert_eq!(
+            lines(&text, "tocsin_probe_failures_total"),
+            [format!(
+                "tocsin_probe_failures_total{{{labels},reason=\"timeout\"}} 2"
+            )]
+        );
+        assert_eq!(
+            lines(&text, "tocsin_probe_success"),
+            [format!("tocsin_probe_success{{{labels}}} 0")]
+        );
+        assert_eq!(
+            lines(&text, "tocsin_probe_duration_seconds"),
+            [format!("tocsin_probe_duration_seconds{{{labels}}} 0.25")]
+        );
+        let states: Vec<&str> = lines(&text, "tocsin_target_state")
+            .into_iter()
+            .filter(|l| l.ends_with(" 1"))
+            .collect();
+        assert_eq!(
+            states,
+            [format!("tocsin_target_state{{{labels},state=\"down\"}} 1")]
+        );
+        assert_eq!(
+            text.matches("# TYPE tocsin_probes_total counter").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn every_reason_counts_under_its_own_label() {
+        let metrics = Metrics::new();
+        let rows = metrics.set_targets(&targets(&["t"]), "local");
+        for reason in Reason::ALL {
+            metrics.record_probe(&rows[0], &ProbeResult::failure(reason, "", Duration::ZERO));
+        }
+        let text = metrics.render();
+        for reason in Reason::ALL {
+            let suffix = format!(",reason=\"{}\"}} 1", reason.as_str());
+            assert!(
+                lines(&text, "tocsin_probe_failures_total")
+                    .iter()
+                    .any(|l| l.ends_with(&suffix)),
+                "{reason:?} missing"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_counts_of_unchanged_targets_and_drops_removed_ones() {
+        let metrics = Metrics::new();
+        let rows = metrics.set_targets(&targets(&["kept", "removed"]), "local");
+        for row in &rows {
+            metrics.record_probe(
+                row,
+                &ProbeResult::success(Duration::ZERO, Phases::default()),
+            );
+        }
+        metrics.set_targets(&targets(&["kept", "added"]), "local");
+        let text = metrics.render();
+        let successes: Vec<&str> = lines(&text, "tocsin_probes_total")
+            .into_iter()
+            .filter(|l| l.contains("result=\"success\""))
+            .collect();
+        assert_eq!(successes.len(), 2);
+        assert!(
+            successes
+                .iter()
+                .any(|l| l.contains("target=\"kept\"") && l.ends_with(" 1"))
+        );
+        assert!(
+            successes
+                .iter()
+                .any(|l| l.contains("target=\"added\"") && l.ends_with(" 0"))
+        );
+        assert!(!text.contains("target=\"removed\""));
     }
 }

@@ -1,16 +1,20 @@
 //! The scheduler: runs every target's probe on its own interval.
 //!
-//! One lightweight task per target (no OS thread), its first run placed at a stable offset
-//! within the interval (a hash of the id) so a thousand targets do not fire at second 0.
-//! A global semaphore bounds probes in flight; [`Prober::run`] enforces each deadline.
+//! One clock task per configuration keeps every target's next run in a heap and spawns a
+//! task for each run when it is due. Each target's first run sits at a stable offset within
+//! its interval (a hash of the id) so ten thousand targets do not fire at second 0. A global
+//! semaphore bounds probes in flight; [`Prober::run`] enforces each deadline.
 //! The scheduler knows nothing of incidents: it sends [`ProbeReport`]s to the engine.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc};
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -124,21 +128,23 @@ pub struct SchedulerContext {
     pub clock: Clock,
 }
 
-/// Starts one task per target; they stop when `token` is cancelled.
+/// Starts the clock of `topology`: one task that sleeps until the next due target and
+/// spawns its probe. A task per probe run rather than one per target: a probe's future is
+/// about 9 KB (hyper and rustls state), which a parked per-target task would hold all the
+/// time; a target between runs costs an entry in a heap. Everything stops when `token` is
+/// cancelled.
 pub fn spawn(
     topology: &Arc<Topology>,
     ctx: &SchedulerContext,
     tracker: &TaskTracker,
     token: &CancellationToken,
 ) {
-    for index in 0..topology.targets.len() {
-        tracker.spawn(run_target(
-            Arc::clone(topology),
-            index,
-            ctx.clone(),
-            token.clone(),
-        ));
-    }
+    tracker.spawn(run_clock(
+        Arc::clone(topology),
+        ctx.clone(),
+        tracker.clone(),
+        token.clone(),
+    ));
 }
 
 /// Offset of a target's first run within its interval: a hash of its id (FNV-1a), so it
@@ -151,52 +157,113 @@ pub fn start_offset(target_id: &str, interval: Duration) -> Duration {
     Duration::from_nanos(hash % nanos)
 }
 
-async fn run_target(
+/// The first planned run of `interval`'s grid (anchored at `planned`) that is not before
+/// `now`: a run that could not start in time is skipped, not made up for with a burst.
+fn next_run(planned: Instant, interval: Duration, now: Instant) -> Instant {
+    let next = planned + interval;
+    if next >= now {
+        return next;
+    }
+    let behind = now.duration_since(next).as_nanos();
+    let step = interval.as_nanos().max(1);
+    let steps = behind.div_ceil(step);
+    next + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
+}
+
+async fn run_clock(
     topology: Arc<Topology>,
-    index: usize,
     ctx: SchedulerContext,
+    tracker: TaskTracker,
     token: CancellationToken,
 ) {
-    let target = &topology.targets[index];
-    let first = Instant::now() + start_offset(&target.id, target.interval);
-    let mut ticks = tokio::time::interval_at(first, target.interval);
-    // A probe that overran is not made up for with a burst: the schedule resumes.
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    loop {
-        let planned = tokio::select! {
+    let start = Instant::now();
+    let running: Arc<[AtomicBool]> = topology
+        .targets
+        .iter()
+        .map(|_| AtomicBool::new(false))
+        .collect();
+    let mut due: BinaryHeap<Reverse<(Instant, usize)>> = topology
+        .targets
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Reverse((start + start_offset(&t.id, t.interval), i)))
+        .collect();
+    while let Some(&Reverse((next, _))) = due.peek() {
+        tokio::select! {
             _ = token.cancelled() => return,
-            planned = ticks.tick() => planned,
-        };
-        let permit = tokio::select! {
-            _ = token.cancelled() => return,
-            permit = ctx.in_flight.acquire() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let started = Instant::now();
-        ctx.metrics
-            .scheduler_lag
-            .observe(started.saturating_duration_since(planned).as_secs_f64());
-        ctx.metrics.probes_in_flight.inc();
-        let result = tokio::select! {
-            _ = token.cancelled() => {
-                ctx.metrics.probes_in_flight.dec();
-                return;
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        let now = Instant::now();
+        while let Some(&Reverse((planned, index))) = due.peek() {
+            if planned > now {
+                break;
             }
-            result = ctx.prober.run(&target.probe, target.timeout) => result,
-        };
-        ctx.metrics.probes_in_flight.dec();
-        drop(permit);
-        let report = ProbeReport {
-            target: index,
-            topology: Arc::clone(&topology),
-            started_at: ctx.clock.at(started),
-            result,
-        };
-        if ctx.reports.send(report).await.is_err() {
+            due.pop();
+            let target = &topology.targets[index];
+            due.push(Reverse((next_run(planned, target.interval, now), index)));
+            // A run still going (its timeout is longer than its interval) skips this turn.
+            if running[index].swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            tracker.spawn(run_probe(
+                Arc::clone(&topology),
+                index,
+                planned,
+                ctx.clone(),
+                Arc::clone(&running),
+                token.clone(),
+            ));
+        }
+    }
+}
+
+/// One run of one target, from its planned start to its report.
+async fn run_probe(
+    topology: Arc<Topology>,
+    index: usize,
+    planned: Instant,
+    ctx: SchedulerContext,
+    running: Arc<[AtomicBool]>,
+    token: CancellationToken,
+) {
+    let _done = RunningFlag(&running[index]);
+    let target = &topology.targets[index];
+    let permit = tokio::select! {
+        _ = token.cancelled() => return,
+        permit = ctx.in_flight.acquire() => match permit {
+            Ok(p) => p,
+            Err(_) => return,
+        },
+    };
+    let started = Instant::now();
+    ctx.metrics
+        .scheduler_lag
+        .observe(started.saturating_duration_since(planned).as_secs_f64());
+    ctx.metrics.probes_in_flight.inc();
+    let result = tokio::select! {
+        _ = token.cancelled() => {
+            ctx.metrics.probes_in_flight.dec();
             return;
         }
+        result = ctx.prober.run(&target.probe, target.timeout) => result,
+    };
+    ctx.metrics.probes_in_flight.dec();
+    drop(permit);
+    let report = ProbeReport {
+        target: index,
+        topology: Arc::clone(&topology),
+        started_at: ctx.clock.at(started),
+        result,
+    };
+    let _ = ctx.reports.send(report).await;
+}
+
+/// Clears a target's running flag however its run ends (report sent, cancelled, panicked).
+struct RunningFlag<'a>(&'a AtomicBool);
+
+impl Drop for RunningFlag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -222,5 +289,21 @@ mod tests {
             start_offset("vm-a-north-imap", interval),
             start_offset("vm-a-north-imap", interval)
         );
+    }
+
+    #[test]
+    fn a_late_run_skips_to_the_next_slot_of_its_grid() {
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        // On time: the next slot.
+        assert_eq!(next_run(t0, second, t0), t0 + second);
+        assert_eq!(next_run(t0, second, t0 + second), t0 + second);
+        // 2.5 intervals late: slots 1 and 2 are gone, slot 3 is next.
+        assert_eq!(
+            next_run(t0, second, t0 + Duration::from_millis(2500)),
+            t0 + 3 * second
+        );
+        // Exactly on a later slot: that slot.
+        assert_eq!(next_run(t0, second, t0 + 4 * second), t0 + 4 * second);
     }
 }

@@ -107,7 +107,7 @@ pub struct Engine {
     routing: Routing,
     outbox: Outbox,
     metrics: Arc<Metrics>,
-    target_metrics: Vec<TargetMetrics>,
+    target_metrics: Vec<Arc<TargetMetrics>>,
     /// User-minutes already added to the counter, per (incident, service).
     counted_minutes: HashMap<(String, String), f64>,
     rollups: Rollups,
@@ -176,11 +176,8 @@ impl Engine {
         settings
     }
 
-    /// Resolves the label handles of the current targets, dropping the series of `old`.
+    /// Gives the current targets their series, dropping those of `old`'s that are gone.
     fn label_targets(&mut self, old: Option<&Settings>) {
-        for tm in self.target_metrics.drain(..) {
-            self.metrics.forget_target(&tm);
-        }
         let settings = Arc::clone(self.core.settings());
         if let Some(old) = old {
             for s in &old.topology.services {
@@ -189,12 +186,9 @@ impl Engine {
                 }
             }
         }
-        self.target_metrics = settings
-            .topology
-            .targets
-            .iter()
-            .map(|t| self.metrics.target(t, &settings.vantage))
-            .collect();
+        self.target_metrics = self
+            .metrics
+            .set_targets(&settings.topology.targets, &settings.vantage);
         for (tm, d) in self.target_metrics.iter().zip(self.core.detectors()) {
             tm.set_state(d.state());
         }
