@@ -37,6 +37,7 @@ pub struct Metrics {
     pub alert_deliveries: IntCounterVec,
     pub alert_outbox_pending: IntGaugeVec,
     pub scheduler_lag: Histogram,
+    pub scheduler_skipped: prometheus::IntCounter,
     pub probes_in_flight: IntGauge,
     pub config_reload_ok: IntGauge,
     pub config_reload_timestamp: Gauge,
@@ -120,6 +121,10 @@ impl Metrics {
                 .buckets(vec![
                     0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
                 ])
+            )),
+            scheduler_skipped: reg!(prometheus::IntCounter::new(
+                "tocsin_scheduler_skipped_total",
+                "Planned probe runs skipped because the target's previous run was still going."
             )),
             probes_in_flight: reg!(IntGauge::new(
                 "tocsin_probes_in_flight",

@@ -203,6 +203,7 @@ async fn run_clock(
             due.push(Reverse((next_run(planned, target.interval, now), index)));
             // A run still going (its timeout is longer than its interval) skips this turn.
             if running[index].swap(true, Ordering::AcqRel) {
+                ctx.metrics.scheduler_skipped.inc();
                 continue;
             }
             tracker.spawn(run_probe(

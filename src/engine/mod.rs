@@ -23,8 +23,8 @@ use crate::clock::{Clock, Timestamp};
 use crate::config::Settings;
 use crate::detector::TargetState;
 use crate::incident::{
-    Change, Changes, ComponentStatus, EventKind, Health, Incident, IncidentBook, IncidentView,
-    service_status,
+    Change, Changes, ComponentStatus, EventKind, GroupStatus, Health, Incident, IncidentBook,
+    IncidentView, service_status,
 };
 use crate::metrics::{Metrics, TargetMetrics};
 use crate::rollup::{OpenMinute, Rollups};
@@ -35,19 +35,74 @@ use crate::topology::{MaintenanceWindow, Topology};
 /// How often open incidents are re-measured, resolved when quiet, and the snapshot renewed.
 pub const TICK: Duration = Duration::from_secs(1);
 
-/// What the HTTP side sees; renewed every [`TICK`] and after every change.
-#[derive(Debug, Clone, Serialize)]
+/// Most reports taken from the queue in one go.
+const REPORT_BATCH: usize = 256;
+
+/// What the HTTP side sees; renewed every [`TICK`] and after a batch of reports that
+/// changed something.
+///
+/// Groups and targets are kept as their live state beside the shared topology (no string is
+/// copied per target): with ten thousand targets a snapshot stays near 100 bytes a target.
+/// [`Snapshot::group_views`] and [`Snapshot::target_views`] join them when asked.
+#[derive(Debug, Clone)]
 pub struct Snapshot {
     pub generated_at: Timestamp,
     pub services: Vec<ServiceView>,
-    pub groups: Vec<GroupView>,
-    pub targets: Vec<TargetView>,
+    topology: Arc<Topology>,
+    /// In [`Topology::groups`] order.
+    groups: Vec<GroupStatus>,
+    /// In [`Topology::targets`] order.
+    targets: Vec<TargetLive>,
     /// Open incidents, newest first.
-    #[serde(skip)]
     pub open_incidents: Vec<IncidentView>,
     /// Service time of the minute not yet in the store, for live uptime figures.
-    #[serde(skip)]
     pub open_minute: OpenMinute,
+}
+
+#[derive(Debug, Clone)]
+struct TargetLive {
+    state: TargetState,
+    since: Option<Timestamp>,
+    last_result: Option<LastResult>,
+}
+
+impl Snapshot {
+    pub fn group_views(&self) -> Vec<GroupView> {
+        let topo = &self.topology;
+        topo.groups
+            .iter()
+            .zip(&self.groups)
+            .map(|(g, st)| GroupView {
+                id: g.id.clone(),
+                service: topo.services[g.service].id.clone(),
+                platform: g.platform.clone(),
+                region: g.region.clone(),
+                subscribers: g.subscribers,
+                health: st.health,
+                since: st.since,
+            })
+            .collect()
+    }
+
+    pub fn target_views(&self) -> Vec<TargetView> {
+        let topo = &self.topology;
+        topo.targets
+            .iter()
+            .zip(&self.targets)
+            .map(|(t, live)| TargetView {
+                id: t.id.clone(),
+                probe: t.probe.kind(),
+                groups: t
+                    .groups
+                    .iter()
+                    .map(|&g| topo.groups[g].id.clone())
+                    .collect(),
+                state: live.state,
+                since: live.since,
+                last_result: live.last_result.clone(),
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,6 +201,7 @@ impl Engine {
         let (tx, rx) = watch::channel(Arc::new(Snapshot {
             generated_at: now,
             services: Vec::new(),
+            topology: Arc::new(Topology::default()),
             groups: Vec::new(),
             targets: Vec::new(),
             open_incidents: Vec::new(),
@@ -206,13 +262,16 @@ impl Engine {
         self.apply(changes, now);
         self.publish(now);
         let mut tick = tokio::time::interval(TICK);
+        let mut batch = Vec::with_capacity(REPORT_BATCH);
+        let mut reports_open = true;
         loop {
             tokio::select! {
-                // A new configuration goes first: reports of its targets may follow it.
+                // A new configuration goes first: reports of its targets may follow it. The
+                // tick goes before reports so that a flood of them cannot starve it (it
+                // feeds the watchdog).
                 biased;
                 _ = token.cancelled() => break,
                 Some(message) = control.recv() => self.on_control(message),
-                Some(report) = reports.recv() => self.on_report(report),
                 _ = tick.tick() => {
                     let now = self.clock.now();
                     let changes = self.core.tick(now);
@@ -233,6 +292,21 @@ impl Engine {
                     let reminders = self.routing.remind(&open, now);
                     self.enqueue(reminders, now);
                     self.publish(now);
+                }
+                received = reports.recv_many(&mut batch, REPORT_BATCH), if reports_open => {
+                    if received == 0 {
+                        reports_open = false; // every scheduler is gone: shutting down
+                        continue;
+                    }
+                    // One snapshot per batch, not per transition: when ten thousand targets
+                    // go down together, the HTTP side sees tens of snapshots, not 10 000.
+                    let mut changed = false;
+                    for report in batch.drain(..) {
+                        changed |= self.on_report(report);
+                    }
+                    if changed {
+                        self.publish(self.clock.now());
+                    }
                 }
             }
         }
@@ -294,9 +368,10 @@ impl Engine {
         self.publish(now);
     }
 
-    fn on_report(&mut self, report: ProbeReport) {
+    /// Takes one result; true when a target changed state (the snapshot is stale).
+    fn on_report(&mut self, report: ProbeReport) -> bool {
         if !Arc::ptr_eq(&report.topology, &self.scheduled) {
-            return; // from a configuration that has been replaced
+            return false; // from a configuration that has been replaced
         }
         let index = report.target;
         self.metrics
@@ -313,7 +388,7 @@ impl Engine {
             .core
             .observe(index, report.started_at, &report.result, now);
         let Some(transition) = observed.transition else {
-            return;
+            return false;
         };
         let target = &self.core.topology().targets[index];
         tracing::info!(
@@ -330,7 +405,7 @@ impl Engine {
         if !observed.changes.is_empty() {
             self.apply(observed.changes, now);
         }
-        self.publish(now);
+        true
     }
 
     /// Persists changed incidents, then alerts on their events once stored.
@@ -438,35 +513,15 @@ impl Engine {
                 }
             })
             .collect();
-        let group_views = topo
-            .groups
+        let targets = self
+            .core
+            .detectors()
             .iter()
-            .zip(groups)
-            .map(|(g, st)| GroupView {
-                id: g.id.clone(),
-                service: topo.services[g.service].id.clone(),
-                platform: g.platform.clone(),
-                region: g.region.clone(),
-                subscribers: g.subscribers,
-                health: st.health,
-                since: st.since,
-            })
-            .collect();
-        let targets = topo
-            .targets
-            .iter()
-            .enumerate()
-            .map(|(i, t)| TargetView {
-                id: t.id.clone(),
-                probe: t.probe.kind(),
-                groups: t
-                    .groups
-                    .iter()
-                    .map(|&g| topo.groups[g].id.clone())
-                    .collect(),
-                state: self.core.detectors()[i].state(),
-                since: self.core.detectors()[i].since(),
-                last_result: self.core.last_results()[i].clone(),
+            .zip(self.core.last_results())
+            .map(|(d, last)| TargetLive {
+                state: d.state(),
+                since: d.since(),
+                last_result: last.clone(),
             })
             .collect();
         let open: Vec<Incident> = self.core.open_incidents().to_vec();
@@ -485,7 +540,8 @@ impl Engine {
         self.snapshot.send_replace(Arc::new(Snapshot {
             generated_at: now,
             services,
-            groups: group_views,
+            topology: Arc::clone(&topo),
+            groups: self.core.groups().to_vec(),
             targets,
             open_incidents,
             open_minute: self.rollups.open_minute(),

@@ -47,8 +47,8 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse
                 view: s.clone(),
             })
             .collect(),
-        groups: snap.groups.clone(),
-        targets: snap.targets.clone(),
+        groups: snap.group_views(),
+        targets: snap.target_views(),
     }))
 }
 
