@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# How tocsin keeps its schedule with many HTTP targets.
+# How tocsin keeps its schedule with many HTTP targets, and what the same work costs
+# blackbox_exporter + Prometheus.
 #
 #   benches/scale.sh [TARGETS] [INTERVAL_SECONDS] [SECONDS]     (defaults 1000 1 30)
 #
@@ -7,24 +8,65 @@
 # serving /health, a release `tocsin run` with TARGETS http targets on it at the interval,
 # lets it run for SECONDS, and prints one line per figure: probes due and done per second,
 # missed, tocsin CPU µs per probe (from /proc accounting), RSS and RSS per target (above
-# an empty daemon measured in the same run), scheduler lag p50/p99 (from
-# tocsin_scheduler_lag_seconds) and probe errors. The target server's own CPU per request
-# is printed as the baseline: a prober cannot cost less than the client half of a request.
+# an empty daemon measured in the same run), scheduler lag p50/p99/max (from
+# tocsin_scheduler_lag_seconds), probe errors and the time to render /metrics. The target
+# server's own CPU per request is printed as the baseline: a prober cannot cost less than
+# the client half of a request.
+#
+# Then, when `prometheus` and `prometheus-blackbox-exporter` (or upstream's
+# `blackbox_exporter`) are installed, tocsin is stopped and the blackbox_exporter +
+# Prometheus stack probes the same target server, TARGETS targets at the same interval, for
+# the same SECONDS (one stack after the other: they never compete for the cores). It prints
+# the same figures prefixed `blackbox_` and the ratios to tocsin. Set
+# TOCSIN_BENCH_BLACKBOX=0 to skip that half.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 targets=${1:-1000}
 interval=${2:-1}
 seconds=${3:-30}
-work=$(mktemp -d)
+bin=${CARGO_TARGET_DIR:-target}/release/tocsin
+work=$(mktemp -d "${TMPDIR:-/tmp}/tocsin-scale-bench.XXXXXX")
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+
+stop() {   # pid: SIGTERM, up to 10 s to exit, then SIGKILL; forgets the pid
+    local p keep=()
+    kill "$1" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+    for p in "${pids[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    pids=("${keep[@]}")
+}
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do stop "$p"; done   # Prometheus exits before its files go
+    rm -rf "$work"
+}
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime, in clock ticks
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+now_ms() { date +%s%3N; }
 hz=$(getconf CLK_TCK)
+wait_for() {   # what, pid, command...: polls the command for up to 60 s while pid lives
+    local what=$1 pid=$2
+    shift 2
+    for _ in $(seq 600); do
+        "$@" >/dev/null 2>&1 && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "scale.sh: $what exited before it was ready" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    echo "scale.sh: $what not ready after 60 s" >&2
+    return 1
+}
 
 cargo build --release --quiet
 target_port=$(free_port)
@@ -56,10 +98,14 @@ socketserver.ThreadingTCPServer.allow_reuse_address = True
 socketserver.ThreadingTCPServer(('127.0.0.1', $target_port), H).serve_forever()" &
     server_kind=python
 fi
-pids+=($!)
-until curl -sf "http://127.0.0.1:$target_port/health" >/dev/null; do sleep 0.1; done
-server_pid=$(pgrep -f "nginx: worker" | head -1 || true)
-[ -n "$server_pid" ] || server_pid=${pids[0]}
+server_main=$!
+pids+=("$server_main")
+wait_for "the target server" "$server_main" curl -sf "http://127.0.0.1:$target_port/health"
+server_pid=$server_main
+if [ "$server_kind" = nginx ]; then   # our master's worker (not another nginx on the machine)
+    server_pid=$(pgrep -P "$server_main" | head -1 || true)
+    [ -n "$server_pid" ] || server_pid=$server_main
+fi
 
 write_config() {   # file, targets, port
     python3 - "$1" "$2" "$3" "$work" "$interval" "$target_port" <<'PY'
@@ -75,10 +121,10 @@ with open(path, "w") as f:
 PY
 }
 start_tocsin() {   # config, port; sets $started
-    ./target/release/tocsin --log-level error run --config "$1" &
+    "$bin" --log-level error run --config "$1" &
     started=$!
     pids+=("$started")
-    until curl -sf "http://127.0.0.1:$2/readyz" >/dev/null; do sleep 0.1; done
+    wait_for tocsin "$started" curl -sf "http://127.0.0.1:$2/readyz"
 }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
 
@@ -89,7 +135,7 @@ start_tocsin "$work/empty.toml" "$empty_port"
 empty_pid=$started
 sleep 2
 empty_rss=$(rss_kib "$empty_pid")
-kill "$empty_pid"
+stop "$empty_pid"
 
 port=$(free_port)
 write_config "$work/scale.toml" "$targets" "$port"
@@ -104,11 +150,19 @@ cpu1=$(ticks "$pid"); server1=$(ticks "$server_pid")
 failures=$(metric "$port" 'tocsin_probes_total{.*result="failure"')
 rss=$(rss_kib "$pid")
 curl -s "http://127.0.0.1:$port/metrics" | grep '^tocsin_scheduler_lag_seconds_bucket' > "$work/lag"
+# /metrics as a scraper sees it (no Accept-Encoding: curl asks for no compression), under
+# load, after the window's counters were read so it does not count in the CPU figures.
+for _ in $(seq 10); do
+    curl -s -o /dev/null -w '%{time_total} %{size_download}\n' "http://127.0.0.1:$port/metrics"
+done > "$work/render"
+stop "$pid"   # the blackbox stack below must not compete with it
 
 python3 - "$targets" "$interval" "$seconds" "$probes0" "$probes1" "$cpu0" "$cpu1" "$hz" \
-    "$rss" "$empty_rss" "$work/lag" "$failures" "$server0" "$server1" "$server_kind" <<'PY'
-import sys, re
-(n, interval, seconds, p0, p1, c0, c1, hz, rss, empty, lagfile, failures, s0, s1, kind) = sys.argv[1:16]
+    "$rss" "$empty_rss" "$work/lag" "$failures" "$server0" "$server1" "$server_kind" \
+    "$work/render" "$work/tocsin.figures" <<'PY'
+import sys, re, statistics
+(n, interval, seconds, p0, p1, c0, c1, hz, rss, empty, lagfile, failures, s0, s1, kind,
+ renderfile, figures) = sys.argv[1:18]
 n, interval, seconds = int(n), float(interval), float(seconds)
 done = float(p1) - float(p0)
 due = n / interval * seconds
@@ -124,16 +178,162 @@ def quantile(q):
         if total and c >= q * total:
             return le
     return float("nan")
+renders = [line.split() for line in open(renderfile) if line.strip()]
+render_ms = sorted(float(t) * 1000 for t, _ in renders)
+metrics_bytes = int(float(renders[-1][1])) if renders else 0
+us_per_probe = cpu / done * 1e6 if done else float("nan")
 print(f"targets:              {n} at {interval:g}s, {seconds:g}s window, target server {kind}")
 print(f"probes_due_per_s:     {due / seconds:.0f}")
 print(f"probes_done_per_s:    {done / seconds:.0f}")
-print(f"missed:               {max(0.0, 1 - done / due) * 100:.2f}%")
-print(f"cpu_us_per_probe:     {cpu / done * 1e6:.0f} (tocsin {cpu:.2f} CPU-s)")
-print(f"server_us_per_request:{server_cpu / done * 1e6:7.0f} (baseline: the target server's half)")
-print(f"ratio_tocsin_to_server: {cpu / max(server_cpu, 1e-9):.1f}")
+print(f"missed:               {max(0.0, 1 - done / due) * 100 if due else 0:.2f}%")
+print(f"cpu_us_per_probe:     {us_per_probe:.0f} (tocsin {cpu:.2f} CPU-s)")
+print(f"server_us_per_request:{server_cpu / max(done, 1) * 1e6:7.0f} (baseline: the target server's half)")
+print(f"ratio_tocsin_to_server: {cpu / server_cpu if server_cpu else float('nan'):.1f}")
 print(f"rss_mib:              {int(rss) / 1024:.1f} (empty daemon {int(empty) / 1024:.1f})")
 print(f"rss_kib_per_target:   {(int(rss) - int(empty)) / max(n, 1):.2f}")
 print(f"lag_p50_le_s:         {quantile(0.5)}")
 print(f"lag_p99_le_s:         {quantile(0.99)}")
+print(f"lag_max_le_s:         {quantile(1.0)} (highest non-empty bucket)")
 print(f"failures:             {float(failures):.0f}")
+if render_ms:
+    print(f"metrics_render_ms_p50: {statistics.median(render_ms):.1f}")
+    print(f"metrics_render_ms_max: {render_ms[-1]:.1f}")
+print(f"metrics_bytes:        {metrics_bytes}")
+with open(figures, "w") as f:
+    f.write(f"{us_per_probe} {rss}\n")
+PY
+
+# ---------------------------------------------------------------------------------------
+# The same targets through blackbox_exporter, scraped by Prometheus.
+blackbox=$(command -v prometheus-blackbox-exporter || command -v blackbox_exporter || true)
+if [ "${TOCSIN_BENCH_BLACKBOX:-1}" = 0 ]; then
+    echo "blackbox_side_by_side: skipped (TOCSIN_BENCH_BLACKBOX=0)"
+    exit 0
+elif ! command -v prometheus >/dev/null 2>&1 || [ -z "$blackbox" ]; then
+    missing=()
+    command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+    [ -n "$blackbox" ] || missing+=(prometheus-blackbox-exporter)
+    echo "blackbox_side_by_side: skipped (not installed: ${missing[*]})"
+    exit 0
+fi
+
+bb_port=$(free_port)
+prom_port=$(free_port)
+# Same timeout as tocsin's (0.8 × interval) for the module and for the scrape. The exporter
+# probes for min(module timeout, Prometheus' scrape timeout − its --timeout-offset, 0.5 s by
+# default); left at the default, as deployed. Keep-alive: the exporter's HTTP prober
+# disables it, so every probe is a fresh connection like tocsin's (checked below by its
+# dialer counter: connections per probe).
+python3 - "$work" "$targets" "$interval" "$target_port" "$bb_port" <<'PY'
+import sys
+work, n, interval, target, bb = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4], sys.argv[5]
+interval_ms = round(interval * 1000)
+timeout_ms = round(interval * 800)
+with open(f"{work}/blackbox.yml", "w") as f:
+    f.write("modules:\n  http_2xx:\n    prober: http\n"
+            f"    timeout: {timeout_ms}ms\n    http:\n      preferred_ip_protocol: ip4\n")
+with open(f"{work}/prometheus.yml", "w") as f:
+    f.write(f"global:\n  scrape_interval: {interval_ms}ms\n  scrape_timeout: {timeout_ms}ms\n"
+            "scrape_configs:\n  - job_name: blackbox\n    metrics_path: /probe\n"
+            "    params:\n      module: [http_2xx]\n    static_configs:\n      - targets:\n")
+    # Distinct URLs (Prometheus dedups identical targets); nginx ignores the query.
+    for i in range(n):
+        f.write(f"          - http://127.0.0.1:{target}/health?t={i}\n")
+    f.write("    relabel_configs:\n"
+            "      - source_labels: [__address__]\n        target_label: __param_target\n"
+            "      - source_labels: [__param_target]\n        target_label: instance\n"
+            f"      - target_label: __address__\n        replacement: 127.0.0.1:{bb}\n")
+PY
+"$blackbox" --config.file="$work/blackbox.yml" --web.listen-address="127.0.0.1:$bb_port" \
+    --log.level=warn > "$work/blackbox.log" 2>&1 &
+bb_pid=$!
+pids+=("$bb_pid")
+wait_for blackbox_exporter "$bb_pid" curl -sf "http://127.0.0.1:$bb_port/metrics" \
+    || { tail -5 "$work/blackbox.log" >&2; exit 1; }
+prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/prometheus" \
+    --web.listen-address="127.0.0.1:$prom_port" --log.level=warn > "$work/prometheus.log" 2>&1 &
+prom_pid=$!
+pids+=("$prom_pid")
+wait_for prometheus "$prom_pid" curl -sf "http://127.0.0.1:$prom_port/-/ready" \
+    || { tail -5 "$work/prometheus.log" >&2; exit 1; }
+scraped() {   # every target has been scraped at least once
+    curl -sf "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode 'query=count(up{job="blackbox"})' \
+        | python3 -c "import json,sys; r=json.load(sys.stdin)['data']['result']; sys.exit(0 if r and float(r[0]['value'][1]) >= $targets else 1)"
+}
+wait_for "prometheus' first round of scrapes" "$prom_pid" scraped \
+    || { tail -5 "$work/prometheus.log" >&2; exit 1; }
+sleep "$interval"   # and a full interval of scrapes after that
+
+dials0=$(metric "$bb_port" 'net_conntrack_dialer_conn_attempted_total')
+t0=$(now_ms); bb0=$(ticks "$bb_pid"); prom0=$(ticks "$prom_pid"); bserver0=$(ticks "$server_pid")
+sleep "$seconds"
+t1=$(now_ms); bb1=$(ticks "$bb_pid"); prom1=$(ticks "$prom_pid"); bserver1=$(ticks "$server_pid")
+dials1=$(metric "$bb_port" 'net_conntrack_dialer_conn_attempted_total')
+bb_rss=$(rss_kib "$bb_pid"); prom_rss=$(rss_kib "$prom_pid")
+# Scrapes that started before t1 finish within the scrape timeout; let Prometheus ingest
+# them before asking about the window.
+sleep "$interval"
+
+python3 - "$targets" "$interval" "$prom_port" "$t0" "$t1" "$bb0" "$bb1" "$prom0" "$prom1" \
+    "$bserver0" "$bserver1" "$hz" "$bb_rss" "$prom_rss" "$dials0" "$dials1" "$work/tocsin.figures" <<'PY'
+import sys, json, urllib.parse, urllib.request
+(n, interval, port, t0, t1, b0, b1, r0, r1, s0, s1, hz, bb_rss, prom_rss, d0, d1,
+ figures) = sys.argv[1:18]
+n, interval, t0, t1, hz = int(n), float(interval), int(t0), int(t1), int(hz)
+window_s = (t1 - t0) / 1000
+# Probes done = samples of `up` Prometheus stored for the job with a timestamp inside the
+# window, asked at t1 over exactly the window (the range is closed, hence the −1 ms). Every
+# scrape Prometheus attempts stores one `up` sample (1, or 0 when the probe request failed
+# or overran the scrape timeout), so this counts what the stack actually delivered,
+# including failed probes just like tocsin_probes_total, and a scrape Prometheus skipped
+# because it fell behind is missing from it. The exporter has no counter of probes (its
+# dialer counter counts connections attempted, including probes whose scrape Prometheus
+# gave up on) and Prometheus' own counters are per process, not per job.
+rng = f"[{t1 - t0 - 1}ms]"
+def query(expr):
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode(
+        {"query": expr, "time": f"{t1 / 1000:.3f}"})
+    result = json.load(urllib.request.urlopen(url, timeout=60))["data"]["result"]
+    return float(result[0]["value"][1]) if result else 0.0
+job = '{job="blackbox"}'
+done = query(f"sum(count_over_time(up{job}{rng}))")
+scrape_failures = done - query(f"sum(sum_over_time(up{job}{rng}))")
+probe_failures = (query(f"sum(count_over_time(probe_success{job}{rng}))")
+                  - query(f"sum(sum_over_time(probe_success{job}{rng}))"))
+scrape_avg = query(f"avg(avg_over_time(scrape_duration_seconds{job}{rng}))")
+scrape_max = query(f"max(max_over_time(scrape_duration_seconds{job}{rng}))")
+# How regularly Prometheus kept the schedule: its summary of the actual time between two
+# scrapes of a target (a sliding 10-minute window, so it includes the warm-up).
+spacing = {}
+with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=60) as resp:
+    for line in resp.read().decode().splitlines():
+        if line.startswith("prometheus_target_interval_length_seconds{"):
+            q = line.split('quantile="')[1].split('"')[0]
+            spacing[q] = max(spacing.get(q, 0.0), float(line.split()[-1]))
+due = n / interval * window_s
+bb_cpu, prom_cpu, server_cpu = ((int(b) - int(a)) / hz for a, b in ((b0, b1), (r0, r1), (s0, s1)))
+per = lambda cpu: cpu / done * 1e6 if done else float("nan")
+bb_us, prom_us = per(bb_cpu), per(prom_cpu)
+tocsin_us, tocsin_rss = (float(x) for x in open(figures).read().split())
+print(f"blackbox_targets:     {n} at {interval:g}s, {window_s:g}s window, same target server")
+print(f"blackbox_probes_due_per_s:  {due / window_s:.0f}")
+print(f"blackbox_probes_done_per_s: {done / window_s:.0f} (samples of up stored by Prometheus)")
+print(f"blackbox_missed:      {max(0.0, 1 - done / due) * 100 if due else 0:.2f}%")
+print(f"blackbox_cpu_us_per_probe:   {bb_us:.0f} (blackbox_exporter {bb_cpu:.2f} CPU-s)")
+print(f"prometheus_cpu_us_per_probe: {prom_us:.0f} (Prometheus {prom_cpu:.2f} CPU-s)")
+print(f"blackbox_server_us_per_request: {server_cpu / max(done, 1) * 1e6:.0f}")
+print(f"blackbox_connections_per_probe: {(float(d1) - float(d0)) / max(done, 1):.2f} (exporter's dialer counter)")
+print(f"blackbox_rss_mib:     {int(bb_rss) / 1024:.1f}")
+print(f"prometheus_rss_mib:   {int(prom_rss) / 1024:.1f}")
+print(f"blackbox_failures:    {scrape_failures + probe_failures:.0f} "
+      f"({probe_failures:.0f} probe_success 0, {scrape_failures:.0f} up 0)")
+print(f"blackbox_scrape_ms_avg: {scrape_avg * 1000:.1f} (scrape_duration_seconds)")
+print(f"blackbox_scrape_ms_max: {scrape_max * 1000:.1f}")
+print(f"prometheus_scrape_spacing_p50_s: {spacing.get('0.5', float('nan')):.4f} (configured {interval:g})")
+print(f"prometheus_scrape_spacing_p99_s: {spacing.get('0.99', float('nan')):.4f}")
+ratio = lambda a, b: f"{a / b:.1f}" if b > 0 and a == a else "nan"
+print(f"ratio_blackbox_cpu_to_tocsin: {ratio(bb_us, tocsin_us)}")
+print(f"ratio_blackbox_plus_prometheus_cpu_to_tocsin: {ratio(bb_us + prom_us, tocsin_us)}")
+print(f"ratio_blackbox_rss_to_tocsin: {ratio(int(bb_rss), tocsin_rss)}")
+print(f"ratio_blackbox_plus_prometheus_rss_to_tocsin: {ratio(int(bb_rss) + int(prom_rss), tocsin_rss)}")
 PY

@@ -50,32 +50,38 @@ pub enum HistogramError {
 
 /// Latency counts in fixed logarithmic buckets: mergeable by adding counts, and a quantile
 /// read from it is within 9% (2^(1/8)) of the true sample above 1 ms.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Sparse: a target's minute sees one to a few buckets, so a dense array of 72 counters
+/// (576 bytes for every target, every open minute) would be mostly zeros.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Histogram {
-    counts: [u64; BUCKETS],
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        Histogram {
-            counts: [0; BUCKETS],
-        }
-    }
+    /// (bucket, count > 0), by bucket.
+    counts: Vec<(u8, u64)>,
 }
 
 impl Histogram {
     pub fn record(&mut self, seconds: f64) {
-        self.counts[bucket_of(seconds)] += 1;
+        self.add(bucket_of(seconds) as u8, 1);
     }
 
     pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts) {
-            *a += b;
+        for &(bucket, count) in &other.counts {
+            self.add(bucket, count);
+        }
+    }
+
+    fn add(&mut self, bucket: u8, count: u64) {
+        if count == 0 {
+            return;
+        }
+        match self.counts.binary_search_by_key(&bucket, |&(b, _)| b) {
+            Ok(i) => self.counts[i].1 += count,
+            Err(i) => self.counts.insert(i, (bucket, count)),
         }
     }
 
     pub fn count(&self) -> u64 {
-        self.counts.iter().sum()
+        self.counts.iter().map(|&(_, c)| c).sum()
     }
 
     /// The nearest-rank `q` quantile, as the geometric middle of its bucket.
@@ -86,10 +92,10 @@ impl Histogram {
         }
         let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
         let mut seen = 0;
-        for (i, &c) in self.counts.iter().enumerate() {
+        for &(bucket, c) in &self.counts {
             seen += c;
             if seen >= rank {
-                return Some(bucket_value(i));
+                return Some(bucket_value(usize::from(bucket)));
             }
         }
         None
@@ -97,10 +103,10 @@ impl Histogram {
 
     /// Sparse encoding for the store: (bucket as one byte, count as u64 LE) per used bucket.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (i, &c) in self.counts.iter().enumerate().filter(|(_, c)| **c > 0) {
-            out.push(i as u8);
-            out.extend_from_slice(&c.to_le_bytes());
+        let mut out = Vec::with_capacity(self.counts.len() * 9);
+        for &(bucket, count) in &self.counts {
+            out.push(bucket);
+            out.extend_from_slice(&count.to_le_bytes());
         }
         out
     }
@@ -111,11 +117,13 @@ impl Histogram {
         }
         let mut h = Histogram::default();
         for entry in bytes.chunks_exact(9) {
-            let slot = h
-                .counts
-                .get_mut(entry[0] as usize)
-                .ok_or(HistogramError::Bucket(entry[0]))?;
-            *slot += u64::from_le_bytes(entry[1..].try_into().expect("8 bytes"));
+            if usize::from(entry[0]) >= BUCKETS {
+                return Err(HistogramError::Bucket(entry[0]));
+            }
+            h.add(
+                entry[0],
+                u64::from_le_bytes(entry[1..].try_into().expect("8 bytes")),
+            );
         }
         Ok(h)
     }

@@ -246,7 +246,9 @@ async fn run_probe(
             ctx.metrics.probes_in_flight.dec();
             return;
         }
-        result = ctx.prober.run(&target.probe, target.timeout) => result,
+        // Boxed: a probe's state (~9 KB) exists only while it runs, not while its task
+        // waits for a permit, so an overloaded machine queues small tasks.
+        result = Box::pin(ctx.prober.run(&target.probe, target.timeout)) => result,
     };
     ctx.metrics.probes_in_flight.dec();
     drop(permit);

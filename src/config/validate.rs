@@ -337,6 +337,9 @@ fn build_topology(file: &FileConfig, issues: &mut Issues) -> Topology {
             summary: m.summary.clone(),
         });
     }
+    // Built by pushing: give back the growth slack (up to half of a large topology).
+    topo.targets.shrink_to_fit();
+    topo.groups.shrink_to_fit();
     topo
 }
 
