@@ -142,14 +142,24 @@ write_config "$work/scale.toml" "$targets" "$port"
 start_tocsin "$work/scale.toml" "$port"
 pid=$started
 sleep "$interval"   # every target has had its first run placed
+lag_buckets() { curl -s "http://127.0.0.1:$port/metrics" | grep '^tocsin_scheduler_lag_seconds_bucket'; }
+# Everything read at both ends of the window; figures are the differences, over the
+# window's measured length.
+window0=$(date +%s.%N)
 probes0=$(metric "$port" 'tocsin_probes_total')
+skipped0=$(metric "$port" 'tocsin_scheduler_skipped_total')
+failures0=$(metric "$port" 'tocsin_probes_total{.*result="failure"')
 cpu0=$(ticks "$pid"); server0=$(ticks "$server_pid")
+rss0=$(rss_kib "$pid")
+lag_buckets > "$work/lag0"
 sleep "$seconds"
 probes1=$(metric "$port" 'tocsin_probes_total')
+skipped1=$(metric "$port" 'tocsin_scheduler_skipped_total')
+failures1=$(metric "$port" 'tocsin_probes_total{.*result="failure"')
 cpu1=$(ticks "$pid"); server1=$(ticks "$server_pid")
-failures=$(metric "$port" 'tocsin_probes_total{.*result="failure"')
 rss=$(rss_kib "$pid")
-curl -s "http://127.0.0.1:$port/metrics" | grep '^tocsin_scheduler_lag_seconds_bucket' > "$work/lag"
+lag_buckets > "$work/lag"
+window1=$(date +%s.%N)
 # /metrics as a scraper sees it (no Accept-Encoding: curl asks for no compression), under
 # load, after the window's counters were read so it does not count in the CPU figures.
 for _ in $(seq 10); do
@@ -157,21 +167,27 @@ for _ in $(seq 10); do
 done > "$work/render"
 stop "$pid"   # the blackbox stack below must not compete with it
 
-python3 - "$targets" "$interval" "$seconds" "$probes0" "$probes1" "$cpu0" "$cpu1" "$hz" \
-    "$rss" "$empty_rss" "$work/lag" "$failures" "$server0" "$server1" "$server_kind" \
-    "$work/render" "$work/tocsin.figures" <<'PY'
+python3 - "$targets" "$interval" "$window0" "$window1" "$probes0" "$probes1" "$cpu0" "$cpu1" "$hz" \
+    "$rss" "$empty_rss" "$work/lag" "$((${failures1%.*} - ${failures0%.*}))" "$server0" "$server1" "$server_kind" \
+    "$work/render" "$work/tocsin.figures" "$rss0" "$((${skipped1%.*} - ${skipped0%.*}))" "$work/lag0" <<'PY'
 import sys, re, statistics
-(n, interval, seconds, p0, p1, c0, c1, hz, rss, empty, lagfile, failures, s0, s1, kind,
- renderfile, figures) = sys.argv[1:18]
-n, interval, seconds = int(n), float(interval), float(seconds)
+(n, interval, w0, w1, p0, p1, c0, c1, hz, rss, empty, lagfile, failures, s0, s1, kind,
+ renderfile, figures, rss0, skipped, lag0file) = sys.argv[1:22]
+n, interval = int(n), float(interval)
+seconds = float(w1) - float(w0)
 done = float(p1) - float(p0)
 due = n / interval * seconds
 cpu = (int(c1) - int(c0)) / int(hz)
 server_cpu = (int(s1) - int(s0)) / int(hz)
-buckets = []
-for line in open(lagfile):
-    le = re.search(r'le="([^"]+)"', line).group(1)
-    buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+def read_buckets(path):
+    out = []
+    for line in open(path):
+        le = re.search(r'le="([^"]+)"', line).group(1)
+        out.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    return out
+# Lag of the probes started inside the window only: the end counts minus the start counts.
+start_counts = dict(read_buckets(lag0file))
+buckets = [(le, c - start_counts.get(le, 0.0)) for le, c in read_buckets(lagfile)]
 total = buckets[-1][1] if buckets else 0
 def quantile(q):
     for le, c in buckets:
@@ -185,15 +201,16 @@ us_per_probe = cpu / done * 1e6 if done else float("nan")
 print(f"targets:              {n} at {interval:g}s, {seconds:g}s window, target server {kind}")
 print(f"probes_due_per_s:     {due / seconds:.0f}")
 print(f"probes_done_per_s:    {done / seconds:.0f}")
-print(f"missed:               {max(0.0, 1 - done / due) * 100 if due else 0:.2f}%")
+print(f"missed:               {int(skipped) / due * 100 if due else 0:.3f}% ({skipped} planned runs skipped, tocsin_scheduler_skipped_total)")
 print(f"cpu_us_per_probe:     {us_per_probe:.0f} (tocsin {cpu:.2f} CPU-s)")
 print(f"server_us_per_request:{server_cpu / max(done, 1) * 1e6:7.0f} (baseline: the target server's half)")
 print(f"ratio_tocsin_to_server: {cpu / server_cpu if server_cpu else float('nan'):.1f}")
 print(f"rss_mib:              {int(rss) / 1024:.1f} (empty daemon {int(empty) / 1024:.1f})")
 print(f"rss_kib_per_target:   {(int(rss) - int(empty)) / max(n, 1):.2f}")
+print(f"rss_growth_mib:       {(int(rss) - int(rss0)) / 1024:+.1f} over the window ({int(rss0) / 1024:.1f} at its start)")
 print(f"lag_p50_le_s:         {quantile(0.5)}")
 print(f"lag_p99_le_s:         {quantile(0.99)}")
-print(f"lag_max_le_s:         {quantile(1.0)} (highest non-empty bucket)")
+print(f"lag_max_le_s:         {quantile(1.0)} (highest non-empty bucket; lag of the window's probes)")
 print(f"failures:             {float(failures):.0f}")
 if render_ms:
     print(f"metrics_render_ms_p50: {statistics.median(render_ms):.1f}")

@@ -6,6 +6,19 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in the `mi_option_e` enum of the mimalloc v3 header vendored by
+/// libmimalloc-sys 0.1.49 (pinned with `=` in Cargo.toml; the crate exports no constant).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Freed memory goes back to the system at once rather than after a delay (1 s by default)
+/// that only runs out on a later allocation by the same thread: threads that go quiet (the main thread
+/// after parsing the configuration) would otherwise hold their garbage for good. Costs no
+/// measurable CPU per probe (benches/scale.sh: ~1 KiB less RSS per target at 10 000).
+fn purge_freed_memory_at_once() {
+    // SAFETY: setting an option has no preconditions; mimalloc reads it on every purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+}
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,6 +100,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    purge_freed_memory_at_once();
     let cli = Cli::parse();
     init_logging(cli.log_level.as_deref(), cli.log_format);
     match cli.command {
@@ -252,20 +266,11 @@ fn replay(config: PathBuf, input: PathBuf, output: Option<PathBuf>) -> anyhow::R
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let source = ConfigSource::File(path);
     let settings = config::load(&source)?;
-    release_freed_memory();
     let listener = tokio::net::TcpListener::bind(settings.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
     tocsin::app::run(source, settings, listener, shutdown_on_signal()).await?;
     Ok(())
-}
-
-/// Returns to the system what this thread freed. Parsing a large configuration leaves
-/// tens of megabytes of garbage in the main thread's heap, which then only waits for
-/// signals and would never get round to purging it (about 2 KiB per target).
-fn release_freed_memory() {
-    // SAFETY: mi_collect only walks the calling thread's own heap; it has no preconditions.
-    unsafe { libmimalloc_sys::mi_collect(true) };
 }
 
 /// A token cancelled on SIGINT or SIGTERM.
@@ -349,5 +354,20 @@ where
         };
         write!(writer, "<{priority}>")?;
         self.0.format_event(ctx, writer, event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_purge_delay_index_reads_mimallocs_purge_delay_default() {
+        // purge_delay defaults to 1000 (ms) in the vendored src/options.c; no other option
+        // does, and the next one (use_numa_nodes) defaults to 0.
+        // SAFETY: reading an option has no preconditions.
+        let get = |option| unsafe { libmimalloc_sys::mi_option_get(option) };
+        assert_eq!(get(MI_OPTION_PURGE_DELAY), 1000);
+        assert_eq!(get(MI_OPTION_PURGE_DELAY + 1), 0);
     }
 }

@@ -309,4 +309,68 @@ mod tests {
         // Exactly on a later slot: that slot.
         assert_eq!(next_run(t0, second, t0 + 4 * second), t0 + 4 * second);
     }
+
+    /// A run that outlasts its interval makes the clock skip the runs planned meanwhile
+    /// (counted), and the schedule resumes on its grid; a healthy target beside it keeps
+    /// every run. Virtual time: the silent peer's timeout elapses without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_outlasting_its_interval_skips_the_runs_planned_meanwhile() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed); // refused at once: a run that takes no time
+        let toml = format!(
+            "[[services]]\nid = \"web\"\n\
+             [[targets]]\nid = \"slow\"\nservice = \"web\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+             probe = {{ type = \"http\", url = \"http://{}/\" }}\n\
+             [[targets]]\nid = \"quick\"\nservice = \"web\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+             probe = {{ type = \"tcp\", address = \"127.0.0.1:{closed_port}\" }}\n",
+            silent.local_addr().unwrap()
+        );
+        let settings =
+            crate::config::load(&crate::config::ConfigSource::Inline(toml)).expect("valid");
+        let mut topology = (*settings.topology).clone();
+        // Longer than the interval, which validation refuses in a file: here it stands
+        // for any run that overruns (an overloaded machine, a report queue full).
+        topology.targets[0].timeout = Duration::from_millis(2500);
+        let topology = Arc::new(topology);
+        let metrics = Arc::new(Metrics::new());
+        let (reports, mut received) = mpsc::channel(64);
+        let ctx = SchedulerContext {
+            prober: Prober::new().unwrap(),
+            in_flight: Arc::new(Semaphore::new(8)),
+            reports,
+            metrics: Arc::clone(&metrics),
+            clock: Clock::system(),
+        };
+        let tracker = TaskTracker::new();
+        let token = CancellationToken::new();
+        spawn(&topology, &ctx, &tracker, &token);
+
+        let start = Instant::now();
+        let mut runs = [Vec::new(), Vec::new()];
+        while Instant::now() < start + Duration::from_secs(10) {
+            tokio::select! {
+                Some(report) = received.recv() => runs[report.target].push(report.result),
+                _ = tokio::time::sleep_until(start + Duration::from_secs(10)) => {}
+            }
+        }
+        token.cancel();
+        tracker.close();
+        tracker.wait().await;
+
+        // quick: a run every second, all ten of them.
+        assert_eq!(runs[1].len(), 10, "{:?}", runs[1]);
+        // slow: each run takes 2.55 s (timeout and grace), so it runs every third second
+        // (3 or 4 runs in 10 s) and the two runs planned in between are skipped.
+        let slow = &runs[0];
+        assert!((3..=4).contains(&slow.len()), "{} slow runs", slow.len());
+        assert!(
+            slow.iter().all(
+                |r| r.failure.as_ref().map(|f| f.reason) == Some(crate::probe::Reason::Timeout)
+            )
+        );
+        let skipped = metrics.scheduler_skipped.get();
+        assert!((5..=8).contains(&skipped), "{skipped} runs skipped");
+    }
 }
