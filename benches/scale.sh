@@ -152,14 +152,23 @@ failures0=$(metric "$port" 'tocsin_probes_total{.*result="failure"')
 cpu0=$(ticks "$pid"); server0=$(ticks "$server_pid")
 rss0=$(rss_kib "$pid")
 lag_buckets > "$work/lag0"
-sleep "$seconds"
+# RSS ten times over the window (whole seconds), to see whether memory stays flat.
+step=$(( seconds >= 10 ? seconds / 10 : 1 ))
+slept=0
+: > "$work/rss_samples"
+while [ "$slept" -lt "$seconds" ]; do
+    nap=$(( seconds - slept < step ? seconds - slept : step ))
+    sleep "$nap"
+    slept=$(( slept + nap ))
+    rss_kib "$pid" >> "$work/rss_samples"
+done
+window1=$(date +%s.%N)   # like window0, just before the probes counter is read
 probes1=$(metric "$port" 'tocsin_probes_total')
 skipped1=$(metric "$port" 'tocsin_scheduler_skipped_total')
 failures1=$(metric "$port" 'tocsin_probes_total{.*result="failure"')
 cpu1=$(ticks "$pid"); server1=$(ticks "$server_pid")
 rss=$(rss_kib "$pid")
 lag_buckets > "$work/lag"
-window1=$(date +%s.%N)
 # /metrics as a scraper sees it (no Accept-Encoding: curl asks for no compression), under
 # load, after the window's counters were read so it does not count in the CPU figures.
 for _ in $(seq 10); do
@@ -169,10 +178,11 @@ stop "$pid"   # the blackbox stack below must not compete with it
 
 python3 - "$targets" "$interval" "$window0" "$window1" "$probes0" "$probes1" "$cpu0" "$cpu1" "$hz" \
     "$rss" "$empty_rss" "$work/lag" "$((${failures1%.*} - ${failures0%.*}))" "$server0" "$server1" "$server_kind" \
-    "$work/render" "$work/tocsin.figures" "$rss0" "$((${skipped1%.*} - ${skipped0%.*}))" "$work/lag0" <<'PY'
+    "$work/render" "$work/tocsin.figures" "$rss0" "$((${skipped1%.*} - ${skipped0%.*}))" "$work/lag0" \
+    "$work/rss_samples" <<'PY'
 import sys, re, statistics
 (n, interval, w0, w1, p0, p1, c0, c1, hz, rss, empty, lagfile, failures, s0, s1, kind,
- renderfile, figures, rss0, skipped, lag0file) = sys.argv[1:22]
+ renderfile, figures, rss0, skipped, lag0file, rss_samples_file) = sys.argv[1:23]
 n, interval = int(n), float(interval)
 seconds = float(w1) - float(w0)
 done = float(p1) - float(p0)
@@ -198,16 +208,23 @@ renders = [line.split() for line in open(renderfile) if line.strip()]
 render_ms = sorted(float(t) * 1000 for t, _ in renders)
 metrics_bytes = int(float(renders[-1][1])) if renders else 0
 us_per_probe = cpu / done * 1e6 if done else float("nan")
+# Per successful probe: the useful work, and the fair unit once a stack saturates (a probe
+# that times out costs little CPU and tells nothing).
+succeeded = done - float(failures)
+us_per_success = cpu / succeeded * 1e6 if succeeded > 0 else float("nan")
 print(f"targets:              {n} at {interval:g}s, {seconds:g}s window, target server {kind}")
 print(f"probes_due_per_s:     {due / seconds:.0f}")
 print(f"probes_done_per_s:    {done / seconds:.0f}")
 print(f"missed:               {int(skipped) / due * 100 if due else 0:.3f}% ({skipped} planned runs skipped, tocsin_scheduler_skipped_total)")
 print(f"cpu_us_per_probe:     {us_per_probe:.0f} (tocsin {cpu:.2f} CPU-s)")
+print(f"cpu_us_per_successful_probe: {us_per_success:.0f}")
 print(f"server_us_per_request:{server_cpu / max(done, 1) * 1e6:7.0f} (baseline: the target server's half)")
 print(f"ratio_tocsin_to_server: {cpu / server_cpu if server_cpu else float('nan'):.1f}")
 print(f"rss_mib:              {int(rss) / 1024:.1f} (empty daemon {int(empty) / 1024:.1f})")
 print(f"rss_kib_per_target:   {(int(rss) - int(empty)) / max(n, 1):.2f}")
 print(f"rss_growth_mib:       {(int(rss) - int(rss0)) / 1024:+.1f} over the window ({int(rss0) / 1024:.1f} at its start)")
+samples = [int(x) / 1024 for x in open(rss_samples_file).read().split()]
+print("rss_samples_mib:      " + " ".join(f"{x:.1f}" for x in samples) + " (evenly over the window)")
 print(f"lag_p50_le_s:         {quantile(0.5)}")
 print(f"lag_p99_le_s:         {quantile(0.99)}")
 print(f"lag_max_le_s:         {quantile(1.0)} (highest non-empty bucket; lag of the window's probes)")
@@ -217,7 +234,7 @@ if render_ms:
     print(f"metrics_render_ms_max: {render_ms[-1]:.1f}")
 print(f"metrics_bytes:        {metrics_bytes}")
 with open(figures, "w") as f:
-    f.write(f"{us_per_probe} {rss}\n")
+    f.write(f"{us_per_success} {rss}\n")
 PY
 
 # ---------------------------------------------------------------------------------------
@@ -331,6 +348,9 @@ due = n / interval * window_s
 bb_cpu, prom_cpu, server_cpu = ((int(b) - int(a)) / hz for a, b in ((b0, b1), (r0, r1), (s0, s1)))
 per = lambda cpu: cpu / done * 1e6 if done else float("nan")
 bb_us, prom_us = per(bb_cpu), per(prom_cpu)
+succeeded = max(0.0, done - scrape_failures - probe_failures)
+per_success = lambda cpu: cpu / succeeded * 1e6 if succeeded > 0 else float("nan")
+bb_us_ok, prom_us_ok = per_success(bb_cpu), per_success(prom_cpu)
 tocsin_us, tocsin_rss = (float(x) for x in open(figures).read().split())
 print(f"blackbox_targets:     {n} at {interval:g}s, {window_s:g}s window, same target server")
 print(f"blackbox_probes_due_per_s:  {due / window_s:.0f}")
@@ -338,6 +358,8 @@ print(f"blackbox_probes_done_per_s: {done / window_s:.0f} (samples of up stored 
 print(f"blackbox_missed:      {max(0.0, 1 - done / due) * 100 if due else 0:.2f}%")
 print(f"blackbox_cpu_us_per_probe:   {bb_us:.0f} (blackbox_exporter {bb_cpu:.2f} CPU-s)")
 print(f"prometheus_cpu_us_per_probe: {prom_us:.0f} (Prometheus {prom_cpu:.2f} CPU-s)")
+print(f"blackbox_cpu_us_per_successful_probe:   {bb_us_ok:.0f}")
+print(f"prometheus_cpu_us_per_successful_probe: {prom_us_ok:.0f}")
 print(f"blackbox_server_us_per_request: {server_cpu / max(done, 1) * 1e6:.0f}")
 print(f"blackbox_connections_per_probe: {(float(d1) - float(d0)) / max(done, 1):.2f} (exporter's dialer counter)")
 print(f"blackbox_rss_mib:     {int(bb_rss) / 1024:.1f}")
@@ -348,9 +370,13 @@ print(f"blackbox_scrape_ms_avg: {scrape_avg * 1000:.1f} (scrape_duration_seconds
 print(f"blackbox_scrape_ms_max: {scrape_max * 1000:.1f}")
 print(f"prometheus_scrape_spacing_p50_s: {spacing.get('0.5', float('nan')):.4f} (configured {interval:g})")
 print(f"prometheus_scrape_spacing_p99_s: {spacing.get('0.99', float('nan')):.4f}")
-ratio = lambda a, b: f"{a / b:.1f}" if b > 0 and a == a else "nan"
-print(f"ratio_blackbox_cpu_to_tocsin: {ratio(bb_us, tocsin_us)}")
-print(f"ratio_blackbox_plus_prometheus_cpu_to_tocsin: {ratio(bb_us + prom_us, tocsin_us)}")
+def ratio(a, b):
+    if a != a:   # nan: the stack had no successful probe in the window (saturated)
+        return "inf (no successful blackbox probe in the window)"
+    return f"{a / b:.1f}" if b > 0 else "nan"
+# CPU ratios per successful probe on each side (tocsin's figure file holds its own).
+print(f"ratio_blackbox_cpu_to_tocsin: {ratio(bb_us_ok, tocsin_us)}")
+print(f"ratio_blackbox_plus_prometheus_cpu_to_tocsin: {ratio(bb_us_ok + prom_us_ok, tocsin_us)}")
 print(f"ratio_blackbox_rss_to_tocsin: {ratio(int(bb_rss), tocsin_rss)}")
 print(f"ratio_blackbox_plus_prometheus_rss_to_tocsin: {ratio(int(bb_rss) + int(prom_rss), tocsin_rss)}")
 PY
