@@ -322,7 +322,8 @@ struct TargetTable {
 impl TargetTable {
     /// Appends the per-target families in the text format (version 0.0.4).
     fn render(&self, out: &mut String) {
-        let rows = self.rows.read().expect("metrics lock").clone();
+        // Held while rendering: only a reload writes it; probes touch the rows' atomics.
+        let rows = self.rows.read().expect("metrics lock");
         // About 110 bytes per line, eight lines per target.
         out.reserve(rows.len() * 8 * (rows.first().map_or(0, |r| r.labels.len()) + 40));
         family(
@@ -331,7 +332,7 @@ impl TargetTable {
             "gauge",
             "Whether the last probe succeeded (1) or failed (0).",
         );
-        for row in &rows {
+        for row in rows.iter() {
             sample(
                 out,
                 "tocsin_probe_success",
@@ -347,7 +348,7 @@ impl TargetTable {
             "gauge",
             "Duration of the last probe.",
         );
-        for row in &rows {
+        for row in rows.iter() {
             let seconds = f64::from_bits(row.duration.load(Ordering::Relaxed));
             let _ = writeln!(
                 out,
@@ -361,7 +362,7 @@ impl TargetTable {
             "counter",
             "Probes run, by result.",
         );
-        for row in &rows {
+        for row in rows.iter() {
             let ok = row.succeeded.load(Ordering::Relaxed);
             let failed = row.failed.load(Ordering::Relaxed);
             sample(out, "tocsin_probes_total", row, "result", "success", ok);
@@ -373,7 +374,7 @@ impl TargetTable {
             "counter",
             "Failed probes, by reason.",
         );
-        for row in &rows {
+        for row in rows.iter() {
             for (reason, count) in Reason::ALL.iter().zip(&row.failures) {
                 let count = count.load(Ordering::Relaxed);
                 if count > 0 {
@@ -394,7 +395,7 @@ impl TargetTable {
             "gauge",
             "Target state after thresholds (one-hot).",
         );
-        for row in &rows {
+        for row in rows.iter() {
             let current = usize::from(row.state.load(Ordering::Relaxed));
             for (i, state) in TargetState::ALL.iter().enumerate() {
                 let value = u64::from(i == current);
@@ -529,7 +530,7 @@ mod tests {
     fn a_reload_keeps_the_counts_of_unchanged_targets_and_drops_removed_ones() {
         let metrics = Metrics::new();
         let rows = metrics.set_targets(&targets(&["kept", "removed"]), "local");
-        for row in &rows {
+        for row in rows.iter() {
             metrics.record_probe(
                 row,
                 &ProbeResult::success(Duration::ZERO, Phases::default()),

@@ -141,7 +141,7 @@ pub fn spawn(
 ) {
     tracker.spawn(run_clock(
         Arc::clone(topology),
-        ctx.clone(),
+        Arc::new(ctx.clone()),
         tracker.clone(),
         token.clone(),
     ));
@@ -172,7 +172,7 @@ fn next_run(planned: Instant, interval: Duration, now: Instant) -> Instant {
 
 async fn run_clock(
     topology: Arc<Topology>,
-    ctx: SchedulerContext,
+    ctx: Arc<SchedulerContext>,
     tracker: TaskTracker,
     token: CancellationToken,
 ) {
@@ -210,7 +210,7 @@ async fn run_clock(
                 Arc::clone(&topology),
                 index,
                 planned,
-                ctx.clone(),
+                Arc::clone(&ctx),
                 Arc::clone(&running),
                 token.clone(),
             ));
@@ -223,7 +223,7 @@ async fn run_probe(
     topology: Arc<Topology>,
     index: usize,
     planned: Instant,
-    ctx: SchedulerContext,
+    ctx: Arc<SchedulerContext>,
     running: Arc<[AtomicBool]>,
     token: CancellationToken,
 ) {
