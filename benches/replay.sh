@@ -17,6 +17,8 @@ target_dir=${CARGO_TARGET_DIR:-$root/target}
 bin=$target_dir/release/tocsin
 work=$(mktemp -d "${TMPDIR:-/tmp}/tocsin-replay-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 pin=()
 if command -v taskset >/dev/null 2>&1 && taskset -c 0 true 2>/dev/null; then
