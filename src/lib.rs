@@ -21,8 +21,9 @@
 //!
 //! * [`config`]: the TOML file (via the `config` crate, `TOCSIN__…` env overrides), strict
 //!   deserialization and validation into runtime [`config::Settings`].
-//! * [`scheduler`]: one lightweight task per target, start times spread over the interval,
-//!   a global bound on probes in flight, a hard deadline per probe.
+//! * [`scheduler`]: one clock task keeping every target's next run in a heap and spawning a
+//!   task per run, start times spread over the interval, a global bound on probes in
+//!   flight, a hard deadline per probe; a run still going skips its turn (counted).
 //! * [`probe`]: one file per protocol behind the closed [`probe::ProbeSpec`] enum; a failed
 //!   probe is data (a [`probe::Reason`]), never an `Err`.
 //! * [`detector`]: pure per-target state machine (thresholds, backdated onset).

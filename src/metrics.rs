@@ -4,7 +4,7 @@
 //! Ten thousand targets are eighty thousand per-target series. As children of the
 //! `prometheus` crate's vectors they cost ~5 KB per target (each child keeps its own label
 //! pairs) and every scrape rebuilds them as protobuf messages. So the per-target families
-//! live in [`TargetTable`]: a row per target with its label text escaped once and a few
+//! live in a table of their own: a row per target with its label text escaped once and a few
 //! atomics, written straight into the text format. The probe path touches only atomics.
 
 use std::collections::HashMap;
