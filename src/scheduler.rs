@@ -201,7 +201,8 @@ async fn run_clock(
             due.pop();
             let target = &topology.targets[index];
             due.push(Reverse((next_run(planned, target.interval, now), index)));
-            // A run still going (its timeout is longer than its interval) skips this turn.
+            // A run still going skips this turn: it waited for a permit or for room in the
+            // report queue (an overloaded instance), or overran by its deadline's grace.
             if running[index].swap(true, Ordering::AcqRel) {
                 ctx.metrics.scheduler_skipped.inc();
                 continue;
