@@ -28,7 +28,7 @@ use tocsin::detector::{Detector, Observation, TargetState, Thresholds};
 use tocsin::engine::Core;
 use tocsin::incident::{ComponentStatus, IncidentBook};
 use tocsin::metrics::Metrics;
-use tocsin::probe::{Phases, ProbeResult, ProbeSpec, Prober, Reason, target};
+use tocsin::probe::{Phases, ProbeResult, ProbeSpec, Prober, Reason, adhoc};
 
 /// The daemon's allocator (src/main.rs), so allocation-heavy paths cost what they cost there.
 #[global_allocator]
@@ -169,7 +169,7 @@ impl TcpServer {
 /// A probe as `tocsin probe --type KIND TARGET` builds it.
 fn probe_spec(kind: &str, target: &str) -> ProbeSpec {
     let options = Map::from_iter([("type".to_string(), Value::from(kind))]);
-    target::build("probe", options, target).expect("a valid probe")
+    adhoc::build("probe", options, target).expect("a valid probe")
 }
 
 /// One probe, fresh connection, against a real server: wall time of the whole round trip
@@ -323,7 +323,8 @@ fn outage_scenario(core: &mut Core) -> usize {
 
 fn fresh_core(settings: &Arc<Settings>) -> Core {
     Core::new(
-        Arc::clone(settings),
+        Arc::clone(&settings.topology),
+        settings.incidents.clone(),
         HashMap::new(),
         IncidentBook::default(),
         t0(),

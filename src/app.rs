@@ -1,13 +1,16 @@
 //! Wiring: builds every component from [`Settings`], runs until `shutdown` is cancelled,
 //! reloads on SIGHUP or `POST /-/reload`, and shuts down in order (schedulers, then the
 //! engine, which flushes the store, then alert delivery, then the HTTP server). It tells
-//! systemd about each step through [`notify`].
+//! systemd about each step through `notify`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Router;
 use tokio::net::TcpListener;
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -15,7 +18,7 @@ use crate::alert::outbox::Outbox;
 use crate::clock::Clock;
 use crate::config::{self, ConfigSource, Settings};
 use crate::engine::{Control, Engine};
-use crate::http::{AppState, ReloadRequest, router};
+use crate::http::{AppState, ReloadRequest, SiteSpec, router};
 use crate::metrics::Metrics;
 use crate::notify;
 use crate::probe::{Prober, ProberError};
@@ -45,128 +48,193 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), AppError> {
-    let clock = Clock::system();
-    let settings = Arc::new(settings);
-    let metrics = Arc::new(Metrics::new());
-    metrics.config_reload_ok.set(1);
-    metrics
-        .config_reload_timestamp
-        .set(clock.now().timestamp() as f64);
+    App::start(source, settings)
+        .await?
+        .serve(listener, shutdown)
+        .await
+}
 
-    let (store, restored) = Store::open(settings.storage.sqlite.clone()).await?;
-    let prober = Prober::new()?;
-    let mut hangups = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
+/// The daemon, started: the store open, the engine, schedulers and deliverers running, the
+/// HTTP app built but not served. [`App::serve`] serves it; tests may drive
+/// [`App::router`] in-process and then [`App::stop`] it.
+pub struct App {
+    router: Router,
+    reloader: Reloader,
+    generation: Generation,
+    scheduler_ctx: SchedulerContext,
+    reload_requests: mpsc::Receiver<ReloadRequest>,
+    hangups: Signal,
+    ready: watch::Sender<bool>,
+    engine_task: JoinHandle<()>,
+    engine_token: CancellationToken,
+    watchdog: Option<JoinHandle<()>>,
+    watchdog_token: CancellationToken,
+    alert_tracker: TaskTracker,
+}
 
-    let alert_tracker = TaskTracker::new();
-    let outbox = Outbox::start(
-        &settings.receivers,
-        &store,
-        &metrics,
-        clock,
-        settings.server.external_url.clone(),
-        &alert_tracker,
-    );
-    let (engine, snapshot) = Engine::new(
-        Arc::clone(&settings),
-        restored,
-        store.clone(),
-        outbox,
-        Arc::clone(&metrics),
-        clock,
-    );
-    let (report_tx, report_rx) = mpsc::channel(4096);
-    let (control_tx, control_rx) = mpsc::channel(4);
-    let engine_token = CancellationToken::new();
-    let engine_task = tokio::spawn(engine.run(report_rx, control_rx, engine_token.clone()));
-    // The engine renews its snapshot every tick: that is the watchdog's heartbeat.
-    let watchdog_token = CancellationToken::new();
-    let watchdog = notify::spawn_watchdog(snapshot.clone(), watchdog_token.clone());
+impl App {
+    /// Opens the store and starts every component of `settings`.
+    pub async fn start(source: ConfigSource, settings: Settings) -> Result<App, AppError> {
+        let clock = Clock::system();
+        let settings = Arc::new(settings);
+        let metrics = Arc::new(Metrics::new());
+        metrics.config_reload_ok.set(1);
+        metrics
+            .config_reload_timestamp
+            .set(clock.now().timestamp() as f64);
 
-    let scheduler_ctx = SchedulerContext {
-        prober: prober.clone(),
-        in_flight: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
-        reports: report_tx,
-        metrics: Arc::clone(&metrics),
-        clock,
-    };
-    let mut generation = Generation::start(&settings, &scheduler_ctx);
+        let (store, restored) = Store::open(settings.storage.sqlite.clone()).await?;
+        let prober = Prober::new()?;
+        let hangups = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
 
-    let (settings_tx, settings_rx) = watch::channel(Arc::clone(&settings));
-    let (ready_tx, ready_rx) = watch::channel(false);
-    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
-    let state = AppState {
-        snapshot: snapshot.clone(),
-        settings: settings_rx,
-        store: store.clone(),
-        metrics: Arc::clone(&metrics),
-        reload: reload_tx,
-        engine: control_tx.clone(),
-        ready: ready_rx,
-        started: clock.now(),
-        prober,
-        clock,
-    };
-    let address = listener.local_addr().map_err(AppError::Serve)?;
-    let http_token = CancellationToken::new();
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(http_token.clone().cancelled_owned());
-    let server_task = tokio::spawn(async move { server.await });
-    ready_tx.send_replace(true);
-    tracing::info!(
-        listen = %address,
-        targets = settings.topology.targets.len(),
-        services = settings.topology.services.len(),
-        receivers = settings.receivers.len(),
-        "tocsin running"
-    );
-    notify::ready(&running_status(&settings, address));
+        let alert_tracker = TaskTracker::new();
+        let outbox = Outbox::start(
+            &settings.receivers,
+            &store,
+            &metrics,
+            clock,
+            settings.server.external_url.clone(),
+            &alert_tracker,
+        );
+        let (engine, snapshot) = Engine::new(
+            Arc::new(settings.engine()),
+            restored,
+            store.clone(),
+            outbox,
+            Arc::clone(&metrics),
+            clock,
+        );
+        let (report_tx, report_rx) = mpsc::channel(4096);
+        let (control_tx, control_rx) = mpsc::channel(4);
+        let engine_token = CancellationToken::new();
+        let engine_task = tokio::spawn(engine.run(report_rx, control_rx, engine_token.clone()));
+        // The engine renews its snapshot every tick: that is the watchdog's heartbeat.
+        let watchdog_token = CancellationToken::new();
+        let watchdog = notify::spawn_watchdog(snapshot.clone(), watchdog_token.clone());
 
-    let mut reloader = Reloader {
-        source,
-        address,
-        current: settings,
-        metrics: Arc::clone(&metrics),
-        control: control_tx,
-        settings: settings_tx,
-        clock,
-        store: store.clone(),
-        alert_tracker: alert_tracker.clone(),
-    };
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = hangups.recv() => {
-                tracing::info!("SIGHUP: reloading the configuration");
-                let _ = reloader.reload(&mut generation, &scheduler_ctx).await;
-            }
-            Some(reply) = reload_rx.recv() => {
-                let result = reloader.reload(&mut generation, &scheduler_ctx).await;
-                let _ = reply.send(result);
+        let scheduler_ctx = SchedulerContext {
+            prober: prober.clone(),
+            in_flight: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
+            reports: report_tx,
+            metrics: Arc::clone(&metrics),
+            clock,
+        };
+        let generation = Generation::start(&settings, &scheduler_ctx);
+
+        let (site_tx, site_rx) = watch::channel(Arc::new(settings.site()));
+        let (ready_tx, ready_rx) = watch::channel(true);
+        let (reload_tx, reload_requests) = mpsc::channel::<ReloadRequest>(4);
+        let router = router(AppState {
+            snapshot,
+            site: site_rx,
+            store: store.clone(),
+            metrics: Arc::clone(&metrics),
+            reload: reload_tx,
+            engine: control_tx.clone(),
+            ready: ready_rx,
+            started: clock.now(),
+            prober,
+            clock,
+        });
+        let reloader = Reloader {
+            source,
+            address: None,
+            current: settings,
+            metrics,
+            control: control_tx,
+            site: site_tx,
+            clock,
+            store,
+            alert_tracker: alert_tracker.clone(),
+        };
+        Ok(App {
+            router,
+            reloader,
+            generation,
+            scheduler_ctx,
+            reload_requests,
+            hangups,
+            ready: ready_tx,
+            engine_task,
+            engine_token,
+            watchdog,
+            watchdog_token,
+            alert_tracker,
+        })
+    }
+
+    /// The whole HTTP app (API, pages, `/metrics`), for requests made in-process.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// Serves on `listener` and reloads on SIGHUP or `POST /-/reload` until `shutdown` is
+    /// cancelled, then stops in order.
+    pub async fn serve(
+        mut self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<(), AppError> {
+        let address = listener.local_addr().map_err(AppError::Serve)?;
+        let http_token = CancellationToken::new();
+        let server = axum::serve(listener, self.router.clone())
+            .with_graceful_shutdown(http_token.clone().cancelled_owned());
+        let server_task = tokio::spawn(async move { server.await });
+        self.reloader.address = Some(address);
+        let settings = &self.reloader.current;
+        tracing::info!(
+            listen = %address,
+            targets = settings.topology.targets.len(),
+            services = settings.topology.services.len(),
+            receivers = settings.receivers.len(),
+            "tocsin running"
+        );
+        notify::ready(&running_status(settings, Some(address)));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = self.hangups.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = self
+                        .reloader
+                        .reload(&mut self.generation, &self.scheduler_ctx)
+                        .await;
+                }
+                Some(reply) = self.reload_requests.recv() => {
+                    let result = self
+                        .reloader
+                        .reload(&mut self.generation, &self.scheduler_ctx)
+                        .await;
+                    let _ = reply.send(result);
+                }
             }
         }
+        self.stop().await;
+        http_token.cancel();
+        match server_task.await {
+            Ok(result) => result.map_err(AppError::Serve)?,
+            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+        }
+        Ok(())
     }
 
-    tracing::info!("shutting down");
-    notify::stopping();
-    watchdog_token.cancel();
-    if let Some(watchdog) = watchdog {
-        let _ = watchdog.await;
+    /// Stops in order: schedulers, then the engine (which saves its state and flushes the
+    /// store), then alert delivery; what was not delivered stays in the outbox.
+    pub async fn stop(self) {
+        tracing::info!("shutting down");
+        notify::stopping();
+        self.watchdog_token.cancel();
+        if let Some(watchdog) = self.watchdog {
+            let _ = watchdog.await;
+        }
+        self.ready.send_replace(false);
+        self.generation.stop().await;
+        self.engine_token.cancel();
+        let _ = self.engine_task.await;
+        drop(self.reloader);
+        self.alert_tracker.close();
+        self.alert_tracker.wait().await;
     }
-    ready_tx.send_replace(false);
-    generation.stop().await;
-    engine_token.cancel();
-    let _ = engine_task.await;
-    drop(reloader);
-    // The engine stopped the deliverers: what they did not send stays in the outbox.
-    alert_tracker.close();
-    alert_tracker.wait().await;
-    http_token.cancel();
-    match server_task.await {
-        Ok(result) => result.map_err(AppError::Serve)?,
-        Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
-    }
-    drop(store);
-    Ok(())
 }
 
 /// The scheduler tasks of one configuration.
@@ -191,22 +259,26 @@ impl Generation {
 }
 
 /// The `STATUS=` line systemd shows while tocsin runs normally.
-fn running_status(settings: &Settings, address: std::net::SocketAddr) -> String {
-    format!(
-        "monitoring {} targets of {} services, serving on {address}",
+fn running_status(settings: &Settings, address: Option<SocketAddr>) -> String {
+    let mut status = format!(
+        "monitoring {} targets of {} services",
         settings.topology.targets.len(),
         settings.topology.services.len()
-    )
+    );
+    if let Some(address) = address {
+        status.push_str(&format!(", serving on {address}"));
+    }
+    status
 }
 
 struct Reloader {
     source: ConfigSource,
-    /// Where the HTTP server listens, for the status line.
-    address: std::net::SocketAddr,
+    /// Where the HTTP server listens, for the status line; `None` until it serves.
+    address: Option<SocketAddr>,
     current: Arc<Settings>,
     metrics: Arc<Metrics>,
     control: mpsc::Sender<Control>,
-    settings: watch::Sender<Arc<Settings>>,
+    site: watch::Sender<Arc<SiteSpec>>,
     clock: Clock,
     store: Store,
     alert_tracker: TaskTracker,
@@ -271,14 +343,14 @@ impl Reloader {
         old.stop().await;
         if self
             .control
-            .send(Control::Reconfigure(Arc::clone(&new), outbox))
+            .send(Control::Reconfigure(Arc::new(new.engine()), outbox))
             .await
             .is_err()
         {
             return Err("the engine has stopped".to_string());
         }
         *generation = Generation::start(&new, ctx);
-        self.settings.send_replace(Arc::clone(&new));
+        self.site.send_replace(Arc::new(new.site()));
         self.current = new;
         self.metrics.config_reload_ok.set(1);
         self.metrics

@@ -64,7 +64,7 @@ pub async fn run(
     let state = std::env::temp_dir().join(format!("tocsin-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&state);
     std::fs::create_dir_all(&state).map_err(DemoError::Simulator)?;
-    let token = crate::alert::new_event_id();
+    let token = crate::event::new_event_id();
     std::fs::write(state.join("admin.token"), &token).map_err(DemoError::Simulator)?;
     let toml = demo_config(http_addr, voice_addr, &state, speed);
     let source = ConfigSource::Inline(toml);
@@ -179,7 +179,7 @@ async fn voicemail(
 
 /// The built-in webhook sink: logs each alert event it receives.
 async fn sink(body: axum::body::Bytes) -> StatusCode {
-    match serde_json::from_slice::<crate::alert::AlertEvent>(&body) {
+    match serde_json::from_slice::<crate::event::AlertEvent>(&body) {
         Ok(event) => {
             let inc = &event.incident;
             let cause = inc

@@ -1,4 +1,4 @@
-//! Per-target detection (SPEC §5): consecutive results against thresholds, no flapping.
+//! Per-target detection: consecutive results against thresholds, no flapping.
 //!
 //! Pure: results and their times in, transitions out. It never reads the clock.
 //! Onsets are backdated: a target that goes down after three failures went down at the

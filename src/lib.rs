@@ -1,44 +1,55 @@
 //! tocsin: a health monitor that tells the truth about outages.
 //!
-//! # Layout
-//!
-//! Data flows top to bottom; each module only knows the ones above it.
+//! # Data flow
 //!
 //! ```text
 //! config ──► scheduler ──► probe::{http, tcp, tls, dns, icmp, sip, imap, smtp}
-//!                              │
+//!                              │ ProbeReport
 //!                              ▼
 //!                           engine ─┬─► detector   (results → target states)
-//!                          (core)   ├─► incident   (group/service status → incidents)
+//!                          (pure)   ├─► incident   (group/service status → incidents)
 //!                                   └─► rollup     (results → minute/hour/day aggregates)
-//!                              │
+//!                              │ events, writes, snapshots
 //!       ┌───────────────┬──────┴─────────────┬───────────────────────┐
 //!       ▼               ▼                    ▼                       ▼
-//!    metrics   alert::{routing, outbox,   store::sqlite   http::{api, page, statuspage,
-//!              webhook, alertmanager,                           exporter, feeds}
-//!              slack, pagerduty}
+//!    metrics   alert::{routing, outbox,   store::sqlite   http::{api, status_page,
+//!              webhook, alertmanager,                           statuspage_api,
+//!              slack, pagerduty}                                exporter, feeds}
 //! ```
 //!
-//! * [`config`]: the TOML file (via the `config` crate, `TOCSIN__…` env overrides), strict
-//!   deserialization and validation into runtime [`config::Settings`].
-//! * [`scheduler`]: one clock task keeping every target's next run in a heap and spawning a
-//!   task per run, start times spread over the interval, a global bound on probes in
-//!   flight, a hard deadline per probe; a run still going skips its turn (counted).
-//! * [`probe`]: one file per protocol behind the closed [`probe::ProbeSpec`] enum; a failed
-//!   probe is data (a [`probe::Reason`]), never an `Err`.
-//! * [`detector`]: pure per-target state machine (thresholds, backdated onset).
-//! * [`topology`]: who is behind what: services, groups of subscribers, targets.
-//! * [`incident`]: pure incident engine (component status, figures, severity, scope).
-//! * [`engine`]: the one task that owns detector and incident state; it persists, alerts,
-//!   updates metrics and publishes [`engine::Snapshot`]s through a `watch` channel.
-//! * [`rollup`]: pure per-minute/hour/day aggregates of results and service status time,
-//!   which the engine feeds and the store keeps (uptime, response times, SLA).
-//! * [`metrics`], [`alert`], [`store`], [`http`]: the outputs.
-//! * [`app`]: wiring, reload and graceful shutdown; [`notify`]: systemd readiness, reload,
-//!   stop and watchdog notifications; [`demo`]: the self-contained demo;
-//!   [`replay`]: the engine's core on recorded results, in their own time.
+//! # Layers
 //!
-//! # Glossary (SPEC §1)
+//! From the bottom up. A module imports only modules of lower layers; `tests/layers.rs`
+//! reads this list and the `crate::` paths of `src/` and fails when one does not.
+//!
+//! 1. [`clock`], [`validation`]: shared vocabulary: wall time from tokio's clock; the
+//!    validation [`validation::Issues`] every config reports into, secret files.
+//! 2. [`probe`]: one file per protocol behind the closed [`probe::ProbeSpec`] enum; what a
+//!    run yields ([`probe::ProbeResult`], one [`probe::Reason`] per failure) is data, never
+//!    an `Err`; `[modules.*]` templates for `/probe`.
+//! 3. [`topology`]: who is behind what: services, groups of subscribers, targets, and the
+//!    tables of the file that build it.
+//! 4. [`detector`]: pure per-target state machine (thresholds, backdated onset).
+//! 5. [`incident`]: pure incident engine (component status, figures, severity, scope,
+//!    reporting rules, suspected cause).
+//! 6. `rollup`: pure per-minute/hour/day aggregates of results and service status time
+//!    (uptime, response times).
+//! 7. `event`: the alert event queued for receivers.
+//! 8. [`metrics`]: the Prometheus registry and the compact per-target series.
+//! 9. `store`: persistence (SQLite, one writer thread).
+//! 10. [`alert`]: routing, the durable outbox and one file per receiver type.
+//! 11. [`scheduler`]: one clock task spawning a task per probe run, a bound on probes in
+//!     flight, a hard deadline each; it sends `ProbeReport`s.
+//! 12. [`engine`]: the one task that owns detector and incident state around its pure
+//!     [`engine::Core`]; it persists, alerts, counts and publishes snapshots.
+//! 13. `http`: the API, the status page, the Statuspage documents, `/probe`, `/metrics`.
+//! 14. [`config`]: the file (the `config` crate, `TOCSIN__…` overrides) assembled from every
+//!     component's config and validated into [`config::Settings`].
+//! 15. `notify`: systemd readiness, reload, stop and watchdog notifications.
+//! 16. [`app`]: wiring, reload and graceful shutdown.
+//! 17. [`replay`], [`demo`]: the engine's core on recorded results; the self-contained demo.
+//!
+//! # Glossary
 //!
 //! * **service**: what a customer buys and feels (`voicemail`, `data`); has a subscriber base.
 //! * **group**: subscribers of one service behind one platform in one region, with a count.
@@ -52,21 +63,43 @@
 //! * **change**: a software update, deploy or configuration change, registered through the
 //!   API; the suspected cause of incidents that follow it.
 //! * **receiver**: where alerts go.
+//! * **`*Config` / `*Spec`**: a table as the file writes it / what it validated into; the
+//!   whole validated file is [`config::Settings`].
+
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod validation;
+
+pub mod probe;
+
+pub mod topology;
+
+pub mod detector;
+
+pub mod incident;
+
+pub(crate) mod rollup;
+
+pub(crate) mod event;
+
+pub mod metrics;
+
+pub(crate) mod store;
 
 pub mod alert;
-pub mod app;
-pub mod clock;
-pub mod config;
-pub mod demo;
-pub mod detector;
-pub mod engine;
-pub mod http;
-pub mod incident;
-pub mod metrics;
-pub mod notify;
-pub mod probe;
-pub mod replay;
-pub mod rollup;
+
 pub mod scheduler;
-pub mod store;
-pub mod topology;
+
+pub mod engine;
+
+pub(crate) mod http;
+
+pub mod config;
+
+pub(crate) mod notify;
+
+pub mod app;
+
+pub mod demo;
+pub mod replay;

@@ -14,6 +14,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// that only runs out on a later allocation by the same thread: threads that go quiet (the main thread
 /// after parsing the configuration) would otherwise hold their garbage for good. Costs no
 /// measurable CPU per probe (benches/scale.sh: ~1 KiB less RSS per target at 10 000).
+#[allow(unsafe_code)]
 fn purge_freed_memory_at_once() {
     // SAFETY: setting an option has no preconditions; mimalloc reads it on every purge.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
@@ -182,10 +183,10 @@ async fn probe(
     options: Vec<String>,
     timeout: std::time::Duration,
 ) -> anyhow::Result<bool> {
-    use tocsin::probe::{Prober, target as probe_target};
-    let mut table = probe_target::parse_options(&options).map_err(anyhow::Error::msg)?;
+    use tocsin::probe::{Prober, adhoc};
+    let mut table = adhoc::parse_options(&options).map_err(anyhow::Error::msg)?;
     table.insert("type".into(), serde_json::Value::String(kind.clone()));
-    let spec = probe_target::build("probe", table, &target).map_err(anyhow::Error::msg)?;
+    let spec = adhoc::build("probe", table, &target).map_err(anyhow::Error::msg)?;
     let result = Prober::new()?.run(&spec, timeout).await;
     let ms = |d: std::time::Duration| format!("{:.1} ms", d.as_secs_f64() * 1000.0);
     match &result.failure {
@@ -362,6 +363,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(unsafe_code)]
     fn the_purge_delay_index_reads_mimallocs_purge_delay_default() {
         // purge_delay defaults to 1000 (ms) in the vendored src/options.c; no other option
         // does, and the next one (use_numa_nodes) defaults to 0.

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §8): one registry for the families with few series, and a
+//! Prometheus metrics: one registry for the families with few series, and a
 //! compact table for the per-target families.
 //!
 //! Ten thousand targets are eighty thousand per-target series. As children of the
@@ -31,8 +31,8 @@ pub struct Metrics {
     service_affected_ratio: GaugeVec,
     pub incidents_open: IntGaugeVec,
     pub incidents_total: IntCounterVec,
-    /// SPEC §8 names this `tocsin_incident_user_minutes_total`; promtool rejects a
-    /// non-base unit, so it counts subscriber-seconds under a base-unit name.
+    /// User-minutes are the regulators' unit, but promtool rejects a non-base unit: this
+    /// counts subscriber-seconds under a base-unit name.
     pub incident_user_seconds: prometheus::CounterVec,
     pub alert_deliveries: IntCounterVec,
     pub alert_outbox_pending: IntGaugeVec,

@@ -1,4 +1,4 @@
-//! `tocsin replay` (SPEC §12): the engine's [`Core`] on recorded JSON lines, in the input's
+//! `tocsin replay`: the engine's [`Core`] on recorded JSON lines, in the input's
 //! time, with no network. Output: one JSON line per alert event that would be sent, then a
 //! summary of every incident. Nothing is written unless the whole input is valid.
 
@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alert::AlertType;
 use crate::clock::Timestamp;
 use crate::config::Settings;
 use crate::engine::{Core, TICK, alert_type};
-use crate::incident::{Change, Changes, Incident, IncidentBook, IncidentView};
+use crate::event::AlertType;
+use crate::incident::{BookUpdate, Change, Incident, IncidentBook, IncidentView};
 use crate::probe::{Phases, ProbeResult, Reason};
 
 #[derive(Debug, thiserror::Error)]
@@ -87,7 +87,7 @@ struct Replay {
 }
 
 impl Replay {
-    fn emit(&mut self, changes: Changes, now: Timestamp) {
+    fn emit(&mut self, changes: BookUpdate, now: Timestamp) {
         for inc in changes.changed {
             self.incidents.insert(inc.id.clone(), inc);
         }
@@ -149,7 +149,6 @@ pub fn run(
     input: impl BufRead,
     mut output: impl Write,
 ) -> Result<Totals, ReplayError> {
-    let settings = Arc::new(settings);
     let targets: HashMap<String, usize> = settings
         .topology
         .targets
@@ -186,7 +185,8 @@ pub fn run(
         }
         let r = replay.get_or_insert_with(|| Replay {
             core: Core::new(
-                Arc::clone(&settings),
+                Arc::clone(&settings.topology),
+                settings.incidents.clone(),
                 HashMap::new(),
                 IncidentBook::default(),
                 at,

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -20,92 +19,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, Timestamp};
 use crate::metrics::Metrics;
-use crate::probe::{ProbeConfig, ProbeResult, Prober};
+use crate::probe::{ProbeResult, Prober};
 use crate::topology::Topology;
-
-/// `[defaults]`: per-target keys of the same name override these.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DefaultsConfig {
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(default = "default_failure_threshold")]
-    pub failure_threshold: u32,
-    #[serde(default = "default_success_threshold")]
-    pub success_threshold: u32,
-    #[serde(default = "default_degraded_latency", with = "humantime_serde")]
-    pub degraded_latency: Duration,
-    /// Quiet time before an incident is resolved; global (incidents span targets).
-    #[serde(default = "default_resolve_after", with = "humantime_serde")]
-    pub resolve_after: Duration,
-}
-
-impl Default for DefaultsConfig {
-    fn default() -> Self {
-        Self {
-            interval: default_interval(),
-            timeout: default_timeout(),
-            failure_threshold: default_failure_threshold(),
-            success_threshold: default_success_threshold(),
-            degraded_latency: default_degraded_latency(),
-            resolve_after: default_resolve_after(),
-        }
-    }
-}
-
-fn default_interval() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_failure_threshold() -> u32 {
-    3
-}
-fn default_success_threshold() -> u32 {
-    2
-}
-fn default_degraded_latency() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_resolve_after() -> Duration {
-    Duration::from_secs(300)
-}
-
-/// `[[targets]]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetConfig {
-    pub id: String,
-    /// Groups this target watches. Or use the `service` shorthand.
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// Shorthand: an implicit group of its own in this service.
-    #[serde(default)]
-    pub service: Option<String>,
-    /// With `service` only: the implicit group's region.
-    #[serde(default)]
-    pub region: Option<String>,
-    /// With `service` only: the implicit group's platform.
-    #[serde(default)]
-    pub platform: Option<String>,
-    /// With `service` only: the implicit group's subscribers (default 1).
-    #[serde(default)]
-    pub subscribers: Option<u64>,
-    #[serde(default, with = "humantime_serde")]
-    pub interval: Option<Duration>,
-    #[serde(default, with = "humantime_serde")]
-    pub timeout: Option<Duration>,
-    #[serde(default)]
-    pub failure_threshold: Option<u32>,
-    #[serde(default)]
-    pub success_threshold: Option<u32>,
-    #[serde(default, with = "humantime_serde")]
-    pub degraded_latency: Option<Duration>,
-    pub probe: ProbeConfig,
-}
 
 /// One probe run, as the engine receives it.
 #[derive(Debug, Clone)]

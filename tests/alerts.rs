@@ -11,19 +11,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use tokio::sync::mpsc;
 
-use common::{Daemon, Receiver, Target, metric_sum, path_str, temp_dir, wait_for};
+use common::test_config::{ADMIN_TOKEN, TestConfig};
+use common::{Daemon, Receiver, Target, metric_sum, temp_dir, wait_for};
 
-fn config(dir: &std::path::Path, target: &Target, receivers: &str) -> String {
-    format!(
-        r#"
-[storage]
-sqlite = "{db}"
-[defaults]
-interval = "100ms"
-timeout = "80ms"
-failure_threshold = 1
-success_threshold = 1
-resolve_after = "200ms"
+fn config(dir: &std::path::Path, target: &Target, receivers: &str) -> TestConfig {
+    TestConfig::new(dir)
+        .instant_thresholds()
+        .default("resolve_after", "\"200ms\"")
+        .body(&format!(
+            r#"
 [[services]]
 id = "web"
 subscribers = 1000
@@ -34,9 +30,8 @@ subscribers = 100
 probe = {{ type = "http", url = "{url}" }}
 {receivers}
 "#,
-        db = path_str(&dir.join("tocsin.db")),
-        url = target.url(),
-    )
+            url = target.url(),
+        ))
 }
 
 /// A receiver that answers 500 to its first `failures` requests, then 204; it reports the
@@ -163,25 +158,18 @@ async fn maintenance_silences_then_an_outage_outlasting_it_alerts_at_its_end() {
     let dir = temp_dir();
     let target = Target::start().await;
     let mut receiver = Receiver::start().await;
-    let token = common::write(dir.path(), "admin.token", "tok");
     let receivers = format!(
         "[[receivers]]\nname = \"noc\"\ntype = \"webhook\"\nurl = \"{}\"\n",
         receiver.url()
     );
-    let toml = config(dir.path(), &target, &receivers).replace(
-        "[storage]",
-        &format!(
-            "[server]\nadmin_token_file = \"{}\"\n[storage]",
-            path_str(&token)
-        ),
-    );
+    let toml = config(dir.path(), &target, &receivers).admin_token();
     let daemon = Daemon::start(&toml, dir.path()).await;
     let now = chrono::Utc::now();
     let ends_at = now + chrono::Duration::seconds(2);
     let client = reqwest::Client::new();
     let created = client
         .post(daemon.url("/api/v1/maintenances"))
-        .bearer_auth("tok")
+        .bearer_auth(ADMIN_TOKEN)
         .json(&serde_json::json!({
             "services": ["web"],
             "starts_at": now - chrono::Duration::seconds(1),
@@ -194,7 +182,7 @@ async fn maintenance_silences_then_an_outage_outlasting_it_alerts_at_its_end() {
     assert_eq!(created.status(), 201);
     let refused = client
         .post(daemon.url("/api/v1/maintenances"))
-        .bearer_auth("tok")
+        .bearer_auth(ADMIN_TOKEN)
         .json(&serde_json::json!({
             "services": ["nope"],
             "starts_at": now,

@@ -2,25 +2,14 @@
 
 mod common;
 
-use common::{Daemon, Target, path_str, temp_dir, wait_for, write};
+use common::test_config::{ADMIN_TOKEN, TestConfig};
+use common::{Daemon, InProcess, Target, json, temp_dir, wait_for};
 
-fn config(dir: &std::path::Path, target: &Target, token: bool) -> String {
-    let token_line = if token {
-        let file = write(dir, "admin.token", "s3cret-token\n");
-        format!("admin_token_file = \"{}\"", path_str(&file))
-    } else {
-        String::new()
-    };
-    format!(
+fn config(dir: &std::path::Path, target: &Target, token: bool) -> TestConfig {
+    let config = TestConfig::new(dir).server("page_title", "\"Ops <status> & more\"");
+    let config = if token { config.admin_token() } else { config };
+    config.body(&format!(
         r#"
-[server]
-page_title = "Ops <status> & more"
-{token_line}
-[storage]
-sqlite = "{db}"
-[defaults]
-interval = "100ms"
-timeout = "80ms"
 [[services]]
 id = "web"
 name = "<script>alert('x')</script>"
@@ -30,9 +19,82 @@ id = "www"
 service = "web"
 probe = {{ type = "http", url = "{url}" }}
 "#,
-        db = path_str(&dir.join("tocsin.db")),
         url = target.url(),
-    )
+    ))
+}
+
+/// Error shapes, authorization and validation of the write API: requests made in-process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_and_write_authorization_in_process() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let app = InProcess::start(config(dir.path(), &target, true), dir.path()).await;
+    let get = |path: &'static str| app.request("GET", path, None, None);
+
+    let (status, content_type, body) = get("/api/v1/incidents/inc-999999").await;
+    assert_eq!(status, 404);
+    assert_eq!(content_type, "application/json");
+    let body = json(&body);
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("inc-999999")
+    );
+    let (status, _, body) = get("/api/v1/incidents?status=sideways").await;
+    assert_eq!(status, 400);
+    assert_eq!(json(&body)["error"]["code"], "bad_request");
+    let (status, _, body) = get("/api/v1/nowhere").await;
+    assert_eq!(status, 404);
+    assert_eq!(json(&body)["error"]["code"], "not_found");
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+
+    // Names from the configuration are text, never markup.
+    let (status, content_type, html) = get("/").await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type, "text/html; charset=utf-8");
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
+    assert!(!html.contains("<script>"));
+    assert!(html.contains("<title>Ops &lt;status&gt; &amp; more</title>"));
+
+    // Write endpoints: 401 without a token, 403 with a wrong one, then validation.
+    let change = serde_json::json!({"summary": "x"});
+    let post = |token: Option<&'static str>, body: serde_json::Value| {
+        app.request("POST", "/api/v1/changes", token, Some(body))
+    };
+    assert_eq!(post(None, change.clone()).await.0, 401);
+    let (status, _, body) = post(Some("guess"), change.clone()).await;
+    assert_eq!(status, 403);
+    assert_eq!(json(&body)["error"]["code"], "forbidden");
+    let (status, _, _) = post(Some(ADMIN_TOKEN), serde_json::json!({"platform": "p"})).await;
+    assert_eq!(status, 400, "summary is required");
+    let unknown = serde_json::json!({"summary": "x", "colour": "red"});
+    assert_eq!(
+        post(Some(ADMIN_TOKEN), unknown).await.0,
+        400,
+        "unknown fields are refused"
+    );
+    let (status, _, body) = post(Some(ADMIN_TOKEN), change).await;
+    assert_eq!(status, 201);
+    assert!(json(&body)["id"].as_str().unwrap().starts_with("chg-"));
+    app.stop().await;
+
+    // Without a configured token the write API is disabled altogether.
+    let dir = temp_dir();
+    let app = InProcess::start(config(dir.path(), &target, false), dir.path()).await;
+    let (status, _, body) = app
+        .request("POST", "/-/reload", Some("anything"), None)
+        .await;
+    assert_eq!(status, 403);
+    assert!(
+        json(&body)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("admin_token_file")
+    );
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,34 +131,7 @@ async fn status_errors_page_and_health() {
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
 
-    let not_found = get("/api/v1/incidents/inc-999999").await.unwrap();
-    assert_eq!(not_found.status(), 404);
-    let body: serde_json::Value = not_found.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "not_found");
-    assert!(
-        body["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("inc-999999")
-    );
-
-    let bad = get("/api/v1/incidents?status=sideways").await.unwrap();
-    assert_eq!(bad.status(), 400);
-    let body: serde_json::Value = bad.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "bad_request");
-
-    let nowhere = get("/api/v1/nowhere").await.unwrap();
-    assert_eq!(nowhere.status(), 404);
-    let body: serde_json::Value = nowhere.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "not_found");
-
-    // Names from the configuration are text, never markup.
-    let page = get("/").await.unwrap();
-    assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
-    let html = page.text().await.unwrap();
-    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"));
-    assert!(!html.contains("<script>"));
-    assert!(html.contains("<title>Ops &lt;status&gt; &amp; more</title>"));
+    let html = get("/").await.unwrap().text().await.unwrap();
     assert!(html.contains("All systems operational"));
 
     // Filters: nothing for another service, a limit of one.
@@ -142,15 +177,16 @@ async fn reload_endpoint_needs_the_token_and_refuses_a_bad_file() {
     let body: serde_json::Value = wrong.json().await.unwrap();
     assert_eq!(body["error"]["code"], "forbidden");
 
-    let ok = reload(Some("s3cret-token")).await.unwrap();
+    let ok = reload(Some(ADMIN_TOKEN)).await.unwrap();
     assert_eq!(ok.status(), 200);
 
     std::fs::write(
         dir.path().join("tocsin.toml"),
-        good.replace("timeout = \"80ms\"", "timeout = \"2s\""),
+        good.to_string()
+            .replace("timeout = \"80ms\"", "timeout = \"2s\""),
     )
     .unwrap();
-    let refused = reload(Some("s3cret-token")).await.unwrap();
+    let refused = reload(Some(ADMIN_TOKEN)).await.unwrap();
     assert_eq!(refused.status(), 422);
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_config");
@@ -167,25 +203,10 @@ async fn reload_endpoint_needs_the_token_and_refuses_a_bad_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn write_api_is_forbidden_without_a_configured_token() {
-    let dir = temp_dir();
-    let target = Target::start().await;
-    let daemon = Daemon::start(&config(dir.path(), &target, false), dir.path()).await;
-    let response = reqwest::Client::new()
-        .post(daemon.url("/-/reload"))
-        .bearer_auth("anything")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 403);
-    daemon.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_are_registered_and_become_suspected_causes_acknowledge_identifies() {
     let dir = temp_dir();
     let target = Target::start().await;
-    let toml = config(dir.path(), &target, true).replace(
+    let toml = config(dir.path(), &target, true).to_string().replace(
         "[[targets]]\nid = \"www\"\nservice = \"web\"",
         "[[targets]]\nid = \"www\"\nservice = \"web\"\nplatform = \"cms-1\"",
     );
@@ -194,30 +215,10 @@ async fn changes_are_registered_and_become_suspected_causes_acknowledge_identifi
     let post = |path: &str, body: serde_json::Value| {
         client
             .post(daemon.url(path))
-            .bearer_auth("s3cret-token")
+            .bearer_auth(ADMIN_TOKEN)
             .json(&body)
             .send()
     };
-
-    // Write endpoints need the token.
-    let anonymous = client
-        .post(daemon.url("/api/v1/changes"))
-        .json(&serde_json::json!({"summary": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(anonymous.status(), 401);
-    let bad = post("/api/v1/changes", serde_json::json!({"platform": "cms-1"}))
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 400, "summary is required");
-    let unknown = post(
-        "/api/v1/changes",
-        serde_json::json!({"summary": "x", "colour": "red"}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(unknown.status(), 400, "unknown fields are refused");
 
     let registered = post(
         "/api/v1/changes",

@@ -1,18 +1,21 @@
-//! `TOCSIN__SECTION__KEY` environment overrides (SPEC §3), in-process.
+//! `TOCSIN__SECTION__KEY` environment overrides, in-process.
 //!
 //! The environment is process-global and tests run on parallel threads, so this binary holds
-//! a single test: nothing else reads the environment while it is changed.
+//! a single test: nothing else reads the environment while it is changed. Changing it is
+//! `unsafe` for that reason, the only unsafe code of the tests.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use tocsin::config::{self, ConfigError, ConfigSource};
 
+#[allow(unsafe_code)]
 fn set(key: &str, value: &str) {
     // SAFETY: the only test of this binary; no other thread reads or writes the environment.
     unsafe { std::env::set_var(key, value) }
 }
 
+#[allow(unsafe_code)]
 fn unset(key: &str) {
     // SAFETY: as in `set`.
     unsafe { std::env::remove_var(key) }

@@ -1,4 +1,4 @@
-//! Configuration fixtures (SPEC §2, §3).
+//! Configuration fixtures.
 //!
 //! * `tests/fixtures/config/invalid/*.toml`: one file per validation rule. Each starts with
 //!   `# error: …` lines. For a semantic error (`ConfigError::Invalid`) each line is one exact
@@ -9,8 +9,8 @@
 //!   targets=N receivers=N` line gives the counts.
 //! * `config/tocsin.example.toml` and `config/minimal.toml` must be valid as shipped.
 //!
-//! Fixtures name `*_file` paths relative to the crate root: `cargo test` runs integration
-//! tests there, and the binary is started there explicitly.
+//! Fixtures name `*_file` paths relative to their own directory: relative paths are taken
+//! from the configuration file's directory, wherever the binary runs.
 //!
 //! The environment override (`TOCSIN__SERVER__LISTEN`) is tested in-process in
 //! `tests/config_env.rs`, alone in its binary, because the environment is process-global; here
@@ -21,10 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use tocsin::alert::ReceiverKind;
-use tocsin::alert::webhook::WebhookSpec;
+use tocsin::alert::{ReceiverKind, WebhookSpec};
 use tocsin::config::{self, ConfigError, ConfigSource, Settings};
-use tocsin::incident::ReportingSettings;
+use tocsin::incident::ReportingSpec;
 use tocsin::incident::reporting::{CustomRule, RuleSet};
 use tocsin::topology::{GroupMode, ServiceClass};
 
@@ -59,14 +58,20 @@ fn name(path: &Path) -> String {
         .to_string()
 }
 
-/// The `# error: …` lines at the top of a fixture.
+/// The `# error: …` lines at the top of a fixture; `{dir}` stands for the fixture's
+/// directory (relative paths in a file are taken from there).
 fn expected_errors(path: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(path).expect("fixture readable");
+    let dir = path
+        .parent()
+        .expect("a fixture is in a directory")
+        .display()
+        .to_string();
     let expected: Vec<String> = text
         .lines()
         .take_while(|l| l.starts_with('#'))
         .filter_map(|l| l.strip_prefix("# error: "))
-        .map(str::to_string)
+        .map(|l| l.replace("{dir}", &dir))
         .collect();
     assert!(
         !expected.is_empty(),
@@ -398,7 +403,7 @@ fn defaults_apply_when_keys_are_omitted() {
     assert_eq!(settings.topology.groups[0].mode, GroupMode::Any);
     assert_eq!(
         settings.incidents.reporting,
-        ReportingSettings {
+        ReportingSpec {
             rule_sets: vec![RuleSet::FccNors, RuleSet::EuEnisa, RuleSet::Ofcom]
         },
         "every built-in rule set"
@@ -455,6 +460,51 @@ url = "https://noc.example.net/hooks/tocsin"
     assert_eq!(r.repeat_interval, None);
     assert_eq!(r.timeout, Duration::from_secs(10));
     assert_eq!(r.max_retry_age, Duration::from_secs(24 * 3600));
+}
+
+/// Every relative path of a file (`*_file` keys of the server, receivers, probes and
+/// `/probe` modules, and `storage.sqlite`) is taken from the file's directory, not from the
+/// working directory (the crate root here).
+#[test]
+fn relative_paths_are_taken_from_the_configuration_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    for (name, content) in [
+        ("vm.pass", "secret\n"),
+        ("pd.key", "0123456789abcdef0123456789abcdef\n"),
+        ("admin.token", "t\n"),
+    ] {
+        std::fs::write(conf.join(name), content).unwrap();
+    }
+    let toml = r#"
+[server]
+admin_token_file = "admin.token"
+[storage]
+sqlite = "state/tocsin.db"
+[[services]]
+id = "voicemail"
+[[targets]]
+id = "vm"
+service = "voicemail"
+probe = { type = "imap", address = "127.0.0.1:993", username = "probe", password_file = "vm.pass" }
+[[receivers]]
+name = "pager"
+type = "pagerduty"
+routing_key_file = "pd.key"
+[modules.imap_login]
+probe = { type = "imap", username = "probe", password_file = "vm.pass" }
+"#;
+    let path = conf.join("tocsin.toml");
+    std::fs::write(&path, toml).unwrap();
+    let settings = load_ok(&path);
+    assert_eq!(settings.storage.sqlite, conf.join("state/tocsin.db"));
+    assert_eq!(
+        settings.modules["imap_login"].probe["password_file"],
+        conf.join("vm.pass").display().to_string()
+    );
+    // From the working directory none of them exists: the anchoring is what makes it valid.
+    assert!(!Path::new("vm.pass").exists());
 }
 
 #[test]

@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use common::{PATIENCE, Receiver, Target, metric_sum, path_str, temp_dir, wait_for};
+use common::test_config::TestConfig;
+use common::{PATIENCE, Receiver, Target, metric_sum, temp_dir, wait_for};
 
 /// `tocsin run` as a child process, its address read from its JSON log.
 struct Process {
@@ -101,36 +102,25 @@ impl Drop for Process {
     }
 }
 
-fn config(db: &Path, targets: &[(&str, String)], receiver: Option<&Receiver>) -> String {
-    let mut out = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[storage]
-sqlite = "{db}"
-[defaults]
-interval = "100ms"
-timeout = "80ms"
-failure_threshold = 2
-success_threshold = 1
-[[services]]
-id = "voice"
-subscribers = 1000
-"#,
-        db = path_str(db)
-    );
+/// The daemon's configuration in `dir`, its store `dir/tocsin.db`.
+fn config(dir: &Path, targets: &[(&str, String)], receiver: Option<&Receiver>) -> String {
+    let mut out = TestConfig::new(dir)
+        .server("listen", "\"127.0.0.1:0\"")
+        .default("failure_threshold", "2")
+        .default("success_threshold", "1")
+        .body("[[services]]\nid = \"voice\"\nsubscribers = 1000");
     for (id, url) in targets {
-        out.push_str(&format!(
-            "[[targets]]\nid = \"{id}\"\nservice = \"voice\"\nsubscribers = 100\nprobe = {{ type = \"http\", url = \"{url}\" }}\n"
+        out = out.body(&format!(
+            "[[targets]]\nid = \"{id}\"\nservice = \"voice\"\nsubscribers = 100\nprobe = {{ type = \"http\", url = \"{url}\" }}"
         ));
     }
     if let Some(r) = receiver {
-        out.push_str(&format!(
-            "[[receivers]]\nname = \"noc\"\ntype = \"webhook\"\nurl = \"{}\"\n",
+        out = out.body(&format!(
+            "[[receivers]]\nname = \"noc\"\ntype = \"webhook\"\nurl = \"{}\"",
             r.url()
         ));
     }
-    out
+    out.to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -138,8 +128,7 @@ async fn sighup_with_a_bad_file_keeps_probing_and_a_good_one_applies() {
     let dir = temp_dir();
     let target = Target::start().await;
     let path = dir.path().join("tocsin.toml");
-    let db = dir.path().join("tocsin.db");
-    std::fs::write(&path, config(&db, &[("a", target.url())], None)).unwrap();
+    std::fs::write(&path, config(dir.path(), &[("a", target.url())], None)).unwrap();
     let daemon = Process::start(&path);
     wait_for("first probes", || async {
         metric_sum(
@@ -188,7 +177,11 @@ async fn sighup_with_a_bad_file_keeps_probing_and_a_good_one_applies() {
 
     std::fs::write(
         &path,
-        config(&db, &[("a", target.url()), ("b", target.url())], None),
+        config(
+            dir.path(),
+            &[("a", target.url()), ("b", target.url())],
+            None,
+        ),
     )
     .unwrap();
     daemon.signal("HUP");
@@ -225,11 +218,10 @@ async fn kill_9_and_restart_keep_the_incident_without_a_second_opened() {
         .local_addr()
         .unwrap();
     let path = dir.path().join("tocsin.toml");
-    let db = dir.path().join("tocsin.db");
     std::fs::write(
         &path,
         config(
-            &db,
+            dir.path(),
             &[("dead", format!("http://{closed}/"))],
             Some(&receiver),
         ),
@@ -287,7 +279,7 @@ async fn metrics_pass_promtool() {
     std::fs::write(
         &path,
         config(
-            &dir.path().join("tocsin.db"),
+            dir.path(),
             &[("ok", target.url()), ("dead", format!("http://{closed}/"))],
             Some(&receiver),
         ),

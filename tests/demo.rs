@@ -1,5 +1,5 @@
 //! `tocsin demo` end to end, sped up: the scripted vm-a outage is detected, sized as the
-//! SPEC's example (900 000 voicemail subscribers, 3%, every region, one platform), alerted
+//! The reference example (900 000 voicemail subscribers, 3%, every region, one platform), alerted
 //! on the built-in sink, and resolved after recovery.
 
 mod common;

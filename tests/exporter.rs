@@ -6,16 +6,15 @@ mod common;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 
+use common::test_config::TestConfig;
 use common::{Daemon, Target, metric_sum, path_str, temp_dir, wait_for, write};
 
-fn config(dir: &std::path::Path, target: &Target) -> String {
-    format!(
-        r#"
-[storage]
-sqlite = "{db}"
-[defaults]
-interval = "1s"
-timeout = "500ms"
+fn config(dir: &std::path::Path, target: &Target) -> TestConfig {
+    TestConfig::new(dir)
+        .default("interval", "\"1s\"")
+        .default("timeout", "\"500ms\"")
+        .body(&format!(
+            r#"
 [[services]]
 id = "web"
 [[targets]]
@@ -33,9 +32,8 @@ timeout = "2s"
 [modules.tcp_connect]
 probe = {{ type = "tcp" }}
 "#,
-        db = path_str(&dir.join("tocsin.db")),
-        url = target.url(),
-    )
+            url = target.url(),
+        ))
 }
 
 fn free_port() -> u16 {

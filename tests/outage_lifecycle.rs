@@ -9,25 +9,22 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use common::test_config::TestConfig;
 use common::{Daemon, Receiver, Target, metric_sum, path_str, temp_dir, wait_for, write};
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 const INTERVAL_MS: i64 = 200;
 
-fn config(dir: &std::path::Path, target: &Target, receiver: &Receiver) -> String {
+fn config(dir: &std::path::Path, target: &Target, receiver: &Receiver) -> TestConfig {
     let secret = write(dir, "hook.secret", &format!("{SECRET}\n"));
-    format!(
-        r#"
-[storage]
-sqlite = "{db}"
-
-[defaults]
-interval = "{INTERVAL_MS}ms"
-timeout = "150ms"
-failure_threshold = 3
-success_threshold = 2
-resolve_after = "1s"
-
+    TestConfig::new(dir)
+        .default("interval", &format!("\"{INTERVAL_MS}ms\""))
+        .default("timeout", "\"150ms\"")
+        .default("failure_threshold", "3")
+        .default("success_threshold", "2")
+        .default("resolve_after", "\"1s\"")
+        .body(&format!(
+            r#"
 [[services]]
 id = "voicemail"
 name = "Voicemail"
@@ -52,11 +49,10 @@ url = "{hook}"
 secret_file = "{secret}"
 min_severity = "sev3"
 "#,
-        db = path_str(&dir.join("tocsin.db")),
-        url = target.url(),
-        hook = receiver.url(),
-        secret = path_str(&secret),
-    )
+            url = target.url(),
+            hook = receiver.url(),
+            secret = path_str(&secret),
+        ))
 }
 
 /// Checks the Standard Webhooks signature with an HMAC computed here, not by tocsin.
@@ -211,16 +207,11 @@ async fn min_severity_filters_and_unsigned_when_no_secret() {
     let mut receiver = Receiver::start().await;
     // A 10-subscriber group of a 30 M service: a sev3 outage. One receiver takes sev2 and
     // worse, the other everything, unsigned.
-    let toml = format!(
-        r#"
-[storage]
-sqlite = "{db}"
-[defaults]
-interval = "100ms"
-timeout = "80ms"
-failure_threshold = 1
-success_threshold = 1
-resolve_after = "200ms"
+    let toml = TestConfig::new(dir.path())
+        .instant_thresholds()
+        .default("resolve_after", "\"200ms\"")
+        .body(&format!(
+            r#"
 [[services]]
 id = "web"
 subscribers = 30_000_000
@@ -240,10 +231,9 @@ type = "webhook"
 url = "{hook}?who=log"
 send_resolved = false
 "#,
-        db = path_str(&dir.path().join("tocsin.db")),
-        url = target.url(),
-        hook = receiver.url(),
-    );
+            url = target.url(),
+            hook = receiver.url(),
+        ));
     let daemon = Daemon::start(&toml, dir.path()).await;
     target.set_status(500);
     let opened = receiver.next().await;
@@ -291,15 +281,10 @@ async fn incident_rising_above_min_severity_is_announced_then_reminded() {
     let large = Target::start().await;
     let mut receiver = Receiver::start().await;
     // Group a holds 0.5% of the base (sev3), group b 2% (sev2).
-    let toml = format!(
-        r#"
-[storage]
-sqlite = "{db}"
-[defaults]
-interval = "100ms"
-timeout = "80ms"
-failure_threshold = 1
-success_threshold = 1
+    let toml = TestConfig::new(dir.path())
+        .instant_thresholds()
+        .body(&format!(
+            r#"
 [[services]]
 id = "voicemail"
 subscribers = 1000
@@ -332,11 +317,10 @@ url = "{hook}?who=pager"
 min_severity = "sev2"
 repeat_interval = "1s"
 "#,
-        db = path_str(&dir.path().join("tocsin.db")),
-        small = small.url(),
-        large = large.url(),
-        hook = receiver.url(),
-    );
+            small = small.url(),
+            large = large.url(),
+            hook = receiver.url(),
+        ));
     let daemon = Daemon::start(&toml, dir.path()).await;
     small.set_status(503);
     let first = receiver.next().await;

@@ -1,4 +1,4 @@
-//! The `http` and `tcp` probes against real servers on loopback (SPEC §4).
+//! The `http` and `tcp` probes against real servers on loopback.
 //!
 //! Every server here is started by the test itself on `127.0.0.1:0`: well-behaved ones with
 //! axum, hostile ones (silent, stalling, endless) as raw `TcpListener`s. All probe traffic
@@ -35,7 +35,7 @@ const GENEROUS: Duration = Duration::from_secs(10);
 const SHORT: Duration = Duration::from_secs(2);
 /// How late past its deadline a probe may return on a noisy machine.
 const MARGIN: Duration = Duration::from_secs(1);
-/// SPEC §4: the default read bound.
+/// The default read bound.
 const ONE_MIB: u64 = 1024 * 1024;
 
 /// Serves `router` on a fresh loopback port; returns `http://127.0.0.1:PORT`.

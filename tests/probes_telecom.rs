@@ -1,5 +1,5 @@
 //! The telecom probes (`sip`, `imap`, `smtp`, `icmp`) against real servers on loopback
-//! (SPEC §4).
+//!.
 //!
 //! Kamailio, Dovecot and Exim are started here, each with its own configuration in a
 //! temporary directory and on free high ports of 127.0.0.1, waited for by polling their

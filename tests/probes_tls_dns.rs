@@ -1,5 +1,5 @@
 //! The `tls` and `dns` probes, the `http` probe's phases, certificate data and JSON checks,
-//! and `source_address`, against real servers on loopback (SPEC §4).
+//! and `source_address`, against real servers on loopback.
 //!
 //! Certificates are generated here with rcgen: a root CA (trusted through `ca_file`), an
 //! intermediate that expires before the leaf (so "earliest expiry over the whole chain" is

@@ -14,22 +14,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use tokio::sync::mpsc;
 
+use common::test_config::{ADMIN_TOKEN, TestConfig};
 use common::{Daemon, PATIENCE, Target, metric_sum, path_str, temp_dir, wait_for, write};
 
-fn config(dir: &std::path::Path, target: &Target, receivers: &str) -> String {
-    format!(
-        r#"
-[server]
-external_url = "https://status.example.net/"
-admin_token_file = "{token}"
-[storage]
-sqlite = "{db}"
-[defaults]
-interval = "100ms"
-timeout = "80ms"
-failure_threshold = 1
-success_threshold = 1
-resolve_after = "300ms"
+fn config(dir: &std::path::Path, target: &Target, receivers: &str) -> TestConfig {
+    TestConfig::new(dir)
+        .server("external_url", "\"https://status.example.net/\"")
+        .admin_token()
+        .instant_thresholds()
+        .default("resolve_after", "\"300ms\"")
+        .body(&format!(
+            r#"
 [[services]]
 id = "voicemail"
 name = "Voicemail"
@@ -42,10 +37,8 @@ subscribers = 100
 probe = {{ type = "http", url = "{url}" }}
 {receivers}
 "#,
-        db = path_str(&dir.join("tocsin.db")),
-        token = path_str(&write(dir, "admin.token", "tok")),
-        url = target.url(),
-    )
+            url = target.url(),
+        ))
 }
 
 fn free_port() -> u16 {
@@ -243,7 +236,7 @@ routing_key_file = "{key}"
 
     let acked = reqwest::Client::new()
         .post(daemon.url("/api/v1/incidents/inc-000001/acknowledge"))
-        .bearer_auth("tok")
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -370,16 +363,11 @@ async fn events_pending_at_kill_9_are_delivered_after_the_restart() {
     let path = dir.path().join("tocsin.toml");
     std::fs::write(
         &path,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-[storage]
-sqlite = "{db}"
-[defaults]
-interval = "100ms"
-timeout = "80ms"
-failure_threshold = 1
+        TestConfig::new(dir.path())
+            .server("listen", &format!("\"127.0.0.1:{}\"", free_port()))
+            .default("failure_threshold", "1")
+            .body(&format!(
+                r#"
 [[services]]
 id = "voice"
 subscribers = 10
@@ -392,9 +380,8 @@ name = "noc"
 type = "webhook"
 url = "{url}"
 "#,
-            port = free_port(),
-            db = path_str(&dir.path().join("tocsin.db")),
-        ),
+            ))
+            .to_string(),
     )
     .unwrap();
     let run = || {

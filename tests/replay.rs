@@ -1,11 +1,11 @@
-//! `tocsin replay` (SPEC §12) end to end.
+//! `tocsin replay` end to end.
 //!
 //! * Scenarios: tests/fixtures/replay/NAME.toml + NAME.jsonl (inputs written by
 //!   `generate.py` there). Each test asserts the exact alert events (type, time, status,
 //!   severity, impact, scope, services) and the figures of the final summary.
 //! * Bad input, through the real binary: exit 1, the line number on stderr, nothing on
 //!   stdout, and no output file with `--output`.
-//! * Properties of the incident model (SPEC §6) on random result streams, through replay
+//! * Properties of the incident model on random result streams, through replay
 //!   and through the engine's core directly.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use tocsin::config::{self, ConfigSource, Settings};
 use tocsin::engine::{Core, TICK};
-use tocsin::incident::{Changes, EventKind, Impact, Incident, IncidentBook, Severity};
+use tocsin::incident::{BookUpdate, EventKind, Impact, Incident, IncidentBook, Severity};
 use tocsin::probe::{Phases, ProbeResult, Reason};
 use tocsin::replay::Totals;
 
@@ -84,7 +84,7 @@ fn headline(event: &Value) -> String {
         i["scope"].as_str().unwrap(),
         services.join(","),
     );
-    // Reporting rule sets that are met (SPEC §6.6): `review` for met_needs_review,
+    // Reporting rule sets that are met: `review` for met_needs_review,
     // `+critical` for ofcom's critical level.
     if let Some(reporting) = i["reporting"].as_object() {
         for (name, outcome) in reporting {
@@ -992,7 +992,7 @@ struct CoreWatch {
 }
 
 impl CoreWatch {
-    fn changes(&mut self, changes: &Changes) -> Result<(), TestCaseError> {
+    fn changes(&mut self, changes: &BookUpdate) -> Result<(), TestCaseError> {
         for (kind, inc) in &changes.events {
             match kind {
                 EventKind::Opened => {
@@ -1082,7 +1082,13 @@ fn check_core(
 ) -> Result<(), TestCaseError> {
     let tick = chrono::Duration::from_std(TICK).unwrap();
     let first = stream[0].0;
-    let mut core = Core::new(settings, HashMap::new(), IncidentBook::default(), first);
+    let mut core = Core::new(
+        Arc::clone(&settings.topology),
+        settings.incidents.clone(),
+        HashMap::new(),
+        IncidentBook::default(),
+        first,
+    );
     let mut watch = CoreWatch {
         bound,
         severity: HashMap::new(),
@@ -1149,7 +1155,7 @@ proptest! {
     }
 }
 
-/// SPEC §6.3: onset_at is the first failure, and conservative_user_minutes = peak × duration
+/// onset_at is the first failure, and conservative_user_minutes = peak × duration
 /// bounds user_minutes. vm-a-north (probed every 15 s) fails from 14:00:00 and is down at
 /// 14:00:30: the incident opens with onset 14:00:00. vm-a-south (probed every 60 s) failed
 /// first, at 13:59:30, and is down at 14:01:30, backdated to 13:59:30. Its down period is

@@ -3,18 +3,15 @@
 
 mod common;
 
-use common::{Daemon, Target, path_str, temp_dir, wait_for};
+use common::test_config::TestConfig;
+use common::{Daemon, Target, temp_dir, wait_for};
 use serde_json::Value;
 
-fn config(dir: &std::path::Path, target: &Target) -> String {
-    format!(
-        r#"
-[storage]
-sqlite = "{db}"
-[defaults]
-interval = "100ms"
-timeout = "80ms"
-failure_threshold = 2
+fn config(dir: &std::path::Path, target: &Target) -> TestConfig {
+    TestConfig::new(dir)
+        .default("failure_threshold", "2")
+        .body(&format!(
+            r#"
 [[services]]
 id = "web"
 [[targets]]
@@ -22,9 +19,8 @@ id = "www"
 service = "web"
 probe = {{ type = "http", url = "{url}" }}
 "#,
-        db = path_str(&dir.join("tocsin.db")),
-        url = target.url(),
-    )
+            url = target.url(),
+        ))
 }
 
 async fn web(daemon: &Daemon) -> Value {

@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use tocsin::clock::Clock;
-use tocsin::config::Issues;
 use tocsin::metrics::Metrics;
 use tocsin::probe::{ProbeConfig, Prober};
 use tocsin::scheduler::{self, SchedulerContext, start_offset};
 use tocsin::topology::{Target, TargetLabels, Topology};
+use tocsin::validation::Issues;
 
 const INTERVAL: Duration = Duration::from_secs(1);
 

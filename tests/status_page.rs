@@ -9,21 +9,16 @@ mod common;
 use std::path::PathBuf;
 use std::process::Command;
 
+use common::test_config::{ADMIN_TOKEN, TestConfig};
 use common::{Daemon, Target, path_str, temp_dir, wait_for, write};
 
-fn config(dir: &std::path::Path, target: &Target) -> String {
-    format!(
-        r#"
-[server]
-page_title = "Example Telecom status"
-admin_token_file = "{token}"
-[storage]
-sqlite = "{db}"
-[defaults]
-interval = "100ms"
-timeout = "80ms"
-failure_threshold = 1
-success_threshold = 1
+fn config(dir: &std::path::Path, target: &Target) -> TestConfig {
+    TestConfig::new(dir)
+        .server("page_title", "\"Example Telecom status\"")
+        .admin_token()
+        .instant_thresholds()
+        .body(&format!(
+            r#"
 [[services]]
 id = "voicemail"
 name = "Voicemail"
@@ -47,10 +42,8 @@ id = "evil-www"
 service = "evil"
 probe = {{ type = "http", url = "{url}" }}
 "#,
-        db = path_str(&dir.join("tocsin.db")),
-        token = path_str(&write(dir, "admin.token", "tok")),
-        url = target.url(),
-    )
+            url = target.url(),
+        ))
 }
 
 fn artifacts() -> PathBuf {
@@ -88,7 +81,7 @@ async fn page_apis_badge_and_feed_with_an_open_incident() {
     let client = reqwest::Client::new();
     let created = client
         .post(daemon.url("/api/v1/maintenances"))
-        .bearer_auth("tok")
+        .bearer_auth(ADMIN_TOKEN)
         .json(&serde_json::json!({
             "services": ["evil"],
             "starts_at": "2099-01-01T01:00:00Z",

@@ -8,9 +8,8 @@ use std::time::Duration;
 use serde_json::json;
 use url::Url;
 
-use super::{
-    AlertEvent, AlertType, SendContext, SendError, classify_status, incident_link, summary_line,
-};
+use super::{SendContext, SendError, classify_status, incident_link, summary_line};
+use crate::event::{AlertEvent, AlertType};
 
 /// Below Alertmanager's default `resolve_timeout` of 5 min, with room for retries.
 pub const RESEND_EVERY: Duration = Duration::from_secs(60);

@@ -1,28 +1,34 @@
-//! Alerts (SPEC §9): routing per receiver, a durable outbox, and one file per receiver type.
+//! Alerts: routing per receiver, a durable outbox, and one file per receiver type.
 //!
-//! The engine turns incident events into deliveries with [`routing::Routing`] (pure:
+//! The engine turns incident events into deliveries with `routing::Routing` (pure:
 //! `min_severity`, `send_resolved`, announcements, reminders) and writes them to the
-//! outbox in the store, in the same transaction as the incident. [`outbox`] runs one
+//! outbox in the store, in the same transaction as the incident. `outbox` runs one
 //! deliverer per receiver that sends the receiver's rows in order and deletes each only
 //! after a 2xx, retrying with exponential backoff and jitter. A dead receiver delays
 //! neither another receiver nor probing, and a restart (even `kill -9`) loses nothing.
 
-pub mod alertmanager;
-pub mod outbox;
-pub mod pagerduty;
-pub mod routing;
-pub mod slack;
-pub mod webhook;
+mod alertmanager;
+pub(crate) mod outbox;
+mod pagerduty;
+pub(crate) mod routing;
+mod slack;
+mod webhook;
+
+pub use alertmanager::AlertmanagerSpec;
+pub use pagerduty::PagerdutySpec;
+pub use slack::SlackSpec;
+pub use webhook::WebhookSpec;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use url::Url;
 
 use crate::clock::Timestamp;
-use crate::config::Issues;
-use crate::incident::{IncidentView, Severity};
+use crate::event::{AlertEvent, AlertType};
+use crate::incident::Severity;
+use crate::validation::{Issues, read_secret_file};
 
 /// `[[receivers]]`. Fields that only some types use are checked per type.
 #[derive(Debug, Clone, Deserialize)]
@@ -108,10 +114,10 @@ pub struct ReceiverSpec {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReceiverKind {
-    Webhook(webhook::WebhookSpec),
-    Alertmanager(alertmanager::AlertmanagerSpec),
-    Slack(slack::SlackSpec),
-    Pagerduty(pagerduty::PagerdutySpec),
+    Webhook(WebhookSpec),
+    Alertmanager(AlertmanagerSpec),
+    Slack(SlackSpec),
+    Pagerduty(PagerdutySpec),
 }
 
 impl ReceiverSpec {
@@ -158,15 +164,6 @@ impl ReceiverKind {
 /// Link to an incident's page, when `server.external_url` is set.
 pub fn incident_link(external_url: Option<&Url>, id: &str) -> Option<String> {
     external_url.and_then(|base| base.join(&format!("incidents/{id}")).ok().map(String::from))
-}
-
-/// Reads a `*_file` secret: trimmed, non-empty.
-pub fn read_secret_file(path: &std::path::Path) -> Result<String, String> {
-    match std::fs::read_to_string(path) {
-        Ok(s) if s.trim().is_empty() => Err("the file is empty".to_string()),
-        Ok(s) => Ok(s.trim().to_string()),
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
 }
 
 impl ReceiverConfig {
@@ -286,41 +283,6 @@ fn parse_url(text: &str, path: &str, issues: &mut Issues) -> Option<Url> {
     }
 }
 
-/// Event types of SPEC §9.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AlertType {
-    #[serde(rename = "incident.opened")]
-    Opened,
-    #[serde(rename = "incident.updated")]
-    Updated,
-    #[serde(rename = "incident.reminder")]
-    Reminder,
-    #[serde(rename = "incident.resolved")]
-    Resolved,
-}
-
-/// One event for one receiver: `{"type", "id", "occurred_at", "incident"}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct AlertEvent {
-    #[serde(rename = "type")]
-    pub kind: AlertType,
-    /// Stable across retries: receivers deduplicate on it.
-    pub id: String,
-    pub occurred_at: Timestamp,
-    pub incident: IncidentView,
-}
-
-/// A fresh event id (`evt_` + 26 random base32 characters).
-pub fn new_event_id() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz234567";
-    let mut id = String::with_capacity(30);
-    id.push_str("evt_");
-    for _ in 0..26 {
-        id.push(ALPHABET[fastrand::usize(..ALPHABET.len())] as char);
-    }
-    id
-}
-
 /// Outcome of one delivery attempt.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -417,13 +379,6 @@ mod tests {
             let late = backoff(40);
             assert!(late >= BACKOFF_MAX / 2 && late <= BACKOFF_MAX);
         }
-    }
-
-    #[test]
-    fn event_ids_are_unique_and_shaped() {
-        let a = new_event_id();
-        assert!(a.starts_with("evt_") && a.len() == 30);
-        assert_ne!(a, new_event_id());
     }
 
     #[test]

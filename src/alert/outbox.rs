@@ -12,8 +12,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
-use super::{AlertType, ReceiverSpec, SendContext, SendError, backoff};
+use super::{ReceiverSpec, SendContext, SendError, backoff};
 use crate::clock::Clock;
+use crate::event::AlertType;
 use crate::metrics::Metrics;
 use crate::store::{Pending, Store};
 
@@ -230,7 +231,7 @@ fn superseded(row: &Pending, later: &[Pending]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::AlertEvent;
+    use crate::event::AlertEvent;
 
     fn pending(seq: i64, kind: AlertType, incident: &str) -> Pending {
         let mut view: serde_json::Value = serde_json::json!({

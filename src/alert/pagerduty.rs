@@ -7,12 +7,10 @@ use std::path::Path;
 use serde_json::json;
 use url::Url;
 
-use super::{
-    AlertEvent, AlertType, SendContext, SendError, classify_status, incident_link,
-    read_secret_file, summary_line,
-};
-use crate::config::Issues;
+use super::{SendContext, SendError, classify_status, incident_link, summary_line};
+use crate::event::{AlertEvent, AlertType};
 use crate::incident::{IncidentStatus, Severity};
+use crate::validation::{Issues, read_secret_file};
 
 pub const DEFAULT_ENDPOINT: &str = "https://events.pagerduty.com/v2/enqueue";
 
@@ -78,7 +76,7 @@ impl PagerdutySpec {
                 Severity::Sev4 => "info",
             };
             let mut summary = summary_line(event);
-            summary.truncate(1024);
+            truncate_on_char(&mut summary, SUMMARY_MAX_BYTES);
             body["payload"] = json!({
                 "summary": summary,
                 "source": "tocsin",
@@ -94,5 +92,36 @@ impl PagerdutySpec {
             }
         }
         body
+    }
+}
+
+/// PagerDuty refuses a longer `payload.summary`.
+const SUMMARY_MAX_BYTES: usize = 1024;
+
+/// Cuts `text` to at most `max` bytes without splitting a character (names from the
+/// configuration and the summary's dash are not ASCII).
+fn truncate_on_char(text: &mut String, max: usize) {
+    if text.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(0);
+        text.truncate(cut);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_summary_is_cut_between_characters() {
+        let mut text = "é".repeat(600); // 1200 bytes; byte 1023 falls inside a character
+        truncate_on_char(&mut text, 1023);
+        assert_eq!(text.len(), 1022);
+        assert!(text.chars().all(|c| c == 'é'));
+        let mut short = "sev1 — voicemail".to_string();
+        truncate_on_char(&mut short, SUMMARY_MAX_BYTES);
+        assert_eq!(short, "sev1 — voicemail");
     }
 }

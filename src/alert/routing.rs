@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{AlertEvent, AlertType, ReceiverSpec, new_event_id};
+use super::ReceiverSpec;
 use crate::clock::Timestamp;
+use crate::event::{AlertEvent, AlertType, new_event_id};
 use crate::incident::IncidentView;
 
 /// One event for one receiver, ready for the outbox.

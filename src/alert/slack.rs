@@ -3,9 +3,8 @@
 use serde_json::json;
 use url::Url;
 
-use super::{
-    AlertEvent, AlertType, SendContext, SendError, classify_status, incident_link, summary_line,
-};
+use super::{SendContext, SendError, classify_status, incident_link, summary_line};
+use crate::event::{AlertEvent, AlertType};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlackSpec {

@@ -9,8 +9,9 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use url::Url;
 
-use super::{AlertEvent, SendContext, SendError, classify_status, read_secret_file};
-use crate::config::Issues;
+use super::{SendContext, SendError, classify_status};
+use crate::event::AlertEvent;
+use crate::validation::{Issues, read_secret_file};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookSpec {

@@ -1,25 +1,32 @@
 //! The configuration file: TOML through the `config` crate, `TOCSIN__…` environment
 //! overrides, strict deserialization, then validation into runtime [`Settings`].
 //!
-//! Each component keeps its own config struct next to its code (`http::ServerConfig`,
-//! `scheduler::TargetConfig`, `alert::ReceiverConfig`, …); this module only assembles them.
-//! Validation (`validate`) reports every problem at once, each with its key path.
+//! Each component keeps its own config struct next to its code and builds its own validated
+//! `*Spec` (`http::ServerConfig`, `topology::config::TargetConfig`, `alert::ReceiverConfig`,
+//! `probe::module::ModuleConfig`, …); this module only assembles them, runs the checks that
+//! span components (`validate`), and hands each component its part. Every problem is
+//! reported at once, each with its key path.
 
 mod validate;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::alert::{ReceiverConfig, ReceiverSpec};
-use crate::http::{ServerConfig, ServerSettings};
-use crate::incident::{IncidentSettings, IncidentsConfig, ReportingConfig};
-use crate::scheduler::{DefaultsConfig, TargetConfig};
-use crate::store::{StorageConfig, StorageSettings};
-use crate::topology::{GroupConfig, MaintenanceConfig, ServiceConfig, Topology};
+use crate::engine::EngineSpec;
+use crate::http::{ServerConfig, ServerSpec, SiteSpec};
+use crate::incident::{IncidentSpec, IncidentsConfig, ReportingConfig};
+use crate::probe::module::{ModuleConfig, ModuleSpec};
+use crate::store::{StorageConfig, StorageSpec};
+use crate::topology::Topology;
+use crate::topology::config::{
+    DefaultsConfig, GroupConfig, MaintenanceConfig, ServiceConfig, TargetConfig,
+};
+use crate::validation::Issues;
 
 /// The file as written, before validation.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -48,7 +55,7 @@ pub struct FileConfig {
     #[serde(default)]
     pub reporting: ReportingConfig,
     #[serde(default)]
-    pub modules: std::collections::BTreeMap<String, crate::http::exporter::ModuleConfig>,
+    pub modules: BTreeMap<String, ModuleConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -71,17 +78,41 @@ fn default_vantage() -> String {
     "default".to_string()
 }
 
-/// Everything the daemon runs on, validated.
+/// Everything the daemon runs on, validated. Components take their part
+/// ([`Settings::engine`], [`Settings::site`]), never the whole.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub server: ServerSettings,
+    pub server: ServerSpec,
     /// `[modules.*]`: probe templates for `GET /probe`.
-    pub modules: std::collections::BTreeMap<String, crate::http::exporter::Module>,
-    pub storage: StorageSettings,
+    pub modules: BTreeMap<String, ModuleSpec>,
+    pub storage: StorageSpec,
     pub vantage: String,
     pub topology: Arc<Topology>,
     pub receivers: Vec<ReceiverSpec>,
-    pub incidents: IncidentSettings,
+    pub incidents: IncidentSpec,
+}
+
+impl Settings {
+    /// What the engine runs on.
+    pub fn engine(&self) -> EngineSpec {
+        EngineSpec {
+            vantage: self.vantage.clone(),
+            topology: Arc::clone(&self.topology),
+            incidents: self.incidents.clone(),
+            receivers: self.receivers.clone(),
+            storage: self.storage.clone(),
+        }
+    }
+
+    /// What the HTTP side serves from the configuration.
+    pub fn site(&self) -> SiteSpec {
+        SiteSpec {
+            server: self.server.clone(),
+            modules: self.modules.clone(),
+            vantage: self.vantage.clone(),
+            topology: Arc::clone(&self.topology),
+        }
+    }
 }
 
 /// Where the configuration comes from; kept so that a reload reads the same place again.
@@ -98,56 +129,6 @@ impl fmt::Display for ConfigSource {
             ConfigSource::File(p) => write!(f, "{}", p.display()),
             ConfigSource::Inline(_) => f.write_str("<embedded>"),
         }
-    }
-}
-
-/// One validation problem: `targets[3].probe.url: relative URL without a base`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Issue {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for Issue {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// Every problem found, in file order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Issues(Vec<Issue>);
-
-impl Issues {
-    pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Issue {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Issue> {
-        self.0.iter()
-    }
-}
-
-impl fmt::Display for Issues {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, issue) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{issue}")?;
-        }
-        Ok(())
     }
 }
 
@@ -191,19 +172,34 @@ pub fn load(source: &ConfigSource) -> Result<Settings, ConfigError> {
 }
 
 impl FileConfig {
-    /// Makes relative `*_file` paths relative to `dir`.
+    /// Takes every relative path of the file (`*_file` keys, `storage.sqlite`) from `dir`,
+    /// the configuration file's directory, rather than the working directory.
     fn anchor_files(&mut self, dir: &std::path::Path) {
-        let anchor = |p: &mut Option<PathBuf>| {
-            if let Some(path) = p.as_mut()
-                && path.is_relative()
-            {
+        let anchor = |path: &mut PathBuf| {
+            // An empty path stays empty, so that validation can say so.
+            if path.is_relative() && !path.as_os_str().is_empty() {
                 *path = dir.join(&*path);
             }
         };
-        anchor(&mut self.server.admin_token_file);
+        self.server.admin_token_file.iter_mut().for_each(anchor);
+        anchor(&mut self.storage.sqlite);
         for r in &mut self.receivers {
-            anchor(&mut r.secret_file);
-            anchor(&mut r.url_file);
+            [&mut r.secret_file, &mut r.url_file, &mut r.routing_key_file]
+                .into_iter()
+                .flatten()
+                .for_each(anchor);
+        }
+        for t in &mut self.targets {
+            t.probe.paths_mut().into_iter().for_each(anchor);
+        }
+        for m in self.modules.values_mut() {
+            for (key, value) in m.probe.iter_mut() {
+                if let Some(text) = value.as_str().filter(|_| key.ends_with("_file")) {
+                    let mut path = PathBuf::from(text);
+                    anchor(&mut path);
+                    *value = serde_json::Value::String(path.display().to_string());
+                }
+            }
         }
     }
 }
@@ -229,9 +225,4 @@ pub fn read(source: &ConfigSource) -> Result<FileConfig, ConfigError> {
         )
         .build()?;
     Ok(merged.try_deserialize()?)
-}
-
-/// `humantime` rendering for messages: `5s`, `1m 30s`.
-pub(crate) fn human(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
 }

@@ -5,32 +5,46 @@
 //! events, metrics, and a [`Snapshot`] published on a `watch` channel for the HTTP side.
 //! Nobody else touches this state, so there are no locks.
 
-pub mod core;
+mod pure;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
-pub use self::core::{Core, LastResult};
-use crate::alert::AlertType;
+use crate::alert::ReceiverSpec;
 use crate::alert::outbox::Outbox;
 use crate::alert::routing::{Routed, Routing};
 use crate::clock::{Clock, Timestamp};
-use crate::config::Settings;
-use crate::detector::TargetState;
+use crate::event::AlertType;
 use crate::incident::{
-    Change, Changes, ComponentStatus, EventKind, GroupStatus, Health, Incident, IncidentBook,
-    IncidentView, service_status,
+    BookUpdate, Change, EventKind, Incident, IncidentBook, IncidentSpec, IncidentView, Severity,
+    service_status,
 };
 use crate::metrics::{Metrics, TargetMetrics};
 use crate::rollup::{OpenMinute, Rollups};
 use crate::scheduler::ProbeReport;
-use crate::store::{Restored, Store};
+use crate::store::{Restored, StorageSpec, Store};
 use crate::topology::{MaintenanceWindow, Topology};
+pub use pure::{Core, LastResult, Observed};
+use snapshot::TargetLive;
+pub use snapshot::{GroupView, ServiceView, Snapshot, TargetView};
+
+/// What the engine runs on: its part of the configuration, replaced whole on a reload.
+#[derive(Debug, Clone)]
+pub struct EngineSpec {
+    /// The `vantage` label of this instance's series.
+    pub vantage: String,
+    /// The topology the schedulers run (without the API's maintenance windows).
+    pub topology: Arc<Topology>,
+    pub incidents: IncidentSpec,
+    pub receivers: Vec<ReceiverSpec>,
+    /// Retention of rollups.
+    pub storage: StorageSpec,
+}
 
 /// How often open incidents are re-measured, resolved when quiet, and the snapshot renewed.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -38,109 +52,10 @@ pub const TICK: Duration = Duration::from_secs(1);
 /// Most reports taken from the queue in one go.
 const REPORT_BATCH: usize = 256;
 
-/// What the HTTP side sees; renewed every [`TICK`] and after a batch of reports that
-/// changed something.
-///
-/// Groups and targets are kept as their live state beside the shared topology (no string is
-/// copied per target): with ten thousand targets a snapshot stays near 100 bytes a target.
-/// [`Snapshot::group_views`] and [`Snapshot::target_views`] join them when asked.
-#[derive(Debug, Clone)]
-pub struct Snapshot {
-    pub generated_at: Timestamp,
-    pub services: Vec<ServiceView>,
-    topology: Arc<Topology>,
-    /// In [`Topology::groups`] order.
-    groups: Vec<GroupStatus>,
-    /// In [`Topology::targets`] order.
-    targets: Vec<TargetLive>,
-    /// Open incidents, newest first.
-    pub open_incidents: Vec<IncidentView>,
-    /// Service time of the minute not yet in the store, for live uptime figures.
-    pub open_minute: OpenMinute,
-}
-
-#[derive(Debug, Clone)]
-struct TargetLive {
-    state: TargetState,
-    since: Option<Timestamp>,
-    last_result: Option<LastResult>,
-}
-
-impl Snapshot {
-    pub fn group_views(&self) -> Vec<GroupView> {
-        let topo = &self.topology;
-        topo.groups
-            .iter()
-            .zip(&self.groups)
-            .map(|(g, st)| GroupView {
-                id: g.id.clone(),
-                service: topo.services[g.service].id.clone(),
-                platform: g.platform.clone(),
-                region: g.region.clone(),
-                subscribers: g.subscribers,
-                health: st.health,
-                since: st.since,
-            })
-            .collect()
-    }
-
-    pub fn target_views(&self) -> Vec<TargetView> {
-        let topo = &self.topology;
-        topo.targets
-            .iter()
-            .zip(&self.targets)
-            .map(|(t, live)| TargetView {
-                id: t.id.clone(),
-                probe: t.probe.kind(),
-                groups: t
-                    .groups
-                    .iter()
-                    .map(|&g| topo.groups[g].id.clone())
-                    .collect(),
-                state: live.state,
-                since: live.since,
-                last_result: live.last_result.clone(),
-            })
-            .collect()
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ServiceView {
-    pub id: String,
-    pub name: String,
-    pub status: ComponentStatus,
-    pub subscribers: u64,
-    pub affected: u64,
-    pub degraded: u64,
-    pub share: f64,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct GroupView {
-    pub id: String,
-    pub service: String,
-    pub platform: Option<String>,
-    pub region: Option<String>,
-    pub subscribers: u64,
-    pub health: Health,
-    pub since: Timestamp,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TargetView {
-    pub id: String,
-    pub probe: &'static str,
-    pub groups: Vec<String>,
-    pub state: TargetState,
-    pub since: Option<Timestamp>,
-    pub last_result: Option<LastResult>,
-}
-
 /// Messages other than probe reports.
-pub enum Control {
+pub(crate) enum Control {
     /// A validated new configuration, with the deliverers already started for it.
-    Reconfigure(Arc<Settings>, Outbox),
+    Reconfigure(Arc<EngineSpec>, Outbox),
     /// A change registered through the API (already stored).
     RecordChange(Change),
     /// A maintenance window registered through the API (already stored).
@@ -153,10 +68,11 @@ pub enum Control {
     },
 }
 
-pub struct Engine {
+pub(crate) struct Engine {
     core: Core,
-    /// The topology the schedulers run; the core's adds the API's maintenance windows.
-    scheduled: Arc<Topology>,
+    /// As loaded: its topology is the one the schedulers run; the core's adds the API's
+    /// maintenance windows.
+    spec: Arc<EngineSpec>,
     windows: Vec<MaintenanceWindow>,
     store: Store,
     routing: Routing,
@@ -173,7 +89,7 @@ pub struct Engine {
 impl Engine {
     /// Builds the engine from stored state; the first snapshot is published at once.
     pub fn new(
-        settings: Arc<Settings>,
+        spec: Arc<EngineSpec>,
         restored: Restored,
         store: Store,
         outbox: Outbox,
@@ -187,13 +103,13 @@ impl Engine {
                 counted_minutes.insert((inc.id.clone(), service), f.user_minutes);
             }
         }
-        let routing = Routing::new(&settings.receivers, &restored.routes);
+        let routing = Routing::new(&spec.receivers, &restored.routes);
         let mut book = IncidentBook::restore(restored.open_incidents, restored.last_seq);
         book.remember(restored.history, restored.changes);
-        let scheduled = Arc::clone(&settings.topology);
         let windows = restored.maintenances;
         let core = Core::new(
-            with_windows(&settings, &windows),
+            with_windows(&spec.topology, &windows),
+            spec.incidents.clone(),
             restored.detectors,
             book,
             now,
@@ -209,7 +125,7 @@ impl Engine {
         }));
         let mut engine = Engine {
             core,
-            scheduled,
+            spec,
             windows,
             store,
             routing,
@@ -225,26 +141,20 @@ impl Engine {
         (engine, rx)
     }
 
-    /// The configuration as loaded (without the API's windows).
-    fn settings(&self) -> Settings {
-        let mut settings = (**self.core.settings()).clone();
-        settings.topology = Arc::clone(&self.scheduled);
-        settings
-    }
-
-    /// Gives the current targets their series, dropping those of `old`'s that are gone.
-    fn label_targets(&mut self, old: Option<&Settings>) {
-        let settings = Arc::clone(self.core.settings());
+    /// Gives the current targets their series, dropping those of `old`'s services that are
+    /// gone.
+    fn label_targets(&mut self, old: Option<&Topology>) {
+        let topology = Arc::clone(self.core.topology());
         if let Some(old) = old {
-            for s in &old.topology.services {
-                if settings.topology.service_index(&s.id).is_none() {
+            for s in &old.services {
+                if topology.service_index(&s.id).is_none() {
                     self.metrics.forget_service(&s.id);
                 }
             }
         }
         self.target_metrics = self
             .metrics
-            .set_targets(&settings.topology.targets, &settings.vantage);
+            .set_targets(&topology.targets, &self.spec.vantage);
         for (tm, d) in self.target_metrics.iter().zip(self.core.detectors()) {
             tm.set_state(d.state());
         }
@@ -330,14 +240,16 @@ impl Engine {
     fn on_control(&mut self, message: Control) {
         let now = self.clock.now();
         match message {
-            Control::Reconfigure(settings, outbox) => {
-                let old = Arc::clone(self.core.settings());
-                self.routing = Routing::new(&settings.receivers, &self.routing.marks());
+            Control::Reconfigure(spec, outbox) => {
+                let old = Arc::clone(self.core.topology());
+                self.routing = Routing::new(&spec.receivers, &self.routing.marks());
                 std::mem::replace(&mut self.outbox, outbox).stop();
-                self.scheduled = Arc::clone(&settings.topology);
-                let changes = self
-                    .core
-                    .reconfigure(with_windows(&settings, &self.windows), now);
+                self.spec = spec;
+                let changes = self.core.reconfigure(
+                    with_windows(&self.spec.topology, &self.windows),
+                    self.spec.incidents.clone(),
+                    now,
+                );
                 self.label_targets(Some(&old));
                 self.apply(changes, now);
             }
@@ -345,8 +257,11 @@ impl Engine {
                 self.windows
                     .retain(|w| w.id != window.id && w.ends_at > now);
                 self.windows.push(window);
-                let settings = with_windows(&self.settings(), &self.windows);
-                let changes = self.core.reconfigure(settings, now);
+                let changes = self.core.reconfigure(
+                    with_windows(&self.spec.topology, &self.windows),
+                    self.spec.incidents.clone(),
+                    now,
+                );
                 self.apply(changes, now);
             }
             Control::RecordChange(change) => {
@@ -370,7 +285,7 @@ impl Engine {
 
     /// Takes one result; true when a target changed state (the snapshot is stale).
     fn on_report(&mut self, report: ProbeReport) -> bool {
-        if !Arc::ptr_eq(&report.topology, &self.scheduled) {
+        if !Arc::ptr_eq(&report.topology, &self.spec.topology) {
             return false; // from a configuration that has been replaced
         }
         let index = report.target;
@@ -409,7 +324,7 @@ impl Engine {
     }
 
     /// Persists changed incidents, then alerts on their events once stored.
-    fn apply(&mut self, changes: Changes, now: Timestamp) {
+    fn apply(&mut self, changes: BookUpdate, now: Timestamp) {
         for inc in &changes.changed {
             self.store.save_incident(inc);
         }
@@ -469,7 +384,7 @@ impl Engine {
         for minute in closed {
             self.store.save_rollups(minute);
         }
-        let storage = &self.core.settings().storage;
+        let storage = &self.spec.storage;
         self.store
             .prune_rollups(now, storage.raw_retention, storage.rollup_retention);
     }
@@ -525,7 +440,7 @@ impl Engine {
             })
             .collect();
         let open: Vec<Incident> = self.core.open_incidents().to_vec();
-        for severity in crate::incident::Severity::ALL {
+        for severity in Severity::ALL {
             let n = open.iter().filter(|i| i.severity == severity).count();
             self.metrics
                 .incidents_open
@@ -549,13 +464,13 @@ impl Engine {
     }
 }
 
-/// `settings` with the API's maintenance windows added to its topology.
-fn with_windows(settings: &Settings, windows: &[MaintenanceWindow]) -> Arc<Settings> {
-    let mut settings = settings.clone();
-    if !windows.is_empty() {
-        settings.topology = Arc::new(settings.topology.with_windows(windows));
+/// `topology` with the API's maintenance windows added.
+fn with_windows(topology: &Arc<Topology>, windows: &[MaintenanceWindow]) -> Arc<Topology> {
+    if windows.is_empty() {
+        Arc::clone(topology)
+    } else {
+        Arc::new(topology.with_windows(windows))
     }
-    Arc::new(settings)
 }
 
 pub fn alert_type(kind: EventKind) -> AlertType {

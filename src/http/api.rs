@@ -65,13 +65,7 @@ pub async fn service_history(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ServiceHistory>, ApiError> {
-    if state
-        .settings
-        .borrow()
-        .topology
-        .service_index(&id)
-        .is_none()
-    {
+    if state.site.borrow().topology.service_index(&id).is_none() {
         return Err(ApiError::not_found(format!("no service `{id}`")));
     }
     Ok(Json(
@@ -284,8 +278,8 @@ fn window_status(starts_at: Timestamp, ends_at: Timestamp, now: Timestamp) -> &'
 
 /// Every maintenance window, from the config (ids `config-N`) and the API, by start.
 pub(crate) async fn all_maintenances(state: &AppState) -> Result<Vec<MaintenanceWindow>, ApiError> {
-    let settings = state.settings.borrow().clone();
-    let topology = &settings.topology;
+    let site = state.site.borrow().clone();
+    let topology = &site.topology;
     let mut list: Vec<MaintenanceWindow> = topology
         .maintenances
         .iter()
@@ -350,13 +344,13 @@ pub async fn add_maintenance(
 ) -> Result<(StatusCode, Json<MaintenanceWindow>), ApiError> {
     authorize(&state, &headers)?;
     let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let settings = state.settings.borrow().clone();
+    let site = state.site.borrow().clone();
     let mut problems = Vec::new();
     if request.services.is_empty() {
         problems.push("services: must name at least one service".to_string());
     }
     for (i, s) in request.services.iter().enumerate() {
-        if settings.topology.service_index(s).is_none() {
+        if site.topology.service_index(s).is_none() {
             problems.push(format!("services[{i}]: unknown service `{s}`"));
         }
     }

@@ -1,10 +1,10 @@
 //! `GET /probe?module=&target=`: a blackbox_exporter-compatible one-shot probe, so a
 //! Prometheus already set up for the multi-target exporter pattern can point at tocsin.
-//! Modules come from `[modules.NAME]`: a probe table without its target, and a timeout.
+//! Modules come from `[modules.NAME]` ([`crate::probe::module`]): a probe table without its
+//! target, and a timeout.
 //! Each request gets a fresh registry, as blackbox does; tocsin's own series stay on
 //! `/metrics`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -12,72 +12,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
 use serde::Deserialize;
-use serde_json::{Map, Value};
 
 use super::AppState;
-use crate::config::Issues;
-use crate::probe::{ProbeResult, target};
-
-/// `[modules.NAME]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModuleConfig {
-    /// A probe table (`type` and options) without the key the target fills.
-    pub probe: Map<String, Value>,
-    /// Upper bound on one probe; Prometheus' scrape timeout may shorten it.
-    #[serde(default = "default_module_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
-
-fn default_module_timeout() -> Duration {
-    Duration::from_secs(5)
-}
-
-/// A validated module.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Module {
-    pub probe: Map<String, Value>,
-    pub timeout: Duration,
-}
-
-impl ModuleConfig {
-    /// Checks the module by building it against a placeholder target.
-    pub fn build(&self, path: &str, issues: &mut Issues) -> Option<Module> {
-        if self.timeout.is_zero() {
-            issues.push(format!("{path}.timeout"), "must be greater than zero");
-            return None;
-        }
-        let placeholder = match self.probe.get("type").and_then(Value::as_str) {
-            Some("icmp") => "127.0.0.1",
-            _ => "127.0.0.1:1",
-        };
-        if let Err(errors) =
-            target::build(&format!("{path}.probe"), self.probe.clone(), placeholder)
-        {
-            for line in errors.lines() {
-                match line.split_once(": ") {
-                    Some((key, message)) => issues.push(key, message),
-                    None => issues.push(format!("{path}.probe"), line),
-                }
-            }
-            return None;
-        }
-        Some(Module {
-            probe: self.probe.clone(),
-            timeout: self.timeout,
-        })
-    }
-}
-
-pub fn build_modules(
-    modules: &BTreeMap<String, ModuleConfig>,
-    issues: &mut Issues,
-) -> BTreeMap<String, Module> {
-    modules
-        .iter()
-        .filter_map(|(name, m)| Some((name.clone(), m.build(&format!("modules.{name}"), issues)?)))
-        .collect()
-}
+use crate::probe::{ProbeResult, adhoc};
 
 #[derive(Deserialize)]
 pub struct ProbeQuery {
@@ -98,11 +35,11 @@ pub async fn probe(
         return bad("Target parameter is missing".into());
     };
     let name = query.module.unwrap_or_else(|| "http_2xx".to_string());
-    let settings = state.settings.borrow().clone();
-    let Some(module) = settings.modules.get(&name) else {
+    let site = state.site.borrow().clone();
+    let Some(module) = site.modules.get(&name) else {
         return bad(format!("Unknown module \"{name}\""));
     };
-    let spec = match target::build(
+    let spec = match adhoc::build(
         &format!("modules.{name}.probe"),
         module.probe.clone(),
         &target,

@@ -7,8 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::page::escape;
-use super::statuspage::incident_name;
+use super::status_page::escape;
+use super::statuspage_api::incident_name;
 use super::{ApiError, AppState};
 use crate::incident::ComponentStatus;
 use crate::store::IncidentFilter;
@@ -61,14 +61,14 @@ pub fn render_badge(label: &str, message: &str, colour: &str) -> String {
 /// `GET /history.atom`: the 50 most recent incidents, one entry each, newest first.
 pub async fn history(State(state): State<AppState>) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let settings = state.settings.borrow().clone();
+    let site = state.site.borrow().clone();
     let snap = state.snapshot.borrow().clone();
-    let base = settings
+    let base = site
         .server
         .external_url
         .as_ref()
         .map(|u| u.as_str().trim_end_matches('/').to_string())
-        .unwrap_or_else(|| format!("http://{}", settings.server.listen));
+        .unwrap_or_else(|| format!("http://{}", site.server.listen));
     let incidents = state
         .store
         .incidents(IncidentFilter {
@@ -97,7 +97,7 @@ pub async fn history(State(state): State<AppState>) -> Result<Response, ApiError
         out,
         r#"<?xml version="1.0" encoding="utf-8"?>
 <feed xmlns="http://www.w3.org/2005/Atom"><title>{title} — incident history</title><id>{base}/history.atom</id><link rel="self" href="{base}/history.atom"/><link href="{base}/"/><updated>{updated}</updated><author><name>{title}</name></author>"#,
-        title = escape(&settings.server.page_title),
+        title = escape(&site.server.page_title),
         base = escape(&base),
         updated = updated.to_rfc3339(),
     );

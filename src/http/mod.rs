@@ -1,16 +1,24 @@
-//! The HTTP side (SPEC §7): metrics, health, the JSON API and the status page.
+//! The HTTP side: metrics, health, the JSON API, the status page and the Statuspage API.
 //!
 //! Handlers read the engine's [`Snapshot`] from a `watch` channel and past incidents from
-//! the store; they never touch engine state. [`router`] builds the whole app so tests can
-//! drive it without a socket.
+//! the store; they never touch engine state. [`router`] builds the whole app, which
+//! `app::App::router` hands to tests that drive it without a socket.
+//!
+//! * `api`: the native JSON API (`/api/v1`);
+//! * `status_page`: the HTML status page and incident pages;
+//! * `statuspage_api`: the Atlassian Statuspage v2 documents (`/api/v2`);
+//! * `feeds`: badges and the Atom history;
+//! * `exporter`: the blackbox-compatible `/probe`;
+//! * `error`: the JSON error shape.
 
 mod api;
 mod error;
-pub mod exporter;
+mod exporter;
 mod feeds;
-mod page;
-mod statuspage;
+mod status_page;
+mod statuspage_api;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,12 +31,14 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use url::Url;
 
-use crate::alert::read_secret_file;
-use crate::clock::Clock;
-use crate::config::{Issues, Settings};
-use crate::engine::Snapshot;
+use crate::clock::{Clock, Timestamp};
+use crate::engine::{Control, Snapshot};
 use crate::metrics::Metrics;
+use crate::probe::Prober;
+use crate::probe::module::ModuleSpec;
 use crate::store::Store;
+use crate::topology::Topology;
+use crate::validation::{Issues, read_secret_file};
 
 pub use error::ApiError;
 
@@ -67,7 +77,7 @@ fn default_page_title() -> String {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerSettings {
+pub struct ServerSpec {
     pub listen: SocketAddr,
     pub page_title: String,
     pub external_url: Option<Url>,
@@ -75,7 +85,7 @@ pub struct ServerSettings {
 }
 
 impl ServerConfig {
-    pub fn build(&self, path: &str, issues: &mut Issues) -> Option<ServerSettings> {
+    pub fn build(&self, path: &str, issues: &mut Issues) -> Option<ServerSpec> {
         let before = issues.len();
         let listen = self
             .listen
@@ -112,13 +122,25 @@ impl ServerConfig {
         if issues.len() > before {
             return None;
         }
-        Some(ServerSettings {
+        Some(ServerSpec {
             listen: listen?,
             page_title: self.page_title.clone(),
             external_url,
             admin_token,
         })
     }
+}
+
+/// What the HTTP side serves from the configuration, replaced whole on a reload.
+#[derive(Debug, Clone)]
+pub struct SiteSpec {
+    pub server: ServerSpec,
+    /// `[modules.*]`: probe templates for `GET /probe`.
+    pub modules: BTreeMap<String, ModuleSpec>,
+    /// This instance's vantage (the Statuspage page id).
+    pub vantage: String,
+    /// As configured, without the API's maintenance windows.
+    pub topology: Arc<Topology>,
 }
 
 /// A reload request from `POST /-/reload`; answered with the validation errors, if any.
@@ -128,16 +150,16 @@ pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
 #[derive(Clone)]
 pub struct AppState {
     pub snapshot: watch::Receiver<Arc<Snapshot>>,
-    pub settings: watch::Receiver<Arc<Settings>>,
+    pub site: watch::Receiver<Arc<SiteSpec>>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub reload: mpsc::Sender<ReloadRequest>,
     /// Commands for the engine (changes, acknowledgements).
-    pub engine: mpsc::Sender<crate::engine::Control>,
+    pub engine: mpsc::Sender<Control>,
     /// Runs `/probe` requests.
-    pub prober: crate::probe::Prober,
+    pub prober: Prober,
     /// When this process started (Statuspage `created_at` of components).
-    pub started: crate::clock::Timestamp,
+    pub started: Timestamp,
     /// True once the store is open and the schedulers run.
     pub ready: watch::Receiver<bool>,
     pub clock: Clock,
@@ -145,8 +167,8 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(page::index))
-        .route("/incidents/{id}", get(page::incident))
+        .route("/", get(status_page::index))
+        .route("/incidents/{id}", get(status_page::incident))
         .route("/badge/{file}", get(feeds::badge))
         .route("/history.atom", get(feeds::history))
         .route("/metrics", get(metrics))
@@ -167,25 +189,25 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/maintenances",
             get(api::maintenances).post(api::add_maintenance),
         )
-        .route("/api/v2/summary.json", get(statuspage::summary))
-        .route("/api/v2/status.json", get(statuspage::status))
-        .route("/api/v2/components.json", get(statuspage::components))
-        .route("/api/v2/incidents.json", get(statuspage::incidents))
+        .route("/api/v2/summary.json", get(statuspage_api::summary))
+        .route("/api/v2/status.json", get(statuspage_api::status))
+        .route("/api/v2/components.json", get(statuspage_api::components))
+        .route("/api/v2/incidents.json", get(statuspage_api::incidents))
         .route(
             "/api/v2/incidents/unresolved.json",
-            get(statuspage::unresolved_incidents),
+            get(statuspage_api::unresolved_incidents),
         )
         .route(
             "/api/v2/scheduled-maintenances.json",
-            get(statuspage::scheduled_maintenances),
+            get(statuspage_api::scheduled_maintenances),
         )
         .route(
             "/api/v2/scheduled-maintenances/upcoming.json",
-            get(statuspage::upcoming_maintenances),
+            get(statuspage_api::upcoming_maintenances),
         )
         .route(
             "/api/v2/scheduled-maintenances/active.json",
-            get(statuspage::active_maintenances),
+            get(statuspage_api::active_maintenances),
         )
         .fallback(|| async { ApiError::not_found("no such path") })
         // The page with 90-day bars is mostly repeated markup: gzip cuts it about tenfold.
@@ -229,8 +251,8 @@ async fn reload(
 /// Bearer token check for write endpoints: 401 without, 403 wrong (or none configured).
 pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     use subtle::ConstantTimeEq;
-    let settings = state.settings.borrow().clone();
-    let Some(expected) = settings.server.admin_token.as_deref() else {
+    let site = state.site.borrow().clone();
+    let Some(expected) = site.server.admin_token.as_deref() else {
         return Err(ApiError::forbidden(
             "write API disabled: set server.admin_token_file",
         ));

@@ -1,4 +1,4 @@
-//! Why and how often (SPEC §6.7): the change suspected of causing an incident, and how
+//! Why and how often: the change suspected of causing an incident, and how
 //! many incidents hit the same service and platform in the last 30 days.
 
 use std::time::Duration;

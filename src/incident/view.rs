@@ -1,4 +1,4 @@
-//! The incident as JSON (SPEC §6.8): the one shape used by the API, webhooks and replay.
+//! The incident as JSON: the one shape used by the API, webhooks and replay.
 
 use std::collections::BTreeMap;
 
@@ -31,14 +31,14 @@ pub struct IncidentView {
     pub user_minutes: u64,
     pub conservative_user_minutes: u64,
     pub per_service: BTreeMap<String, ServiceFiguresView>,
-    /// Regulatory rule sets (SPEC §6.6) by name, each with its status (`not_met`, `met`,
+    /// Regulatory rule sets by name, each with its status (`not_met`, `met`,
     /// `met_needs_review`), the rule that fired, `met_at` and the deadlines. Always an
     /// object from [`Incident::view`]; `Option` only so that older serialized views (where
     /// it was null) still read.
     pub reporting: Option<BTreeMap<String, RuleOutcome>>,
-    /// The change suspected of causing it (SPEC §6.7).
+    /// The change suspected of causing it.
     pub suspected_cause: Option<SuspectedCause>,
-    /// Incidents on the same service and platform over 30 days (SPEC §6.7); null when no
+    /// Incidents on the same service and platform over 30 days; null when no
     /// platform is known.
     pub recurrence: Option<Recurrence>,
     pub timeline: Vec<TimelineEntry>,

@@ -4,15 +4,17 @@
 //! [`Failure`] already classified.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
-use super::tls::{self, Trust};
-use super::{DEFAULT_MAX_READ_BYTES, Failure, Phases, ProbeResult, Reason};
-use crate::config::Issues;
+use super::result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
+use crate::validation::Issues;
+
+/// Most bytes a probe reads from a peer unless configured otherwise: more is a failure,
+/// not an allocation.
+pub(crate) const DEFAULT_MAX_READ_BYTES: u64 = 1024 * 1024;
 
 /// One step of a probe session: its value, or the classified failure that ends the probe.
 pub(crate) type Step<T> = Result<T, Failure>;
@@ -27,6 +29,23 @@ pub(crate) fn fail(reason: Reason, detail: impl Into<String>) -> Failure {
 /// Longest line accepted from a peer. Real greetings and capability lists are far shorter;
 /// a longer line is a broken or hostile peer, not something to buffer.
 pub(crate) const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Checks `host:port` syntax without resolving anything.
+pub(crate) fn check_host_port(address: &str) -> Result<(), String> {
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(format!("`{address}` is not host:port"));
+    };
+    if host.is_empty() || host == "[]" {
+        return Err(format!("`{address}` has no host"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!("`{address}`: put IPv6 addresses in brackets"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("`{address}` has no valid port")),
+    }
+}
 
 /// Validates the optional `source_address` key: a local IP literal, no port.
 pub(crate) fn source_address(
@@ -44,27 +63,6 @@ pub(crate) fn source_address(
             );
             None
         }
-    }
-}
-
-/// The `ca_file` / `tls_insecure` pair of keys, read as the `http` probe reads them.
-pub(crate) fn trust(
-    ca_file: Option<&Path>,
-    insecure: bool,
-    path: &str,
-    issues: &mut Issues,
-) -> Option<Trust> {
-    match (ca_file, insecure) {
-        (Some(_), true) => {
-            issues.push(
-                format!("{path}.tls_insecure"),
-                "set `ca_file` or `tls_insecure`, not both",
-            );
-            None
-        }
-        (Some(file), false) => tls::ca_file_client(file, &[], path, issues).map(Trust::CaFile),
-        (None, true) => Some(Trust::Insecure),
-        (None, false) => Some(Trust::System),
     }
 }
 
@@ -279,7 +277,7 @@ pub(crate) fn finish(
     start: Instant,
     outcome: Step<()>,
     mut phases: Phases,
-    tls_info: Option<tls::TlsInfo>,
+    tls_info: Option<TlsInfo>,
 ) -> ProbeResult {
     let total = start.elapsed();
     let mut result = match outcome {
@@ -291,4 +289,19 @@ pub(crate) fn finish(
     };
     result.tls = tls_info;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_syntax() {
+        assert!(check_host_port("vm-a.example.net:993").is_ok());
+        assert!(check_host_port("[::1]:5060").is_ok());
+        assert!(check_host_port("::1:5060").is_err());
+        assert!(check_host_port("example.net").is_err());
+        assert!(check_host_port("example.net:0").is_err());
+        assert!(check_host_port(":80").is_err());
+    }
 }

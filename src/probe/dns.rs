@@ -18,8 +18,8 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::conn::{self, fail};
-use super::{Failure, Phases, ProbeResult, Reason, regex_error};
-use crate::config::Issues;
+use super::result::{Failure, Phases, ProbeResult, Reason};
+use crate::validation::{Issues, regex_error};
 
 /// Response codes by their RFC names (RFC 1035, RFC 2136), for `valid_rcodes` and details.
 const RCODES: [(&str, u16); 11] = [

@@ -21,10 +21,10 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 use url::Url;
 
-use super::conn::{self, fail};
-use super::tls::{self, TlsClients, TlsInfo, Trust};
-use super::{DEFAULT_MAX_READ_BYTES, Failure, Phases, ProbeResult, Reason, regex_error};
-use crate::config::Issues;
+use super::conn::{self, DEFAULT_MAX_READ_BYTES, fail};
+use super::result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
+use super::tls::{self, TlsClients, Trust};
+use crate::validation::{Issues, regex_error};
 
 /// Redirects followed before the probe fails with `protocol`.
 const MAX_REDIRECTS: usize = 10;

@@ -9,8 +9,8 @@ use surge_ping::{Client, Config, ICMP, PingIdentifier, PingSequence, SurgeError}
 use tokio::time::Instant;
 
 use super::conn;
-use super::{Phases, ProbeResult, Reason};
-use crate::config::Issues;
+use super::result::{Phases, ProbeResult, Reason};
+use crate::validation::Issues;
 
 /// Echo payload: small, and recognisable in a packet capture.
 const PAYLOAD: &[u8] = b"tocsin icmp probe";

@@ -10,10 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::conn::{self, Lines, Step, excerpt, fail};
-use super::tls::{self, TlsClients, TlsInfo, Trust};
-use super::{Phases, ProbeResult, Reason};
-use crate::alert::read_secret_file;
-use crate::config::Issues;
+use super::result::{Phases, ProbeResult, Reason, TlsInfo};
+use super::tls::{self, TlsClients, Trust};
+use crate::validation::{Issues, read_secret_file};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,7 +81,7 @@ pub struct ImapSpec {
 impl ImapProbeConfig {
     pub fn build(&self, path: &str, issues: &mut Issues) -> Option<ImapSpec> {
         let before = issues.len();
-        let host = match super::tcp::check_host_port(&self.address) {
+        let host = match conn::check_host_port(&self.address) {
             Ok(()) => self.address.rsplit_once(':').map(|(host, _)| host),
             Err(e) => {
                 issues.push(format!("{path}.address"), e);
@@ -122,7 +121,7 @@ impl ImapProbeConfig {
                 }
                 name
             });
-            let trust = conn::trust(self.ca_file.as_deref(), self.tls_insecure, path, issues);
+            let trust = tls::trust(self.ca_file.as_deref(), self.tls_insecure, path, issues);
             name.zip(trust)
         };
         if issues.len() > before {

@@ -5,27 +5,28 @@
 //! config. [`Prober`] holds what probes share at run time (TLS client settings) and runs a
 //! spec against a deadline. A failed probe is a [`ProbeResult`] carrying one [`Reason`].
 
+pub mod adhoc;
 mod conn;
-pub mod dns;
-pub mod http;
-pub mod icmp;
-pub mod imap;
-pub mod sip;
-pub mod smtp;
-pub mod target;
-pub mod tcp;
-pub mod tls;
+mod dns;
+mod http;
+mod icmp;
+mod imap;
+pub mod module;
+mod result;
+mod sip;
+mod smtp;
+mod tcp;
+mod tls;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::time::Instant;
 
-use crate::config::Issues;
+pub use result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
 
-/// Most bytes a probe reads from a peer unless configured otherwise: more is a failure,
-/// not an allocation.
-pub const DEFAULT_MAX_READ_BYTES: u64 = 1024 * 1024;
+use crate::validation::Issues;
 
 /// The `probe = { type = "…", … }` table of a target.
 #[derive(Debug, Clone, Deserialize)]
@@ -42,6 +43,19 @@ pub enum ProbeConfig {
 }
 
 impl ProbeConfig {
+    /// The files this probe reads (`ca_file`, `password_file`), so that relative ones can
+    /// be taken from the configuration file's directory.
+    pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
+        match self {
+            ProbeConfig::Http(c) => c.ca_file.iter_mut().collect(),
+            ProbeConfig::Tls(c) => c.ca_file.iter_mut().collect(),
+            ProbeConfig::Sip(c) => c.ca_file.iter_mut().collect(),
+            ProbeConfig::Smtp(c) => c.ca_file.iter_mut().collect(),
+            ProbeConfig::Imap(c) => c.ca_file.iter_mut().chain([&mut c.password_file]).collect(),
+            ProbeConfig::Tcp(_) | ProbeConfig::Dns(_) | ProbeConfig::Icmp(_) => Vec::new(),
+        }
+    }
+
     /// Validates into a runnable spec, recording every problem under `path`.
     pub fn build(&self, path: &str, issues: &mut Issues) -> Option<ProbeSpec> {
         match self {
@@ -85,158 +99,6 @@ impl ProbeSpec {
             ProbeSpec::Smtp(_) => "smtp",
             ProbeSpec::Icmp(_) => "icmp",
         }
-    }
-}
-
-/// A regex error in one line: the crate's message ends with the useful `error: …` line.
-pub(crate) fn regex_error(error: &regex::Error) -> String {
-    let text = error.to_string();
-    let last = text.lines().map(str::trim).rfind(|l| !l.is_empty());
-    let last = last.unwrap_or(&text);
-    last.strip_prefix("error: ").unwrap_or(last).to_string()
-}
-
-/// Why a probe failed: the closed set of SPEC §4, used as a metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Reason {
-    Dns,
-    ConnectRefused,
-    ConnectTimeout,
-    Tls,
-    Timeout,
-    Status,
-    Assertion,
-    Protocol,
-    Auth,
-    Internal,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 10] = [
-        Reason::Dns,
-        Reason::ConnectRefused,
-        Reason::ConnectTimeout,
-        Reason::Tls,
-        Reason::Timeout,
-        Reason::Status,
-        Reason::Assertion,
-        Reason::Protocol,
-        Reason::Auth,
-        Reason::Internal,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Dns => "dns",
-            Reason::ConnectRefused => "connect_refused",
-            Reason::ConnectTimeout => "connect_timeout",
-            Reason::Tls => "tls",
-            Reason::Timeout => "timeout",
-            Reason::Status => "status",
-            Reason::Assertion => "assertion",
-            Reason::Protocol => "protocol",
-            Reason::Auth => "auth",
-            Reason::Internal => "internal",
-        }
-    }
-}
-
-/// Time spent in each phase, where the protocol has it (summed over redirects); `total` is
-/// the whole run. Durations, not offsets, so they map onto blackbox's per-phase series.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Phases {
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
-    pub dns: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
-    pub connect: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
-    pub tls: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
-    pub first_byte: Option<Duration>,
-    /// ICMP echo round trip (blackbox's `rtt` phase; `dns` and `connect` are its `resolve`
-    /// and `setup`).
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
-    pub rtt: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none", with = "opt_secs")]
-    pub total: Option<Duration>,
-}
-
-mod opt_secs {
-    use serde::Serializer;
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_f64(d.as_secs_f64()),
-            None => s.serialize_none(),
-        }
-    }
-}
-
-/// One probe run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProbeResult {
-    /// `None` on success.
-    pub failure: Option<Failure>,
-    pub latency: Duration,
-    pub phases: Phases,
-    /// What the TLS handshake showed, when there was one (the last one, after redirects).
-    pub tls: Option<tls::TlsInfo>,
-    /// The final HTTP status, when an answer came (blackbox's `probe_http_status_code`).
-    pub http_status: Option<u16>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    pub reason: Reason,
-    /// A short human explanation (never a metric label).
-    pub detail: String,
-}
-
-impl ProbeResult {
-    pub fn success(latency: Duration, phases: Phases) -> Self {
-        Self {
-            failure: None,
-            latency,
-            phases,
-            tls: None,
-            http_status: None,
-        }
-    }
-
-    pub fn failure(reason: Reason, detail: impl Into<String>, latency: Duration) -> Self {
-        Self {
-            failure: Some(Failure {
-                reason,
-                detail: detail.into(),
-            }),
-            latency,
-            phases: Phases::default(),
-            tls: None,
-            http_status: None,
-        }
-    }
-
-    /// A failure with the phases completed before it, as data for `/probe`.
-    pub(crate) fn failed(failure: Failure, latency: Duration, phases: Phases) -> Self {
-        Self {
-            failure: Some(failure),
-            latency,
-            phases,
-            tls: None,
-            http_status: None,
-        }
-    }
-
-    pub fn is_ok(&self) -> bool {
-        self.failure.is_none()
-    }
-
-    /// A success whose certificate chain expires within the probe's `cert_expiry_warning`:
-    /// the target is degraded (SPEC §4), like a slow success.
-    pub fn cert_expiring(&self) -> bool {
-        self.is_ok() && self.tls.as_ref().is_some_and(|t| t.expiring)
     }
 }
 

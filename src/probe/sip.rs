@@ -14,9 +14,9 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::conn::{self, Lines, Step, excerpt, fail};
-use super::tls::{self, TlsClients, TlsInfo, Trust};
-use super::{Failure, Phases, ProbeResult, Reason};
-use crate::config::Issues;
+use super::result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
+use super::tls::{self, TlsClients, Trust};
+use crate::validation::Issues;
 
 /// RFC 3261 §17.1.1.1: first retransmission interval over UDP.
 const T1: Duration = Duration::from_millis(500);
@@ -116,7 +116,7 @@ impl SipProbeConfig {
                         format!("`{}` is not a valid TLS server name", t.host),
                     );
                 }
-                let trust = conn::trust(self.ca_file.as_deref(), self.tls_insecure, path, issues);
+                let trust = tls::trust(self.ca_file.as_deref(), self.tls_insecure, path, issues);
                 name.zip(trust)
             }
             Some(_) if self.ca_file.is_some() || self.tls_insecure => {

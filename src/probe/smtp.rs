@@ -10,9 +10,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::conn::{self, Lines, Step, excerpt, fail};
-use super::tls::{self, TlsClients, TlsInfo, Trust};
-use super::{Phases, ProbeResult, Reason};
-use crate::config::Issues;
+use super::result::{Phases, ProbeResult, Reason, TlsInfo};
+use super::tls::{self, TlsClients, Trust};
+use crate::validation::Issues;
 
 /// Lines accepted in one multi-line reply; real EHLO replies have about a dozen.
 const MAX_REPLY_LINES: usize = 1000;
@@ -52,7 +52,7 @@ pub struct SmtpSpec {
 impl SmtpProbeConfig {
     pub fn build(&self, path: &str, issues: &mut Issues) -> Option<SmtpSpec> {
         let before = issues.len();
-        let host = match super::tcp::check_host_port(&self.address) {
+        let host = match conn::check_host_port(&self.address) {
             Ok(()) => self.address.rsplit_once(':').map(|(host, _)| host),
             Err(e) => {
                 issues.push(format!("{path}.address"), e);
@@ -84,7 +84,7 @@ impl SmtpProbeConfig {
                 }
                 name
             });
-            let trust = conn::trust(self.ca_file.as_deref(), self.tls_insecure, path, issues);
+            let trust = tls::trust(self.ca_file.as_deref(), self.tls_insecure, path, issues);
             name.zip(trust)
         } else {
             if self.ca_file.is_some() || self.tls_insecure {

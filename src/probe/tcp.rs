@@ -7,8 +7,9 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
-use super::{DEFAULT_MAX_READ_BYTES, Phases, ProbeResult, Reason, conn, regex_error};
-use crate::config::Issues;
+use super::conn::{self, DEFAULT_MAX_READ_BYTES};
+use super::result::{Phases, ProbeResult, Reason};
+use crate::validation::{Issues, regex_error};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,7 +38,7 @@ pub struct TcpSpec {
 impl TcpProbeConfig {
     pub fn build(&self, path: &str, issues: &mut Issues) -> Option<TcpSpec> {
         let before = issues.len();
-        if let Err(message) = check_host_port(&self.address) {
+        if let Err(message) = conn::check_host_port(&self.address) {
             issues.push(format!("{path}.address"), message);
         }
         let expect = self
@@ -60,23 +61,6 @@ impl TcpProbeConfig {
             expect,
             source_address,
         })
-    }
-}
-
-/// Checks `host:port` syntax without resolving anything.
-pub fn check_host_port(address: &str) -> Result<(), String> {
-    let Some((host, port)) = address.rsplit_once(':') else {
-        return Err(format!("`{address}` is not host:port"));
-    };
-    if host.is_empty() || host == "[]" {
-        return Err(format!("`{address}` has no host"));
-    }
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err(format!("`{address}`: put IPv6 addresses in brackets"));
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(()),
-        _ => Err(format!("`{address}` has no valid port")),
     }
 }
 
@@ -162,19 +146,4 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
     let total = start.elapsed();
     phases.total = Some(total);
     ProbeResult::success(total, phases)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn host_port_syntax() {
-        assert!(check_host_port("vm-a.example.net:993").is_ok());
-        assert!(check_host_port("[::1]:5060").is_ok());
-        assert!(check_host_port("::1:5060").is_err());
-        assert!(check_host_port("example.net").is_err());
-        assert!(check_host_port("example.net:0").is_err());
-        assert!(check_host_port(":80").is_err());
-    }
 }

@@ -5,7 +5,7 @@
 //! `probe_ssl_earliest_cert_expiry` and `probe_tls_version_info`.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,16 +16,16 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{
     ClientConfig, DigitallySignedStruct, ProtocolVersion, RootCertStore, SignatureScheme,
 };
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use super::conn::{self, fail};
-use super::{Failure, Phases, ProbeResult, Reason};
+use super::result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
 use crate::clock::Timestamp;
-use crate::config::Issues;
+use crate::validation::Issues;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,22 +68,31 @@ pub enum Trust {
     CaFile(Arc<ClientConfig>),
 }
 
-/// What a handshake showed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TlsInfo {
-    /// `TLS 1.2` or `TLS 1.3`, as blackbox's `probe_tls_version_info` spells it.
-    pub version: &'static str,
-    pub cipher: String,
-    /// The earliest `notAfter` over the whole presented chain, not just the leaf.
-    pub earliest_expiry: Timestamp,
-    /// `earliest_expiry` falls within the probe's `cert_expiry_warning`.
-    pub expiring: bool,
+/// The `ca_file` / `tls_insecure` pair of keys, read as the `http` probe reads them.
+pub(crate) fn trust(
+    ca_file: Option<&Path>,
+    insecure: bool,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<Trust> {
+    match (ca_file, insecure) {
+        (Some(_), true) => {
+            issues.push(
+                format!("{path}.tls_insecure"),
+                "set `ca_file` or `tls_insecure`, not both",
+            );
+            None
+        }
+        (Some(file), false) => ca_file_client(file, &[], path, issues).map(Trust::CaFile),
+        (None, true) => Some(Trust::Insecure),
+        (None, false) => Some(Trust::System),
+    }
 }
 
 impl TlsProbeConfig {
     pub fn build(&self, path: &str, issues: &mut Issues) -> Option<TlsSpec> {
         let before = issues.len();
-        let host = match super::tcp::check_host_port(&self.address) {
+        let host = match conn::check_host_port(&self.address) {
             Ok(()) => self.address.rsplit_once(':').map(|(host, _)| host),
             Err(message) => {
                 issues.push(format!("{path}.address"), message);

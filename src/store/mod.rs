@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::Issues;
+use crate::validation::Issues;
 
 pub use sqlite::{IncidentFilter, Pending, Restored, Store, StoreError};
 
@@ -48,14 +48,14 @@ fn default_rollup_retention() -> Duration {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StorageSettings {
+pub struct StorageSpec {
     pub sqlite: PathBuf,
     pub raw_retention: Duration,
     pub rollup_retention: Duration,
 }
 
 impl StorageConfig {
-    pub fn build(&self, path: &str, issues: &mut Issues) -> Option<StorageSettings> {
+    pub fn build(&self, path: &str, issues: &mut Issues) -> Option<StorageSpec> {
         let before = issues.len();
         if self.sqlite.as_os_str().is_empty() {
             issues.push(format!("{path}.sqlite"), "must not be empty");
@@ -69,7 +69,7 @@ impl StorageConfig {
         if issues.len() > before {
             return None;
         }
-        Some(StorageSettings {
+        Some(StorageSpec {
             sqlite: self.sqlite.clone(),
             raw_retention: self.raw_retention,
             rollup_retention: self.rollup_retention,

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 pub mod probing;
+pub mod test_config;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,9 +36,9 @@ pub struct Daemon {
 
 impl Daemon {
     /// Writes `toml` to `dir/tocsin.toml`, validates it and runs the daemon on it.
-    pub async fn start(toml: &str, dir: &Path) -> Daemon {
+    pub async fn start(toml: impl std::fmt::Display, dir: &Path) -> Daemon {
         let path = dir.join("tocsin.toml");
-        std::fs::write(&path, toml).unwrap();
+        std::fs::write(&path, toml.to_string()).unwrap();
         let source = ConfigSource::File(path);
         let settings = config::load(&source).unwrap_or_else(|e| panic!("test config: {e}"));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -91,6 +92,75 @@ async fn get_status(addr: SocketAddr, path: &str) -> Option<u16> {
         .await
         .ok()
         .map(|r| r.status().as_u16())
+}
+
+/// The daemon started in this process without a listener: requests go straight to its
+/// router (`tower::ServiceExt::oneshot`), no socket involved.
+pub struct InProcess {
+    app: tocsin::app::App,
+}
+
+impl InProcess {
+    pub async fn start(toml: impl std::fmt::Display, dir: &Path) -> InProcess {
+        let path = dir.join("tocsin.toml");
+        std::fs::write(&path, toml.to_string()).unwrap();
+        let source = ConfigSource::File(path);
+        let settings = config::load(&source).unwrap_or_else(|e| panic!("test config: {e}"));
+        let app = tocsin::app::App::start(source, settings).await.unwrap();
+        InProcess { app }
+    }
+
+    /// `method path` with an optional bearer token and JSON body: the status, the
+    /// content type and the body (JSON as a string, parse it with [`json`]).
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, String, String) {
+        use tower::ServiceExt;
+        let mut request = axum::http::Request::builder().method(method).uri(path);
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(json) => {
+                request = request.header("content-type", "application/json");
+                axum::body::Body::from(json.to_string())
+            }
+            None => axum::body::Body::empty(),
+        };
+        let response = self
+            .app
+            .router()
+            .oneshot(request.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(bytes.to_vec()).unwrap(),
+        )
+    }
+
+    pub async fn stop(self) {
+        self.app.stop().await;
+    }
+}
+
+/// A response body as JSON.
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
 /// Polls `condition` until it holds; panics after [`PATIENCE`]. This waits for a state,

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tocsin::config::Issues;
 use tocsin::probe::{ProbeConfig, ProbeResult, ProbeSpec, Prober, Reason};
+use tocsin::validation::Issues;
 
 /// A probe table (`{"type": …}`) validated into a spec; panics on any issue.
 pub fn spec(probe: Value) -> ProbeSpec {

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::clock::Timestamp;
-use crate::config::Settings;
 use crate::detector::{Detector, Observation, TargetState, Thresholds, Transition};
-use crate::incident::{Change, Changes, GroupStatus, Health, Incident, IncidentBook};
+use crate::incident::{
+    BookUpdate, Change, GroupStatus, Health, Incident, IncidentBook, IncidentSpec,
+};
 use crate::probe::{ProbeResult, Reason};
 use crate::topology::{GroupMode, Topology};
 
@@ -29,11 +30,12 @@ pub struct LastResult {
 #[derive(Debug, Default)]
 pub struct Observed {
     pub transition: Option<Transition>,
-    pub changes: Changes,
+    pub changes: BookUpdate,
 }
 
 pub struct Core {
-    settings: Arc<Settings>,
+    topology: Arc<Topology>,
+    incidents: IncidentSpec,
     detectors: Vec<Detector>,
     last_results: Vec<Option<LastResult>>,
     groups: Vec<GroupStatus>,
@@ -43,28 +45,30 @@ pub struct Core {
 impl Core {
     /// Starts from stored detector states (by target id) and incident book.
     pub fn new(
-        settings: Arc<Settings>,
+        topology: Arc<Topology>,
+        incidents: IncidentSpec,
         detectors: HashMap<String, Detector>,
         book: IncidentBook,
         now: Timestamp,
     ) -> Self {
         let mut core = Core {
-            settings: Arc::clone(&settings),
+            topology: Arc::clone(&topology),
+            incidents,
             detectors: Vec::new(),
             last_results: Vec::new(),
             groups: Vec::new(),
             book,
         };
-        core.adopt(settings, detectors, now);
+        core.adopt(topology, detectors, now);
         core
     }
 
-    pub fn settings(&self) -> &Arc<Settings> {
-        &self.settings
+    pub fn topology(&self) -> &Arc<Topology> {
+        &self.topology
     }
 
-    pub fn topology(&self) -> &Arc<Topology> {
-        &self.settings.topology
+    pub fn incidents(&self) -> &IncidentSpec {
+        &self.incidents
     }
 
     pub fn detectors(&self) -> &[Detector] {
@@ -90,7 +94,13 @@ impl Core {
     }
 
     /// Switches to a new configuration, keeping the detector state of targets that stay.
-    pub fn reconfigure(&mut self, settings: Arc<Settings>, now: Timestamp) -> Changes {
+    pub fn reconfigure(
+        &mut self,
+        topology: Arc<Topology>,
+        incidents: IncidentSpec,
+        now: Timestamp,
+    ) -> BookUpdate {
+        self.incidents = incidents;
         let detectors = std::mem::take(&mut self.detectors);
         let results = std::mem::take(&mut self.last_results);
         let ids: Vec<String> = self
@@ -102,14 +112,8 @@ impl Core {
         let previous: HashMap<String, Detector> = ids.iter().cloned().zip(detectors).collect();
         let mut previous_results: HashMap<String, Option<LastResult>> =
             ids.into_iter().zip(results).collect();
-        self.adopt(settings, previous, now);
-        for (t, slot) in self
-            .settings
-            .topology
-            .targets
-            .iter()
-            .zip(&mut self.last_results)
-        {
+        self.adopt(topology, previous, now);
+        for (t, slot) in self.topology.targets.iter().zip(&mut self.last_results) {
             *slot = previous_results.remove(&t.id).flatten();
         }
         self.update(now)
@@ -117,11 +121,11 @@ impl Core {
 
     fn adopt(
         &mut self,
-        settings: Arc<Settings>,
+        topology: Arc<Topology>,
         mut previous: HashMap<String, Detector>,
         now: Timestamp,
     ) {
-        self.settings = settings;
+        self.topology = topology;
         let topo = Arc::clone(self.topology());
         self.detectors = topo
             .targets
@@ -183,29 +187,28 @@ impl Core {
             changes: if group_changed {
                 self.update(now)
             } else {
-                Changes::default()
+                BookUpdate::default()
             },
         }
     }
 
     /// Re-evaluates incidents against the current group health.
-    pub fn update(&mut self, now: Timestamp) -> Changes {
+    pub fn update(&mut self, now: Timestamp) -> BookUpdate {
         let topo = Arc::clone(self.topology());
-        self.book
-            .update(&topo, &self.groups, &self.settings.incidents, now)
+        self.book.update(&topo, &self.groups, &self.incidents, now)
     }
 
     /// What time alone does: resolves quiet incidents, re-measures open ones, opens or
     /// closes maintenance windows.
-    pub fn tick(&mut self, now: Timestamp) -> Changes {
-        let mut changes = self.book.tick(&self.settings.incidents, now);
+    pub fn tick(&mut self, now: Timestamp) -> BookUpdate {
+        let mut changes = self.book.tick(&self.incidents, now);
         let updated = self.update(now);
         changes.events.extend(updated.events);
         changes.changed.extend(updated.changed);
         changes
     }
 
-    pub fn record_change(&mut self, change: Change, now: Timestamp) -> Changes {
+    pub fn record_change(&mut self, change: Change, now: Timestamp) -> BookUpdate {
         self.book.record_change(change);
         self.update(now)
     }

@@ -134,17 +134,17 @@ struct Context {
 
 fn context(state: &AppState) -> Context {
     let snapshot = state.snapshot.borrow().clone();
-    let settings = state.settings.borrow().clone();
-    let base = settings
+    let site = state.site.borrow().clone();
+    let base = site
         .server
         .external_url
         .as_ref()
         .map(|u| u.as_str().trim_end_matches('/').to_string())
-        .unwrap_or_else(|| format!("http://{}", settings.server.listen));
+        .unwrap_or_else(|| format!("http://{}", site.server.listen));
     Context {
         page: Page {
-            id: settings.vantage.clone(),
-            name: settings.server.page_title.clone(),
+            id: site.vantage.clone(),
+            name: site.server.page_title.clone(),
             url: base.clone(),
             time_zone: "Etc/UTC",
             updated_at: snapshot.generated_at,

@@ -9,7 +9,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
-use super::statuspage::incident_name;
+use super::statuspage_api::incident_name;
 use super::{AppState, api};
 use crate::clock::Timestamp;
 use crate::incident::{ComponentStatus, IncidentStatus, IncidentView};
@@ -172,7 +172,7 @@ fn incident_section(out: &mut String, view: &IncidentView, timeline: bool) {
 
 pub async fn index(State(state): State<AppState>) -> Response {
     let snap = state.snapshot.borrow().clone();
-    let title = state.settings.borrow().server.page_title.clone();
+    let title = state.site.borrow().server.page_title.clone();
     let now = state.clock.now();
     let past = state
         .store
@@ -324,7 +324,7 @@ pub async fn incident(State(state): State<AppState>, Path(id): Path<String>) -> 
             }
         },
     };
-    let title = state.settings.borrow().server.page_title.clone();
+    let title = state.site.borrow().server.page_title.clone();
     let mut out = String::with_capacity(8 * 1024);
     head(
         &mut out,

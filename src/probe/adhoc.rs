@@ -5,7 +5,7 @@
 use serde_json::{Map, Value};
 
 use super::{ProbeConfig, ProbeSpec};
-use crate::config::Issues;
+use crate::validation::Issues;
 
 /// The option a target fills for each probe type.
 pub fn target_key(kind: &str) -> Option<&'static str> {

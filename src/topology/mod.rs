@@ -1,8 +1,12 @@
 //! Who is behind what: services, groups of subscribers, targets, maintenance windows.
 //!
-//! The subscriber model of SPEC §1 and §5: a target watches one or more groups; a group is
-//! the subscribers of one service behind one platform in one region. Subscribers are
-//! counted per group, so two targets watching the same users never count them twice.
+//! A target watches one or more groups; a group is the subscribers of one service behind
+//! one platform in one region. Subscribers are counted per group, so two targets watching
+//! the same users never count them twice. [`config`] holds the `[[services]]`,
+//! `[[groups]]`, `[[targets]]`, `[[maintenances]]` and `[defaults]` tables and builds a
+//! [`Topology`] from them.
+
+pub mod config;
 
 use std::time::Duration;
 
@@ -11,21 +15,6 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Timestamp;
 use crate::probe::ProbeSpec;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceConfig {
-    pub id: String,
-    /// Display name; defaults to the id.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// Subscriber base; defaults to the sum of its groups' subscribers.
-    #[serde(default)]
-    pub subscribers: Option<u64>,
-    /// Used by reporting rules.
-    #[serde(default)]
-    pub class: ServiceClass,
-}
-
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceClass {
@@ -33,20 +22,6 @@ pub enum ServiceClass {
     Internet,
     #[default]
     Feature,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GroupConfig {
-    pub id: String,
-    pub service: String,
-    #[serde(default)]
-    pub platform: Option<String>,
-    #[serde(default)]
-    pub region: Option<String>,
-    pub subscribers: u64,
-    #[serde(default)]
-    pub mode: GroupMode,
 }
 
 /// How a group's targets combine.
@@ -58,16 +33,6 @@ pub enum GroupMode {
     Any,
     /// Down only when all of its targets are down.
     All,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MaintenanceConfig {
-    pub services: Vec<String>,
-    pub starts_at: Timestamp,
-    pub ends_at: Timestamp,
-    #[serde(default)]
-    pub summary: String,
 }
 
 #[derive(Debug, Clone)]

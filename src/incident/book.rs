@@ -1,0 +1,404 @@
+//! The book of open incidents: opens, joins, recovers, reopens and resolves them as group
+//! health and time change, and says what each update did ([`BookUpdate`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::IncidentSpec;
+use super::cause::{self, Change, PastIncident};
+use super::model::{
+    EventKind, GroupImpact, Impact, Incident, IncidentStatus, Period, Scope, ServiceEntry,
+    Severity, chrono_duration,
+};
+use super::status::{ComponentStatus, GroupStatus, Health, ServiceImpact, service_status};
+use crate::clock::Timestamp;
+use crate::topology::Topology;
+
+/// What an update of the book did: events to alert on, and incidents to persist.
+#[derive(Debug, Default)]
+pub struct BookUpdate {
+    pub events: Vec<(EventKind, Incident)>,
+    /// Every incident that changed (including those with events), latest state.
+    pub changed: Vec<Incident>,
+}
+
+impl BookUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty()
+    }
+}
+
+/// The open incidents and the id sequence. Owned by the engine task alone.
+#[derive(Debug, Clone)]
+pub struct IncidentBook {
+    open: Vec<Incident>,
+    next_seq: u64,
+    /// Registered changes of the last 72 h, for suspected causes.
+    changes: Vec<Change>,
+    /// Incidents of the last 30 days, for recurrence.
+    history: Vec<PastIncident>,
+}
+
+impl Default for IncidentBook {
+    /// An empty book whose first incident is `inc-000001`.
+    fn default() -> Self {
+        Self::restore(Vec::new(), 0)
+    }
+}
+
+impl IncidentBook {
+    /// Resumes from stored state: the open incidents and the highest sequence used.
+    pub fn restore(open: Vec<Incident>, last_seq: u64) -> Self {
+        Self {
+            open,
+            next_seq: last_seq + 1,
+            changes: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+
+    /// Adds what suspected causes and recurrence look back on: past incidents (resolved,
+    /// last 30 days) and registered changes.
+    pub fn remember(&mut self, history: Vec<PastIncident>, changes: Vec<Change>) {
+        self.history.extend(history);
+        self.changes.extend(changes);
+    }
+
+    /// Records a change; open incidents take it into account at the next update.
+    pub fn record_change(&mut self, change: Change) {
+        self.changes.retain(|c| c.id != change.id);
+        self.changes.push(change);
+    }
+
+    /// An operator took the incident in hand: `investigating` becomes `identified`.
+    /// Returns the incident to persist, or `None` when no such incident is open.
+    pub fn acknowledge(&mut self, id: &str, by: Option<&str>, now: Timestamp) -> Option<Incident> {
+        let inc = self.open.iter_mut().find(|i| i.id == id)?;
+        if inc.acknowledged_at.is_none() {
+            inc.acknowledged_at = Some(now);
+            if inc.status == IncidentStatus::Investigating {
+                inc.status = IncidentStatus::Identified;
+            }
+            let who = by.map(|b| format!(" by {b}")).unwrap_or_default();
+            inc.note(now, "acknowledged", format!("acknowledged{who}"));
+        }
+        Some(inc.clone())
+    }
+
+    pub fn open(&self) -> &[Incident] {
+        &self.open
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Incident> {
+        self.open.iter().find(|i| i.id == id)
+    }
+
+    /// Applies the current group health at `now`: opens, joins, recovers and reopens.
+    pub fn update(
+        &mut self,
+        topology: &Topology,
+        groups: &[GroupStatus],
+        settings: &IncidentSpec,
+        now: Timestamp,
+    ) -> BookUpdate {
+        let statuses: Vec<ServiceImpact> = (0..topology.services.len())
+            .map(|s| service_status(topology, s, groups, now))
+            .collect();
+        let before: Vec<_> = self
+            .open
+            .iter()
+            .map(|i| (i.headline(), i.clone()))
+            .collect();
+        let mut opened: BTreeSet<String> = BTreeSet::new();
+
+        // Services that start failing join a related open incident or open a new one.
+        for (si, status) in statuses.iter().enumerate() {
+            let service = &topology.services[si];
+            if !status.status.is_failing()
+                || self
+                    .open
+                    .iter()
+                    .any(|i| i.services.contains_key(&service.id))
+            {
+                continue;
+            }
+            let failing: Vec<usize> = service
+                .groups
+                .iter()
+                .copied()
+                .filter(|&g| groups[g].health != Health::Ok)
+                .collect();
+            let onset = failing
+                .iter()
+                .map(|&g| groups[g].since)
+                .min()
+                .unwrap_or(now);
+            let related = self.open.iter_mut().find(|inc| {
+                let close =
+                    (onset - inc.onset_at).abs() <= chrono_duration(settings.correlation_window);
+                close
+                    && failing.iter().any(|&g| {
+                        let grp = &topology.groups[g];
+                        inc.groups.iter().any(|gi| {
+                            (grp.platform.is_some() && gi.platform == grp.platform)
+                                || (grp.region.is_some() && gi.region == grp.region)
+                        })
+                    })
+            });
+            let entry = ServiceEntry {
+                name: service.name.clone(),
+                subscribers: service.subscribers,
+                component_status: status.status,
+                class: service.class,
+            };
+            match related {
+                Some(inc) => {
+                    inc.services.insert(service.id.clone(), entry);
+                    inc.onset_at = inc.onset_at.min(onset);
+                    // Tracked now so that services failing in this same update can
+                    // correlate with this service's groups.
+                    inc.track_groups(topology, groups);
+                    let message = format!("{} joined: {}", service.name, describe(status));
+                    inc.note(now, "service_joined", message);
+                }
+                None => {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    let mut inc = Incident {
+                        id: Incident::id_for(seq),
+                        seq,
+                        status: IncidentStatus::Investigating,
+                        severity: Severity::Sev4,
+                        impact: Impact::None,
+                        scope: Scope::Localized,
+                        platform_concentrated: false,
+                        onset_at: onset,
+                        detected_at: now,
+                        impact_end_at: None,
+                        monitoring_at: None,
+                        resolved_at: None,
+                        services: BTreeMap::from([(service.id.clone(), entry)]),
+                        groups: Vec::new(),
+                        suspected_cause: None,
+                        recurrence: None,
+                        acknowledged_at: None,
+                        reporting: BTreeMap::new(),
+                        timeline: Vec::new(),
+                    };
+                    inc.track_groups(topology, groups);
+                    let message = format!("{}: {}", service.name, describe(status));
+                    inc.note(now, "opened", message);
+                    opened.insert(inc.id.clone());
+                    self.open.push(inc);
+                }
+            }
+        }
+
+        let mut changes = BookUpdate::default();
+        let past: Vec<PastIncident> = self
+            .history
+            .iter()
+            .cloned()
+            .chain(self.open.iter().map(PastIncident::of))
+            .collect();
+        for inc in &mut self.open {
+            let mut changed = inc.track_groups(topology, groups);
+            // A group whose failure began before the onset (targets on longer intervals,
+            // or a degradation that opened the incident first) moves the onset back.
+            if let Some(first) = inc
+                .groups
+                .iter()
+                .flat_map(|g| g.periods.iter().map(|p| p.start))
+                .min()
+                .filter(|first| *first < inc.onset_at)
+            {
+                inc.onset_at = first;
+                changed = true;
+            }
+            changed |= inc.close_unconfigured(topology, now);
+            for (id, entry) in inc.services.iter_mut() {
+                if let Some(si) = topology.service_index(id) {
+                    changed |= entry.component_status != statuses[si].status;
+                    entry.component_status = statuses[si].status;
+                    entry.class = topology.services[si].class;
+                }
+            }
+            let failing = inc
+                .services
+                .values()
+                .any(|s| s.component_status.is_failing());
+            match (inc.status, failing) {
+                (IncidentStatus::Investigating | IncidentStatus::Identified, false) => {
+                    inc.status = IncidentStatus::Monitoring;
+                    inc.monitoring_at = Some(now);
+                    inc.impact_end_at = inc.last_period_end().or(Some(now));
+                    let message = format!(
+                        "impact over; resolving after {} without failures",
+                        humantime::format_duration(settings.resolve_after)
+                    );
+                    inc.note(now, "recovered", message);
+                    changed = true;
+                }
+                (IncidentStatus::Monitoring, true) => {
+                    inc.status = IncidentStatus::Investigating;
+                    inc.monitoring_at = None;
+                    inc.impact_end_at = None;
+                    inc.note(now, "reopened", "failing again".to_string());
+                    changed = true;
+                }
+                _ => {}
+            }
+            let just_opened = opened.contains(&inc.id);
+            inc.reassess(topology, &settings.reporting, now, just_opened);
+            changed |= inc.look_back(&self.changes, &past, now);
+            if just_opened {
+                changes.events.push((EventKind::Opened, inc.clone()));
+                changes.changed.push(inc.clone());
+                continue;
+            }
+            let (headline, old) = before
+                .iter()
+                .find(|(_, old)| old.id == inc.id)
+                .expect("every open incident not opened now existed before");
+            if *headline != inc.headline() {
+                changes.events.push((EventKind::Updated, inc.clone()));
+            }
+            if changed || old != inc {
+                changes.changed.push(inc.clone());
+            }
+        }
+        changes
+    }
+
+    /// Resolves incidents that stayed quiet for `resolve_after`.
+    pub fn tick(&mut self, settings: &IncidentSpec, now: Timestamp) -> BookUpdate {
+        // What look-backs can still need, with room for incidents that stay open for days.
+        let keep_history = chrono_duration(cause::RECURRENCE_WINDOW * 2);
+        let keep_changes = chrono_duration(cause::MAX_LAG * 3);
+        self.history.retain(|p| now - p.onset_at <= keep_history);
+        self.changes.retain(|c| now - c.at <= keep_changes);
+        let mut changes = BookUpdate::default();
+        let resolve_after = chrono_duration(settings.resolve_after);
+        let mut i = 0;
+        while i < self.open.len() {
+            let inc = &self.open[i];
+            let due = inc.status == IncidentStatus::Monitoring
+                && inc.monitoring_at.is_some_and(|m| now - m >= resolve_after);
+            if !due {
+                i += 1;
+                continue;
+            }
+            let mut inc = self.open.remove(i);
+            inc.status = IncidentStatus::Resolved;
+            inc.resolved_at = Some(now);
+            let figures = inc.figures(now);
+            let message = format!(
+                "resolved after {} of impact",
+                humantime::format_duration(Duration::from_secs(figures.duration.as_secs()))
+            );
+            inc.note(now, "resolved", message);
+            self.history.push(PastIncident::of(&inc));
+            changes.events.push((EventKind::Resolved, inc.clone()));
+            changes.changed.push(inc);
+        }
+        changes
+    }
+}
+
+fn describe(status: &ServiceImpact) -> String {
+    match status.status {
+        ComponentStatus::DegradedPerformance => {
+            format!("{} subscribers degraded", status.degraded)
+        }
+        _ => format!(
+            "{} subscribers affected ({:.1}%)",
+            status.affected,
+            status.share * 100.0
+        ),
+    }
+}
+
+// === Aligning an incident with group health ===
+
+impl Incident {
+    /// Aligns the periods of the incident's groups with their current health.
+    /// A reload may remove a service or group: it stops counting at `now` and no longer
+    /// keeps the incident open.
+    pub(super) fn close_unconfigured(&mut self, topology: &Topology, now: Timestamp) -> bool {
+        let mut changed = false;
+        for (id, entry) in self.services.iter_mut() {
+            if topology.service_index(id).is_none()
+                && entry.component_status != ComponentStatus::Operational
+            {
+                entry.component_status = ComponentStatus::Operational;
+                changed = true;
+            }
+        }
+        for g in &mut self.groups {
+            let configured = topology
+                .group_index(&g.group)
+                .is_some_and(|gi| topology.services[topology.groups[gi].service].id == g.service);
+            if let Some(open) = g.periods.last_mut().filter(|p| p.end.is_none())
+                && !configured
+            {
+                open.end = Some(now.max(open.start));
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    pub(super) fn track_groups(&mut self, topology: &Topology, groups: &[GroupStatus]) -> bool {
+        let mut changed = false;
+        for service in self.services.keys().cloned().collect::<Vec<_>>() {
+            let Some(si) = topology.service_index(&service) else {
+                continue;
+            };
+            for &gi in &topology.services[si].groups {
+                let group = &topology.groups[gi];
+                let status = groups[gi];
+                let existing = self.groups.iter().position(|g| g.group == group.id);
+                let entry = match (existing, status.health) {
+                    (Some(i), _) => &mut self.groups[i],
+                    (None, Health::Ok) => continue,
+                    (None, _) => {
+                        self.groups.push(GroupImpact {
+                            group: group.id.clone(),
+                            service: service.clone(),
+                            platform: group.platform.clone(),
+                            region: group.region.clone(),
+                            subscribers: group.subscribers,
+                            periods: Vec::new(),
+                        });
+                        self.groups.last_mut().expect("just pushed")
+                    }
+                };
+                let open = entry.periods.last_mut().filter(|p| p.end.is_none());
+                match (open, status.health) {
+                    (Some(p), h) if p.health == h => {}
+                    (Some(p), h) => {
+                        p.end = Some(status.since.max(p.start));
+                        if h != Health::Ok {
+                            entry.periods.push(Period {
+                                health: h,
+                                start: status.since,
+                                end: None,
+                            });
+                        }
+                        changed = true;
+                    }
+                    (None, Health::Ok) => {}
+                    (None, h) => {
+                        entry.periods.push(Period {
+                            health: h,
+                            start: status.since,
+                            end: None,
+                        });
+                        changed = true;
+                    }
+                }
+            }
+        }
+        changed
+    }
+}

@@ -1,0 +1,464 @@
+//! The topology's tables as written: `[[services]]`, `[[groups]]`, `[[targets]]`,
+//! `[[maintenances]]` and the per-target `[defaults]`, and the step that builds them into a
+//! [`Topology`] (effective settings applied, references resolved, every problem recorded).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Group, GroupMode, Maintenance, Service, ServiceClass, Target, TargetLabels, Topology};
+use crate::clock::Timestamp;
+use crate::probe::ProbeConfig;
+use crate::validation::{Issues, human};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    pub id: String,
+    /// Display name; defaults to the id.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Subscriber base; defaults to the sum of its groups' subscribers.
+    #[serde(default)]
+    pub subscribers: Option<u64>,
+    /// Used by reporting rules.
+    #[serde(default)]
+    pub class: ServiceClass,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    pub id: String,
+    pub service: String,
+    #[serde(default)]
+    pub platform: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    pub subscribers: u64,
+    #[serde(default)]
+    pub mode: GroupMode,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    pub services: Vec<String>,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    #[serde(default)]
+    pub summary: String,
+}
+
+/// `[defaults]`: per-target keys of the same name override these.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultsConfig {
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    #[serde(default = "default_failure_threshold")]
+    pub failure_threshold: u32,
+    #[serde(default = "default_success_threshold")]
+    pub success_threshold: u32,
+    #[serde(default = "default_degraded_latency", with = "humantime_serde")]
+    pub degraded_latency: Duration,
+    /// Quiet time before an incident is resolved; global (incidents span targets).
+    #[serde(default = "default_resolve_after", with = "humantime_serde")]
+    pub resolve_after: Duration,
+}
+
+impl Default for DefaultsConfig {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            timeout: default_timeout(),
+            failure_threshold: default_failure_threshold(),
+            success_threshold: default_success_threshold(),
+            degraded_latency: default_degraded_latency(),
+            resolve_after: default_resolve_after(),
+        }
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_failure_threshold() -> u32 {
+    3
+}
+fn default_success_threshold() -> u32 {
+    2
+}
+fn default_degraded_latency() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_resolve_after() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// `[[targets]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub id: String,
+    /// Groups this target watches. Or use the `service` shorthand.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Shorthand: an implicit group of its own in this service.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// With `service` only: the implicit group's region.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// With `service` only: the implicit group's platform.
+    #[serde(default)]
+    pub platform: Option<String>,
+    /// With `service` only: the implicit group's subscribers (default 1).
+    #[serde(default)]
+    pub subscribers: Option<u64>,
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub failure_threshold: Option<u32>,
+    #[serde(default)]
+    pub success_threshold: Option<u32>,
+    #[serde(default, with = "humantime_serde")]
+    pub degraded_latency: Option<Duration>,
+    pub probe: ProbeConfig,
+}
+
+/// The tables [`build`] reads.
+pub struct Tables<'a> {
+    pub defaults: &'a DefaultsConfig,
+    pub services: &'a [ServiceConfig],
+    pub groups: &'a [GroupConfig],
+    pub targets: &'a [TargetConfig],
+    pub maintenances: &'a [MaintenanceConfig],
+}
+
+/// Builds the topology, recording every problem under its key path. The result is only
+/// used when no problem was recorded.
+pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
+    check_defaults(file.defaults, issues);
+    let mut topo = Topology::default();
+    let mut service_ids = HashMap::new();
+    for (i, s) in file.services.iter().enumerate() {
+        unique(&mut service_ids, &s.id, format!("services[{i}]"), issues);
+        if s.subscribers == Some(0) {
+            issues.push(format!("services[{i}].subscribers"), "must be at least 1");
+        }
+        topo.services.push(Service {
+            id: s.id.clone(),
+            name: s.name.clone().unwrap_or_else(|| s.id.clone()),
+            subscribers: s.subscribers.unwrap_or(0),
+            class: s.class,
+            groups: Vec::new(),
+        });
+    }
+
+    let mut group_ids = HashMap::new();
+    for (i, g) in file.groups.iter().enumerate() {
+        unique(&mut group_ids, &g.id, format!("groups[{i}]"), issues);
+        if g.subscribers == 0 {
+            issues.push(format!("groups[{i}].subscribers"), "must be at least 1");
+        }
+        let Some(service) = topo.service_index(&g.service) else {
+            issues.push(
+                format!("groups[{i}].service"),
+                format!("unknown service `{}`", g.service),
+            );
+            continue;
+        };
+        topo.groups.push(Group {
+            id: g.id.clone(),
+            service,
+            platform: g.platform.clone(),
+            region: g.region.clone(),
+            subscribers: g.subscribers,
+            mode: g.mode,
+            targets: Vec::new(),
+        });
+    }
+
+    // Only groups declared under `[[groups]]` can be listed in `targets[].groups`; the
+    // implicit groups of `service` targets are their own.
+    let explicit_groups = topo.groups.len();
+    let d = file.defaults;
+    let mut target_ids = HashMap::new();
+    for (i, t) in file.targets.iter().enumerate() {
+        let path = format!("targets[{i}]");
+        unique(&mut target_ids, &t.id, path.clone(), issues);
+        let interval = t.interval.unwrap_or(d.interval);
+        let timeout = t.timeout.unwrap_or(d.timeout);
+        let failure_threshold = t.failure_threshold.unwrap_or(d.failure_threshold);
+        let success_threshold = t.success_threshold.unwrap_or(d.success_threshold);
+        let timing = Timing {
+            interval,
+            timeout,
+            failure_threshold,
+            success_threshold,
+        };
+        check_timing(
+            &path,
+            &timing,
+            |key| match key {
+                "interval" => t.interval.is_some(),
+                "timeout" => t.timeout.is_some(),
+                "failure_threshold" => t.failure_threshold.is_some(),
+                _ => t.success_threshold.is_some(),
+            },
+            issues,
+        );
+        if t.degraded_latency.is_some_and(|d| d.is_zero()) {
+            issues.push(
+                format!("{path}.degraded_latency"),
+                "must be greater than zero",
+            );
+        }
+        let probe = t.probe.build(&format!("{path}.probe"), issues);
+
+        let mut groups = Vec::new();
+        match (&t.service, t.groups.is_empty()) {
+            (Some(_), false) => {
+                issues.push(path.clone(), "set either `groups` or `service`, not both");
+            }
+            (None, true) => {
+                issues.push(path.clone(), "set `groups` or `service`");
+            }
+            (None, false) => {
+                for key in ["region", "platform", "subscribers"] {
+                    let set = match key {
+                        "region" => t.region.is_some(),
+                        "platform" => t.platform.is_some(),
+                        _ => t.subscribers.is_some(),
+                    };
+                    if set {
+                        issues.push(
+                            format!("{path}.{key}"),
+                            "only allowed with the `service` shorthand; set it on the group",
+                        );
+                    }
+                }
+                for (j, gid) in t.groups.iter().enumerate() {
+                    match topo.groups[..explicit_groups]
+                        .iter()
+                        .position(|g| g.id == *gid)
+                    {
+                        Some(g) if !groups.contains(&g) => groups.push(g),
+                        Some(_) => issues.push(
+                            format!("{path}.groups[{j}]"),
+                            format!("group `{gid}` listed twice"),
+                        ),
+                        // Declared, but its own problem (an unknown service) is reported.
+                        None if group_ids.contains_key(gid.as_str()) => {}
+                        None => issues.push(
+                            format!("{path}.groups[{j}]"),
+                            format!("unknown group `{gid}`"),
+                        ),
+                    }
+                }
+            }
+            (Some(sid), true) => match topo.service_index(sid) {
+                None => issues.push(
+                    format!("{path}.service"),
+                    format!("unknown service `{sid}`"),
+                ),
+                Some(service) => {
+                    if let Some(first) = group_ids.get(t.id.as_str()) {
+                        issues.push(
+                            format!("{path}.id"),
+                            format!("its implicit group clashes with the group at {first}"),
+                        );
+                    }
+                    if t.subscribers == Some(0) {
+                        issues.push(format!("{path}.subscribers"), "must be at least 1");
+                    }
+                    topo.groups.push(Group {
+                        id: t.id.clone(),
+                        service,
+                        platform: t.platform.clone(),
+                        region: t.region.clone(),
+                        subscribers: t.subscribers.unwrap_or(1),
+                        mode: GroupMode::Any,
+                        targets: Vec::new(),
+                    });
+                    groups.push(topo.groups.len() - 1);
+                }
+            },
+        }
+        let Some(probe) = probe else { continue };
+        let index = topo.targets.len();
+        for &g in &groups {
+            topo.groups[g].targets.push(index);
+        }
+        let labels = labels(&topo, &groups);
+        topo.targets.push(Target {
+            id: t.id.clone(),
+            groups,
+            interval,
+            timeout,
+            failure_threshold,
+            success_threshold,
+            degraded_latency: t.degraded_latency.unwrap_or(d.degraded_latency),
+            probe,
+            labels,
+        });
+    }
+
+    for (gi, g) in topo.groups.iter().enumerate() {
+        topo.services[g.service].groups.push(gi);
+    }
+    for (i, s) in topo.services.iter_mut().enumerate() {
+        let of_groups: u64 = s.groups.iter().map(|&g| topo.groups[g].subscribers).sum();
+        if s.subscribers == 0 {
+            s.subscribers = of_groups;
+        } else if s.subscribers < of_groups {
+            issues.push(
+                format!("services[{i}].subscribers"),
+                format!(
+                    "{} is fewer than its groups hold ({of_groups}): the share affected could exceed 100%",
+                    s.subscribers
+                ),
+            );
+        }
+    }
+
+    for (i, m) in file.maintenances.iter().enumerate() {
+        let path = format!("maintenances[{i}]");
+        if m.ends_at <= m.starts_at {
+            issues.push(format!("{path}.ends_at"), "must be after starts_at");
+        }
+        if m.services.is_empty() {
+            issues.push(format!("{path}.services"), "must name at least one service");
+        }
+        let mut services = Vec::new();
+        for (j, sid) in m.services.iter().enumerate() {
+            match topo.service_index(sid) {
+                Some(s) => services.push(s),
+                None => issues.push(
+                    format!("{path}.services[{j}]"),
+                    format!("unknown service `{sid}`"),
+                ),
+            }
+        }
+        topo.maintenances.push(Maintenance {
+            services,
+            starts_at: m.starts_at,
+            ends_at: m.ends_at,
+            summary: m.summary.clone(),
+        });
+    }
+    // Built by pushing: give back the growth slack (up to half of a large topology).
+    topo.targets.shrink_to_fit();
+    topo.groups.shrink_to_fit();
+    topo
+}
+
+fn check_defaults(d: &DefaultsConfig, issues: &mut Issues) {
+    let timing = Timing {
+        interval: d.interval,
+        timeout: d.timeout,
+        failure_threshold: d.failure_threshold,
+        success_threshold: d.success_threshold,
+    };
+    check_timing("defaults", &timing, |_| true, issues);
+    if d.resolve_after.is_zero() {
+        issues.push("defaults.resolve_after", "must be greater than zero");
+    }
+    if d.degraded_latency.is_zero() {
+        issues.push("defaults.degraded_latency", "must be greater than zero");
+    }
+}
+
+/// Effective timing of `[defaults]` or of one target.
+struct Timing {
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+    failure_threshold: u32,
+    success_threshold: u32,
+}
+
+/// Checks `timing`, reporting only problems that involve a key `own` says is set at `path`
+/// (a value a target merely inherits is reported once, under `defaults`).
+fn check_timing(path: &str, timing: &Timing, own: impl Fn(&str) -> bool, issues: &mut Issues) {
+    let Timing {
+        interval,
+        timeout,
+        failure_threshold,
+        success_threshold,
+    } = *timing;
+    if interval.is_zero() && own("interval") {
+        issues.push(format!("{path}.interval"), "must be greater than zero");
+    }
+    if timeout.is_zero() {
+        if own("timeout") {
+            issues.push(format!("{path}.timeout"), "must be greater than zero");
+        }
+    } else if timeout >= interval && !interval.is_zero() && (own("timeout") || own("interval")) {
+        issues.push(
+            format!("{path}.timeout"),
+            format!(
+                "{} must be shorter than the interval ({})",
+                human(timeout),
+                human(interval)
+            ),
+        );
+    }
+    if failure_threshold < 1 && own("failure_threshold") {
+        issues.push(format!("{path}.failure_threshold"), "must be at least 1");
+    }
+    if success_threshold < 1 && own("success_threshold") {
+        issues.push(format!("{path}.success_threshold"), "must be at least 1");
+    }
+}
+
+/// Records `id` under `path`, reporting a duplicate.
+fn unique<'a>(seen: &mut HashMap<&'a str, String>, id: &'a str, path: String, issues: &mut Issues) {
+    if id.trim().is_empty() {
+        issues.push(format!("{path}.id"), "must not be empty");
+    } else if let Some(first) = seen.get(id) {
+        issues.push(
+            format!("{path}.id"),
+            format!("duplicate id `{id}` (first at {first})"),
+        );
+    } else {
+        seen.insert(id, path);
+    }
+}
+
+fn labels(topo: &Topology, groups: &[usize]) -> TargetLabels {
+    let join = |values: Vec<&str>| {
+        let mut v: Vec<&str> = values.into_iter().filter(|s| !s.is_empty()).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.join(",")
+    };
+    TargetLabels {
+        service: join(
+            groups
+                .iter()
+                .map(|&g| topo.services[topo.groups[g].service].id.as_str())
+                .collect(),
+        ),
+        region: join(
+            groups
+                .iter()
+                .filter_map(|&g| topo.groups[g].region.as_deref())
+                .collect(),
+        ),
+        platform: join(
+            groups
+                .iter()
+                .filter_map(|&g| topo.groups[g].platform.as_deref())
+                .collect(),
+        ),
+    }
+}
