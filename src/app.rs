@@ -65,6 +65,8 @@ pub struct App {
     reload_requests: mpsc::Receiver<ReloadRequest>,
     hangups: Signal,
     ready: watch::Sender<bool>,
+    /// Set once [`App::serve`] knows its address.
+    listening: Arc<std::sync::OnceLock<SocketAddr>>,
     engine_task: JoinHandle<()>,
     engine_token: CancellationToken,
     watchdog: Option<JoinHandle<()>>,
@@ -124,7 +126,9 @@ impl App {
         let (site_tx, site_rx) = watch::channel(Arc::new(settings.site()));
         let (ready_tx, ready_rx) = watch::channel(true);
         let (reload_tx, reload_requests) = mpsc::channel::<ReloadRequest>(4);
+        let listening = Arc::new(std::sync::OnceLock::new());
         let router = router(AppState {
+            listening: Arc::clone(&listening),
             snapshot,
             site: site_rx,
             store: store.clone(),
@@ -155,6 +159,7 @@ impl App {
             reload_requests,
             hangups,
             ready: ready_tx,
+            listening,
             engine_task,
             engine_token,
             watchdog,
@@ -176,6 +181,7 @@ impl App {
         shutdown: CancellationToken,
     ) -> Result<(), AppError> {
         let address = listener.local_addr().map_err(AppError::Serve)?;
+        let _ = self.listening.set(address);
         let http_token = CancellationToken::new();
         let server = axum::serve(listener, self.router.clone())
             .with_graceful_shutdown(http_token.clone().cancelled_owned());

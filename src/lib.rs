@@ -22,8 +22,9 @@
 //! From the bottom up. A module imports only modules of lower layers; `tests/layers.rs`
 //! reads this list and the `crate::` paths of `src/` and fails when one does not.
 //!
-//! 1. [`clock`], [`validation`]: shared vocabulary: wall time from tokio's clock; the
-//!    validation [`validation::Issues`] every config reports into, secret files.
+//! 1. [`clock`], [`validation`], `format`: shared vocabulary: wall time from tokio's clock;
+//!    the validation [`validation::Issues`] every config reports into, secret files; how
+//!    figures are written for people.
 //! 2. [`probe`]: one file per protocol behind the closed [`probe::ProbeSpec`] enum; what a
 //!    run yields ([`probe::ProbeResult`], one [`probe::Reason`] per failure) is data, never
 //!    an `Err`; `[modules.*]` templates for `/probe`.
@@ -69,6 +70,7 @@
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub(crate) mod format;
 pub mod validation;
 
 pub mod probe;

@@ -58,18 +58,22 @@ enum LogFormat {
 enum Command {
     /// Run the daemon.
     Run {
+        /// The configuration file (TOML); `TOCSIN__SECTION__KEY` variables override it.
         #[arg(long, default_value = "/etc/tocsin/tocsin.toml")]
         config: PathBuf,
     },
     /// Validate a configuration: exit 0 when valid, else 1 with every error on stderr.
     CheckConfig {
+        /// The configuration file to check.
         #[arg(long, default_value = "/etc/tocsin/tocsin.toml")]
         config: PathBuf,
     },
     /// Run the detection and incident engine on recorded results (JSON lines), offline.
     Replay {
+        /// The configuration whose topology, thresholds and receivers are replayed.
         #[arg(long)]
         config: PathBuf,
+        /// Recorded results, changes and acknowledgements, one JSON object per line.
         #[arg(long)]
         input: PathBuf,
         /// Where to write the events and summary; standard output by default.
@@ -87,11 +91,13 @@ enum Command {
         /// Any probe option, `key=value` (JSON values keep their type: `valid_status=[200,204]`).
         #[arg(long = "option", value_name = "KEY=VALUE")]
         options: Vec<String>,
+        /// How long the probe may take (`500ms`, `5s`).
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
     /// Self-contained demo: simulated endpoints, a realistic outage, the status page.
     Demo {
+        /// Where the status page and API listen.
         #[arg(long, default_value = "127.0.0.1:9898")]
         listen: SocketAddr,
         /// Time acceleration of the scenario (2 = twice as fast).
@@ -124,9 +130,7 @@ fn main() -> ExitCode {
         Command::Run { config } => exit(runtime().and_then(|rt| rt.block_on(run(config)))),
         Command::Demo { listen, speed } => exit(runtime().and_then(|rt| {
             rt.block_on(async {
-                let listener = tokio::net::TcpListener::bind(listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {listen}"))?;
+                let listener = bind(listen, "--listen ADDR").await?;
                 tocsin::demo::run(listener, speed, shutdown_on_signal()).await?;
                 Ok(())
             })
@@ -267,11 +271,25 @@ fn replay(config: PathBuf, input: PathBuf, output: Option<PathBuf>) -> anyhow::R
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let source = ConfigSource::File(path);
     let settings = config::load(&source)?;
-    let listener = tokio::net::TcpListener::bind(settings.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+    let listener = bind(
+        settings.server.listen,
+        "`server.listen` in the configuration (or TOCSIN__SERVER__LISTEN)",
+    )
+    .await?;
     tocsin::app::run(source, settings, listener, shutdown_on_signal()).await?;
     Ok(())
+}
+
+/// Binds the HTTP listener; when the address is taken, says how to choose another.
+async fn bind(address: SocketAddr, how_to_change: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => Ok(listener),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
+            "cannot listen on {address}: the address is already in use (another tocsin, or \
+             another program); choose another with {how_to_change}"
+        )),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot listen on {address}"))),
+    }
 }
 
 /// A token cancelled on SIGINT or SIGTERM.

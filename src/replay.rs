@@ -27,19 +27,82 @@ pub enum ReplayError {
 }
 
 /// One input line: a result, a change or an acknowledgement.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct Line {
     at: Timestamp,
     target: Option<String>,
     ok: Option<bool>,
     reason: Option<Reason>,
     latency_ms: Option<f64>,
-    /// Accepted for compatibility with multi-vantage recordings; one vantage is replayed.
-    #[serde(rename = "vantage")]
-    _vantage: Option<String>,
     change: Option<ChangeLine>,
     acknowledge: Option<String>,
+}
+
+/// The keys of an input line; `vantage` is accepted for multi-vantage recordings (one
+/// vantage is replayed).
+const LINE_KEYS: [&str; 8] = [
+    "at",
+    "target",
+    "ok",
+    "reason",
+    "latency_ms",
+    "vantage",
+    "change",
+    "acknowledge",
+];
+
+impl Line {
+    /// Reads one line, naming the field at fault (`` `at`: not an RFC 3339 time ``).
+    fn parse(text: &str) -> Result<Line, String> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| format!("column {}: not JSON ({})", e.column(), json_error(&e)))?;
+        let serde_json::Value::Object(mut map) = value else {
+            return Err("not a JSON object".to_string());
+        };
+        if let Some(key) = map.keys().find(|k| !LINE_KEYS.contains(&k.as_str())) {
+            return Err(format!(
+                "`{key}`: unknown field, expected one of {}",
+                LINE_KEYS.join(", ")
+            ));
+        }
+        let at = match map.remove("at") {
+            None => return Err("`at`: missing".to_string()),
+            Some(serde_json::Value::String(text)) => chrono::DateTime::parse_from_rfc3339(&text)
+                .map_err(|_| format!("`at`: `{text}` is not an RFC 3339 time"))?
+                .to_utc(),
+            Some(other) => return Err(format!("`at`: {other} is not an RFC 3339 time")),
+        };
+        Ok(Line {
+            at,
+            target: field(&mut map, "target")?,
+            ok: field(&mut map, "ok")?,
+            reason: field(&mut map, "reason")?,
+            latency_ms: field(&mut map, "latency_ms")?,
+            change: field(&mut map, "change")?,
+            acknowledge: field(&mut map, "acknowledge")?,
+        })
+    }
+}
+
+/// The optional field `key`, its error named after it.
+fn field<T: serde::de::DeserializeOwned>(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<T>, String> {
+    match map.remove(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(value) => serde_json::from_value(value)
+            .map(Some)
+            .map_err(|e| format!("`{key}`: {}", json_error(&e))),
+    }
+}
+
+/// serde_json's message without its position, which is within the line, not the file.
+fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
 }
 
 #[derive(Deserialize)]
@@ -176,7 +239,7 @@ pub fn run(
             line: line_no,
             message,
         };
-        let line: Line = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let line = Line::parse(&text).map_err(bad)?;
         let at = line.at;
         if let Some(last) = last_at
             && at < last

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::clock::Timestamp;
 use crate::detector::TargetState;
-use crate::incident::{ComponentStatus, GroupStatus, service_status};
+use crate::incident::{ComponentStatus, GroupStatus, ServiceImpact, service_status};
 use crate::probe::ProbeResult;
 use crate::topology::Topology;
 
@@ -145,7 +145,7 @@ fn bucket_value(i: usize) -> f64 {
     }
 }
 
-/// Time a subject spent, in seconds.
+/// Time a subject spent, in seconds, and (services) subscriber-seconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Seconds {
     /// Time tocsin watched it (it was running and ticking).
@@ -154,6 +154,10 @@ pub struct Seconds {
     pub down: f64,
     /// Inside a maintenance window: excluded from uptime.
     pub maintenance: f64,
+    /// Services: subscribers × time watched outside maintenance.
+    pub user: f64,
+    /// Services: affected subscribers × time (user-seconds lost), outside maintenance.
+    pub user_lost: f64,
 }
 
 impl Seconds {
@@ -161,14 +165,25 @@ impl Seconds {
         self.observed += other.observed;
         self.down += other.down;
         self.maintenance += other.maintenance;
+        self.user += other.user;
+        self.user_lost += other.user_lost;
     }
 
-    /// `1 − down / (observed − maintenance)`; `None` without any watched time outside
-    /// maintenance. Time tocsin did not watch (before it ran, while it was stopped) is
-    /// unknown rather than up, so it is left out of the denominator.
-    pub fn uptime(&self) -> Option<f64> {
+    /// Share of the time the subject was not down: `1 − down / (observed − maintenance)`;
+    /// `None` without any watched time outside maintenance. Time tocsin did not watch
+    /// (before it ran, while it was stopped) is unknown rather than up, so it is left out
+    /// of the denominator.
+    pub fn operational_time(&self) -> Option<f64> {
         let counted = self.observed - self.maintenance;
         (counted > 0.0).then(|| (1.0 - self.down / counted).clamp(0.0, 1.0))
+    }
+
+    /// Subscriber-weighted availability: `1 − user-seconds lost / user-seconds watched`.
+    /// A 2-minute outage of 3 % of a service over a day is 99.996 %, not the 99.86 % of
+    /// time the service was in partial outage. `None` without watched subscriber time
+    /// (rows written before it was counted, or a target).
+    pub fn availability(&self) -> Option<f64> {
+        (self.user > 0.0).then(|| (1.0 - self.user_lost / self.user).clamp(0.0, 1.0))
     }
 }
 
@@ -315,13 +330,14 @@ pub struct ClosedMinute {
     pub rows: Vec<Row>,
 }
 
-/// The open minute's service time: with it, uptime figures include the last seconds
-/// rather than lag up to a minute behind the page.
+/// The open minute's service time: with it, uptime figures and today's cell include the
+/// last seconds rather than lag up to a minute behind the page.
 #[derive(Debug, Clone, Default)]
 pub struct OpenMinute {
     /// Unix seconds; `None` before the first result or tick.
     pub start: Option<i64>,
-    pub services: HashMap<String, Seconds>,
+    /// Time and the worst status seen, by service.
+    pub services: HashMap<String, (Seconds, Option<ComponentStatus>)>,
 }
 
 /// The aggregator (see the module docs).
@@ -379,8 +395,8 @@ impl Rollups {
             None => at,
         };
         self.last_tick = Some(at);
-        let services: Vec<ComponentStatus> = (0..topology.services.len())
-            .map(|i| service_status(topology, i, groups, at).status)
+        let services: Vec<ServiceImpact> = (0..topology.services.len())
+            .map(|i| service_status(topology, i, groups, at))
             .collect();
         let targets: Vec<(TargetState, bool)> = topology
             .targets
@@ -402,17 +418,23 @@ impl Rollups {
             let end = at.min(next_minute);
             self.advance(t);
             let dt = (end - t).as_seconds_f64();
-            for (s, &status) in topology.services.iter().zip(&services) {
+            for (s, impact) in topology.services.iter().zip(&services) {
                 let c = bucket(&mut self.services, &s.id);
                 c.time.observed += dt;
-                match status {
+                match impact.status {
                     ComponentStatus::UnderMaintenance => c.time.maintenance += dt,
-                    ComponentStatus::PartialOutage | ComponentStatus::MajorOutage => {
-                        c.time.down += dt
+                    status => {
+                        if matches!(
+                            status,
+                            ComponentStatus::PartialOutage | ComponentStatus::MajorOutage
+                        ) {
+                            c.time.down += dt;
+                        }
+                        c.time.user += s.subscribers as f64 * dt;
+                        c.time.user_lost += impact.affected as f64 * dt;
                     }
-                    ComponentStatus::Operational | ComponentStatus::DegradedPerformance => {}
                 }
-                c.worst = c.worst.max(Some(status));
+                c.worst = c.worst.max(Some(impact.status));
             }
             for (target, &(state, planned)) in topology.targets.iter().zip(&targets) {
                 let c = bucket(&mut self.targets, &target.id);
@@ -467,7 +489,7 @@ impl Rollups {
             services: self
                 .services
                 .iter()
-                .map(|(id, c)| (id.clone(), c.time))
+                .map(|(id, c)| (id.clone(), (c.time, c.worst)))
                 .collect(),
         }
     }
@@ -493,9 +515,9 @@ fn bucket<'a>(map: &'a mut HashMap<String, Counters>, id: &str) -> &'a mut Count
     map.get_mut(id).expect("inserted above")
 }
 
-/// Uptime ratios of one service; `None` where there is no data.
+/// One figure over each of [`UPTIME_WINDOWS`]; `None` where there is no data.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Uptime {
+pub struct Windows {
     #[serde(rename = "24h")]
     pub last_24h: Option<f64>,
     #[serde(rename = "7d")]
@@ -506,14 +528,36 @@ pub struct Uptime {
     pub last_90d: Option<f64>,
 }
 
+impl Windows {
+    fn of(windows: &[Seconds; 4], figure: fn(&Seconds) -> Option<f64>) -> Windows {
+        Windows {
+            last_24h: figure(&windows[0]),
+            last_7d: figure(&windows[1]),
+            last_30d: figure(&windows[2]),
+            last_90d: figure(&windows[3]),
+        }
+    }
+}
+
+/// A service's uptime figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Uptime {
+    /// Subscriber-weighted availability ([`Seconds::availability`]).
+    pub availability: Windows,
+    /// Share of the time the service was operational ([`Seconds::operational_time`]).
+    pub operational_time: Windows,
+    /// The start of the first hour with data in the last 90 days: a window reaching
+    /// further back covers only the time since.
+    pub observed_since: Option<Timestamp>,
+}
+
 impl Uptime {
     /// From the time counted over each of [`UPTIME_WINDOWS`].
-    pub fn of(windows: &[Seconds; 4]) -> Uptime {
+    pub fn of(windows: &[Seconds; 4], observed_since: Option<Timestamp>) -> Uptime {
         Uptime {
-            last_24h: windows[0].uptime(),
-            last_7d: windows[1].uptime(),
-            last_30d: windows[2].uptime(),
-            last_90d: windows[3].uptime(),
+            availability: Windows::of(windows, Seconds::availability),
+            operational_time: Windows::of(windows, Seconds::operational_time),
+            observed_since,
         }
     }
 }
@@ -531,7 +575,10 @@ pub struct ServiceHistory {
 #[derive(Debug, Clone, Serialize)]
 pub struct DayHistory {
     pub date: NaiveDate,
-    pub uptime: Option<f64>,
+    /// Subscriber-weighted availability ([`Seconds::availability`]).
+    pub availability: Option<f64>,
+    /// Share of the time the service was operational.
+    pub operational_time: Option<f64>,
     /// `None` when tocsin did not watch the service that day.
     pub worst_status: Option<ComponentStatus>,
     pub observed_seconds: f64,
@@ -761,7 +808,7 @@ mod tests {
 
         let open = w.rollups.open_minute();
         assert_eq!(open.start, Some(t("2026-03-02T00:00:00Z").timestamp()));
-        assert_close(open.services["voicemail"].observed, 30.0);
+        assert_close(open.services["voicemail"].0.observed, 30.0);
 
         w.rollups.close();
         let closed = w.rollups.take_closed();
@@ -816,7 +863,10 @@ mod tests {
             w.tick(t(at));
         }
         w.tick(t("2026-03-01T10:00:30Z")); // backwards: ignored
-        assert_close(w.rollups.open_minute().services["web"].observed, 2.25 + 5.0);
+        assert_close(
+            w.rollups.open_minute().services["web"].0.observed,
+            2.25 + 5.0,
+        );
     }
 
     #[test]
@@ -849,7 +899,10 @@ mod tests {
         assert_close(web.time.observed, 60.0);
         assert_close(web.time.maintenance, 10.0);
         assert_close(web.time.down, 5.0); // before the window
-        assert_close(web.time.uptime().unwrap(), 1.0 - 5.0 / 50.0);
+        assert_close(web.time.operational_time().unwrap(), 1.0 - 5.0 / 50.0);
+        // web's implicit group holds its one subscriber: 5 of 50 user-seconds lost.
+        assert_close(web.time.user, 50.0);
+        assert_close(web.time.user_lost, 5.0);
         assert_eq!(web.worst, Some(ComponentStatus::MajorOutage));
         let www = row(minute, Subject::Target, "www");
         assert_close(www.time.maintenance, 10.0);
@@ -858,7 +911,11 @@ mod tests {
         let vm = row(minute, Subject::Service, "voicemail");
         assert_close(vm.time.maintenance, 0.0);
         assert_close(vm.time.down, 15.0); // degraded counts as up
-        assert_close(vm.time.uptime().unwrap(), 1.0 - 15.0 / 60.0);
+        assert_close(vm.time.operational_time().unwrap(), 1.0 - 15.0 / 60.0);
+        // 600 subscribers for 10 s, 400 for 5 s, of 1000 for 60 s; degraded loses nothing.
+        assert_close(vm.time.user, 60_000.0);
+        assert_close(vm.time.user_lost, 8_000.0);
+        assert_close(vm.time.availability().unwrap(), 1.0 - 8_000.0 / 60_000.0);
         assert_eq!(vm.worst, Some(ComponentStatus::MajorOutage));
         assert_close(row(minute, Subject::Target, "vm-s").time.down, 5.0);
     }
@@ -883,16 +940,77 @@ mod tests {
     fn uptime_is_none_without_time_outside_maintenance() {
         let all_planned = Seconds {
             observed: 60.0,
-            down: 0.0,
             maintenance: 60.0,
+            ..Seconds::default()
         };
-        assert_eq!(all_planned.uptime(), None);
-        assert_eq!(Seconds::default().uptime(), None);
+        assert_eq!(all_planned.operational_time(), None);
+        assert_eq!(all_planned.availability(), None);
+        assert_eq!(Seconds::default().operational_time(), None);
         assert_eq!(
-            Uptime::of(&[Seconds::default(); 4]),
+            Uptime::of(&[Seconds::default(); 4], None),
             Uptime::default(),
             "no data, no figures"
         );
+    }
+
+    /// The example of the status page's promise: 3 % of voicemail subscribers without
+    /// service for 2 minutes of a day is 99.996 % available, though the service spent
+    /// 2 minutes in partial outage.
+    #[test]
+    fn a_short_outage_of_a_small_share_barely_dents_availability() {
+        let toml = r#"
+            [[services]]
+            id = "voicemail"
+            [[groups]]
+            id = "small"
+            service = "voicemail"
+            subscribers = 30
+            [[groups]]
+            id = "rest"
+            service = "voicemail"
+            subscribers = 970
+            [[targets]]
+            id = "a"
+            groups = ["small"]
+            probe = { type = "tcp", address = "127.0.0.1:1" }
+            [[targets]]
+            id = "b"
+            groups = ["rest"]
+            probe = { type = "tcp", address = "127.0.0.1:2" }
+        "#;
+        let topo = (*config::load(&ConfigSource::Inline(toml.into()))
+            .unwrap()
+            .topology)
+            .clone();
+        let start = t("2026-03-02T00:00:00Z");
+        let mut groups = vec![
+            GroupStatus {
+                health: Health::Ok,
+                since: start,
+            };
+            2
+        ];
+        let mut rollups = Rollups::default();
+        let mut day = Seconds::default();
+        for s in 0..=86_400 {
+            let at = start + TimeDelta::seconds(s);
+            groups[0].health = if (36_000..36_120).contains(&s) {
+                Health::Down
+            } else {
+                Health::Ok
+            };
+            rollups.tick(at, &topo, &groups, [TargetState::Up; 2]);
+            for minute in rollups.take_closed() {
+                day.add(row(&minute, Subject::Service, "voicemail").time);
+            }
+        }
+        assert_close(day.observed, 86_400.0);
+        assert_close(day.down, 120.0);
+        assert_eq!(
+            crate::format::availability(day.availability().unwrap()),
+            "99.996%"
+        );
+        assert_close(day.operational_time().unwrap(), 1.0 - 120.0 / 86_400.0);
     }
 
     /// The true nearest-rank quantile.

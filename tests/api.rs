@@ -306,3 +306,59 @@ async fn changes_are_registered_and_become_suspected_causes_acknowledge_identifi
     );
     daemon.stop().await;
 }
+
+/// `[page]` opts the operator's detail into the public page: counts, platforms, causes
+/// and regulatory reporting, each by its own key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_shows_operator_detail_only_when_configured() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    target.set_status(500);
+    let toml = TestConfig::new(dir.path())
+        .instant_thresholds()
+        .body(&format!(
+            r#"
+[page]
+show_subscriber_counts = true
+show_platforms = true
+show_reporting = true
+show_regions = false
+[[services]]
+id = "voicemail"
+name = "Voicemail"
+subscribers = 30_000_000
+[[groups]]
+id = "north"
+service = "voicemail"
+platform = "vm-a"
+region = "north"
+subscribers = 900_000
+[[targets]]
+id = "vm"
+groups = ["north"]
+probe = {{ type = "http", url = "{url}" }}
+"#,
+            url = target.url()
+        ));
+    let app = InProcess::start(toml, dir.path()).await;
+    let open = || async {
+        let (_, _, body) = app
+            .request("GET", "/api/v1/incidents?status=open", None, None)
+            .await;
+        json(&body)["incidents"][0]["id"].as_str().map(String::from)
+    };
+    wait_for("an incident", || async { open().await.is_some() }).await;
+    let id = open().await.unwrap();
+    let (_, _, index) = app.request("GET", "/", None, None).await;
+    assert!(index.contains("900\u{202f}000"), "counts shown: {index}");
+    assert!(index.contains("vm-a"), "platforms shown");
+    assert!(!index.contains("Regions"), "regions hidden");
+    let (_, _, page) = app
+        .request("GET", &format!("/incidents/{id}"), None, None)
+        .await;
+    assert!(page.contains("Regulatory reporting"), "{page}");
+    assert!(page.contains("ofcom"), "{page}");
+    assert!(page.contains("User-minutes"), "{page}");
+    assert!(!page.contains("Suspected cause"), "causes stay hidden");
+    app.stop().await;
+}

@@ -556,7 +556,16 @@ fn bad_input_exits_1_naming_the_line_and_writes_nothing() {
             "unknown field",
             format!("{OK_1}\n{}\n", OK_2.replace("latency_ms", "latency")),
             2,
-            "unknown field `latency`",
+            "`latency`: unknown field",
+        ),
+        (
+            "a time that is not RFC 3339",
+            format!(
+                "{OK_1}\n{}\n",
+                r#"{"at":"2026-07-08 12:00:30","target":"www","ok":true}"#
+            ),
+            2,
+            "`at`: `2026-07-08 12:00:30` is not an RFC 3339 time",
         ),
         (
             "bad line after a whole incident",
@@ -565,7 +574,7 @@ fn bad_input_exits_1_naming_the_line_and_writes_nothing() {
                 r#"{"at":"2026-07-08T12:40:00Z","target":"www","ok":"yes"}"#
             ),
             101,
-            "invalid type",
+            "`ok`: invalid type: string \"yes\", expected a boolean",
         ),
     ];
     let config = fixture("degradation.toml");
@@ -583,6 +592,10 @@ fn bad_input_exits_1_naming_the_line_and_writes_nothing() {
                 "{name}: stderr names line {line}: {stderr}"
             );
             assert!(stderr.contains(message), "{name}: `{message}` in {stderr}");
+            assert!(
+                !stderr.contains("at line 1 column"),
+                "{name}: one location only: {stderr}"
+            );
             assert!(
                 out.stdout.is_empty(),
                 "{name}: nothing on stdout, got {}",

@@ -1,5 +1,7 @@
-//! Rollups in a real run: live uptime figures in `/api/v1/status` during an outage, and the
-//! service history the status page reads, kept across a restart.
+//! Rollups in a real run: live uptime figures in `/api/v1/status` during an outage (the
+//! availability weighted by subscribers, the time-based figure beside it), today's cell of
+//! the history agreeing with them from the first second, and the history kept across a
+//! restart.
 
 mod common;
 
@@ -7,20 +9,33 @@ use common::test_config::TestConfig;
 use common::{Daemon, Target, temp_dir, wait_for};
 use serde_json::Value;
 
-fn config(dir: &std::path::Path, target: &Target) -> TestConfig {
+/// `web`: 100 subscribers, 97 behind `www` and 3 behind `edge`.
+fn config(dir: &std::path::Path, www: &Target, edge: &Target) -> TestConfig {
     TestConfig::new(dir)
         .default("failure_threshold", "2")
         .body(&format!(
             r#"
 [[services]]
 id = "web"
+subscribers = 100
 [[targets]]
 id = "www"
 service = "web"
-probe = {{ type = "http", url = "{url}" }}
+subscribers = 97
+probe = {{ type = "http", url = "{www}" }}
+[[targets]]
+id = "edge"
+service = "web"
+subscribers = 3
+probe = {{ type = "http", url = "{edge}" }}
 "#,
-            url = target.url(),
+            www = www.url(),
+            edge = edge.url(),
         ))
+}
+
+fn ratio(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("a ratio, got {v}"))
 }
 
 async fn web(daemon: &Daemon) -> Value {
@@ -30,33 +45,52 @@ async fn web(daemon: &Daemon) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uptime_drops_during_an_outage_and_history_survives_a_restart() {
     let dir = temp_dir();
+    let www = Target::start().await;
     let target = Target::start().await;
-    let toml = config(dir.path(), &target);
+    let toml = config(dir.path(), &www, &target);
     let daemon = Daemon::start(&toml, dir.path()).await;
 
-    wait_for("a full uptime while the target answers", || async {
-        web(&daemon).await["uptime"]["24h"].as_f64() == Some(1.0)
+    wait_for("a full availability while the targets answer", || async {
+        web(&daemon).await["availability"]["24h"].as_f64() == Some(1.0)
     })
     .await;
+    // From the first seconds, before any minute is stored: today's cell has data, and the
+    // figures say since when they count.
+    let fresh = web(&daemon).await;
+    assert!(fresh["observed_since"].is_string(), "{fresh}");
+    let history = daemon.get_json("/api/v1/services/web/history").await;
+    assert_eq!(
+        history["days"][89]["availability"], 1.0,
+        "{}",
+        history["days"][89]
+    );
 
     target.set_status(500);
     wait_for("the outage", || async {
-        web(&daemon).await["status"] == "major_outage"
+        web(&daemon).await["status"] == "partial_outage"
     })
     .await;
-    wait_for("uptime below 1", || async {
-        web(&daemon).await["uptime"]["24h"]
+    wait_for("availability below 1", || async {
+        web(&daemon).await["availability"]["24h"]
             .as_f64()
             .is_some_and(|u| u < 1.0)
     })
     .await;
-    let uptime = web(&daemon).await["uptime"].clone();
-    let day = uptime["24h"].as_f64().unwrap();
-    assert!(day > 0.0 && day < 1.0, "{uptime}");
+    let service = web(&daemon).await;
+    // 3 % of the subscribers lost service: the availability loses at most 3 %, while the
+    // service spent a large share of its short life in partial outage.
+    let available = ratio(&service["availability"]["24h"]);
+    let operational = ratio(&service["operational_time"]["24h"]);
+    assert!((0.97..1.0).contains(&available), "{service}");
+    assert!(operational < available, "{service}");
     for window in ["7d", "30d", "90d"] {
-        let u = uptime[window].as_f64().unwrap();
-        assert!(u > 0.0 && u < 1.0, "{window}: {uptime}");
+        let u = ratio(&service["availability"][window]);
+        assert!((0.97..1.0).contains(&u), "{window}: {service}");
     }
+    let today = &daemon.get_json("/api/v1/services/web/history").await["days"][89];
+    let cell = ratio(&today["availability"]);
+    assert!((0.97..1.0).contains(&cell), "{today}");
+    assert!(ratio(&today["operational_time"]) < cell, "{today}");
 
     let history = daemon.get_json("/api/v1/services/web/history").await;
     assert_eq!(history["service"], "web");
@@ -82,7 +116,7 @@ async fn uptime_drops_during_an_outage_and_history_survives_a_restart() {
     assert!(sum("observed_seconds") > 0.0, "{recent:?}");
     assert!(sum("downtime_seconds") > 0.0, "{recent:?}");
     assert!(
-        recent.iter().any(|d| d["worst_status"] == "major_outage"),
+        recent.iter().any(|d| d["worst_status"] == "partial_outage"),
         "{recent:?}"
     );
     assert!(

@@ -19,6 +19,8 @@ fn config(dir: &std::path::Path, target: &Target) -> TestConfig {
         .instant_thresholds()
         .body(&format!(
             r#"
+[page]
+time_zone = "Europe/Paris"
 [[services]]
 id = "voicemail"
 name = "Voicemail"
@@ -138,6 +140,8 @@ async fn page_apis_badge_and_feed_with_an_open_incident() {
     }
     let summary = daemon.get_json("/api/v2/summary.json").await;
     assert_eq!(summary["page"]["name"], "Example Telecom status");
+    // No external_url: links point at the address actually listened on.
+    assert_eq!(summary["page"]["url"], daemon.url(""));
     assert_eq!(summary["status"]["indicator"], "critical");
     assert_eq!(summary["components"][0]["id"], "voicemail");
     assert_eq!(summary["components"][0]["status"], "partial_outage");
@@ -153,6 +157,11 @@ async fn page_apis_badge_and_feed_with_an_open_incident() {
     assert_eq!(vm["impact"], "major");
     assert_eq!(vm["status"], "investigating");
     assert_eq!(vm["incident_updates"][0]["status"], "investigating");
+    // Updates are the customer-facing texts, not the operator's figures.
+    assert_eq!(
+        vm["incident_updates"][0]["body"],
+        "We are investigating a problem with Voicemail: about 3.0% of subscribers cannot use it."
+    );
     assert_eq!(summary["scheduled_maintenances"][0]["status"], "scheduled");
     assert_eq!(
         summary["scheduled_maintenances"][0]["name"],
@@ -208,7 +217,22 @@ async fn page_apis_badge_and_feed_with_an_open_incident() {
     let dom = String::from_utf8_lossy(&dom.stdout);
     assert!(dom.contains("Current incidents"), "{dom}");
     assert!(dom.contains("Voicemail: partial outage"));
-    assert!(dom.contains("900\u{202f}000 subscribers affected (3.0%)"));
+    assert!(dom.contains("3.0% of subscribers affected"), "{dom}");
+    // The public page keeps the operator's detail to itself by default.
+    for operator_only in [
+        "900\u{202f}000",
+        "vm-a",
+        "sev2",
+        "ofcom",
+        "fcc_nors",
+        "notify by",
+    ] {
+        assert!(
+            !dom.contains(operator_only),
+            "`{operator_only}` on the public page"
+        );
+    }
+    assert!(dom.contains("Regions"), "regions are public by default");
     assert!(dom.contains("Major outage"));
     assert!(
         dom.contains("&lt;script&gt;alert('x')&lt;/script&gt;"),
@@ -263,8 +287,23 @@ async fn page_apis_badge_and_feed_with_an_open_incident() {
         .unwrap();
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
-    assert!(html.contains("Timeline"));
-    assert!(html.contains("vm-a"));
+    assert!(html.contains("Updates"));
+    assert!(html.contains("We are investigating a problem with Voicemail"));
+    for operator_only in ["vm-a", "ofcom", "notify by", "suspected", "user-minutes"] {
+        assert!(
+            !html.contains(operator_only),
+            "`{operator_only}` on the incident page"
+        );
+    }
+    // Times in the page's time zone, to the minute.
+    assert!(
+        html.contains(" CET") || html.contains(" CEST"),
+        "Europe/Paris times"
+    );
+    assert!(
+        !html.contains(".190") && !html.contains("T0"),
+        "no RFC 3339 for people"
+    );
     assert_eq!(
         reqwest::get(daemon.url("/incidents/inc-999999"))
             .await

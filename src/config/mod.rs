@@ -18,7 +18,7 @@ use serde::Deserialize;
 
 use crate::alert::{ReceiverConfig, ReceiverSpec};
 use crate::engine::EngineSpec;
-use crate::http::{ServerConfig, ServerSpec, SiteSpec};
+use crate::http::{PageConfig, PageSpec, ServerConfig, ServerSpec, SiteSpec};
 use crate::incident::{IncidentSpec, IncidentsConfig, ReportingConfig};
 use crate::probe::module::{ModuleConfig, ModuleSpec};
 use crate::store::{StorageConfig, StorageSpec};
@@ -34,6 +34,8 @@ use crate::validation::Issues;
 pub struct FileConfig {
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub page: PageConfig,
     #[serde(default)]
     pub storage: StorageConfig,
     #[serde(default)]
@@ -83,6 +85,8 @@ fn default_vantage() -> String {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSpec,
+    /// `[page]`: what the public status page shows.
+    pub page: PageSpec,
     /// `[modules.*]`: probe templates for `GET /probe`.
     pub modules: BTreeMap<String, ModuleSpec>,
     pub storage: StorageSpec,
@@ -111,6 +115,7 @@ impl Settings {
             modules: self.modules.clone(),
             vantage: self.vantage.clone(),
             topology: Arc::clone(&self.topology),
+            page: self.page.clone(),
         }
     }
 }

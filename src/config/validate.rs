@@ -12,6 +12,7 @@ use crate::validation::Issues;
 pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
     let mut issues = Issues::default();
     let server = file.server.build("server", &mut issues);
+    let page = file.page.build("page", &mut issues);
     let storage = file.storage.build("storage", &mut issues);
     let incidents = file
         .incidents
@@ -52,12 +53,15 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
     if !issues.is_empty() {
         return Err(issues);
     }
-    let (Some(server), Some(storage), Some(incidents)) = (server, storage, incidents) else {
+    let (Some(server), Some(page), Some(storage), Some(incidents)) =
+        (server, page, storage, incidents)
+    else {
         unreachable!("a component that fails to build records an issue");
     };
     Ok(Settings {
         modules,
         server,
+        page,
         storage,
         vantage: file.vantage.name.clone(),
         topology: Arc::new(topology),

@@ -26,11 +26,13 @@ pub struct StatusResponse {
     pub targets: Vec<TargetView>,
 }
 
-/// A service as `/api/v1/status` shows it: the live view and its uptime figures.
+/// A service as `/api/v1/status` shows it: the live view and its uptime figures
+/// (`availability`, `operational_time`, `observed_since`).
 #[derive(Serialize)]
 pub struct ServiceStatus {
     #[serde(flatten)]
     pub view: ServiceView,
+    #[serde(flatten)]
     pub uptime: Uptime,
 }
 
@@ -68,8 +70,12 @@ pub async fn service_history(
     if state.site.borrow().topology.service_index(&id).is_none() {
         return Err(ApiError::not_found(format!("no service `{id}`")));
     }
+    let open = state.snapshot.borrow().open_minute.clone();
     Ok(Json(
-        state.store.service_history(id, state.clock.now()).await?,
+        state
+            .store
+            .service_history(id, state.clock.now(), open)
+            .await?,
     ))
 }
 

@@ -7,9 +7,9 @@ use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::status_page::escape;
-use super::statuspage_api::incident_name;
+use super::public::{escape, incident_name, public_updates};
 use super::{ApiError, AppState};
+use crate::format;
 use crate::incident::ComponentStatus;
 use crate::store::IncidentFilter;
 
@@ -63,12 +63,7 @@ pub async fn history(State(state): State<AppState>) -> Result<Response, ApiError
     let now = state.clock.now();
     let site = state.site.borrow().clone();
     let snap = state.snapshot.borrow().clone();
-    let base = site
-        .server
-        .external_url
-        .as_ref()
-        .map(|u| u.as_str().trim_end_matches('/').to_string())
-        .unwrap_or_else(|| format!("http://{}", site.server.listen));
+    let base = state.base_url(&site);
     let incidents = state
         .store
         .incidents(IncidentFilter {
@@ -102,34 +97,34 @@ pub async fn history(State(state): State<AppState>) -> Result<Response, ApiError
         updated = updated.to_rfc3339(),
     );
     for v in &views {
-        let updated = v.timeline.last().map(|e| e.at).unwrap_or(v.detected_at);
+        let updates = public_updates(v);
+        let updated = updates.last().map_or(v.detected_at, |u| u.at);
         let mut content = String::from("<ul>");
-        for entry in v.timeline.iter().rev() {
+        for update in updates.iter().rev() {
             let _ = write!(
                 content,
-                "<li>{} — {}</li>",
-                entry.at.format("%Y-%m-%d %H:%M UTC"),
-                escape(&entry.message)
+                "<li>{} — {}: {}</li>",
+                escape(&site.page.time(update.at)),
+                update.status,
+                escape(&update.text)
             );
         }
         content.push_str("</ul>");
+        let share = v
+            .per_service
+            .values()
+            .map(|s| s.peak_share)
+            .fold(0.0, f64::max);
         let _ = write!(
             out,
-            r#"<entry><title>{title}</title><id>{base}/incidents/{id}</id><link href="{base}/incidents/{id}"/><published>{published}</published><updated>{updated}</updated><summary>{status}, {severity}, {peak} subscribers at peak</summary><content type="html">{content}</content></entry>"#,
-            title = escape(&format!("{}: {}", v.id, incident_name(v))),
+            r#"<entry><title>{title}</title><id>{base}/incidents/{id}</id><link href="{base}/incidents/{id}"/><published>{published}</published><updated>{updated}</updated><summary>{status}, {share} of subscribers at worst</summary><content type="html">{content}</content></entry>"#,
+            title = escape(&incident_name(v)),
             base = escape(&base),
             id = escape(&v.id),
             published = v.detected_at.to_rfc3339(),
             updated = updated.to_rfc3339(),
-            status = escape(
-                serde_json::to_value(v.status)
-                    .ok()
-                    .and_then(|s| s.as_str().map(String::from))
-                    .as_deref()
-                    .unwrap_or("")
-            ),
-            severity = v.severity.as_str(),
-            peak = v.peak_affected,
+            status = updates.last().map_or("investigating", |u| u.status),
+            share = format::percent(share),
             content = escape(&content),
         );
     }

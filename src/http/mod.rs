@@ -8,6 +8,7 @@
 //! * `status_page`: the HTML status page and incident pages;
 //! * `statuspage_api`: the Atlassian Statuspage v2 documents (`/api/v2`);
 //! * `feeds`: badges and the Atom history;
+//! * `public`: what the public sees of an incident (name, customer-facing updates);
 //! * `exporter`: the blackbox-compatible `/probe`;
 //! * `error`: the JSON error shape.
 
@@ -15,13 +16,14 @@ mod api;
 mod error;
 mod exporter;
 mod feeds;
+mod public;
 mod status_page;
 mod statuspage_api;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -41,6 +43,7 @@ use crate::topology::Topology;
 use crate::validation::{Issues, read_secret_file};
 
 pub use error::ApiError;
+pub use status_page::{PageConfig, PageSpec};
 
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -141,6 +144,8 @@ pub struct SiteSpec {
     pub vantage: String,
     /// As configured, without the API's maintenance windows.
     pub topology: Arc<Topology>,
+    /// `[page]`: what the public page shows.
+    pub page: PageSpec,
 }
 
 /// A reload request from `POST /-/reload`; answered with the validation errors, if any.
@@ -162,7 +167,24 @@ pub struct AppState {
     pub started: Timestamp,
     /// True once the store is open and the schedulers run.
     pub ready: watch::Receiver<bool>,
+    /// The address actually listened on, once serving (`server.listen` may say port 0, or
+    /// the demo may listen elsewhere).
+    pub listening: Arc<OnceLock<SocketAddr>>,
     pub clock: Clock,
+}
+
+impl AppState {
+    /// Where links in public documents point: `server.external_url`, else the address
+    /// listened on. No trailing slash.
+    pub(crate) fn base_url(&self, site: &SiteSpec) -> String {
+        match &site.server.external_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_string(),
+            None => {
+                let address = self.listening.get().copied().unwrap_or(site.server.listen);
+                format!("http://{address}")
+            }
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {

@@ -1,20 +1,143 @@
-//! The status page people look at: `GET /` and `GET /incidents/{id}`. Server-rendered,
-//! no JavaScript, no external assets (inline CSS and SVG), auto-refreshing, readable on a
-//! phone; status is never told by colour alone (text labels and symbols too). Everything
-//! that comes from config or the API is escaped.
+//! The status page an operator's customers look at: `GET /` and `GET /incidents/{id}`.
+//! Server-rendered, no JavaScript, no external assets (inline CSS and SVG),
+//! auto-refreshing, readable on a phone; status is never told by colour alone (text labels
+//! and symbols too). Everything that comes from config or the API is escaped.
+//!
+//! It shows what customers need: services, status, the share affected, regions, times and
+//! the customer-facing updates. Subscriber counts, platforms, suspected causes and
+//! regulatory detail are the operator's, shown only when `[page]` says so.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use chrono_tz::Tz;
+use serde::Deserialize;
 
-use super::statuspage_api::incident_name;
+use super::public::{escape, incident_name, public_updates};
 use super::{AppState, api};
 use crate::clock::Timestamp;
+use crate::format;
 use crate::incident::{ComponentStatus, IncidentStatus, IncidentView};
-use crate::rollup::ServiceHistory;
+use crate::rollup::{ServiceHistory, Uptime};
 use crate::store::IncidentFilter;
+use crate::validation::Issues;
+
+/// `[page]`: what the public status page, its feed and the Statuspage API show. The
+/// defaults are for an operator's customers: shares and regions, no counts, platforms,
+/// causes or regulatory detail.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageConfig {
+    /// IANA time zone the page writes times in (`Europe/Paris`).
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// The regions an incident touches.
+    #[serde(default = "default_true")]
+    pub show_regions: bool,
+    /// Subscriber counts and user-minutes beside the shares.
+    #[serde(default)]
+    pub show_subscriber_counts: bool,
+    /// The platforms an incident touches.
+    #[serde(default)]
+    pub show_platforms: bool,
+    /// The suspected cause (a registered change) and how often the service failed lately.
+    #[serde(default)]
+    pub show_causes: bool,
+    /// Regulatory reporting: rules met, review reasons, deadlines.
+    #[serde(default)]
+    pub show_reporting: bool,
+}
+
+impl Default for PageConfig {
+    fn default() -> Self {
+        Self {
+            time_zone: default_time_zone(),
+            show_regions: true,
+            show_subscriber_counts: false,
+            show_platforms: false,
+            show_causes: false,
+            show_reporting: false,
+        }
+    }
+}
+
+fn default_time_zone() -> String {
+    "UTC".to_string()
+}
+fn default_true() -> bool {
+    true
+}
+
+/// `[page]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageSpec {
+    pub time_zone: Tz,
+    pub show_regions: bool,
+    pub show_subscriber_counts: bool,
+    pub show_platforms: bool,
+    pub show_causes: bool,
+    pub show_reporting: bool,
+}
+
+impl Default for PageSpec {
+    fn default() -> Self {
+        PageConfig::default()
+            .build("page", &mut Issues::default())
+            .expect("the defaults are valid")
+    }
+}
+
+impl PageConfig {
+    pub fn build(&self, path: &str, issues: &mut Issues) -> Option<PageSpec> {
+        let time_zone = match self.time_zone.parse::<Tz>() {
+            Ok(tz) => tz,
+            Err(_) => {
+                issues.push(
+                    format!("{path}.time_zone"),
+                    format!(
+                        "unknown time zone `{}` (an IANA name such as `Europe/Paris` or `UTC`)",
+                        self.time_zone
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(PageSpec {
+            time_zone,
+            show_regions: self.show_regions,
+            show_subscriber_counts: self.show_subscriber_counts,
+            show_platforms: self.show_platforms,
+            show_causes: self.show_causes,
+            show_reporting: self.show_reporting,
+        })
+    }
+}
+
+impl PageSpec {
+    /// One readable format for every time the page shows: `1 Dec 2026, 14:05 CET`.
+    pub fn time(&self, t: Timestamp) -> String {
+        t.with_timezone(&self.time_zone)
+            .format("%-d %b %Y, %H:%M %Z")
+            .to_string()
+    }
+
+    /// A day as the uptime bar's cells name it: `1 Dec`.
+    fn day(&self, date: chrono::NaiveDate) -> String {
+        date.format("%-d %b").to_string()
+    }
+}
+
+/// `investigating` → `Investigating`.
+fn status_word(status: &str) -> String {
+    let mut chars = status.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
 
 /// How far back "past incidents" goes.
 const PAST_DAYS: i64 = 14;
@@ -68,33 +191,6 @@ fn status_label(status: ComponentStatus) -> (&'static str, &'static str) {
     }
 }
 
-fn time(t: Timestamp) -> String {
-    t.format("%Y-%m-%d %H:%M UTC").to_string()
-}
-
-fn duration(seconds: u64) -> String {
-    let (h, m) = (seconds / 3600, (seconds % 3600) / 60);
-    match (h, m) {
-        (0, 0) => format!("{seconds} s"),
-        (0, m) => format!("{m} min"),
-        (h, 0) => format!("{h} h"),
-        (h, m) => format!("{h} h {m} min"),
-    }
-}
-
-/// 900000 → "900 000".
-fn grouped(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push('\u{202f}');
-        }
-        out.push(c);
-    }
-    out
-}
-
 fn impact_class(view: &IncidentView) -> &'static str {
     if view.status == IncidentStatus::Resolved {
         return "resolved";
@@ -106,47 +202,62 @@ fn impact_class(view: &IncidentView) -> &'static str {
     }
 }
 
-/// One incident: its name, status and figures, and optionally its timeline.
-fn incident_section(out: &mut String, view: &IncidentView, timeline: bool) {
-    let status = serde_json::to_value(view.status)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
-    let scope = serde_json::to_value(view.scope)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
-    let share = view
-        .per_service
-        .values()
-        .map(|s| s.peak_share)
-        .fold(0.0, f64::max);
+/// How long it has lasted: "resolved after 2 min", "ongoing for 25 min".
+fn how_long(view: &IncidentView) -> String {
+    let d = format::duration(Duration::from_secs(view.duration_seconds));
+    match view.status {
+        IncidentStatus::Resolved => format!("resolved after {d}"),
+        IncidentStatus::Monitoring => format!("service restored after {d}"),
+        _ => format!("ongoing for {d}"),
+    }
+}
+
+/// One incident: its name, status and what customers need of its figures, and optionally
+/// its updates.
+fn incident_section(out: &mut String, view: &IncidentView, page: &PageSpec, updates: bool) {
+    let status = match view.status {
+        IncidentStatus::Investigating => "Investigating",
+        IncidentStatus::Identified => "Identified",
+        IncidentStatus::Monitoring => "Monitoring",
+        IncidentStatus::Resolved => "Resolved",
+    };
     let _ = write!(
         out,
         r#"<section class="incident {class}"><h3><a href="/incidents/{id}">{name}</a></h3>
-<p><span class="status">{status}</span> · {severity} · {scope} · since {onset}</p>
-<ul class="figures"><li>Subscribers affected at peak<b>{peak} ({share:.1}%)</b></li>
-<li>Duration<b>{duration}</b></li><li>User-minutes<b>{minutes}</b></li>"#,
+<p><span class="status">{status}</span> · started {onset} · {how_long}</p><ul class="figures">"#,
         class = impact_class(view),
         id = escape(&view.id),
         name = escape(&incident_name(view)),
-        status = escape(&status),
-        severity = view.severity.as_str(),
-        scope = escape(&scope),
-        onset = time(view.onset_at),
-        peak = grouped(view.peak_affected),
-        share = share * 100.0,
-        duration = duration(view.duration_seconds),
-        minutes = grouped(view.user_minutes),
+        onset = escape(&page.time(view.onset_at)),
+        how_long = how_long(view),
     );
-    if !view.regions.is_empty() {
+    for s in view.per_service.values() {
+        let mut figure = format!("{} of subscribers at worst", format::percent(s.peak_share));
+        if page.show_subscriber_counts {
+            figure.push_str(&format!(" ({})", format::count(s.peak_affected)));
+        }
+        let _ = write!(
+            out,
+            "<li>{}<b>{}</b></li>",
+            escape(&s.name),
+            escape(&figure)
+        );
+    }
+    if page.show_subscriber_counts {
+        let _ = write!(
+            out,
+            "<li>User-minutes<b>{}</b></li>",
+            format::count(view.user_minutes)
+        );
+    }
+    if page.show_regions && !view.regions.is_empty() {
         let _ = write!(
             out,
             "<li>Regions<b>{}</b></li>",
             escape(&view.regions.join(", "))
         );
     }
-    if !view.platforms.is_empty() {
+    if page.show_platforms && !view.platforms.is_empty() {
         let _ = write!(
             out,
             "<li>Platforms<b>{}</b></li>",
@@ -154,25 +265,32 @@ fn incident_section(out: &mut String, view: &IncidentView, timeline: bool) {
         );
     }
     out.push_str("</ul>");
-    if timeline {
-        out.push_str(r#"<ol class="timeline" reversed>"#);
-        for entry in view.timeline.iter().rev() {
-            let _ = write!(
-                out,
-                r#"<li><time datetime="{}">{}</time>{}</li>"#,
-                entry.at.to_rfc3339(),
-                entry.at.format("%Y-%m-%d %H:%M"),
-                escape(&entry.message)
-            );
-        }
-        out.push_str("</ol>");
+    if updates {
+        updates_list(out, view, page);
     }
     out.push_str("</section>");
 }
 
+/// The customer-facing updates, newest first.
+fn updates_list(out: &mut String, view: &IncidentView, page: &PageSpec) {
+    out.push_str(r#"<ol class="timeline" reversed>"#);
+    for update in public_updates(view).iter().rev() {
+        let _ = write!(
+            out,
+            r#"<li><time datetime="{}">{}</time><b>{}</b> — {}</li>"#,
+            update.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            escape(&page.time(update.at)),
+            status_word(update.status),
+            escape(&update.text)
+        );
+    }
+    out.push_str("</ol>");
+}
+
 pub async fn index(State(state): State<AppState>) -> Response {
     let snap = state.snapshot.borrow().clone();
-    let title = state.site.borrow().server.page_title.clone();
+    let site = state.site.borrow().clone();
+    let (title, page) = (&site.server.page_title, &site.page);
     let now = state.clock.now();
     let past = state
         .store
@@ -186,7 +304,7 @@ pub async fn index(State(state): State<AppState>) -> Response {
     let windows = api::all_maintenances(&state).await.unwrap_or_default();
 
     let mut out = String::with_capacity(16 * 1024);
-    head(&mut out, &title, true);
+    head(&mut out, title, true);
     let worst = snap.services.iter().map(|s| s.status).max();
     let (class, banner) = match worst {
         Some(ComponentStatus::MajorOutage) => ("critical", "Major outage"),
@@ -198,36 +316,48 @@ pub async fn index(State(state): State<AppState>) -> Response {
     let _ = write!(
         out,
         r#"<header><h1>{}</h1><p class="banner {class}" role="status">{banner}</p></header><main>"#,
-        escape(&title)
+        escape(title)
     );
 
     if !snap.open_incidents.is_empty() {
         out.push_str("<h2>Current incidents</h2>");
         for view in &snap.open_incidents {
-            incident_section(&mut out, view, true);
+            incident_section(&mut out, view, page, true);
         }
     }
 
     let ids: Vec<String> = snap.services.iter().map(|s| s.id.clone()).collect();
     let histories = state
         .store
-        .services_history(ids, now)
+        .services_history(ids, now, snap.open_minute.clone())
         .await
         .unwrap_or_default();
     let uptimes = api::uptimes(&state).await.unwrap_or_default();
     out.push_str(r#"<h2>Services</h2><ul class="services">"#);
     for (i, s) in snap.services.iter().enumerate() {
         let (symbol, label) = status_label(s.status);
-        let detail = match s.status {
-            ComponentStatus::PartialOutage | ComponentStatus::MajorOutage => format!(
-                "{} subscribers affected ({:.1}%)",
-                grouped(s.affected),
-                s.share * 100.0
-            ),
-            ComponentStatus::DegradedPerformance => {
-                format!("{} subscribers degraded", grouped(s.degraded))
+        let degraded_share = if s.subscribers == 0 {
+            0.0
+        } else {
+            s.degraded as f64 / s.subscribers as f64
+        };
+        let (share, count, what) = match s.status {
+            ComponentStatus::PartialOutage | ComponentStatus::MajorOutage => {
+                (s.share, s.affected, "affected")
             }
-            _ => String::new(),
+            ComponentStatus::DegradedPerformance => (degraded_share, s.degraded, "slowed down"),
+            _ => (0.0, 0, ""),
+        };
+        let detail = if what.is_empty() {
+            String::new()
+        } else if page.show_subscriber_counts {
+            format!(
+                "{} of subscribers {what} ({})",
+                format::percent(share),
+                format::count(count)
+            )
+        } else {
+            format!("{} of subscribers {what}", format::percent(share))
         };
         let _ = write!(
             out,
@@ -236,8 +366,7 @@ pub async fn index(State(state): State<AppState>) -> Response {
             class = s.status.as_str(),
         );
         if let Some(history) = histories.get(i) {
-            let uptime = uptimes.get(&s.id).and_then(|u| u.last_90d);
-            uptime_bar(&mut out, &s.name, history, uptime);
+            uptime_bar(&mut out, &s.name, history, uptimes.get(&s.id), page, now);
             latency_chart(&mut out, &s.name, history);
         }
         out.push_str("</li>");
@@ -272,8 +401,8 @@ pub async fn index(State(state): State<AppState>) -> Response {
                     &w.summary
                 }),
                 escape(&names.join(", ")),
-                time(w.starts_at),
-                time(w.ends_at),
+                escape(&page.time(w.starts_at)),
+                escape(&page.time(w.ends_at)),
             );
         }
         out.push_str("</ul>");
@@ -289,12 +418,12 @@ pub async fn index(State(state): State<AppState>) -> Response {
         out.push_str(r#"<p class="muted">No incidents.</p>"#);
     }
     for inc in recent {
-        incident_section(&mut out, &inc.view(now), false);
+        incident_section(&mut out, &inc.view(now), page, false);
     }
     let _ = write!(
         out,
-        r#"</main><footer>Updated {} · <a href="/history.atom">Atom feed</a> · <a href="/api/v2/summary.json">Statuspage API</a> · <a href="/api/v1/status">JSON</a></footer></body></html>"#,
-        time(snap.generated_at)
+        r#"</main><footer>Updated {} · <a href="/history.atom">Atom feed</a> · <a href="/api/v2/summary.json">Statuspage API</a></footer></body></html>"#,
+        escape(&page.time(snap.generated_at))
     );
     Html(out).into_response()
 }
@@ -324,122 +453,134 @@ pub async fn incident(State(state): State<AppState>, Path(id): Path<String>) -> 
             }
         },
     };
-    let title = state.site.borrow().server.page_title.clone();
+    let site = state.site.borrow().clone();
+    let (title, page) = (&site.server.page_title, &site.page);
     let mut out = String::with_capacity(8 * 1024);
     head(
         &mut out,
-        &format!("{} — {}", view.id, title),
+        &format!("{} — {}", incident_name(&view), title),
         view.status != IncidentStatus::Resolved,
     );
     let _ = write!(
         out,
-        r#"<p><a href="/">← {}</a></p><h1>{}: {}</h1><main>"#,
-        escape(&title),
-        escape(&view.id),
+        r#"<p><a href="/">← {}</a></p><h1>{}</h1><main>"#,
+        escape(title),
         escape(&incident_name(&view))
     );
-    incident_section(&mut out, &view, false);
+    incident_section(&mut out, &view, page, false);
     out.push_str(r#"<h2>Details</h2><ul class="figures">"#);
     let _ = write!(
         out,
-        "<li>Detected<b>{}</b></li><li>Time to detect<b>{}</b></li>",
-        time(view.detected_at),
-        duration(view.time_to_detect_seconds)
+        "<li>Started<b>{}</b></li><li>Detected<b>{}</b></li>",
+        escape(&page.time(view.onset_at)),
+        escape(&page.time(view.detected_at)),
     );
     if let Some(end) = view.impact_end_at {
-        let _ = write!(out, "<li>Impact ended<b>{}</b></li>", time(end));
+        let _ = write!(
+            out,
+            "<li>Service restored<b>{}</b></li>",
+            escape(&page.time(end))
+        );
     }
     if let Some(resolved) = view.resolved_at {
-        let _ = write!(out, "<li>Resolved<b>{}</b></li>", time(resolved));
-    }
-    let _ = write!(
-        out,
-        "<li>Conservative user-minutes<b>{}</b></li>",
-        grouped(view.conservative_user_minutes)
-    );
-    if let Some(cause) = &view.suspected_cause {
         let _ = write!(
             out,
-            "<li>Suspected cause<b>{} ({} before onset, {} confidence)</b></li>",
-            escape(&cause.change_id),
-            duration(cause.lag_seconds),
-            serde_json::to_value(cause.confidence)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default()
+            "<li>Resolved<b>{}</b></li>",
+            escape(&page.time(resolved))
         );
     }
-    if let Some(r) = &view.recurrence {
+    if page.show_subscriber_counts {
         let _ = write!(
             out,
-            "<li>Incidents here in 30 days<b>{}{}</b></li>",
-            r.count_30d,
-            if r.chronic { " (chronic)" } else { "" }
+            "<li>Conservative user-minutes<b>{}</b></li>",
+            format::count(view.conservative_user_minutes)
         );
     }
-    out.push_str("</ul><h2>Services</h2><ul class=\"services\">");
-    for s in view.per_service.values() {
-        let (symbol, label) = status_label(s.component_status);
-        let _ = write!(
-            out,
-            r#"<li><span class="name">{name}</span><span class="status {class}">{symbol} {label}</span><span class="muted">peak {peak} ({share:.2}%), {minutes} user-minutes</span></li>"#,
-            name = escape(&s.name),
-            class = s.component_status.as_str(),
-            peak = grouped(s.peak_affected),
-            share = s.peak_share * 100.0,
-            minutes = grouped(s.user_minutes),
-        );
+    if page.show_causes {
+        if let Some(cause) = &view.suspected_cause {
+            let confidence = match cause.confidence {
+                crate::incident::cause::Confidence::High => "high",
+                crate::incident::cause::Confidence::Low => "low",
+            };
+            let _ = write!(
+                out,
+                "<li>Suspected cause<b>change {} ({} before it started, {confidence} confidence)</b></li>",
+                escape(&cause.change_id),
+                format::duration(Duration::from_secs(cause.lag_seconds)),
+            );
+        }
+        // The count includes this incident: the page says how many came before it.
+        if let Some(r) = &view.recurrence {
+            let _ = write!(
+                out,
+                "<li>Earlier incidents here in 30 days<b>{}{}</b></li>",
+                r.count_30d.saturating_sub(1),
+                if r.chronic { " (chronic)" } else { "" }
+            );
+        }
     }
     out.push_str("</ul>");
-    if let Some(reporting) = serde_json::to_value(&view.reporting)
-        .ok()
-        .and_then(|v| v.as_object().cloned())
-    {
+    if let Some(reporting) = view.reporting.as_ref().filter(|_| page.show_reporting) {
         out.push_str("<h2>Regulatory reporting</h2><ul>");
         for (rule, outcome) in reporting {
-            let status = outcome["status"].as_str().unwrap_or("not_met");
             let mut line = format!(
                 "<li><b>{}</b>: {}",
-                escape(&rule),
-                escape(&status.replace('_', " "))
+                escape(rule),
+                escape(&outcome.status.as_str().replace('_', " "))
             );
-            if let Some(text) = outcome["rule"].as_str() {
+            if let Some(text) = &outcome.rule {
                 line.push_str(&format!(" — {}", escape(text)));
             }
-            if let Some(by) = outcome["notify_by"].as_str() {
-                line.push_str(&format!(" — notify by {}", escape(by)));
+            if let Some(review) = &outcome.review {
+                line.push_str(&format!(" (review: {})", escape(review)));
+            }
+            if let Some(by) = outcome.notify_by {
+                line.push_str(&format!(" — notify by {}", escape(&page.time(by))));
             }
             line.push_str("</li>");
             out.push_str(&line);
         }
         out.push_str("</ul>");
     }
-    out.push_str("<h2>Timeline</h2><ol class=\"timeline\" reversed>");
-    for entry in view.timeline.iter().rev() {
-        let _ = write!(
-            out,
-            r#"<li><time datetime="{}">{}</time>{}</li>"#,
-            entry.at.to_rfc3339(),
-            entry.at.format("%Y-%m-%d %H:%M:%S"),
-            escape(&entry.message)
-        );
-    }
-    out.push_str("</ol></main><footer><a href=\"/\">Status page</a></footer></body></html>");
+    out.push_str("<h2>Updates</h2>");
+    updates_list(&mut out, &view, page);
+    out.push_str("</main><footer><a href=\"/\">Status page</a></footer></body></html>");
     Html(out).into_response()
 }
 
 /// One cell per day for 90 days, coloured by the day's worst status, each with a tooltip
-/// (date, uptime, incidents); the 90-day figure is also written out.
-fn uptime_bar(out: &mut String, name: &str, history: &ServiceHistory, uptime: Option<f64>) {
-    let figure = uptime.map_or_else(
-        || "no data".to_string(),
-        |u| format!("{:.2}% uptime", u * 100.0),
-    );
+/// (date, availability, incidents); the 90-day availability is written out, with the day
+/// the data starts when that is less than 90 days ago.
+fn uptime_bar(
+    out: &mut String,
+    name: &str,
+    history: &ServiceHistory,
+    uptime: Option<&Uptime>,
+    page: &PageSpec,
+    now: Timestamp,
+) {
+    let figure = match uptime.and_then(|u| u.availability.last_90d) {
+        None => "no data yet".to_string(),
+        Some(a) => {
+            let since = uptime
+                .and_then(|u| u.observed_since)
+                .filter(|since| now - *since < chrono::Duration::days(89));
+            match since {
+                Some(since) => format!(
+                    "{} available since {}",
+                    format::availability(a),
+                    page.day(since.with_timezone(&page.time_zone).date_naive())
+                ),
+                None => format!("{} available", format::availability(a)),
+            }
+        }
+    };
     let _ = write!(
         out,
-        r#"<figure class="bar"><svg viewBox="0 0 {w} 24" preserveAspectRatio="none" role="img" aria-label="{name}: 90-day uptime, {figure}">"#,
+        r#"<figure class="bar"><svg viewBox="0 0 {w} 24" preserveAspectRatio="none" role="img" aria-label="{name}: 90 days, {figure}">"#,
         w = history.days.len() * 4,
         name = escape(name),
+        figure = escape(&figure),
     );
     for (i, day) in history.days.iter().enumerate() {
         let colour = match day.worst_status {
@@ -450,10 +591,23 @@ fn uptime_bar(out: &mut String, name: &str, history: &ServiceHistory, uptime: Op
             Some(ComponentStatus::MajorOutage) => "#b91c1c",
             Some(ComponentStatus::UnderMaintenance) => "#1d4ed8",
         };
-        let mut tip = match day.uptime {
-            Some(u) => format!("{}: {:.2}% uptime", day.date, u * 100.0),
-            None => format!("{}: no data", day.date),
+        let mut tip = match (day.availability, day.worst_status) {
+            (Some(a), _) => format!(
+                "{}: {} available",
+                page.day(day.date),
+                format::availability(a)
+            ),
+            (None, Some(ComponentStatus::UnderMaintenance)) => {
+                format!("{}: planned maintenance", page.day(day.date))
+            }
+            (None, _) => format!("{}: no data", page.day(day.date)),
         };
+        if day.downtime_seconds >= 1.0 {
+            tip.push_str(&format!(
+                ", {} of outage",
+                format::duration(Duration::from_secs_f64(day.downtime_seconds))
+            ));
+        }
         if !day.incidents.is_empty() {
             tip.push_str(&format!(", incidents {}", day.incidents.join(", ")));
         }
@@ -466,11 +620,13 @@ fn uptime_bar(out: &mut String, name: &str, history: &ServiceHistory, uptime: Op
     }
     let _ = write!(
         out,
-        r#"</svg><figcaption class="muted"><span>90 days ago</span><span>{figure}</span><span>today</span></figcaption></figure>"#
+        r#"</svg><figcaption class="muted"><span>90 days ago</span><span>{}</span><span>today</span></figcaption></figure>"#,
+        escape(&figure)
     );
 }
 
-/// The last 24 hours of response time: average and p95 per hour, as an inline SVG.
+/// The last 24 hours of response time: average and p95 per hour, as an inline SVG, each
+/// hour with data a point (a line needs two, and a fresh install has one).
 fn latency_chart(out: &mut String, name: &str, history: &ServiceHistory) {
     let points: Vec<(usize, f64, f64)> = history
         .latency
@@ -478,50 +634,44 @@ fn latency_chart(out: &mut String, name: &str, history: &ServiceHistory) {
         .enumerate()
         .filter_map(|(i, p)| Some((i, p.avg_seconds?, p.p95_seconds.or(p.avg_seconds)?)))
         .collect();
-    if points.is_empty() {
+    let Some(last) = points.last() else {
         return;
-    }
+    };
     let top = points
         .iter()
         .map(|p| p.2)
         .fold(0.0_f64, f64::max)
-        .max(0.001);
-    let (w, h) = (history.latency.len().max(2) - 1, 40.0);
+        .max(f64::MIN_POSITIVE);
+    let hours = history.latency.len().max(2) - 1;
+    let (h, x_step) = (40.0, 10);
+    let y = |v: f64| h - 3.0 - v / top * (h - 6.0);
     let line = |pick: fn(&(usize, f64, f64)) -> f64| {
         points
             .iter()
-            .map(|p| format!("{},{:.1}", p.0 * 10, h - pick(p) / top * (h - 2.0)))
+            .map(|p| format!("{},{:.1}", p.0 * x_step, y(pick(p))))
             .collect::<Vec<_>>()
             .join(" ")
     };
-    let last = points.last().expect("not empty");
+    let mut dots = String::new();
+    for p in &points {
+        let _ = write!(
+            dots,
+            r##"<circle cx="{}" cy="{:.1}" r="2" fill="#0550ae"/>"##,
+            p.0 * x_step,
+            y(p.1)
+        );
+    }
     let _ = write!(
         out,
-        r##"<figure class="chart"><svg viewBox="0 0 {vw} 40" preserveAspectRatio="none" role="img" aria-label="{name}: response time over 24 hours, last hour average {avg} ms, p95 {p95} ms"><polyline fill="none" stroke="#8c959f" stroke-width="1" points="{p95_line}"/><polyline fill="none" stroke="#0550ae" stroke-width="1.5" points="{avg_line}"/></svg><figcaption class="muted">Response time, 24 h: average {avg} ms (blue), p95 {p95} ms (grey), scale 0–{max} ms</figcaption></figure>"##,
-        vw = w * 10,
+        r##"<figure class="chart"><svg viewBox="-3 0 {vw} 40" preserveAspectRatio="none" role="img" aria-label="{name}: response time over 24 hours, last hour average {avg}, p95 {p95}"><polyline fill="none" stroke="#8c959f" stroke-width="1" points="{p95_line}"/><polyline fill="none" stroke="#0550ae" stroke-width="1.5" points="{avg_line}"/>{dots}</svg><figcaption class="muted">Response time, 24 h: average {avg} (blue), p95 {p95} (grey), scale 0–{max}</figcaption></figure>"##,
+        vw = hours * x_step + 6,
         name = escape(name),
-        avg = (last.1 * 1000.0).round(),
-        p95 = (last.2 * 1000.0).round(),
-        max = (top * 1000.0).round(),
+        avg = format::latency(last.1),
+        p95 = format::latency(last.2),
+        max = format::latency(top),
         p95_line = line(|p| p.2),
         avg_line = line(|p| p.1),
     );
-}
-
-/// HTML (and XML) escaping for text and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -529,20 +679,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_markup() {
+    fn times_are_written_in_the_page_time_zone_without_seconds() {
+        let mut config = PageConfig {
+            time_zone: "Europe/Paris".into(),
+            ..PageConfig::default()
+        };
+        let page = config.build("page", &mut Issues::default()).unwrap();
+        let at: Timestamp = "2026-12-01T13:05:42.190461124Z".parse().unwrap();
+        assert_eq!(page.time(at), "1 Dec 2026, 14:05 CET");
+        assert_eq!(PageSpec::default().time(at), "1 Dec 2026, 13:05 UTC");
+        config.time_zone = "Mars/Olympus".into();
+        let mut issues = Issues::default();
+        assert!(config.build("page", &mut issues).is_none());
         assert_eq!(
-            escape(r#"<script>alert("x")</script> & 'y'"#),
-            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
+            issues.to_string(),
+            "page.time_zone: unknown time zone `Mars/Olympus` (an IANA name such as \
+             `Europe/Paris` or `UTC`)"
         );
-    }
-
-    #[test]
-    fn numbers_and_durations_read_well() {
-        assert_eq!(grouped(900_000), "900\u{202f}000");
-        assert_eq!(grouped(216_000_000), "216\u{202f}000\u{202f}000");
-        assert_eq!(grouped(12), "12");
-        assert_eq!(duration(14_400), "4 h");
-        assert_eq!(duration(5_400), "1 h 30 min");
-        assert_eq!(duration(30), "30 s");
     }
 }

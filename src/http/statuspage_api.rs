@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 
+use super::public::{incident_name, public_updates};
 use super::{ApiError, AppState};
 use crate::clock::Timestamp;
 use crate::engine::{ServiceView, Snapshot};
@@ -135,12 +136,7 @@ struct Context {
 fn context(state: &AppState) -> Context {
     let snapshot = state.snapshot.borrow().clone();
     let site = state.site.borrow().clone();
-    let base = site
-        .server
-        .external_url
-        .as_ref()
-        .map(|u| u.as_str().trim_end_matches('/').to_string())
-        .unwrap_or_else(|| format!("http://{}", site.server.listen));
+    let base = state.base_url(&site);
     Context {
         page: Page {
             id: site.vantage.clone(),
@@ -242,33 +238,22 @@ impl Context {
             .filter(|(_, s)| view.services.contains(&s.id))
             .map(|(i, s)| self.component(i, s))
             .collect();
-        // Statuspage statuses per update, carried forward through the timeline.
-        let mut status = "investigating";
-        let mut updates: Vec<IncidentUpdate> = view
-            .timeline
-            .iter()
+        // The customer-facing updates: this API is as public as the page.
+        let mut updates: Vec<IncidentUpdate> = public_updates(view)
+            .into_iter()
             .enumerate()
-            .map(|(i, entry)| {
-                status = match entry.event.as_str() {
-                    "opened" | "reopened" => "investigating",
-                    "acknowledged" => "identified",
-                    "recovered" => "monitoring",
-                    "resolved" => "resolved",
-                    _ => status,
-                };
-                IncidentUpdate {
-                    id: format!("{}-{}", view.id, i + 1),
-                    status,
-                    body: entry.message.clone(),
-                    incident_id: view.id.clone(),
-                    created_at: entry.at,
-                    updated_at: entry.at,
-                    display_at: entry.at,
-                    affected_components: Vec::new(),
-                    deliver_notifications: true,
-                    custom_tweet: None,
-                    tweet_id: None,
-                }
+            .map(|(i, update)| IncidentUpdate {
+                id: format!("{}-{}", view.id, i + 1),
+                status: update.status,
+                body: update.text,
+                incident_id: view.id.clone(),
+                created_at: update.at,
+                updated_at: update.at,
+                display_at: update.at,
+                affected_components: Vec::new(),
+                deliver_notifications: true,
+                custom_tweet: None,
+                tweet_id: None,
             })
             .collect();
         if let Some(first) = updates.first_mut() {
@@ -327,28 +312,6 @@ fn impact_name(impact: Impact) -> &'static str {
         Impact::Major => "major",
         Impact::Critical => "critical",
     }
-}
-
-/// "Voicemail: partial outage", "Voicemail, Mobile data: major outage".
-pub fn incident_name(view: &IncidentView) -> String {
-    let names: Vec<&str> = view.per_service.values().map(|s| s.name.as_str()).collect();
-    let worst = view
-        .per_service
-        .values()
-        .map(|s| s.component_status)
-        .max()
-        .unwrap_or(ComponentStatus::Operational);
-    let what = match worst {
-        ComponentStatus::MajorOutage => "major outage",
-        ComponentStatus::PartialOutage => "partial outage",
-        ComponentStatus::DegradedPerformance => "degraded performance",
-        _ => match view.impact {
-            Impact::Critical => "major outage",
-            Impact::Major => "partial outage",
-            _ => "degraded performance",
-        },
-    };
-    format!("{}: {what}", names.join(", "))
 }
 
 async fn recent(state: &AppState, ctx: &Context) -> Result<Vec<Incident>, ApiError> {

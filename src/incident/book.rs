@@ -12,6 +12,7 @@ use super::model::{
 };
 use super::status::{ComponentStatus, GroupStatus, Health, ServiceImpact, service_status};
 use crate::clock::Timestamp;
+use crate::format;
 use crate::topology::Topology;
 
 /// What an update of the book did: events to alert on, and incidents to persist.
@@ -80,7 +81,12 @@ impl IncidentBook {
                 inc.status = IncidentStatus::Identified;
             }
             let who = by.map(|b| format!(" by {b}")).unwrap_or_default();
-            inc.note(now, "acknowledged", format!("acknowledged{who}"));
+            inc.note_public(
+                now,
+                "acknowledged",
+                format!("acknowledged{who}"),
+                "The cause has been identified and is being worked on.".to_string(),
+            );
         }
         Some(inc.clone())
     }
@@ -159,7 +165,8 @@ impl IncidentBook {
                     // correlate with this service's groups.
                     inc.track_groups(topology, groups);
                     let message = format!("{} joined: {}", service.name, describe(status));
-                    inc.note(now, "service_joined", message);
+                    let public = format!("{} is also affected: {}.", service.name, tell(status));
+                    inc.note_public(now, "service_joined", message, public);
                 }
                 None => {
                     let seq = self.next_seq;
@@ -187,7 +194,12 @@ impl IncidentBook {
                     };
                     inc.track_groups(topology, groups);
                     let message = format!("{}: {}", service.name, describe(status));
-                    inc.note(now, "opened", message);
+                    let public = format!(
+                        "We are investigating a problem with {}: {}.",
+                        service.name,
+                        tell(status)
+                    );
+                    inc.note_public(now, "opened", message, public);
                     opened.insert(inc.id.clone());
                     self.open.push(inc);
                 }
@@ -236,14 +248,24 @@ impl IncidentBook {
                         "impact over; resolving after {} without failures",
                         humantime::format_duration(settings.resolve_after)
                     );
-                    inc.note(now, "recovered", message);
+                    inc.note_public(
+                        now,
+                        "recovered",
+                        message,
+                        "The service is working again; we are monitoring it.".to_string(),
+                    );
                     changed = true;
                 }
                 (IncidentStatus::Monitoring, true) => {
                     inc.status = IncidentStatus::Investigating;
                     inc.monitoring_at = None;
                     inc.impact_end_at = None;
-                    inc.note(now, "reopened", "failing again".to_string());
+                    inc.note_public(
+                        now,
+                        "reopened",
+                        "failing again".to_string(),
+                        "The problem is back; we are investigating.".to_string(),
+                    );
                     changed = true;
                 }
                 _ => {}
@@ -296,12 +318,28 @@ impl IncidentBook {
                 "resolved after {} of impact",
                 humantime::format_duration(Duration::from_secs(figures.duration.as_secs()))
             );
-            inc.note(now, "resolved", message);
+            let public = format!(
+                "This incident is resolved; the service was affected for {}.",
+                format::duration(figures.duration)
+            );
+            inc.note_public(now, "resolved", message, public);
             self.history.push(PastIncident::of(&inc));
             changes.events.push((EventKind::Resolved, inc.clone()));
             changes.changed.push(inc);
         }
         changes
+    }
+}
+
+/// The customers' words for a service's impact.
+fn tell(status: &ServiceImpact) -> String {
+    match status.status {
+        ComponentStatus::DegradedPerformance => "it is slower than usual".to_string(),
+        ComponentStatus::MajorOutage => "most subscribers cannot use it".to_string(),
+        _ => format!(
+            "about {} of subscribers cannot use it",
+            format::percent(status.share)
+        ),
     }
 }
 

@@ -92,7 +92,12 @@ pub struct GroupImpact {
 pub struct TimelineEntry {
     pub at: Timestamp,
     pub event: String,
+    /// For the operator: figures, rules, causes.
     pub message: String,
+    /// What customers are told at this step (status page, Statuspage API, feed); `None`
+    /// for an operator-only step (a rule met, a suspected cause, a severity raised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_message: Option<String>,
 }
 
 /// What an incident knows of one of its services.
@@ -183,11 +188,29 @@ impl Incident {
         self.status != IncidentStatus::Resolved
     }
 
+    /// An operator-only timeline step.
     pub(super) fn note(&mut self, at: Timestamp, event: &str, message: String) {
         self.timeline.push(TimelineEntry {
             at,
             event: event.to_string(),
             message,
+            public_message: None,
+        });
+    }
+
+    /// A timeline step customers are told of too, in their words.
+    pub(super) fn note_public(
+        &mut self,
+        at: Timestamp,
+        event: &str,
+        message: String,
+        public: String,
+    ) {
+        self.timeline.push(TimelineEntry {
+            at,
+            event: event.to_string(),
+            message,
+            public_message: Some(public),
         });
     }
 

@@ -54,18 +54,62 @@ pub fn build(
         .ok_or_else(|| issues.to_string())
 }
 
-/// `key=value` command-line options: values that read as JSON (numbers, booleans, arrays)
-/// keep their type, anything else is a string.
+/// `key=value` command-line options: values that read as JSON (numbers, booleans, arrays,
+/// quoted strings) keep their type; anything else is a string in which the escapes of a
+/// TOML string apply (`\r`, `\n`, `\t`, `\\`, `\"`, `\uXXXX`), so `send=PING\r\n`
+/// sends a line. An unknown escape (`\d` in a regex) stays as written.
 pub fn parse_options(pairs: &[String]) -> Result<Map<String, Value>, String> {
     let mut map = Map::new();
     for pair in pairs {
         let (key, value) = pair
             .split_once('=')
             .ok_or_else(|| format!("--option {pair}: expected key=value"))?;
-        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(value.into()));
+        let value = serde_json::from_str(value).unwrap_or_else(|_| Value::String(unescape(value)));
         map.insert(key.to_string(), value);
     }
     Ok(map)
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let replaced = match chars.peek() {
+            Some('n') => Some('\n'),
+            Some('r') => Some('\r'),
+            Some('t') => Some('\t'),
+            Some('b') => Some('\u{8}'),
+            Some('f') => Some('\u{c}'),
+            Some('"') => Some('"'),
+            Some('\\') => Some('\\'),
+            Some('u') => {
+                let hex: String = chars.clone().skip(1).take(4).collect();
+                let code = (hex.len() == 4)
+                    .then(|| u32::from_str_radix(&hex, 16).ok())
+                    .flatten()
+                    .and_then(char::from_u32);
+                if code.is_some() {
+                    for _ in 0..4 {
+                        chars.next();
+                    }
+                }
+                code
+            }
+            _ => None,
+        };
+        match replaced {
+            Some(r) => {
+                chars.next();
+                out.push(r);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -103,5 +147,20 @@ mod tests {
         assert_eq!(map["follow_redirects"], Value::Bool(false));
         assert_eq!(map["body_contains"], Value::from("ready"));
         assert!(parse_options(&["novalue".into()]).is_err());
+    }
+
+    #[test]
+    fn string_options_take_toml_escapes_and_keep_unknown_ones() {
+        let map = parse_options(&[
+            r"send=PING\r\n".into(),
+            r"expect_regex=^\d+ ok\\".into(),
+            r"name=caf\u00e9 \u12".into(),
+            r#"quoted="a\tb""#.into(),
+        ])
+        .unwrap();
+        assert_eq!(map["send"], Value::from("PING\r\n"));
+        assert_eq!(map["expect_regex"], Value::from(r"^\d+ ok\"));
+        assert_eq!(map["name"], Value::from(r"café \u12"));
+        assert_eq!(map["quoted"], Value::from("a\tb"));
     }
 }

@@ -104,10 +104,22 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
         let mut first_byte = None;
         loop {
             match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+                // Something came but not what was expected: that is the answer (a 400 to a
+                // request, a wrong banner), not a timeout.
+                Err(_) if !received.is_empty() => {
+                    return ProbeResult::failure(
+                        Reason::Assertion,
+                        format!(
+                            "expected /{expect}/, received `{}` and then nothing before the deadline",
+                            conn::excerpt(&received)
+                        ),
+                        start.elapsed(),
+                    );
+                }
                 Err(_) => {
                     return ProbeResult::failure(
                         Reason::Timeout,
-                        format!("expected /{expect}/ not seen before the deadline"),
+                        format!("nothing received before the deadline (expected /{expect}/)"),
                         start.elapsed(),
                     );
                 }
@@ -119,9 +131,14 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
                     );
                 }
                 Ok(Ok(0)) => {
+                    let got = if received.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        format!("`{}`", conn::excerpt(&received))
+                    };
                     return ProbeResult::failure(
                         Reason::Assertion,
-                        format!("connection closed before /{expect}/ was seen"),
+                        format!("expected /{expect}/, received {got} before the connection closed"),
                         start.elapsed(),
                     );
                 }

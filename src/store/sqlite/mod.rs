@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
-use rollups::{read_history, table};
-use schema::{SCHEMA, connect, rollup_schema};
+use rollups::{SECONDS_SUMS, observed_since, read_history, seconds_at, table};
+use schema::connect;
 use writer::{Write, write_loop};
 
 use crate::clock::Timestamp;
@@ -106,10 +106,7 @@ impl Store {
             })?;
         }
         let writer = connect(path)?;
-        writer.execute_batch(SCHEMA)?;
-        for resolution in ["minute", "hour", "day"] {
-            writer.execute_batch(&rollup_schema(resolution))?;
-        }
+        schema::create(&writer)?;
         let restored = restore(&writer)?;
         let reader = connect(path)?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -337,45 +334,43 @@ impl Store {
             for (w, window) in UPTIME_WINDOWS.into_iter().enumerate() {
                 for (resolution, from, to) in cover(end - window, end) {
                     let mut stmt = conn.prepare_cached(&format!(
-                        "SELECT id, SUM(observed), SUM(downtime), SUM(maintenance) FROM {}
+                        "SELECT id, {SECONDS_SUMS} FROM {}
                          WHERE kind = ?1 AND start >= ?2 AND start < ?3 GROUP BY id",
                         table(resolution)
                     ))?;
                     let rows = stmt.query_map(params![Subject::Service.code(), from, to], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            Seconds {
-                                observed: r.get(1)?,
-                                down: r.get(2)?,
-                                maintenance: r.get(3)?,
-                            },
-                        ))
+                        Ok((r.get::<_, String>(0)?, seconds_at(r, 1)?))
                     })?;
                     for row in rows {
                         let (id, seconds) = row?;
                         sums.entry(id).or_default()[w].add(seconds);
                     }
                 }
-                for (id, seconds) in &open.services {
+                for (id, (seconds, _)) in &open.services {
                     sums.entry(id.clone()).or_default()[w].add(*seconds);
                 }
             }
+            let since = observed_since(conn, end - UPTIME_WINDOWS[3], &open)?;
             Ok(sums
                 .into_iter()
-                .map(|(id, windows)| (id, Uptime::of(&windows)))
+                .map(|(id, windows)| {
+                    let since = since.get(&id).copied();
+                    (id, Uptime::of(&windows, since))
+                })
                 .collect())
         })
         .await
     }
 
-    /// One service's last 90 days and 24 hours (see [`ServiceHistory`]). From stored rows
-    /// only, so it lags the live status by up to a minute.
+    /// One service's last 90 days and 24 hours (see [`ServiceHistory`]): stored rows, and
+    /// for today the open minute too.
     pub async fn service_history(
         &self,
         service: String,
         now: Timestamp,
+        open: OpenMinute,
     ) -> Result<ServiceHistory, StoreError> {
-        let mut one = self.services_history(vec![service], now).await?;
+        let mut one = self.services_history(vec![service], now, open).await?;
         Ok(one.pop().expect("one history per service asked for"))
     }
 
@@ -385,8 +380,9 @@ impl Store {
         &self,
         services: Vec<String>,
         now: Timestamp,
+        open: OpenMinute,
     ) -> Result<Vec<ServiceHistory>, StoreError> {
-        self.read(move |conn| read_history(conn, &services, now))
+        self.read(move |conn| read_history(conn, &services, now, &open))
             .await
     }
 

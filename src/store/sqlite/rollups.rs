@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{StoreError, utc};
 use crate::clock::Timestamp;
 use crate::rollup::{
-    ClosedMinute, Counters, DAY, DayHistory, HOUR, Histogram, LatencyPoint, Resolution, Seconds,
-    ServiceHistory, Subject, status_from_rank, status_rank,
+    ClosedMinute, Counters, DAY, DayHistory, HOUR, Histogram, LatencyPoint, OpenMinute, Resolution,
+    Seconds, ServiceHistory, Subject, status_from_rank, status_rank,
 };
 
 pub(super) fn table(resolution: Resolution) -> &'static str {
@@ -32,10 +32,56 @@ struct IncidentSpan {
     services: HashMap<String, serde::de::IgnoredAny>,
 }
 
+/// The columns of [`Seconds`], in the order [`seconds_at`] reads them.
+const SECONDS: &str = "observed, downtime, maintenance, user_seconds, user_seconds_lost";
+
+/// Their sums, for grouped reads.
+pub(super) const SECONDS_SUMS: &str = "SUM(observed), SUM(downtime), SUM(maintenance), \
+     SUM(user_seconds), SUM(user_seconds_lost)";
+
+/// [`Seconds`] from the five columns starting at `first`.
+pub(super) fn seconds_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Seconds> {
+    Ok(Seconds {
+        observed: row.get(first)?,
+        down: row.get(first + 1)?,
+        maintenance: row.get(first + 2)?,
+        user: row.get(first + 3)?,
+        user_lost: row.get(first + 4)?,
+    })
+}
+
+/// By service, the start of its first hour with watched time from `from` on, or the open
+/// minute's start for a service with nothing stored yet.
+pub(super) fn observed_since(
+    conn: &Connection,
+    from: i64,
+    open: &OpenMinute,
+) -> Result<HashMap<String, Timestamp>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, MIN(start) FROM rollup_hour
+         WHERE kind = ?1 AND start >= ?2 AND observed > 0 GROUP BY id",
+    )?;
+    let mut since = HashMap::new();
+    for row in stmt.query_map(
+        params![Subject::Service.code(), Resolution::Hour.floor(from)],
+        |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+    )? {
+        let (id, start) = row?;
+        since.insert(id, utc(start.max(from)));
+    }
+    if let Some(start) = open.start {
+        for id in open.services.keys() {
+            since.entry(id.clone()).or_insert(utc(start));
+        }
+    }
+    Ok(since)
+}
+
 pub(super) fn read_history(
     conn: &Connection,
     services: &[String],
     now: Timestamp,
+    open: &OpenMinute,
 ) -> Result<Vec<ServiceHistory>, StoreError> {
     let today = Resolution::Day.floor(now.timestamp());
     let first_day = today - (HISTORY_DAYS - 1) * DAY;
@@ -49,10 +95,9 @@ pub(super) fn read_history(
             spans.push(span);
         }
     }
-    let mut days = conn.prepare_cached(
-        "SELECT start, observed, downtime, maintenance, worst FROM rollup_day
-         WHERE kind = ?1 AND id = ?2 AND start >= ?3",
-    )?;
+    let mut days = conn.prepare_cached(&format!(
+        "SELECT start, worst, {SECONDS} FROM rollup_day WHERE kind = ?1 AND id = ?2 AND start >= ?3"
+    ))?;
     let mut hours = conn.prepare_cached(
         "SELECT start, probes, failures, latency_sum, latency_max, histogram FROM rollup_hour
          WHERE kind = ?1 AND id = ?2 AND start >= ?3",
@@ -64,16 +109,20 @@ pub(super) fn read_history(
         for row in days.query_map(params![key.0, key.1, first_day], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
-                Seconds {
-                    observed: r.get(1)?,
-                    down: r.get(2)?,
-                    maintenance: r.get(3)?,
-                },
-                r.get::<_, Option<i64>>(4)?,
+                seconds_at(r, 2)?,
+                r.get::<_, Option<i64>>(1)?,
             ))
         })? {
             let (start, seconds, worst) = row?;
             stored.insert(start, (seconds, worst));
+        }
+        // Today includes the open minute, as the uptime figures beside it do.
+        if let Some((seconds, worst)) = open.services.get(service)
+            && open.start.is_some_and(|s| s >= today)
+        {
+            let (stored_seconds, stored_worst) = stored.entry(today).or_default();
+            stored_seconds.add(*seconds);
+            *stored_worst = (*stored_worst).max(worst.map(status_rank));
         }
         let mine: Vec<&IncidentSpan> = spans
             .iter()
@@ -85,7 +134,8 @@ pub(super) fn read_history(
                 let (seconds, worst) = stored.get(&start).copied().unwrap_or_default();
                 DayHistory {
                     date: utc(start).date_naive(),
-                    uptime: seconds.uptime(),
+                    availability: seconds.availability(),
+                    operational_time: seconds.operational_time(),
                     worst_status: worst.and_then(status_from_rank),
                     observed_seconds: seconds.observed,
                     downtime_seconds: seconds.down,
@@ -149,8 +199,9 @@ pub(super) fn write_rollups(tx: &Connection, minute: &ClosedMinute) -> Result<()
         ))?;
         let mut upsert = tx.prepare_cached(&format!(
             "INSERT INTO {table} (kind, id, start, probes, failures, latency_sum, latency_max,
-                histogram, observed, downtime, maintenance, worst)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                histogram, observed, downtime, maintenance, worst, user_seconds,
+                user_seconds_lost)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (kind, id, start) DO UPDATE SET
                 probes = probes + excluded.probes,
                 failures = failures + excluded.failures,
@@ -160,7 +211,9 @@ pub(super) fn write_rollups(tx: &Connection, minute: &ClosedMinute) -> Result<()
                 observed = observed + excluded.observed,
                 downtime = downtime + excluded.downtime,
                 maintenance = maintenance + excluded.maintenance,
-                worst = NULLIF(MAX(COALESCE(worst, -1), COALESCE(excluded.worst, -1)), -1)"
+                worst = NULLIF(MAX(COALESCE(worst, -1), COALESCE(excluded.worst, -1)), -1),
+                user_seconds = user_seconds + excluded.user_seconds,
+                user_seconds_lost = user_seconds_lost + excluded.user_seconds_lost"
         ))?;
         for row in &minute.rows {
             let kind = row.subject.code();
@@ -190,6 +243,8 @@ pub(super) fn write_rollups(tx: &Connection, minute: &ClosedMinute) -> Result<()
                 c.time.down,
                 c.time.maintenance,
                 c.worst.map(status_rank),
+                c.time.user,
+                c.time.user_lost,
             ])?;
         }
     }

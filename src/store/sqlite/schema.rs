@@ -6,7 +6,7 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-pub(super) const SCHEMA: &str = "
+const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS target_state (
     target     TEXT PRIMARY KEY,
     detector   TEXT NOT NULL
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS route (
 ";
 
 /// One rollup table per resolution (`minute`, `hour`, `day`), all of the same shape.
-pub(super) fn rollup_schema(resolution: &str) -> String {
+fn rollup_schema(resolution: &str) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS rollup_{resolution} (
     kind         INTEGER NOT NULL,  -- 0 target, 1 service
@@ -61,11 +61,40 @@ pub(super) fn rollup_schema(resolution: &str) -> String {
     downtime     REAL NOT NULL,
     maintenance  REAL NOT NULL,
     worst        INTEGER,           -- rollup::status_rank; NULL for targets
+    user_seconds REAL NOT NULL DEFAULT 0,       -- services: subscribers × watched seconds
+    user_seconds_lost REAL NOT NULL DEFAULT 0,  -- services: affected subscribers × seconds
     PRIMARY KEY (kind, id, start)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rollup_{resolution}_start ON rollup_{resolution} (start);
 "
     )
+}
+
+/// Columns added to the rollup tables after their first release, added to a database
+/// created before them (with their default: no subscriber time counted then).
+const ROLLUP_COLUMNS_ADDED: [&str; 2] = [
+    "user_seconds REAL NOT NULL DEFAULT 0",
+    "user_seconds_lost REAL NOT NULL DEFAULT 0",
+];
+
+/// Creates what is missing: tables, indexes, and columns added since a database was made.
+pub(super) fn create(conn: &Connection) -> Result<(), StoreError> {
+    conn.execute_batch(SCHEMA)?;
+    for resolution in ["minute", "hour", "day"] {
+        conn.execute_batch(&rollup_schema(resolution))?;
+        let table = format!("rollup_{resolution}");
+        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
+        let columns: Vec<String> = stmt
+            .query_map([&table], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for column in ROLLUP_COLUMNS_ADDED {
+            let name = column.split(' ').next().expect("a column definition");
+            if !columns.iter().any(|c| c == name) {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn connect(path: &Path) -> Result<Connection, StoreError> {

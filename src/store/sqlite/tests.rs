@@ -26,11 +26,15 @@ fn service(id: &str, latencies: &[f64], failures: u64, time: Seconds) -> Row {
     }
 }
 
+/// One subscriber's time: its user-seconds are the watched seconds, those lost the down
+/// ones, so availability and operational time read the same.
 fn seconds(observed: f64, down: f64, maintenance: f64) -> Seconds {
     Seconds {
         observed,
         down,
         maintenance,
+        user: observed - maintenance,
+        user_lost: down,
     }
 }
 
@@ -91,7 +95,7 @@ async fn minutes_add_up_into_hour_and_day_rows_and_read_back() {
 
     let now = t("2026-03-02T00:05:30Z");
     let history = store
-        .service_history("voicemail".into(), now)
+        .service_history("voicemail".into(), now, OpenMinute::default())
         .await
         .unwrap();
     assert_eq!(history.days.len(), 90);
@@ -99,19 +103,21 @@ async fn minutes_add_up_into_hour_and_day_rows_and_read_back() {
     assert_eq!(today.date.to_string(), "2026-03-02");
     assert_eq!(today.observed_seconds, 80.0);
     assert_eq!(today.maintenance_seconds, 20.0);
-    assert_eq!(today.uptime, Some(1.0));
+    assert_eq!(today.operational_time, Some(1.0));
+    assert_eq!(today.availability, Some(1.0));
     assert_eq!(
         today.worst_status,
         Some(ComponentStatus::DegradedPerformance)
     );
     let yesterday = &history.days[88];
     assert_eq!(yesterday.date.to_string(), "2026-03-01");
-    assert_eq!(yesterday.uptime, Some(0.5));
+    assert_eq!(yesterday.operational_time, Some(0.5));
+    assert_eq!(yesterday.availability, Some(0.5));
     assert_eq!(yesterday.worst_status, Some(ComponentStatus::MajorOutage));
     assert!(
         history.days[..88]
             .iter()
-            .all(|d| d.uptime.is_none() && d.worst_status.is_none())
+            .all(|d| d.availability.is_none() && d.worst_status.is_none())
     );
 
     assert_eq!(history.latency.len(), 24);
@@ -132,13 +138,32 @@ async fn minutes_add_up_into_hour_and_day_rows_and_read_back() {
 
     let open = OpenMinute {
         start: Some(t("2026-03-02T00:05:00Z").timestamp()),
-        services: HashMap::from([("voicemail".to_string(), seconds(10.0, 10.0, 0.0))]),
+        services: HashMap::from([(
+            "voicemail".to_string(),
+            (seconds(10.0, 10.0, 0.0), Some(ComponentStatus::MajorOutage)),
+        )]),
     };
-    let uptimes = store.uptimes(now, open).await.unwrap();
+    let uptimes = store.uptimes(now, open.clone()).await.unwrap();
     let expected = 1.0 - (30.0 + 10.0) / (60.0 + 80.0 - 20.0 + 10.0);
-    for window in [uptimes["voicemail"].last_24h, uptimes["voicemail"].last_90d] {
+    let vm = &uptimes["voicemail"];
+    for window in [
+        vm.operational_time.last_24h,
+        vm.operational_time.last_90d,
+        vm.availability.last_24h,
+        vm.availability.last_90d,
+    ] {
         assert!((window.unwrap() - expected).abs() < 1e-9, "{window:?}");
     }
+    // The first stored hour is yesterday's 23:00.
+    assert_eq!(vm.observed_since, Some(t("2026-03-01T23:00:00Z")));
+    // Today's cell counts the open minute as the figures beside it do.
+    let history = store
+        .service_history("voicemail".into(), now, open)
+        .await
+        .unwrap();
+    let today = &history.days[89];
+    assert_eq!(today.observed_seconds, 90.0);
+    assert_eq!(today.worst_status, Some(ComponentStatus::MajorOutage));
     assert!(!uptimes.contains_key("web"));
 }
 
@@ -161,10 +186,14 @@ async fn uptime_windows_read_each_stretch_once_at_the_coarsest_resolution() {
     store.flush().await.unwrap();
     let now = t("2026-03-02T10:00:10Z");
     let uptimes = store.uptimes(now, OpenMinute::default()).await.unwrap();
-    let web = uptimes["web"];
+    let web = uptimes["web"].operational_time;
     assert_eq!(web.last_24h, Some(0.5));
     assert_eq!(web.last_7d, Some(1.0 - 120.0 / 180.0));
     assert_eq!(web.last_90d, web.last_7d);
+    assert_eq!(
+        uptimes["web"].availability, web,
+        "one subscriber: the same figures"
+    );
 }
 
 #[tokio::test]
@@ -231,7 +260,11 @@ async fn history_lists_the_incidents_touching_each_day() {
         .unwrap();
     let now = t("2026-03-02T12:00:00Z");
     let all = store
-        .services_history(vec!["voicemail".into(), "web".into()], now)
+        .services_history(
+            vec!["voicemail".into(), "web".into()],
+            now,
+            OpenMinute::default(),
+        )
         .await
         .unwrap();
     let ids = |h: &ServiceHistory, i: usize| h.days[i].incidents.join(",");
