@@ -183,7 +183,9 @@ impl IncidentBook {
                         recurrence: None,
                         acknowledged_at: None,
                         reporting: BTreeMap::new(),
+                        announced_affected: None,
                         timeline: Vec::new(),
+                        steps_omitted: 0,
                     };
                     inc.track_groups(topology, groups);
                     let message = format!("{}: {}", service.name, describe(status));
@@ -236,14 +238,14 @@ impl IncidentBook {
                         "impact over; resolving after {} without failures",
                         humantime::format_duration(settings.resolve_after)
                     );
-                    inc.note(now, "recovered", message);
+                    inc.note_step(now, "recovered", message);
                     changed = true;
                 }
                 (IncidentStatus::Monitoring, true) => {
                     inc.status = IncidentStatus::Investigating;
                     inc.monitoring_at = None;
                     inc.impact_end_at = None;
-                    inc.note(now, "reopened", "failing again".to_string());
+                    inc.note_step(now, "reopened", "failing again".to_string());
                     changed = true;
                 }
                 _ => {}
@@ -251,7 +253,9 @@ impl IncidentBook {
             let just_opened = opened.contains(&inc.id);
             inc.reassess(topology, &settings.reporting, now, just_opened);
             changed |= inc.look_back(&self.changes, &past, now);
+            let affected = inc.affected(now);
             if just_opened {
+                inc.announced_affected = Some(affected);
                 changes.events.push((EventKind::Opened, inc.clone()));
                 changes.changed.push(inc.clone());
                 continue;
@@ -260,7 +264,16 @@ impl IncidentBook {
                 .iter()
                 .find(|(_, old)| old.id == inc.id)
                 .expect("every open incident not opened now existed before");
-            if *headline != inc.headline() {
+            // Stored by an earlier version: what it announced is unknown, and taking the
+            // figure of now is better than announcing growth from nothing.
+            inc.announced_affected.get_or_insert(affected);
+            let step = inc.step(headline, settings.affected_change, now);
+            let stepped = step.is_some();
+            if let Some((event, message)) = step {
+                inc.note_step(now, event, message);
+            }
+            if stepped || *headline != inc.headline() {
+                inc.announced_affected = Some(affected);
                 changes.events.push((EventKind::Updated, inc.clone()));
             }
             if changed || old != inc {
