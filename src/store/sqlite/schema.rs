@@ -6,6 +6,8 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
+/// The tables as first released; [`MIGRATIONS`] change them since, so that an existing
+/// database and a new one end up alike.
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS target_state (
     target     TEXT PRIMARY KEY,
@@ -44,6 +46,28 @@ CREATE TABLE IF NOT EXISTS route (
     PRIMARY KEY (receiver, incident)
 );
 ";
+
+/// Changes since [`SCHEMA`], in order; `PRAGMA user_version` counts those applied, and
+/// each runs once, in the transaction that records it.
+const MIGRATIONS: &[&str] = &[
+    // 1. Routing keeps, per receiver and incident, when the last opened or updated went
+    //    out (`update_interval` counts from it; NULL: rows from before, not waiting) and
+    //    whether an update waits for that interval.
+    "ALTER TABLE route ADD COLUMN last_update TEXT;
+     ALTER TABLE route ADD COLUMN update_pending INTEGER NOT NULL DEFAULT 0;",
+];
+
+/// Applies the migrations the database has not had yet.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (version, sql) in (1..).zip(MIGRATIONS).skip_while(|(v, _)| *v <= applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
 
 /// One rollup table per resolution (`minute`, `hour`, `day`), all of the same shape.
 pub(super) fn rollup_schema(resolution: &str) -> String {
