@@ -148,8 +148,8 @@ pub struct Incident {
     #[serde(default)]
     pub announced_affected: Option<u64>,
     pub timeline: Vec<TimelineEntry>,
-    /// Growth and recovery steps left out of the timeline to keep it bounded (see
-    /// [`Incident::note_step`]).
+    /// Growth and recovery steps left out of the timeline to keep it bounded: the count
+    /// its `steps_omitted` entry gives.
     #[serde(default)]
     pub steps_omitted: u32,
 }
