@@ -288,32 +288,37 @@ impl Incident {
         }
     }
 
-    /// Subscribers affected now: the figure announcements carry and compare.
-    pub(super) fn affected(&self, now: Timestamp) -> u64 {
-        self.figures(now).affected
+    /// The most affected service now, with its subscribers of groups down: the figure
+    /// announcements carry and compare (`affected` of the view). Needs no step functions,
+    /// so it is cheap enough for every tick.
+    pub(super) fn most_affected_now(&self) -> Option<(&String, u64)> {
+        self.services
+            .keys()
+            .map(|id| (id, self.subscribers_now(id, Health::Down)))
+            .max_by_key(|(_, n)| *n)
     }
 
-    /// The growth or recovery step since `before` (the headline at the start of the update)
-    /// and the last announced figure, if any is news: platforms or regions joined, or the
-    /// affected subscribers grown or fallen by `affected_change` of the announced figure
-    /// while the impact lasts (a full recovery is the resolution's news). Returns the
-    /// timeline event (`grown` or `recovering`) and its message.
+    /// The growth or recovery step from `before` to `after` (the headlines at the start and
+    /// the end of an update) and from the last announced figure, if any is news: platforms
+    /// or regions joined, or the affected subscribers grown or fallen by `affected_change`
+    /// of the announced figure while the impact lasts (a full recovery is the resolution's
+    /// news). Returns the timeline event (`grown` or `recovering`) and its message.
     pub(super) fn step(
         &self,
         before: &Headline,
+        after: &Headline,
         affected_change: f64,
-        now: Timestamp,
     ) -> Option<(&'static str, String)> {
         let announced = self.announced_affected?;
-        let figures = self.figures(now);
+        let most = self.most_affected_now();
+        let affected = most.map_or(0, |(_, n)| n);
         let impacting = matches!(
             self.status,
             IncidentStatus::Investigating | IncidentStatus::Identified
         );
         let change = impacting
-            .then(|| material_change(announced, figures.affected, affected_change))
+            .then(|| material_change(announced, affected, affected_change))
             .flatten();
-        let after = self.headline();
         let joined = |old: &[String], new: &[String], one: &str, many: &str| {
             let added: Vec<&str> = new
                 .iter()
@@ -346,14 +351,11 @@ impl Incident {
             _ => "grown",
         };
         // The figure is the most affected service's; with several services, say which.
-        let (name, share) = figures
-            .per_service
-            .iter()
-            .max_by_key(|(_, f)| f.affected)
-            .map(|(id, f)| {
+        let (name, share) = most
+            .map(|(id, n)| {
                 let entry = &self.services[id];
                 let name = (self.services.len() > 1).then(|| format!("{} ", entry.name));
-                (name, ratio(f.affected, entry.subscribers))
+                (name, ratio(n, entry.subscribers))
             })
             .unwrap_or((None, 0.0));
         let regions: BTreeSet<&str> = self
@@ -363,8 +365,7 @@ impl Incident {
             .filter_map(|g| g.region.as_deref())
             .collect();
         let mut message = format!(
-            "{what}: {} {}subscribers affected ({:.1}%)",
-            figures.affected,
+            "{what}: {affected} {}subscribers affected ({:.1}%)",
             name.unwrap_or_default(),
             share * 100.0
         );

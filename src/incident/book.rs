@@ -253,7 +253,7 @@ impl IncidentBook {
             let just_opened = opened.contains(&inc.id);
             inc.reassess(topology, &settings.reporting, now, just_opened);
             changed |= inc.look_back(&self.changes, &past, now);
-            let affected = inc.affected(now);
+            let affected = inc.most_affected_now().map_or(0, |(_, n)| n);
             if just_opened {
                 inc.announced_affected = Some(affected);
                 changes.events.push((EventKind::Opened, inc.clone()));
@@ -267,12 +267,13 @@ impl IncidentBook {
             // Stored by an earlier version: what it announced is unknown, and taking the
             // figure of now is better than announcing growth from nothing.
             inc.announced_affected.get_or_insert(affected);
-            let step = inc.step(headline, settings.affected_change, now);
+            let after = inc.headline();
+            let step = inc.step(headline, &after, settings.affected_change);
             let stepped = step.is_some();
             if let Some((event, message)) = step {
                 inc.note_step(now, event, message);
             }
-            if stepped || *headline != inc.headline() {
+            if stepped || *headline != after {
                 inc.announced_affected = Some(affected);
                 changes.events.push((EventKind::Updated, inc.clone()));
             }
