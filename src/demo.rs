@@ -293,6 +293,7 @@ name = "demo-sink"
 type = "webhook"
 url = "http://{http}/sink"
 min_severity = "sev4"
+update_interval = "{update}ms"
 "#,
         db = state
             .join("tocsin.db")
@@ -306,6 +307,8 @@ min_severity = "sev4"
             .replace('\\', "\\\\"),
         degraded = timeout * 3 / 4,
         resolve = millis(60.0),
+        // Scaled like the rest: the regions joining show as updates within the outage.
+        update = millis(10.0),
     );
     for region in REGIONS {
         for (platform, subscribers) in [("vm-a", 225_000), ("vm-b", 7_275_000)] {

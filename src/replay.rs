@@ -1,6 +1,10 @@
 //! `tocsin replay`: the engine's [`Core`] on recorded JSON lines, in the input's
 //! time, with no network. Output: one JSON line per alert event that would be sent, then a
 //! summary of every incident. Nothing is written unless the whole input is valid.
+//!
+//! The events go through the daemon's routing, as for one receiver that takes every
+//! incident (see `stream_policy`): updates are held by `update_interval` and reminders
+//! fall due exactly as a receiver would see them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, Write};
@@ -9,11 +13,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::alert::routing::{Policy, Routed, Routing};
+use crate::alert::{DEFAULT_UPDATE_INTERVAL, ReceiverSpec};
 use crate::clock::Timestamp;
 use crate::config::Settings;
-use crate::engine::{Core, TICK, alert_type};
+use crate::engine::{Core, TICK};
 use crate::event::AlertType;
-use crate::incident::{BookUpdate, Change, Incident, IncidentBook, IncidentView};
+use crate::incident::{BookUpdate, Change, Incident, IncidentBook, IncidentView, Severity};
 use crate::probe::{Phases, ProbeResult, Reason};
 
 #[derive(Debug, thiserror::Error)]
@@ -143,9 +149,8 @@ struct Replay {
     incidents: BTreeMap<String, Incident>,
     /// Output lines, held until the input has been read to the end.
     out: Vec<String>,
-    /// Shortest `repeat_interval` among the receivers: reminders in replay time.
-    reminder_every: Option<chrono::Duration>,
-    last_notified: HashMap<String, Timestamp>,
+    /// The one stream's routing.
+    routing: Routing,
     events: usize,
 }
 
@@ -155,21 +160,22 @@ impl Replay {
             self.incidents.insert(inc.id.clone(), inc);
         }
         for (kind, inc) in changes.events {
-            self.write_event(alert_type(kind), &inc, now);
+            let routed = self.routing.route(kind, &inc.view(now), now);
+            self.write(routed);
         }
     }
 
-    fn write_event(&mut self, kind: AlertType, inc: &Incident, now: Timestamp) {
-        let view = inc.view(now);
-        let line = serde_json::to_string(&EventLine {
-            kind,
-            at: now,
-            incident: &view,
-        })
-        .expect("events serialize");
-        self.out.push(line);
-        self.events += 1;
-        self.last_notified.insert(inc.id.clone(), now);
+    fn write(&mut self, routed: Routed) {
+        for d in routed.deliveries {
+            let line = serde_json::to_string(&EventLine {
+                kind: d.event.kind,
+                at: d.event.occurred_at,
+                incident: &d.event.incident,
+            })
+            .expect("events serialize");
+            self.out.push(line);
+            self.events += 1;
+        }
     }
 
     /// Runs the clock from `from` to `to` in engine ticks, while time can change anything.
@@ -179,29 +185,29 @@ impl Replay {
         while now <= to && self.core.is_active() {
             let changes = self.core.tick(now);
             self.emit(changes, now);
-            self.remind(now);
+            let due = self.routing.tick(self.core.open_incidents(), now);
+            self.write(due);
             now += step;
         }
     }
+}
 
-    fn remind(&mut self, now: Timestamp) {
-        let Some(every) = self.reminder_every else {
-            return;
-        };
-        let due: Vec<Incident> = self
-            .core
-            .open_incidents()
+/// The one stream replay prints: what a receiver taking every incident and every
+/// resolution would be sent, with the shortest `repeat_interval` and the shortest
+/// `update_interval` of the configured receivers (the most events any of them can get),
+/// or the default `update_interval` when none is configured.
+fn stream_policy(receivers: &[ReceiverSpec]) -> Policy {
+    Policy {
+        name: "replay".to_string(),
+        min_severity: Severity::Sev4,
+        send_resolved: true,
+        services: Vec::new(),
+        resend_every: receivers.iter().filter_map(|r| r.repeat_interval).min(),
+        update_interval: receivers
             .iter()
-            .filter(|i| {
-                self.last_notified
-                    .get(&i.id)
-                    .is_some_and(|last| now - *last >= every)
-            })
-            .cloned()
-            .collect();
-        for inc in due {
-            self.write_event(AlertType::Reminder, &inc, now);
-        }
+            .map(|r| r.update_interval)
+            .min()
+            .unwrap_or(DEFAULT_UPDATE_INTERVAL),
     }
 }
 
@@ -219,12 +225,6 @@ pub fn run(
         .enumerate()
         .map(|(i, t)| (t.id.clone(), i))
         .collect();
-    let reminder_every = settings
-        .receivers
-        .iter()
-        .filter_map(|r| r.repeat_interval)
-        .min()
-        .and_then(|d| chrono::Duration::from_std(d).ok());
     let mut replay: Option<Replay> = None;
     let mut last_at: Option<Timestamp> = None;
     let mut lines = 0;
@@ -256,8 +256,7 @@ pub fn run(
             ),
             incidents: BTreeMap::new(),
             out: Vec::new(),
-            reminder_every,
-            last_notified: HashMap::new(),
+            routing: Routing::new([stream_policy(&settings.receivers)], &[]),
             events: 0,
         });
         if let Some(last) = last_at {

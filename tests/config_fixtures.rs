@@ -380,6 +380,7 @@ fn defaults_apply_when_keys_are_omitted() {
         settings.incidents.correlation_window,
         Duration::from_secs(15 * 60)
     );
+    assert_eq!(settings.incidents.affected_change, 0.25);
     assert_eq!(settings.server.listen, "127.0.0.1:9898".parse().unwrap());
     assert_eq!(settings.server.page_title, "Service status");
     assert_eq!(settings.server.external_url, None);
@@ -458,6 +459,7 @@ url = "https://noc.example.net/hooks/tocsin"
     assert_eq!(r.min_severity, tocsin::incident::Severity::Sev4);
     assert!(r.send_resolved);
     assert_eq!(r.repeat_interval, None);
+    assert_eq!(r.update_interval, Duration::from_secs(60));
     assert_eq!(r.timeout, Duration::from_secs(10));
     assert_eq!(r.max_retry_age, Duration::from_secs(24 * 3600));
 }
@@ -526,6 +528,7 @@ fn overrides_and_files_are_read() {
         settings.incidents.correlation_window,
         Duration::from_secs(1800)
     );
+    assert_eq!(settings.incidents.affected_change, 0.5);
     let topo = &settings.topology;
     let own = &topo.targets[0];
     assert_eq!(own.interval, Duration::from_secs(10));
@@ -552,6 +555,7 @@ fn overrides_and_files_are_read() {
     assert_eq!(noc.min_severity, tocsin::incident::Severity::Sev2);
     assert!(!noc.send_resolved);
     assert_eq!(noc.repeat_interval, Some(Duration::from_secs(4 * 3600)));
+    assert_eq!(noc.update_interval, Duration::from_secs(5 * 60));
     assert_eq!(noc.timeout, Duration::from_secs(5));
     assert_eq!(noc.max_retry_age, Duration::from_secs(12 * 3600));
     let hook = webhook(&noc.kind);

@@ -54,6 +54,24 @@ impl Replayed {
         self.events.iter().map(headline).collect()
     }
 
+    /// `type at affected/peak_affected regions`: how an incident's size was announced.
+    fn sizes(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|e| {
+                let i = &e["incident"];
+                format!(
+                    "{} {} {}/{} {}",
+                    e["type"].as_str().unwrap(),
+                    e["at"].as_str().unwrap(),
+                    i["affected"],
+                    i["peak_affected"],
+                    i["regions"].as_array().unwrap().len()
+                )
+            })
+            .collect()
+    }
+
     fn only_incident(&self) -> &Value {
         assert_eq!(
             self.incidents.len(),
@@ -131,6 +149,29 @@ fn replay_scenario(name: &str) -> Replayed {
     replay(load(name), BufReader::new(input))
 }
 
+/// A scenario with more configuration after its own (a receiver, say).
+fn replay_scenario_with(name: &str, more: &str) -> Replayed {
+    let toml = std::fs::read_to_string(fixture(&format!("{name}.toml"))).unwrap();
+    let settings = config::load(&ConfigSource::Inline(format!("{toml}\n{more}")))
+        .unwrap_or_else(|e| panic!("{name} with {more}: {e}"));
+    let input = File::open(fixture(&format!("{name}.jsonl"))).unwrap();
+    replay(settings, BufReader::new(input))
+}
+
+/// The timeline's `(at, event, message)` of the given kinds.
+fn messages(incident: &Value, kinds: &[&str]) -> Vec<(String, String, String)> {
+    incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| kinds.contains(&t["event"].as_str().unwrap()))
+        .map(|t| {
+            let field = |k: &str| t[k].as_str().unwrap().to_string();
+            (field("at"), field("event"), field("message"))
+        })
+        .collect()
+}
+
 /// The timeline's event kinds, in order, restricted to `kinds`.
 fn timeline(incident: &Value, kinds: &[&str]) -> Vec<(String, String)> {
     incident["timeline"]
@@ -184,14 +225,21 @@ fn single_platform_failing_in_every_region() {
             // 225 000 ≥ 100 000 affected → sev2 and ofcom (for review: voicemail is a
             // feature service); partial outage → major.
             "incident.opened 2026-07-05T14:02:00Z inc-000001 investigating sev2/major/localized voicemail ofcom=review",
-            // South's third failure: 2 of the 4 regions → distributed.
-            "incident.updated 2026-07-05T14:02:10Z inc-000001 investigating sev2/major/distributed voicemail ofcom=review",
+            // South's third failure (14:02:10): 2 of the 4 regions → distributed; east and
+            // west follow 10 and 20 s later. The minute of update_interval after the opening
+            // makes it one update, with the latest state: 900 000 in 4 regions.
+            "incident.updated 2026-07-05T14:03:00Z inc-000001 investigating sev2/major/distributed voicemail ofcom=review",
             // 30 minutes after the onset (and ≥ 900 000 user-minutes long before).
             "incident.updated 2026-07-05T14:30:00Z inc-000001 investigating sev2/major/distributed voicemail fcc_nors=review ofcom=review",
             // 1 000 000 user-hours: 900 000 × 66m40s after the mean onset 14:00:15.
             "incident.updated 2026-07-05T15:06:55Z inc-000001 investigating sev2/major/distributed voicemail eu_enisa=review fcc_nors=review ofcom=review",
             // ofcom's critical level, 3 000 000 user-hours: 200 minutes after 14:00:15.
             "incident.updated 2026-07-05T17:20:15Z inc-000001 investigating sev2/major/distributed voicemail eu_enisa=review fcc_nors=review ofcom=review+critical",
+            // North back (its second success): 675 000 affected, 25% fewer than announced,
+            // a partial recovery. South, east and west follow within 30 s: the update that
+            // waits for update_interval goes out with the latest state, the impact over.
+            "incident.updated 2026-07-05T18:01:00Z inc-000001 investigating sev2/major/distributed voicemail eu_enisa=review fcc_nors=review ofcom=review+critical",
+            "incident.updated 2026-07-05T18:02:00Z inc-000001 monitoring sev2/major/distributed voicemail eu_enisa=review fcc_nors=review ofcom=review+critical",
             // Last recovery 18:01:30 (west's second success) + resolve_after 5m.
             "incident.resolved 2026-07-05T18:06:30Z inc-000001 resolved sev2/major/distributed voicemail eu_enisa=review fcc_nors=review ofcom=review+critical",
         ]
@@ -200,7 +248,7 @@ fn single_platform_failing_in_every_region() {
         r.totals,
         Totals {
             lines: 1401,
-            events: 6,
+            events: 8,
             incidents: 1
         }
     );
@@ -259,6 +307,208 @@ fn single_platform_failing_in_every_region() {
     );
 }
 
+/// Voicemail platform vm-a (90 000 subscribers in each of 10 regions, 3% of 30 000 000)
+/// fails in one more region every 5 minutes, from 14:00 (north) to 14:45 (capital), and
+/// comes back everywhere at 15:00. Probes run every 60 s, 5 s apart from one region to
+/// the next, so region i is down at its third failure, 14:02:00 + 5m05s × i.
+///
+/// Before, the alerts stopped at 540 000 in 6 regions (14:30, a rule met) while the outage
+/// went on to 900 000 in 10: now every new region is an update as it joins.
+#[test]
+fn an_outage_that_grows_is_announced_as_it_grows() {
+    let r = replay_scenario("growing-outage");
+    assert_eq!(
+        r.sizes(),
+        [
+            "incident.opened 2026-07-10T14:02:00Z 90000/90000 1",
+            "incident.updated 2026-07-10T14:07:05Z 180000/180000 2",
+            "incident.updated 2026-07-10T14:12:10Z 270000/270000 3",
+            "incident.updated 2026-07-10T14:17:15Z 360000/360000 4",
+            "incident.updated 2026-07-10T14:22:20Z 450000/450000 5",
+            "incident.updated 2026-07-10T14:27:25Z 540000/540000 6",
+            // fcc_nors: 30 minutes (and 540 000 × 30 ≥ 900 000 user-minutes).
+            "incident.updated 2026-07-10T14:30:00Z 540000/540000 6",
+            "incident.updated 2026-07-10T14:32:30Z 630000/630000 7",
+            "incident.updated 2026-07-10T14:37:35Z 720000/720000 8",
+            "incident.updated 2026-07-10T14:42:40Z 810000/810000 9",
+            "incident.updated 2026-07-10T14:47:45Z 900000/900000 10",
+            // The probes see the recovery region by region, from 15:01:00 (north's second
+            // success) to 15:01:45: 630 000 left at 15:01:10 is a partial recovery; the
+            // update after it waits for update_interval and finds the impact over.
+            "incident.updated 2026-07-10T15:01:10Z 630000/900000 10",
+            "incident.updated 2026-07-10T15:02:10Z 0/900000 10",
+            // Last recovery 15:01:45 + resolve_after 5m.
+            "incident.resolved 2026-07-10T15:06:45Z 0/900000 10",
+        ]
+    );
+    assert_eq!(
+        r.headlines(),
+        [
+            // One region wholly down: regional; 90 000 (0.3%) is sev3.
+            "incident.opened 2026-07-10T14:02:00Z inc-000001 investigating sev3/major/regional voicemail",
+            // 180 000 ≥ 100 000: sev2, ofcom (for review: a feature service).
+            "incident.updated 2026-07-10T14:07:05Z inc-000001 investigating sev2/major/regional voicemail ofcom=review",
+            "incident.updated 2026-07-10T14:12:10Z inc-000001 investigating sev2/major/regional voicemail ofcom=review",
+            "incident.updated 2026-07-10T14:17:15Z inc-000001 investigating sev2/major/regional voicemail ofcom=review",
+            // Half of the 10 regions: distributed.
+            "incident.updated 2026-07-10T14:22:20Z inc-000001 investigating sev2/major/distributed voicemail ofcom=review",
+            "incident.updated 2026-07-10T14:27:25Z inc-000001 investigating sev2/major/distributed voicemail ofcom=review",
+            "incident.updated 2026-07-10T14:30:00Z inc-000001 investigating sev2/major/distributed voicemail fcc_nors=review ofcom=review",
+            "incident.updated 2026-07-10T14:32:30Z inc-000001 investigating sev2/major/distributed voicemail fcc_nors=review ofcom=review",
+            "incident.updated 2026-07-10T14:37:35Z inc-000001 investigating sev2/major/distributed voicemail fcc_nors=review ofcom=review",
+            "incident.updated 2026-07-10T14:42:40Z inc-000001 investigating sev2/major/distributed voicemail fcc_nors=review ofcom=review",
+            "incident.updated 2026-07-10T14:47:45Z inc-000001 investigating sev2/major/distributed voicemail fcc_nors=review ofcom=review",
+            "incident.updated 2026-07-10T15:01:10Z inc-000001 investigating sev2/major/distributed voicemail fcc_nors=review ofcom=review",
+            "incident.updated 2026-07-10T15:02:10Z inc-000001 monitoring sev2/major/distributed voicemail fcc_nors=review ofcom=review",
+            "incident.resolved 2026-07-10T15:06:45Z inc-000001 resolved sev2/major/distributed voicemail fcc_nors=review ofcom=review",
+        ]
+    );
+    let last_growth = &r.events[10]["incident"];
+    assert_eq!(
+        last_growth["regions"],
+        json!([
+            "capital", "centre", "coast", "east", "hills", "islands", "lakes", "north", "south",
+            "west"
+        ])
+    );
+    assert_eq!(last_growth["per_service"]["voicemail"]["peak_share"], 0.03);
+
+    // The timeline tells how it unfolded, for the incident page and the post-mortem.
+    let inc = r.only_incident();
+    let step = |at: &str, event: &str, message: &str| {
+        (at.to_string(), event.to_string(), message.to_string())
+    };
+    assert_eq!(
+        messages(
+            inc,
+            &["opened", "grown", "recovering", "recovered", "resolved"]
+        ),
+        [
+            step(
+                "2026-07-10T14:02:00Z",
+                "opened",
+                "Voicemail: 90000 subscribers affected (0.3%)"
+            ),
+            step(
+                "2026-07-10T14:07:05Z",
+                "grown",
+                "region south joined: 180000 subscribers affected (0.6%) in 2 regions"
+            ),
+            step(
+                "2026-07-10T14:12:10Z",
+                "grown",
+                "region east joined: 270000 subscribers affected (0.9%) in 3 regions"
+            ),
+            step(
+                "2026-07-10T14:17:15Z",
+                "grown",
+                "region west joined: 360000 subscribers affected (1.2%) in 4 regions"
+            ),
+            step(
+                "2026-07-10T14:22:20Z",
+                "grown",
+                "region centre joined: 450000 subscribers affected (1.5%) in 5 regions"
+            ),
+            step(
+                "2026-07-10T14:27:25Z",
+                "grown",
+                "region coast joined: 540000 subscribers affected (1.8%) in 6 regions"
+            ),
+            step(
+                "2026-07-10T14:32:30Z",
+                "grown",
+                "region lakes joined: 630000 subscribers affected (2.1%) in 7 regions"
+            ),
+            step(
+                "2026-07-10T14:37:35Z",
+                "grown",
+                "region hills joined: 720000 subscribers affected (2.4%) in 8 regions"
+            ),
+            step(
+                "2026-07-10T14:42:40Z",
+                "grown",
+                "region islands joined: 810000 subscribers affected (2.7%) in 9 regions"
+            ),
+            step(
+                "2026-07-10T14:47:45Z",
+                "grown",
+                "region capital joined: 900000 subscribers affected (3.0%) in 10 regions"
+            ),
+            step(
+                "2026-07-10T15:01:10Z",
+                "recovering",
+                "recovering from 900000: 630000 subscribers affected (2.1%) in 7 regions"
+            ),
+            step(
+                "2026-07-10T15:01:20Z",
+                "recovering",
+                "recovering from 630000: 450000 subscribers affected (1.5%) in 5 regions"
+            ),
+            step(
+                "2026-07-10T15:01:30Z",
+                "recovering",
+                "recovering from 450000: 270000 subscribers affected (0.9%) in 3 regions"
+            ),
+            step(
+                "2026-07-10T15:01:35Z",
+                "recovering",
+                "recovering from 270000: 180000 subscribers affected (0.6%) in 2 regions"
+            ),
+            step(
+                "2026-07-10T15:01:40Z",
+                "recovering",
+                "recovering from 180000: 90000 subscribers affected (0.3%) in 1 region"
+            ),
+            step(
+                "2026-07-10T15:01:45Z",
+                "recovered",
+                "impact over; resolving after 5m without failures"
+            ),
+            step(
+                "2026-07-10T15:06:45Z",
+                "resolved",
+                "resolved after 1h 45s of impact"
+            ),
+        ]
+    );
+    assert_eq!(inc["peak_affected"], 900_000);
+    assert_eq!(inc["affected"], 0);
+    assert_eq!(inc["onset_at"], "2026-07-10T14:00:00Z");
+    assert_eq!(inc["impact_end_at"], "2026-07-10T15:00:45Z");
+}
+
+/// The same outage for a receiver with `update_interval = "10m"`: at most one update every
+/// 10 minutes, each with the state of when it goes out (the regions that joined meanwhile
+/// are in it), and the opening and the resolution not held back.
+#[test]
+fn a_longer_update_interval_coalesces_the_growth_into_the_latest_state() {
+    let r = replay_scenario_with(
+        "growing-outage",
+        r#"
+[[receivers]]
+name = "management"
+type = "webhook"
+url = "http://127.0.0.1:9/hooks/tocsin"
+update_interval = "10m"
+"#,
+    );
+    assert_eq!(
+        r.sizes(),
+        [
+            "incident.opened 2026-07-10T14:02:00Z 90000/90000 1",
+            // South joined at 14:07:05; the update waits until 10 minutes after the opening.
+            "incident.updated 2026-07-10T14:12:00Z 180000/180000 2",
+            // East (14:12:10) and west (14:17:15).
+            "incident.updated 2026-07-10T14:22:00Z 360000/360000 4",
+            "incident.updated 2026-07-10T14:32:00Z 540000/540000 6",
+            "incident.updated 2026-07-10T14:42:00Z 720000/720000 8",
+            "incident.updated 2026-07-10T14:52:00Z 900000/900000 10",
+            "incident.updated 2026-07-10T15:02:00Z 0/900000 10",
+            "incident.resolved 2026-07-10T15:06:45Z 0/900000 10",
+        ]
+    );
+}
+
 /// Data, voice and voicemail fail in both regions within 25 s (a shared transport): one
 /// incident that the other services join, national from the start.
 #[test]
@@ -269,14 +519,18 @@ fn multi_service_national_outage() {
         [
             // data-north down: half of data → major_outage → national, sev1, critical.
             "incident.opened 2026-07-06T09:01:00Z inc-000001 investigating sev1/critical/national data ofcom=met",
-            // Voice fails 10 s later in the same regions: it joins, no second incident.
-            "incident.updated 2026-07-06T09:01:10Z inc-000001 investigating sev1/critical/national data,voice ofcom=met",
-            "incident.updated 2026-07-06T09:01:20Z inc-000001 investigating sev1/critical/national data,voice,voicemail ofcom=met",
+            // Voice fails 10 s later in the same regions, voicemail 20 s later: they join, no
+            // second incident; one update a minute (update_interval) after the opening.
+            "incident.updated 2026-07-06T09:02:00Z inc-000001 investigating sev1/critical/national data,voice,voicemail ofcom=met",
             // Data: 1 000 000 user-hours (20M × 3 min after its mean onset 09:00:02.5),
             // then 3 000 000 (ofcom critical), then 30 minutes (fcc_nors).
             "incident.updated 2026-07-06T09:03:03Z inc-000001 investigating sev1/critical/national data,voice,voicemail eu_enisa=met ofcom=met",
             "incident.updated 2026-07-06T09:09:03Z inc-000001 investigating sev1/critical/national data,voice,voicemail eu_enisa=met ofcom=met+critical",
             "incident.updated 2026-07-06T09:30:00Z inc-000001 investigating sev1/critical/national data,voice,voicemail eu_enisa=met fcc_nors=met ofcom=met+critical",
+            // The recovery, one target every 5 s: 9 000 000 still affected at 09:45:40 is
+            // news (a partial recovery); the next update waits a minute and finds it over.
+            "incident.updated 2026-07-06T09:45:40Z inc-000001 investigating sev1/critical/national data,voice,voicemail eu_enisa=met fcc_nors=met ofcom=met+critical",
+            "incident.updated 2026-07-06T09:46:40Z inc-000001 monitoring sev1/critical/national data,voice,voicemail eu_enisa=met fcc_nors=met ofcom=met+critical",
             // Last recovery (vm-a-south's second success 09:45:55) + 5m.
             "incident.resolved 2026-07-06T09:50:55Z inc-000001 resolved sev1/critical/national data,voice,voicemail eu_enisa=met fcc_nors=met ofcom=met+critical",
         ]

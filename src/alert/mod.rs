@@ -1,9 +1,9 @@
 //! Alerts: routing per receiver, a durable outbox, and one file per receiver type.
 //!
 //! The engine turns incident events into deliveries with `routing::Routing` (pure:
-//! `min_severity`, `send_resolved`, announcements, reminders) and writes them to the
-//! outbox in the store, in the same transaction as the incident. `outbox` runs one
-//! deliverer per receiver that sends the receiver's rows in order and deletes each only
+//! `min_severity`, `send_resolved`, announcements, `update_interval`, reminders) and writes
+//! them to the outbox in the store, in the same transaction as the incident. `outbox` runs
+//! one deliverer per receiver that sends the receiver's rows in order and deletes each only
 //! after a 2xx, retrying with exponential backoff and jitter. A dead receiver delays
 //! neither another receiver nor probing, and a restart (even `kill -9`) loses nothing.
 
@@ -57,6 +57,10 @@ pub struct ReceiverConfig {
     /// Reminder while an incident stays open; none when unset.
     #[serde(default, with = "humantime_serde")]
     pub repeat_interval: Option<Duration>,
+    /// `incident.updated` of one incident at most this often (Alertmanager's
+    /// `group_interval`): a burst of changes becomes one update with the latest state.
+    #[serde(default = "default_update_interval", with = "humantime_serde")]
+    pub update_interval: Duration,
     /// Per-attempt timeout.
     #[serde(default = "default_send_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -96,6 +100,12 @@ fn default_max_retry_age() -> Duration {
 fn default_max_per_minute() -> u32 {
     30
 }
+fn default_update_interval() -> Duration {
+    DEFAULT_UPDATE_INTERVAL
+}
+
+/// The default `update_interval`; replay's too when no receiver is configured.
+pub const DEFAULT_UPDATE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A validated receiver.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +115,7 @@ pub struct ReceiverSpec {
     pub min_severity: Severity,
     pub send_resolved: bool,
     pub repeat_interval: Option<Duration>,
+    pub update_interval: Duration,
     pub timeout: Duration,
     pub max_retry_age: Duration,
     pub max_per_minute: u32,
@@ -121,15 +132,22 @@ pub enum ReceiverKind {
 }
 
 impl ReceiverSpec {
-    /// Whether the receiver wants news of an incident on these services.
-    pub fn covers(&self, services: &[String]) -> bool {
-        self.services.is_empty() || services.iter().any(|s| self.services.contains(s))
+    /// What routing needs of this receiver.
+    pub(crate) fn policy(&self) -> routing::Policy {
+        routing::Policy {
+            name: self.name.clone(),
+            min_severity: self.min_severity,
+            send_resolved: self.send_resolved,
+            services: self.services.clone(),
+            resend_every: self.resend_every(),
+            update_interval: self.update_interval,
+        }
     }
 
     /// How often an open incident is sent again: the reminder interval, and for
     /// Alertmanager at most every minute (it resolves alerts not re-sent within its
     /// `resolve_timeout`, 5 min by default).
-    pub fn resend_every(&self) -> Option<Duration> {
+    fn resend_every(&self) -> Option<Duration> {
         match self.kind {
             ReceiverKind::Alertmanager(_) => Some(
                 self.repeat_interval
@@ -249,6 +267,7 @@ impl ReceiverConfig {
             min_severity: self.min_severity,
             send_resolved: self.send_resolved,
             repeat_interval: self.repeat_interval,
+            update_interval: self.update_interval,
             timeout: self.timeout,
             max_retry_age: self.max_retry_age,
             max_per_minute: self.max_per_minute,

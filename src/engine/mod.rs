@@ -19,7 +19,6 @@ use crate::alert::ReceiverSpec;
 use crate::alert::outbox::Outbox;
 use crate::alert::routing::{Routed, Routing};
 use crate::clock::{Clock, Timestamp};
-use crate::event::AlertType;
 use crate::incident::{
     BookUpdate, Change, EventKind, Incident, IncidentBook, IncidentSpec, IncidentView, Severity,
     service_status,
@@ -103,7 +102,10 @@ impl Engine {
                 counted_minutes.insert((inc.id.clone(), service), f.user_minutes);
             }
         }
-        let routing = Routing::new(&spec.receivers, &restored.routes);
+        let routing = Routing::new(
+            spec.receivers.iter().map(ReceiverSpec::policy),
+            &restored.routes,
+        );
         let mut book = IncidentBook::restore(restored.open_incidents, restored.last_seq);
         book.remember(restored.history, restored.changes);
         let windows = restored.maintenances;
@@ -193,14 +195,9 @@ impl Engine {
                         self.core.detectors().iter().map(|d| d.state()),
                     );
                     self.save_rollups(now);
-                    let open: Vec<IncidentView> = self
-                        .core
-                        .open_incidents()
-                        .iter()
-                        .map(|i| i.view(now))
-                        .collect();
-                    let reminders = self.routing.remind(&open, now);
-                    self.enqueue(reminders, now);
+                    // Waiting updates and reminders that fell due.
+                    let due = self.routing.tick(self.core.open_incidents(), now);
+                    self.enqueue(due, now);
                     self.publish(now);
                 }
                 received = reports.recv_many(&mut batch, REPORT_BATCH), if reports_open => {
@@ -242,7 +239,10 @@ impl Engine {
         match message {
             Control::Reconfigure(spec, outbox) => {
                 let old = Arc::clone(self.core.topology());
-                self.routing = Routing::new(&spec.receivers, &self.routing.marks());
+                self.routing = Routing::new(
+                    spec.receivers.iter().map(ReceiverSpec::policy),
+                    &self.routing.marks(),
+                );
                 std::mem::replace(&mut self.outbox, outbox).stop();
                 self.spec = spec;
                 let changes = self.core.reconfigure(
@@ -274,7 +274,7 @@ impl Engine {
                     tracing::info!(incident = %inc.id, by = by.as_deref(), "incident acknowledged");
                     self.store.save_incident(inc);
                     // Receivers that act on it (PagerDuty acknowledges) hear of it.
-                    let routed = self.routing.route(AlertType::Updated, &inc.view(now), now);
+                    let routed = self.routing.acknowledged(&inc.view(now), now);
                     self.enqueue(routed, now);
                 }
                 let _ = reply.send(acknowledged.map(|i| i.view(now)));
@@ -350,7 +350,7 @@ impl Engine {
                 self.count_user_minutes(&inc, now);
                 self.counted_minutes.retain(|(id, _), _| *id != inc.id);
             }
-            let routed = self.routing.route(alert_type(kind), &view, now);
+            let routed = self.routing.route(kind, &view, now);
             self.enqueue(routed, now);
         }
     }
@@ -359,8 +359,7 @@ impl Engine {
     /// the deliverers once committed.
     fn enqueue(&mut self, routed: Routed, now: Timestamp) {
         for mark in &routed.marks {
-            self.store
-                .route(&mark.receiver, &mark.incident, mark.last_sent);
+            self.store.route(&mark.receiver, &mark.incident, mark.state);
         }
         if routed.deliveries.is_empty() {
             return;
@@ -470,13 +469,5 @@ fn with_windows(topology: &Arc<Topology>, windows: &[MaintenanceWindow]) -> Arc<
         Arc::clone(topology)
     } else {
         Arc::new(topology.with_windows(windows))
-    }
-}
-
-pub fn alert_type(kind: EventKind) -> AlertType {
-    match kind {
-        EventKind::Opened => AlertType::Opened,
-        EventKind::Updated => AlertType::Updated,
-        EventKind::Resolved => AlertType::Resolved,
     }
 }

@@ -6,11 +6,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::cause::{self, Change, PastIncident};
-use super::model::{Figures, Impact, Incident, Scope, ServiceEntry, Severity, steps};
+use super::model::{
+    Figures, Impact, Incident, IncidentStatus, Scope, ServiceEntry, Severity, steps,
+};
 use super::reporting::{self, ReportingSpec, RuleOutcome, RuleStatus};
-use super::status::ComponentStatus;
-use super::status::Health;
+use super::status::{ComponentStatus, Health, ratio};
 use crate::clock::Timestamp;
+use crate::format;
 use crate::topology::Topology;
 
 impl Incident {
@@ -268,29 +270,172 @@ impl Incident {
     }
 
     /// What alerts care about: a change here is an `incident.updated`. Rule sets count
-    /// once met (a first evaluation finding nothing is no news).
+    /// once met (a first evaluation finding nothing is no news); platforms and regions
+    /// only ever grow, so a change is one joining.
     pub(super) fn headline(&self) -> Headline {
-        (
-            self.severity,
-            self.impact,
-            self.scope,
-            self.services.keys().cloned().collect(),
-            self.reporting
+        Headline {
+            severity: self.severity,
+            impact: self.impact,
+            scope: self.scope,
+            services: self.services.keys().cloned().collect(),
+            platforms: self.labels(|g| g.platform.as_ref()),
+            regions: self.labels(|g| g.region.as_ref()),
+            reporting: self
+                .reporting
                 .iter()
                 .filter(|(_, o)| o.status != RuleStatus::NotMet)
                 .map(|(name, o)| (name.clone(), o.status, o.critical == Some(true)))
                 .collect(),
-        )
+        }
+    }
+
+    /// The most affected service now, with its subscribers of groups down: the figure
+    /// announcements carry and compare (`affected` of the view). Needs no step functions,
+    /// so it is cheap enough for every tick.
+    pub(super) fn most_affected_now(&self) -> Option<(&String, u64)> {
+        self.services
+            .keys()
+            .map(|id| (id, self.subscribers_now(id, Health::Down)))
+            .max_by_key(|(_, n)| *n)
+    }
+
+    /// The growth or recovery step from `before` to `after` (the headlines at the start and
+    /// the end of an update) and from the last announced figure, if any is news: platforms
+    /// or regions joined, or the affected subscribers grown or fallen by `affected_change`
+    /// of the announced figure while the impact lasts (a full recovery is the resolution's
+    /// news). Returns the timeline event (`grown` or `recovering`), its message and what
+    /// customers are told.
+    pub(super) fn step(
+        &self,
+        before: &Headline,
+        after: &Headline,
+        affected_change: f64,
+    ) -> Option<(&'static str, String, String)> {
+        let announced = self.announced_affected?;
+        let most = self.most_affected_now();
+        let affected = most.map_or(0, |(_, n)| n);
+        let impacting = matches!(
+            self.status,
+            IncidentStatus::Investigating | IncidentStatus::Identified
+        );
+        let change = impacting
+            .then(|| material_change(announced, affected, affected_change))
+            .flatten();
+        let joined = |old: &[String], new: &[String], one: &str, many: &str| {
+            let added: Vec<&str> = new
+                .iter()
+                .filter(|l| !old.contains(l))
+                .map(String::as_str)
+                .collect();
+            match added.len() {
+                0 => None,
+                1 => Some(format!("{one} {}", added[0])),
+                _ => Some(format!("{many} {}", added.join(", "))),
+            }
+        };
+        let added: Vec<String> = [
+            joined(&before.regions, &after.regions, "region", "regions"),
+            joined(&before.platforms, &after.platforms, "platform", "platforms"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if added.is_empty() && change.is_none() {
+            return None;
+        }
+        let what = match (added.is_empty(), change) {
+            (false, _) => format!("{} joined", added.join(" and ")),
+            (true, Some(Movement::Grown)) => format!("grown from {announced}"),
+            (true, _) => format!("recovering from {announced}"),
+        };
+        let event = match change {
+            Some(Movement::Fallen) => "recovering",
+            _ => "grown",
+        };
+        // The figure is the most affected service's; with several services, say which.
+        let (name, share) = most
+            .map(|(id, n)| {
+                let entry = &self.services[id];
+                let name = (self.services.len() > 1).then(|| format!("{} ", entry.name));
+                (name, ratio(n, entry.subscribers))
+            })
+            .unwrap_or((None, 0.0));
+        let regions: BTreeSet<&str> = self
+            .groups
+            .iter()
+            .filter(|g| g.is_now(Health::Down))
+            .filter_map(|g| g.region.as_deref())
+            .collect();
+        let mut message = format!(
+            "{what}: {affected} {}subscribers affected ({:.1}%)",
+            name.clone().unwrap_or_default(),
+            share * 100.0
+        );
+        match regions.len() {
+            0 => {}
+            1 => message.push_str(" in 1 region"),
+            n => message.push_str(&format!(" in {n} regions")),
+        }
+        // Degraded subscribers are not affected, but a recovery that leaves them slow is
+        // not over.
+        let degraded = self
+            .services
+            .keys()
+            .map(|s| self.subscribers_now(s, Health::Degraded))
+            .max()
+            .unwrap_or(0);
+        if degraded > 0 {
+            message.push_str(&format!(", {degraded} degraded"));
+        }
+        let service = name.map_or(String::new(), |n| format!(" of {}", n.trim_end()));
+        let public = match event {
+            "recovering" => format!(
+                "Service is coming back: about {} of subscribers{service} are still affected.",
+                format::percent(share)
+            ),
+            _ => format!(
+                "The problem has spread: about {} of subscribers{service} are affected.",
+                format::percent(share)
+            ),
+        };
+        Some((event, message, public))
     }
 }
 
-pub(super) type Headline = (
-    Severity,
-    Impact,
-    Scope,
-    Vec<String>,
-    Vec<(String, RuleStatus, bool)>,
-);
+/// Which way the affected subscribers moved, when by enough to be news.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Movement {
+    Grown,
+    Fallen,
+}
+
+/// Whether `now` differs from `announced` by at least `fraction` of it: grown by that
+/// much, or fallen by that much (by all of it at most, so with a fraction of 1 or more a
+/// fall counts once nobody is left affected). Anything from nobody is growth. In parts per
+/// million, so that a threshold of exactly 25% is met at exactly 25%.
+pub(super) fn material_change(announced: u64, now: u64, fraction: f64) -> Option<Movement> {
+    let ppm = (fraction * 1e6).round() as u128;
+    let (announced, now) = (u128::from(announced), u128::from(now));
+    if now > announced && (now - announced) * 1_000_000 >= ppm * announced {
+        Some(Movement::Grown)
+    } else if now < announced && (announced - now) * 1_000_000 >= ppm.min(1_000_000) * announced {
+        Some(Movement::Fallen)
+    } else {
+        None
+    }
+}
+
+/// What alerts care about, compared before and after each update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Headline {
+    severity: Severity,
+    impact: Impact,
+    scope: Scope,
+    services: Vec<String>,
+    platforms: Vec<String>,
+    regions: Vec<String>,
+    reporting: Vec<(String, RuleStatus, bool)>,
+}
 
 /// Nothing can make this outcome stronger: met, and (ofcom) critical.
 fn is_final(o: &RuleOutcome) -> bool {

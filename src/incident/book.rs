@@ -190,7 +190,9 @@ impl IncidentBook {
                         recurrence: None,
                         acknowledged_at: None,
                         reporting: BTreeMap::new(),
+                        announced_affected: None,
                         timeline: Vec::new(),
+                        steps_omitted: 0,
                     };
                     inc.track_groups(topology, groups);
                     let message = format!("{}: {}", service.name, describe(status));
@@ -248,11 +250,11 @@ impl IncidentBook {
                         "impact over; resolving after {} without failures",
                         humantime::format_duration(settings.resolve_after)
                     );
-                    inc.note_public(
+                    inc.note_step(
                         now,
                         "recovered",
                         message,
-                        "The service is working again; we are monitoring it.".to_string(),
+                        Some("The service is working again; we are monitoring it.".to_string()),
                     );
                     changed = true;
                 }
@@ -260,11 +262,11 @@ impl IncidentBook {
                     inc.status = IncidentStatus::Investigating;
                     inc.monitoring_at = None;
                     inc.impact_end_at = None;
-                    inc.note_public(
+                    inc.note_step(
                         now,
                         "reopened",
                         "failing again".to_string(),
-                        "The problem is back; we are investigating.".to_string(),
+                        Some("The problem is back; we are investigating.".to_string()),
                     );
                     changed = true;
                 }
@@ -273,7 +275,9 @@ impl IncidentBook {
             let just_opened = opened.contains(&inc.id);
             inc.reassess(topology, &settings.reporting, now, just_opened);
             changed |= inc.look_back(&self.changes, &past, now);
+            let affected = inc.most_affected_now().map_or(0, |(_, n)| n);
             if just_opened {
+                inc.announced_affected = Some(affected);
                 changes.events.push((EventKind::Opened, inc.clone()));
                 changes.changed.push(inc.clone());
                 continue;
@@ -282,7 +286,17 @@ impl IncidentBook {
                 .iter()
                 .find(|(_, old)| old.id == inc.id)
                 .expect("every open incident not opened now existed before");
-            if *headline != inc.headline() {
+            // Stored by an earlier version: what it announced is unknown, and taking the
+            // figure of now is better than announcing growth from nothing.
+            inc.announced_affected.get_or_insert(affected);
+            let after = inc.headline();
+            let step = inc.step(headline, &after, settings.affected_change);
+            let stepped = step.is_some();
+            if let Some((event, message, public)) = step {
+                inc.note_step(now, event, message, Some(public));
+            }
+            if stepped || *headline != after {
+                inc.announced_affected = Some(affected);
                 changes.events.push((EventKind::Updated, inc.clone()));
             }
             if changed || old != inc {

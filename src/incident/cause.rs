@@ -185,7 +185,9 @@ mod tests {
             recurrence: None,
             acknowledged_at: None,
             reporting: BTreeMap::new(),
+            announced_affected: None,
             timeline: vec![],
+            steps_omitted: 0,
         }
     }
 

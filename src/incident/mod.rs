@@ -44,12 +44,18 @@ pub struct IncidentsConfig {
     /// region with it, join that incident.
     #[serde(default = "default_correlation_window", with = "humantime_serde")]
     pub correlation_window: Duration,
+    /// An open incident whose affected subscribers grow or fall by this fraction of the
+    /// last announced figure is news (`incident.updated`), like a new region, platform or
+    /// service: an outage spreading one region at a time is announced as it spreads.
+    #[serde(default = "default_affected_change")]
+    pub affected_change: f64,
 }
 
 impl Default for IncidentsConfig {
     fn default() -> Self {
         Self {
             correlation_window: default_correlation_window(),
+            affected_change: default_affected_change(),
         }
     }
 }
@@ -58,19 +64,29 @@ fn default_correlation_window() -> Duration {
     Duration::from_secs(15 * 60)
 }
 
+fn default_affected_change() -> f64 {
+    0.25
+}
+
+/// Largest `affected_change`: growth to 11 times the announced figure.
+const MAX_AFFECTED_CHANGE: f64 = 10.0;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncidentSpec {
     pub correlation_window: Duration,
+    /// Fraction of the last announced affected figure that makes a change news.
+    pub affected_change: f64,
     pub resolve_after: Duration,
     /// `[reporting]`: the rule sets evaluated on every incident.
     pub reporting: ReportingSpec,
 }
 
 impl Default for IncidentSpec {
-    /// The defaults of the configuration: 15m, 5m, every built-in rule set.
+    /// The defaults of the configuration: 15m, 25%, 5m, every built-in rule set.
     fn default() -> Self {
         Self {
             correlation_window: default_correlation_window(),
+            affected_change: default_affected_change(),
             resolve_after: Duration::from_secs(5 * 60),
             reporting: ReportingSpec::default(),
         }
@@ -86,11 +102,23 @@ impl IncidentsConfig {
         reporting: &ReportingConfig,
         issues: &mut Issues,
     ) -> Option<IncidentSpec> {
-        let reporting = reporting.build("reporting", issues)?;
+        let reporting = reporting.build("reporting", issues);
+        let change = self.affected_change;
+        if !(change > 0.0 && change <= MAX_AFFECTED_CHANGE) {
+            issues.push(
+                "incidents.affected_change",
+                format!(
+                    "must be between 0 and {MAX_AFFECTED_CHANGE} (greater than 0, at most \
+                     {MAX_AFFECTED_CHANGE}; 0.25 is 25%)"
+                ),
+            );
+            return None;
+        }
         Some(IncidentSpec {
             correlation_window: self.correlation_window,
+            affected_change: change,
             resolve_after,
-            reporting,
+            reporting: reporting?,
         })
     }
 }

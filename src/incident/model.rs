@@ -88,6 +88,15 @@ pub struct GroupImpact {
     pub periods: Vec<Period>,
 }
 
+impl GroupImpact {
+    /// In a period of this health that has not ended.
+    pub(super) fn is_now(&self, health: Health) -> bool {
+        self.periods
+            .last()
+            .is_some_and(|p| p.health == health && p.end.is_none())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TimelineEntry {
     pub at: Timestamp,
@@ -138,8 +147,25 @@ pub struct Incident {
     /// Reporting rule sets by name; a met one stays met.
     #[serde(default)]
     pub reporting: BTreeMap<String, RuleOutcome>,
+    /// Subscribers affected as the last `incident.opened` or `incident.updated` said: growth
+    /// and recovery are measured from it, so that many small steps add up to news. `None`
+    /// in incidents stored before it existed, until the next update takes the current figure.
+    #[serde(default)]
+    pub announced_affected: Option<u64>,
     pub timeline: Vec<TimelineEntry>,
+    /// Growth and recovery steps left out of the timeline to keep it bounded: the count
+    /// its `steps_omitted` entry gives.
+    #[serde(default)]
+    pub steps_omitted: u32,
 }
+
+/// Timeline events of growth, recovery and flapping, bounded by [`Incident::note_step`].
+const STEP_EVENTS: [&str; 4] = ["grown", "recovering", "recovered", "reopened"];
+
+/// Step entries kept at each end of the timeline: 16 first, 16 latest.
+const STEPS_KEPT: usize = 16;
+
+const OMITTED: &str = "steps_omitted";
 
 /// What `update` and `tick` tell the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +190,8 @@ impl EventKind {
 pub struct Figures {
     pub duration: Duration,
     pub time_to_detect: Duration,
+    /// Affected now (0 once the impact is over), of the most affected service.
+    pub affected: u64,
     pub peak_affected: u64,
     pub user_minutes: f64,
     pub conservative_user_minutes: f64,
@@ -172,6 +200,8 @@ pub struct Figures {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceFigures {
+    /// Subscribers of the service's groups down now.
+    pub affected: u64,
     pub peak_affected: u64,
     pub peak_share: f64,
     pub user_minutes: f64,
@@ -214,6 +244,56 @@ impl Incident {
         });
     }
 
+    /// Notes a step of an incident that grows, recovers or flaps ([`STEP_EVENTS`]). An
+    /// incident flapping for days would take thousands of them, so the timeline keeps the
+    /// first and the latest [`STEPS_KEPT`] and counts those in between in one
+    /// `steps_omitted` entry, placed where the first omitted step was.
+    pub(super) fn note_step(
+        &mut self,
+        at: Timestamp,
+        event: &str,
+        message: String,
+        public: Option<String>,
+    ) {
+        self.timeline.push(TimelineEntry {
+            at,
+            event: event.to_string(),
+            message,
+            public_message: public,
+        });
+        let steps: Vec<usize> = (0..self.timeline.len())
+            .filter(|&i| STEP_EVENTS.contains(&self.timeline[i].event.as_str()))
+            .collect();
+        if steps.len() <= 2 * STEPS_KEPT {
+            return;
+        }
+        let oldest_of_latest = steps[STEPS_KEPT];
+        let omitted = self.timeline.remove(oldest_of_latest);
+        self.steps_omitted += 1;
+        let marker = match self.timeline.iter().position(|e| e.event == OMITTED) {
+            Some(i) => i,
+            None => {
+                self.timeline.insert(
+                    oldest_of_latest,
+                    TimelineEntry {
+                        at: omitted.at,
+                        event: OMITTED.to_string(),
+                        message: String::new(),
+                        public_message: None,
+                    },
+                );
+                oldest_of_latest
+            }
+        };
+        let last = omitted
+            .at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        self.timeline[marker].message = format!(
+            "{} growth and recovery steps omitted, the last at {last}",
+            self.steps_omitted
+        );
+    }
+
     /// End of the impact as far as figures go.
     pub(super) fn measure_end(&self, now: Timestamp) -> Timestamp {
         self.impact_end_at.unwrap_or(now).max(self.onset_at)
@@ -236,6 +316,7 @@ impl Incident {
             per_service.insert(
                 id.clone(),
                 ServiceFigures {
+                    affected: self.subscribers_now(id, Health::Down),
                     peak_affected: peak,
                     peak_share: ratio(peak, entry.subscribers),
                     user_minutes,
@@ -245,6 +326,7 @@ impl Incident {
         }
         // A person subscribed to several services is one person: the incident's figures
         // are those of its most affected service (reporting rules work per service anyway).
+        let affected = per_service.values().map(|f| f.affected).max().unwrap_or(0);
         let peak_affected = per_service
             .values()
             .map(|f| f.peak_affected)
@@ -257,11 +339,21 @@ impl Incident {
         Figures {
             duration,
             time_to_detect: to_std(self.detected_at - self.onset_at),
+            affected,
             peak_affected,
             user_minutes,
             conservative_user_minutes: peak_affected as f64 * duration.as_secs_f64() / 60.0,
             per_service,
         }
+    }
+
+    /// Subscribers of `service`'s groups in a period of this health that has not ended.
+    pub(super) fn subscribers_now(&self, service: &str, health: Health) -> u64 {
+        self.groups
+            .iter()
+            .filter(|g| g.service == service && g.is_now(health))
+            .map(|g| g.subscribers)
+            .sum()
     }
 
     /// `[start, end)` spans with weights for one service and health, clipped at `end`.

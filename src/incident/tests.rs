@@ -26,6 +26,7 @@ fn mins(n: u64) -> Duration {
 fn settings() -> IncidentSpec {
     IncidentSpec {
         correlation_window: mins(15),
+        affected_change: 0.25,
         resolve_after: mins(5),
         reporting: ReportingSpec::default(),
     }
@@ -728,9 +729,10 @@ fn severity_impact_and_scope_never_decrease_while_open() {
     };
     expect(sim.only());
 
+    // A partial recovery (600 → 10 affected) is news; the headline stays.
     sim.recover("big", "14:10:00");
     let changes = sim.update("14:10:30");
-    assert!(changes.events.is_empty(), "{:?}", events(&changes));
+    assert_eq!(events(&changes), vec![updated("inc-000001")]);
     let inc = sim.only();
     assert_eq!(
         inc.services["data"].component_status,
@@ -742,8 +744,9 @@ fn severity_impact_and_scope_never_decrease_while_open() {
     // Down to degradation only: still the worst seen.
     sim.recover("small", "14:20:00");
     sim.degrade("rest", "14:20:00");
-    assert!(sim.update("14:20:30").events.is_empty());
+    assert_eq!(events(&sim.update("14:20:30")), vec![updated("inc-000001")]);
     let inc = sim.only();
+    assert_eq!(timeline(inc), ["opened", "recovering", "recovering"]);
     assert_eq!(
         inc.services["data"].component_status,
         ComponentStatus::DegradedPerformance
@@ -842,7 +845,7 @@ fn updated_event_only_when_headline_changes() {
     let topo = Topo::default()
         .service("data", 10_000_000)
         .group("n1", "data", "p1", "north", 20_000)
-        .group("n2", "data", "p2", "north", 30_000)
+        .group("n2", "data", "p1", "north", 30_000)
         .group("n3", "data", "p3", "north", 50_000)
         .group("s", "data", "p4", "south", 3_300_000)
         .group("e", "data", "p4", "east", 3_300_000)
@@ -864,7 +867,8 @@ fn updated_event_only_when_headline_changes() {
     let changes = sim.update("14:05:00");
     assert!(changes.events.is_empty() && changes.is_empty());
 
-    // A group degrades: tracked and persisted, but the headline is the same.
+    // A group of a platform and region already in degrades: tracked and persisted, but
+    // nothing is news.
     sim.degrade("n2", "14:06:00");
     let changes = sim.update("14:06:30");
     assert!(changes.events.is_empty(), "{:?}", events(&changes));
@@ -893,9 +897,10 @@ fn updated_event_only_when_headline_changes() {
         headline(&sim),
         (Severity::Sev2, Impact::Major, Scope::Regional)
     );
+    // 20 000 → 50 000 → 100 000 affected, and platform p3: growth steps.
     assert_eq!(
         timeline(sim.only()),
-        ["opened", "rule_met", "severity_raised"]
+        ["opened", "grown", "rule_met", "severity_raised", "grown"]
     );
     assert_eq!(
         sim.only().reporting["ofcom"].status,
@@ -907,6 +912,221 @@ fn updated_event_only_when_headline_changes() {
     let changes = sim.update("14:09:30");
     assert!(changes.events.is_empty(), "{:?}", events(&changes));
     assert_eq!(ids(&changes.changed), ["inc-000001"]);
+}
+
+#[test]
+fn a_change_of_affected_subscribers_is_material_from_the_fraction_on() {
+    use super::assess::{Movement, material_change};
+    let grown = Some(Movement::Grown);
+    let fallen = Some(Movement::Fallen);
+    // 25%, growing: just under, at, over.
+    assert_eq!(material_change(100_000, 124_999, 0.25), None);
+    assert_eq!(material_change(100_000, 125_000, 0.25), grown);
+    assert_eq!(material_change(100_000, 125_001, 0.25), grown);
+    // Falling (a partial recovery): likewise.
+    assert_eq!(material_change(100_000, 75_001, 0.25), None);
+    assert_eq!(material_change(100_000, 75_000, 0.25), fallen);
+    assert_eq!(material_change(100_000, 74_999, 0.25), fallen);
+    assert_eq!(material_change(100_000, 100_000, 0.25), None);
+    // Exact where a float product is not: 10% of 90 000 is 9 000.
+    assert_eq!(material_change(90_000, 99_000, 0.1), grown);
+    assert_eq!(material_change(90_000, 98_999, 0.1), None);
+    // From nobody, anyone is growth.
+    assert_eq!(material_change(0, 1, 0.25), grown);
+    assert_eq!(material_change(0, 0, 0.25), None);
+    // A fraction of 1 or more: a fall counts once nobody is left.
+    assert_eq!(material_change(100, 299, 2.0), None);
+    assert_eq!(material_change(100, 300, 2.0), grown);
+    assert_eq!(material_change(100, 1, 2.0), None);
+    assert_eq!(material_change(100, 0, 2.0), fallen);
+    assert_eq!(material_change(100, 0, 10.0), fallen);
+}
+
+/// Data, 1 000 000 subscribers, half of them behind `base` (national, sev1, critical from
+/// the start, so only the figures and the labels can change); every group on platform p
+/// in north unless named otherwise.
+fn saturated() -> Topology {
+    Topo::default()
+        .service("data", 1_000_000)
+        .group("base", "data", "p", "north", 500_000)
+        .group("under", "data", "p", "north", 124_999)
+        .group("one", "data", "p", "north", 1)
+        .group("big", "data", "p", "north", 200_000)
+        .group("south", "data", "p", "south", 1_000)
+        .group("other", "data", "q", "north", 1_000)
+        .service("voice", 1_000_000)
+        .group("voice", "voice", "p", "north", 1_000)
+        .build()
+}
+
+#[test]
+fn growth_and_partial_recovery_are_news_from_the_announced_figure() {
+    let mut sim = Sim::new(saturated());
+    sim.down("base", "14:00:00");
+    assert_eq!(events(&sim.update("14:00:30")), vec![opened("inc-000001")]);
+    assert_eq!(sim.only().announced_affected, Some(500_000));
+    let headline = |sim: &Sim| {
+        let inc = sim.only();
+        (inc.severity, inc.impact, inc.scope)
+    };
+    let saturated = (Severity::Sev1, Impact::Critical, Scope::National);
+    assert_eq!(headline(&sim), saturated);
+
+    // +124 999: just under 25% of what was announced.
+    sim.down("under", "14:01:00");
+    assert!(sim.update("14:01:30").events.is_empty());
+    // +1: 625 000 is 25% more than the 500 000 announced, though only 1 more than the
+    // last update saw: steps add up.
+    sim.down("one", "14:02:00");
+    let changes = sim.update("14:02:30");
+    assert_eq!(events(&changes), vec![updated("inc-000001")]);
+    assert_eq!(changes.events[0].1.announced_affected, Some(625_000));
+    assert_eq!(changes.events[0].1.view(t("14:02:30")).affected, 625_000);
+    let last = sim.only().timeline.last().unwrap().clone();
+    assert_eq!((last.at, last.event.as_str()), (t("14:02:30"), "grown"));
+    assert_eq!(
+        last.message,
+        "grown from 500000: 625000 subscribers affected (62.5%) in 1 region"
+    );
+
+    // −125 000: 20% of 625 000, not yet news; −200 000 more: 52%, a partial recovery.
+    sim.down("big", "14:03:00");
+    sim.update("14:03:30"); // 825 000: +32%
+    assert_eq!(sim.only().announced_affected, Some(825_000));
+    sim.recover("under", "14:04:00");
+    sim.recover("one", "14:04:00");
+    assert!(sim.update("14:04:30").events.is_empty(), "−15%");
+    sim.recover("big", "14:05:00");
+    let changes = sim.update("14:05:30");
+    assert_eq!(events(&changes), vec![updated("inc-000001")]);
+    let inc = sim.only();
+    assert_eq!(inc.announced_affected, Some(500_000));
+    assert_eq!(headline(&sim), saturated, "nothing decreases");
+    let last = inc.timeline.last().unwrap();
+    assert_eq!(last.event, "recovering");
+    assert_eq!(
+        last.message,
+        "recovering from 825000: 500000 subscribers affected (50.0%) in 1 region"
+    );
+    assert_eq!(
+        timeline(inc),
+        ["opened", "rule_met", "grown", "grown", "recovering"],
+        "the timeline shows how it unfolded"
+    );
+
+    // The last group back is the end of the impact, not a step: the resolution says it.
+    sim.recover("base", "14:06:00");
+    assert!(sim.update("14:06:30").events.is_empty());
+    assert_eq!(sim.only().status, IncidentStatus::Monitoring);
+    assert_eq!(timeline(sim.only()).last(), Some(&"recovered"));
+}
+
+#[test]
+fn a_new_region_platform_or_service_is_news() {
+    let mut sim = Sim::new(saturated());
+    sim.down("base", "14:00:00");
+    sim.update("14:00:30");
+
+    sim.down("south", "14:01:00");
+    let changes = sim.update("14:01:30");
+    assert_eq!(events(&changes), vec![updated("inc-000001")], "a region");
+    assert_eq!(
+        sim.only().timeline.last().unwrap().message,
+        "region south joined: 501000 subscribers affected (50.1%) in 2 regions"
+    );
+
+    sim.down("other", "14:02:00");
+    let changes = sim.update("14:02:30");
+    assert_eq!(events(&changes), vec![updated("inc-000001")], "a platform");
+    assert_eq!(
+        sim.only().timeline.last().unwrap().message,
+        "platform q joined: 502000 subscribers affected (50.2%) in 2 regions"
+    );
+
+    // A degraded group names its region and platform too.
+    let mut sim = Sim::new(saturated());
+    sim.down("base", "14:00:00");
+    sim.update("14:00:30");
+    sim.degrade("south", "14:01:00");
+    sim.degrade("other", "14:01:00");
+    let changes = sim.update("14:01:30");
+    assert_eq!(events(&changes), vec![updated("inc-000001")]);
+    assert_eq!(
+        sim.only().timeline.last().unwrap().message,
+        "region south and platform q joined: 500000 subscribers affected (50.0%) in 1 region, \
+         2000 degraded"
+    );
+
+    // A service, on the same platform and region: it joins, nothing else is new.
+    sim.down("voice", "14:02:00");
+    let changes = sim.update("14:02:30");
+    assert_eq!(events(&changes), vec![updated("inc-000001")], "a service");
+    assert_eq!(services(sim.only()), ["data", "voice"]);
+    assert_eq!(timeline(sim.only()).last(), Some(&"service_joined"));
+
+    // The threshold is configurable.
+    let mut sim = Sim::new(saturated());
+    sim.settings.affected_change = 1.0;
+    sim.down("base", "14:00:00");
+    sim.update("14:00:30");
+    sim.down("under", "14:01:00");
+    sim.down("one", "14:01:00");
+    sim.down("big", "14:01:00");
+    assert!(sim.update("14:01:30").events.is_empty(), "+65% < 100%");
+}
+
+/// A part of the outage that flaps for a long time: every flap is news, but the timeline
+/// keeps the first and the latest 16 steps and counts the rest.
+#[test]
+fn the_timeline_of_a_flapping_incident_stays_bounded() {
+    let topo = Topo::default()
+        .service("data", 100_000)
+        .group("steady", "data", "p", "north", 1_000)
+        .group("flapping", "data", "p", "north", 1_000)
+        .build();
+    let mut sim = Sim::new(topo);
+    sim.down("steady", "14:00:00");
+    sim.down("flapping", "14:00:00");
+    sim.update("14:00:30");
+    let at = |minute: u32| t(&format!("{:02}:{:02}:00", 14 + minute / 60, minute % 60));
+    let hms = |ts: Timestamp| ts.format("%H:%M:%S").to_string();
+    for cycle in 0..40 {
+        let (up, down) = (at(1 + 2 * cycle), at(2 + 2 * cycle));
+        sim.recover("flapping", &hms(up));
+        assert_eq!(events(&sim.update(&hms(up))), vec![updated("inc-000001")]);
+        sim.down("flapping", &hms(down));
+        assert_eq!(events(&sim.update(&hms(down))), vec![updated("inc-000001")]);
+    }
+    let inc = sim.only();
+    assert_eq!(
+        inc.timeline.len(),
+        1 + 32 + 1,
+        "opened, 32 steps, one count"
+    );
+    assert_eq!(inc.steps_omitted, 80 - 32);
+    let kept: Vec<Timestamp> = inc
+        .timeline
+        .iter()
+        .filter(|e| e.event == "grown" || e.event == "recovering")
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(
+        kept[..16],
+        (1..=16).map(at).collect::<Vec<_>>()[..],
+        "the first"
+    );
+    assert_eq!(
+        kept[16..],
+        (65..=80).map(at).collect::<Vec<_>>()[..],
+        "the latest"
+    );
+    let omitted = &inc.timeline[17];
+    assert_eq!(omitted.event, "steps_omitted");
+    assert_eq!(omitted.at, at(17), "where the first omitted step was");
+    assert_eq!(
+        omitted.message,
+        "48 growth and recovery steps omitted, the last at 2026-07-05T15:04:00Z"
+    );
 }
 
 // === §6.2 recovery, resolution, reopening ===
@@ -924,6 +1144,11 @@ fn recovery_moves_to_monitoring_with_backdated_impact_end() {
     sim.update("14:12:30");
     assert_eq!(sim.only().status, IncidentStatus::Investigating);
     assert_eq!(sim.only().impact_end_at, None);
+    assert_eq!(
+        sim.only().timeline[1].message,
+        "recovering from 10000: 0 subscribers affected (0.0%), 9000 degraded",
+        "nobody down any more is a recovery step"
+    );
 
     sim.recover("h", "14:20:00");
     let changes = sim.update("14:20:30");
@@ -942,7 +1167,7 @@ fn recovery_moves_to_monitoring_with_backdated_impact_end() {
     );
     assert_eq!(inc.monitoring_at, Some(t("14:20:30")));
     assert_eq!(inc.resolved_at, None);
-    assert_eq!(timeline(inc), ["opened", "recovered"]);
+    assert_eq!(timeline(inc), ["opened", "recovering", "recovered"]);
     assert_eq!(
         inc.figures(t("15:00:00")).duration,
         mins(20),
@@ -1071,7 +1296,17 @@ fn correlation_joins_within_window_sharing_platform_or_region() {
             assert_eq!(events(&changes), vec![updated("inc-000001")], "{label}");
             let inc = sim.only();
             assert_eq!(services(inc), ["a", "b"], "{label}");
-            assert_eq!(timeline(inc), ["opened", "service_joined"], "{label}");
+            // A new platform or region that came with b is a growth step besides.
+            let grown = if platform == &"p2" || region == &"r2" {
+                &["grown"][..]
+            } else {
+                &[]
+            };
+            assert_eq!(
+                timeline(inc),
+                [&["opened", "service_joined"][..], grown].concat(),
+                "{label}"
+            );
             assert_eq!(inc.onset_at, t("14:00:00").min(t(since)), "{label}");
             assert_eq!(inc.groups.len(), 2, "{label}");
         } else {
@@ -1302,6 +1537,7 @@ fn view_has_spec_field_names() {
         "resolved_at",
         "time_to_detect_seconds",
         "duration_seconds",
+        "affected",
         "peak_affected",
         "user_minutes",
         "conservative_user_minutes",
@@ -1330,11 +1566,13 @@ fn view_has_spec_field_names() {
     assert_eq!(v["resolved_at"], Value::Null);
     assert_eq!(v["time_to_detect_seconds"], 30);
     assert_eq!(v["duration_seconds"], 1_800);
+    assert_eq!(v["affected"], 900_000);
     assert_eq!(v["peak_affected"], 900_000);
     assert_eq!(v["user_minutes"], 27_000_000);
     assert_eq!(v["conservative_user_minutes"], 27_000_000);
     let vm = &v["per_service"]["voicemail"];
     assert_eq!(vm["component_status"], "partial_outage");
+    assert_eq!(vm["affected"], 900_000);
     assert_eq!(vm["peak_affected"], 900_000);
     assert_eq!(vm["peak_share"], json!(0.03));
     assert_eq!(vm["user_minutes"], 27_000_000);
@@ -1754,12 +1992,15 @@ fn incidents_stored_before_reporting_still_load_and_are_not_reannounced() {
     // As stored by an earlier version: no `reporting`, no service `class`.
     let mut stored = serde_json::to_value(sim.only()).unwrap();
     stored.as_object_mut().unwrap().remove("reporting");
+    stored.as_object_mut().unwrap().remove("announced_affected");
+    stored.as_object_mut().unwrap().remove("steps_omitted");
     stored["services"]["voice"]
         .as_object_mut()
         .unwrap()
         .remove("class");
     let old: Incident = serde_json::from_value(stored).expect("loads");
     assert!(old.reporting.is_empty());
+    assert_eq!(old.announced_affected, None);
     assert_eq!(old.services["voice"].class, ServiceClass::Feature);
     assert_eq!(old.view(t("14:01:00")).reporting, Some(BTreeMap::new()));
 
@@ -1783,4 +2024,9 @@ fn incidents_stored_before_reporting_still_load_and_are_not_reannounced() {
     );
     assert_eq!(inc.reporting.len(), 3);
     assert_eq!(timeline(inc), ["opened"]);
+    assert_eq!(
+        inc.announced_affected,
+        inc.most_affected_now().map(|(_, n)| n),
+        "the current figure is taken as announced, silently"
+    );
 }

@@ -27,6 +27,10 @@ pub struct IncidentView {
     pub resolved_at: Option<Timestamp>,
     pub time_to_detect_seconds: u64,
     pub duration_seconds: u64,
+    /// Subscribers affected at the time of the view (0 once the impact is over), of the
+    /// most affected service. Defaults to 0 in events queued by earlier versions.
+    #[serde(default)]
+    pub affected: u64,
     pub peak_affected: u64,
     pub user_minutes: u64,
     pub conservative_user_minutes: u64,
@@ -48,6 +52,8 @@ pub struct IncidentView {
 pub struct ServiceFiguresView {
     pub name: String,
     pub component_status: ComponentStatus,
+    #[serde(default)]
+    pub affected: u64,
     pub peak_affected: u64,
     pub peak_share: f64,
     pub user_minutes: u64,
@@ -73,6 +79,7 @@ impl Incident {
             resolved_at: self.resolved_at,
             time_to_detect_seconds: figures.time_to_detect.as_secs(),
             duration_seconds: figures.duration.as_secs(),
+            affected: figures.affected,
             peak_affected: figures.peak_affected,
             user_minutes: figures.user_minutes.round() as u64,
             conservative_user_minutes: figures.conservative_user_minutes.round() as u64,
@@ -86,6 +93,7 @@ impl Incident {
                         ServiceFiguresView {
                             name: entry.name.clone(),
                             component_status: entry.component_status,
+                            affected: f.affected,
                             peak_affected: f.peak_affected,
                             peak_share: f.peak_share,
                             user_minutes: f.user_minutes.round() as u64,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::validation::Issues;
 
-pub use sqlite::{IncidentFilter, Pending, Restored, Store, StoreError};
+pub use sqlite::{IncidentFilter, Pending, Restored, RouteState, Store, StoreError};
 
 /// `[storage]`.
 #[derive(Debug, Clone, Deserialize)]

@@ -61,10 +61,24 @@ pub struct Restored {
     pub history: Vec<PastIncident>,
     /// Changes of the last 9 days, for suspected causes.
     pub changes: Vec<Change>,
-    /// (receiver, incident, last sent): which receivers heard of which open incidents.
-    pub routes: Vec<(String, String, Timestamp)>,
+    /// (receiver, incident, state): which receivers heard of which open incidents.
+    pub routes: Vec<(String, String, RouteState)>,
     /// Maintenance windows registered through the API that have not ended.
     pub maintenances: Vec<MaintenanceWindow>,
+}
+
+/// What routing remembers of one receiver and one open incident, kept so that a restart
+/// neither repeats an alert nor loses one that waits for the receiver's `update_interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteState {
+    /// The last event of any kind sent: reminders count from it.
+    pub last_sent: Timestamp,
+    /// The last `incident.opened` or `incident.updated` sent: the next update waits for
+    /// `update_interval` after it. `None` in rows stored before it was kept: not waiting.
+    pub last_update: Option<Timestamp>,
+    /// An update was accepted and waits for `update_interval`; the incident's state when
+    /// it goes out is sent, so only the fact is kept.
+    pub update_pending: bool,
 }
 
 /// An alert event waiting in the outbox.
@@ -105,8 +119,8 @@ impl Store {
                 source,
             })?;
         }
-        let writer = connect(path)?;
-        schema::create(&writer)?;
+        let mut writer = connect(path)?;
+        schema::create(&mut writer)?;
         let restored = restore(&writer)?;
         let reader = connect(path)?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -148,12 +162,12 @@ impl Store {
         self.flush().await
     }
 
-    /// Records that `receiver` heard of `incident` (or forgets it with `None`).
-    pub fn route(&self, receiver: &str, incident: &str, last_sent: Option<Timestamp>) {
+    /// Records what `receiver` heard of `incident` (or forgets it with `None`).
+    pub fn route(&self, receiver: &str, incident: &str, state: Option<RouteState>) {
         let _ = self.writes.send(Write::Route {
             receiver: receiver.to_string(),
             incident: incident.to_string(),
-            last_sent,
+            state,
         });
     }
 
@@ -432,18 +446,24 @@ fn restore(conn: &Connection) -> Result<Restored, StoreError> {
         restored.changes.push(serde_json::from_str(&body?)?);
     }
     restored.maintenances = read_maintenances(conn, Some(now))?;
-    let mut stmt = conn.prepare("SELECT receiver, incident, last_sent FROM route")?;
+    let mut stmt = conn
+        .prepare("SELECT receiver, incident, last_sent, last_update, update_pending FROM route")?;
     for row in stmt.query_map([], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, bool>(4)?,
         ))
     })? {
-        let (receiver, incident, last_sent) = row?;
-        restored
-            .routes
-            .push((receiver, incident, parse_time(&last_sent)?));
+        let (receiver, incident, last_sent, last_update, update_pending) = row?;
+        let state = RouteState {
+            last_sent: parse_time(&last_sent)?,
+            last_update: last_update.as_deref().map(parse_time).transpose()?,
+            update_pending,
+        };
+        restored.routes.push((receiver, incident, state));
     }
     Ok(restored)
 }

@@ -6,7 +6,9 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
-const SCHEMA: &str = "
+/// The tables as first released; [`MIGRATIONS`] change them since, so that an existing
+/// database and a new one end up alike.
+pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS target_state (
     target     TEXT PRIMARY KEY,
     detector   TEXT NOT NULL
@@ -45,6 +47,37 @@ CREATE TABLE IF NOT EXISTS route (
 );
 ";
 
+/// Changes since [`SCHEMA`], in order; `PRAGMA user_version` counts those applied, and
+/// each runs once, in the transaction that records it.
+const MIGRATIONS: &[&str] = &[
+    // 1. Routing keeps, per receiver and incident, when the last opened or updated went
+    //    out (`update_interval` counts from it; NULL: rows from before, not waiting) and
+    //    whether an update waits for that interval.
+    "ALTER TABLE route ADD COLUMN last_update TEXT;
+     ALTER TABLE route ADD COLUMN update_pending INTEGER NOT NULL DEFAULT 0;",
+    // 2. Service rollups count subscriber time (availability weighted by subscribers):
+    //    subscribers × watched seconds, and affected subscribers × seconds; 0 in rows from
+    //    before, which then have no availability figure.
+    "ALTER TABLE rollup_minute ADD COLUMN user_seconds REAL NOT NULL DEFAULT 0;
+     ALTER TABLE rollup_minute ADD COLUMN user_seconds_lost REAL NOT NULL DEFAULT 0;
+     ALTER TABLE rollup_hour ADD COLUMN user_seconds REAL NOT NULL DEFAULT 0;
+     ALTER TABLE rollup_hour ADD COLUMN user_seconds_lost REAL NOT NULL DEFAULT 0;
+     ALTER TABLE rollup_day ADD COLUMN user_seconds REAL NOT NULL DEFAULT 0;
+     ALTER TABLE rollup_day ADD COLUMN user_seconds_lost REAL NOT NULL DEFAULT 0;",
+];
+
+/// Applies the migrations the database has not had yet.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (version, sql) in (1..).zip(MIGRATIONS).skip_while(|(v, _)| *v <= applied) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
 /// One rollup table per resolution (`minute`, `hour`, `day`), all of the same shape.
 fn rollup_schema(resolution: &str) -> String {
     format!(
@@ -61,8 +94,6 @@ fn rollup_schema(resolution: &str) -> String {
     downtime     REAL NOT NULL,
     maintenance  REAL NOT NULL,
     worst        INTEGER,           -- rollup::status_rank; NULL for targets
-    user_seconds REAL NOT NULL DEFAULT 0,       -- services: subscribers × watched seconds
-    user_seconds_lost REAL NOT NULL DEFAULT 0,  -- services: affected subscribers × seconds
     PRIMARY KEY (kind, id, start)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rollup_{resolution}_start ON rollup_{resolution} (start);
@@ -70,31 +101,13 @@ CREATE INDEX IF NOT EXISTS rollup_{resolution}_start ON rollup_{resolution} (sta
     )
 }
 
-/// Columns added to the rollup tables after their first release, added to a database
-/// created before them (with their default: no subscriber time counted then).
-const ROLLUP_COLUMNS_ADDED: [&str; 2] = [
-    "user_seconds REAL NOT NULL DEFAULT 0",
-    "user_seconds_lost REAL NOT NULL DEFAULT 0",
-];
-
-/// Creates what is missing: tables, indexes, and columns added since a database was made.
-pub(super) fn create(conn: &Connection) -> Result<(), StoreError> {
+/// Creates what is missing and brings the database to the current schema.
+pub(super) fn create(conn: &mut Connection) -> Result<(), StoreError> {
     conn.execute_batch(SCHEMA)?;
     for resolution in ["minute", "hour", "day"] {
         conn.execute_batch(&rollup_schema(resolution))?;
-        let table = format!("rollup_{resolution}");
-        let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1)")?;
-        let columns: Vec<String> = stmt
-            .query_map([&table], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        for column in ROLLUP_COLUMNS_ADDED {
-            let name = column.split(' ').next().expect("a column definition");
-            if !columns.iter().any(|c| c == name) {
-                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column}"))?;
-            }
-        }
     }
-    Ok(())
+    migrate(conn)
 }
 
 pub(super) fn connect(path: &Path) -> Result<Connection, StoreError> {

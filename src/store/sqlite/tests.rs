@@ -1,4 +1,6 @@
-//! Rollups written and read back against a real SQLite file.
+//! The store against a real SQLite file: rollups written and read back, routing state across
+//! a schema migration.
+use super::schema::SCHEMA;
 use super::*;
 use crate::incident::ComponentStatus;
 use crate::rollup::{Counters, Row};
@@ -279,4 +281,58 @@ async fn history_lists_the_incidents_touching_each_day() {
     assert_eq!(ids(web, 88), "inc-3");
     assert_eq!(ids(web, 89), "inc-2");
     assert!(vm.days[..87].iter().all(|d| d.incidents.is_empty()));
+}
+
+/// A database of the version before `update_interval`: its routing rows read back as not
+/// waiting, the new columns are added once, and what is written after survives a restart.
+#[tokio::test]
+async fn routing_state_of_an_earlier_version_migrates_and_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    {
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(SCHEMA).unwrap();
+        old.execute(
+            "INSERT INTO route (receiver, incident, last_sent) VALUES ('noc', 'inc-1', ?1)",
+            ["2026-07-05T14:00:00Z"],
+        )
+        .unwrap();
+    }
+    let (store, restored) = Store::open(path.clone()).await.unwrap();
+    let before = RouteState {
+        last_sent: t("2026-07-05T14:00:00Z"),
+        last_update: None,
+        update_pending: false,
+    };
+    assert_eq!(
+        restored.routes,
+        [("noc".to_string(), "inc-1".to_string(), before)]
+    );
+    let waiting = RouteState {
+        last_sent: t("2026-07-05T14:05:00Z"),
+        last_update: Some(t("2026-07-05T14:05:00Z")),
+        update_pending: true,
+    };
+    store.route("noc", "inc-1", Some(waiting));
+    store.route("noc", "inc-2", Some(before));
+    store.route("pager", "inc-1", Some(waiting));
+    store.route("pager", "inc-1", None);
+    store.flush().await.unwrap();
+    drop(store);
+
+    let (_store, restored) = Store::open(path.clone()).await.unwrap();
+    let mut routes = restored.routes;
+    routes.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    assert_eq!(
+        routes,
+        [
+            ("noc".to_string(), "inc-1".to_string(), waiting),
+            ("noc".to_string(), "inc-2".to_string(), before),
+        ]
+    );
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2, "each migration once");
 }

@@ -5,9 +5,9 @@
 use rusqlite::{Connection, params};
 use tokio::sync::{mpsc, oneshot};
 
-use super::StoreError;
 use super::rollups::write_rollups;
 use super::time_text;
+use super::{RouteState, StoreError};
 use crate::clock::Timestamp;
 use crate::event::AlertEvent;
 use crate::incident::{Change, Incident, IncidentStatus};
@@ -31,7 +31,7 @@ pub(super) enum Write {
     Route {
         receiver: String,
         incident: String,
-        last_sent: Option<Timestamp>,
+        state: Option<RouteState>,
     },
     DiscardReceiversExcept(Vec<String>),
     Rollups(ClosedMinute),
@@ -147,18 +147,27 @@ fn write_batch(
             Write::Route {
                 receiver,
                 incident,
-                last_sent: Some(at),
+                state: Some(state),
             } => {
                 tx.execute(
-                    "INSERT INTO route (receiver, incident, last_sent) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (receiver, incident) DO UPDATE SET last_sent = excluded.last_sent",
-                    params![receiver, incident, time_text(at)],
+                    "INSERT INTO route (receiver, incident, last_sent, last_update, update_pending)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (receiver, incident) DO UPDATE SET last_sent = excluded.last_sent,
+                        last_update = excluded.last_update,
+                        update_pending = excluded.update_pending",
+                    params![
+                        receiver,
+                        incident,
+                        time_text(state.last_sent),
+                        state.last_update.map(time_text),
+                        state.update_pending
+                    ],
                 )?;
             }
             Write::Route {
                 receiver,
                 incident,
-                last_sent: None,
+                state: None,
             } => {
                 tx.execute(
                     "DELETE FROM route WHERE receiver = ?1 AND incident = ?2",
