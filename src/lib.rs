@@ -45,7 +45,8 @@
 //!     [`engine::Core`]; it persists, alerts, counts and publishes snapshots.
 //! 13. `http`: the API, the status page, the Statuspage documents, `/probe`, `/metrics`.
 //! 14. [`config`]: the file (the `config` crate, `TOCSIN__…` overrides) assembled from every
-//!     component's config and validated into [`config::Settings`].
+//!     component's config and validated into [`config::Settings`], every problem at once,
+//!     each with its line.
 //! 15. `notify`: systemd readiness, reload, stop and watchdog notifications.
 //! 16. [`app`]: wiring, reload and graceful shutdown.
 //! 17. [`replay`], [`demo`]: the engine's core on recorded results; the self-contained demo.

@@ -149,7 +149,8 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if let Some(ConfigError::Invalid(_) | ConfigError::Load(_)) = e.downcast_ref() {
+            // Configuration errors are lines that say where they are, printed as they are.
+            if e.downcast_ref::<ConfigError>().is_some() {
                 eprintln!("{e}");
             } else {
                 eprintln!("error: {e:#}");
@@ -163,12 +164,18 @@ fn check_config(path: PathBuf) -> ExitCode {
     let source = ConfigSource::File(path);
     match config::load(&source) {
         Ok(settings) => {
+            let targets = settings.topology.targets.len();
             println!(
-                "{source}: valid ({} services, {} groups, {} targets, {} receivers)",
+                "{source}: valid ({} services, {} groups, {targets} targets, {} receivers){}",
                 settings.topology.services.len(),
                 settings.topology.groups.len(),
-                settings.topology.targets.len(),
-                settings.receivers.len()
+                settings.receivers.len(),
+                // Valid, as an empty file is: say so, for a file emptied by mistake.
+                if targets == 0 {
+                    "; no target: nothing to probe"
+                } else {
+                    ""
+                }
             );
             ExitCode::SUCCESS
         }

@@ -190,8 +190,16 @@ async fn reload_endpoint_needs_the_token_and_refuses_a_bad_file() {
     assert_eq!(refused.status(), 422);
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_config");
+    // The same lines as check-config: where, then the key path and the problem.
+    let message = body["error"]["message"].as_str().unwrap();
+    let (location, issue) = message.split_once(": ").unwrap();
+    let file = format!("{}:", dir.path().join("tocsin.toml").display());
+    let line = location
+        .strip_prefix(&file)
+        .unwrap_or_else(|| panic!("{message}"));
+    assert!(line.parse::<usize>().is_ok(), "{message}");
     assert_eq!(
-        body["error"]["message"],
+        issue,
         "defaults.timeout: 2s must be shorter than the interval (100ms)"
     );
     let metrics = daemon.metrics().await;

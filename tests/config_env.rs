@@ -45,30 +45,52 @@ fn environment_overrides_the_file() {
     assert_eq!(target.interval, Duration::from_secs(60));
     assert_eq!(target.failure_threshold, 5);
 
-    // An override is validated like the file.
+    // An override is validated like the file; its errors name the variable, not the file.
     set("TOCSIN__SERVER__LISTEN", "localhost");
     let loaded = config::load(&source);
     unset("TOCSIN__SERVER__LISTEN");
-    match loaded {
-        Err(ConfigError::Invalid(issues)) => assert_eq!(
-            issues.to_string(),
-            "server.listen: `localhost`: invalid socket address syntax"
-        ),
-        other => panic!("expected an invalid listen address, got {other:?}"),
-    }
+    assert_eq!(
+        errors(loaded),
+        ["TOCSIN__SERVER__LISTEN: server.listen: `localhost`: invalid socket address syntax"]
+    );
 
-    // Unknown keys are errors from the environment too.
+    // Unknown keys and values that cannot be read are errors from the environment too, all
+    // of them at once, after those of the file (listed by variable).
+    let invalid = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/config/invalid/server-bad-listen.toml");
     set("TOCSIN__SERVER__LISTN", "0.0.0.0:9898");
-    let loaded = config::load(&source);
+    set("TOCSIN__DEFAULTS__INTERVAL", "5 parsecs");
+    let loaded = config::load(&ConfigSource::File(invalid.clone()));
     unset("TOCSIN__SERVER__LISTN");
-    match loaded {
-        Err(ConfigError::Load(e)) => {
-            assert!(e.to_string().contains("unknown field `listn`"), "{e}")
-        }
-        other => panic!("expected an unknown-key error, got {other:?}"),
-    }
+    unset("TOCSIN__DEFAULTS__INTERVAL");
+    assert_eq!(
+        errors(loaded),
+        [
+            format!(
+                "{}:6: server.listen: `localhost:9898`: invalid socket address syntax",
+                invalid.display()
+            ),
+            "TOCSIN__DEFAULTS__INTERVAL: defaults.interval: invalid duration \"5 parsecs\""
+                .to_string(),
+            "TOCSIN__SERVER__LISTN: server.listn: unknown key, did you mean listen?".to_string(),
+        ]
+    );
+
+    // A variable is read as the type of its key: a string stays as written.
+    set("TOCSIN__VANTAGE__NAME", "007");
+    let loaded = config::load(&source);
+    unset("TOCSIN__VANTAGE__NAME");
+    assert_eq!(loaded.expect("valid").vantage, "007");
 
     // Back to the file's values once the environment is clean.
     let settings = config::load(&source).expect("minimal config is valid");
     assert_eq!(settings.server.listen, "127.0.0.1:9898".parse().unwrap());
+}
+
+/// The error lines of a load that should fail.
+fn errors(loaded: Result<config::Settings, ConfigError>) -> Vec<String> {
+    match loaded {
+        Err(e @ ConfigError::Invalid(_)) => e.to_string().lines().map(str::to_string).collect(),
+        other => panic!("expected invalid values, got {other:?}"),
+    }
 }

@@ -4,9 +4,16 @@
 //! Each component keeps its own config struct next to its code and builds its own validated
 //! `*Spec` (`http::ServerConfig`, `topology::config::TargetConfig`, `alert::ReceiverConfig`,
 //! `probe::module::ModuleConfig`, …); this module only assembles them, runs the checks that
-//! span components (`validate`), and hands each component its part. Every problem is
-//! reported at once, each with its key path.
+//! span components (`validate`), and hands each component its part.
+//!
+//! Every problem is reported at once, in file order, each with where it is and its key
+//! path: `source` reads the file and the environment into one tree that knows where each
+//! value comes from, `schema` deserializes it finding every structural problem (unknown
+//! key, wrong type, unknown value, missing key), and the semantic checks run on what could
+//! be read.
 
+mod schema;
+mod source;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -26,7 +33,7 @@ use crate::topology::Topology;
 use crate::topology::config::{
     DefaultsConfig, GroupConfig, MaintenanceConfig, ServiceConfig, TargetConfig,
 };
-use crate::validation::Issues;
+use crate::validation::{Issue, Issues};
 
 /// The file as written, before validation.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -139,41 +146,87 @@ impl fmt::Display for ConfigSource {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file is missing, is not TOML, or does not fit the schema (unknown key, bad type).
-    #[error("{}", dotted_key_paths(&.0.to_string()))]
-    Load(#[from] ::config::ConfigError),
-    /// The file fits the schema but its values do not hold together.
+    /// The file is missing, a directory, or unreadable.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Bytes that are not UTF-8: the file is refused rather than read with U+FFFD in them.
+    #[error(
+        "{name}:{line}: not UTF-8: byte 0x{byte:02x} at offset {offset} (column {column}); save the file as UTF-8"
+    )]
+    NotUtf8 {
+        name: String,
+        line: usize,
+        column: usize,
+        offset: usize,
+        byte: u8,
+    },
+    /// Not TOML: every syntax error found, one `name:line: invalid TOML: …` line each.
+    #[error("{0}")]
+    Syntax(String),
+    /// A `TOCSIN__…` variable that is not Unicode.
+    #[error("{0}")]
+    Environment(#[from] ::config::ConfigError),
+    /// Values that do not fit the schema or do not hold together: every one, in file order,
+    /// one `tocsin.toml:42: key.path: message` line each.
     #[error("{0}")]
     Invalid(Issues),
 }
 
-/// The `config` crate writes `targets[0]probe.type`; people read `targets[0].probe.type`.
-fn dotted_key_paths(message: &str) -> String {
-    let mut out = String::with_capacity(message.len() + 4);
-    let mut chars = message.chars().peekable();
-    while let Some(c) = chars.next() {
-        out.push(c);
-        if c == ']'
-            && chars
-                .peek()
-                .is_some_and(|n| n.is_ascii_alphabetic() || *n == '_')
-        {
-            out.push('.');
-        }
-    }
-    out
-}
-
 /// Reads, deserializes and validates the configuration. Relative `*_file` paths are
 /// taken from the configuration file's directory, not the working directory.
+///
+/// When a value cannot be read, the semantic checks still run on the rest: the schema
+/// report drops what they find about replaced values and numbers paths as the file does.
 pub fn load(source: &ConfigSource) -> Result<Settings, ConfigError> {
-    let mut file = read(source)?;
-    if let ConfigSource::File(path) = source
-        && let Some(dir) = path.parent()
-    {
-        file.anchor_files(dir);
+    let tree = source::read(source)?;
+    let (file, report) = schema::deserialize::<FileConfig>(&tree.root);
+    let semantic = file.map(|mut file| {
+        if let ConfigSource::File(path) = source
+            && let Some(dir) = path.parent()
+        {
+            file.anchor_files(dir);
+        }
+        validate::validate(&file)
+    });
+    let semantic = match semantic {
+        Some(Ok(settings)) if report.is_empty() => return Ok(settings),
+        Some(Err(issues)) => issues
+            .into_iter()
+            .filter_map(|i| report.semantic(i))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Err(ConfigError::Invalid(locate(
+        &tree,
+        report.issues().chain(semantic),
+    )))
+}
+
+/// Reads and deserializes, with `TOCSIN__SECTION__KEY` environment overrides; no semantic
+/// check.
+pub fn read(source: &ConfigSource) -> Result<FileConfig, ConfigError> {
+    let tree = source::read(source)?;
+    match schema::deserialize::<FileConfig>(&tree.root) {
+        (Some(file), report) if report.is_empty() => Ok(file),
+        (_, report) => Err(ConfigError::Invalid(locate(&tree, report.issues()))),
     }
-    validate::validate(&file).map_err(ConfigError::Invalid)
+}
+
+/// Gives each issue its place and sorts them down the file (stable: issues at one place
+/// keep the order they were found in).
+fn locate(tree: &source::Tree, issues: impl Iterator<Item = Issue>) -> Issues {
+    let mut placed: Vec<(source::Place, Issue)> = issues
+        .map(|mut issue| {
+            let (place, location) = tree.locate(&issue.path);
+            issue.location = Some(location);
+            (place, issue)
+        })
+        .collect();
+    placed.sort_by(|(a, _), (b, _)| a.cmp(b));
+    placed.into_iter().map(|(_, issue)| issue).collect()
 }
 
 impl FileConfig {
@@ -207,27 +260,4 @@ impl FileConfig {
             }
         }
     }
-}
-
-/// Reads and deserializes, with `TOCSIN__SECTION__KEY` environment overrides.
-pub fn read(source: &ConfigSource) -> Result<FileConfig, ConfigError> {
-    use ::config::{Environment, File, FileFormat};
-    let builder = ::config::Config::builder();
-    let builder = match source {
-        ConfigSource::File(path) => builder.add_source(
-            File::from(path.as_path())
-                .format(FileFormat::Toml)
-                .required(true),
-        ),
-        ConfigSource::Inline(text) => builder.add_source(File::from_str(text, FileFormat::Toml)),
-    };
-    let merged = builder
-        .add_source(
-            Environment::with_prefix("TOCSIN")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
-        )
-        .build()?;
-    Ok(merged.try_deserialize()?)
 }

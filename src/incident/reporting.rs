@@ -56,7 +56,10 @@ fn default_rules() -> Vec<String> {
 
 fn list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
-    #[serde(untagged)]
+    #[serde(
+        untagged,
+        expecting = "expected an array of rule set names, or one string of them separated by commas"
+    )]
     enum ListOrString {
         List(Vec<String>),
         String(String),
