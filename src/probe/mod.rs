@@ -10,6 +10,7 @@ pub mod dns;
 pub mod http;
 pub mod icmp;
 pub mod imap;
+pub mod sanitize;
 pub mod sip;
 pub mod smtp;
 pub mod target;
@@ -84,6 +85,16 @@ impl ProbeSpec {
             ProbeSpec::Imap(_) => "imap",
             ProbeSpec::Smtp(_) => "smtp",
             ProbeSpec::Icmp(_) => "icmp",
+        }
+    }
+
+    /// The credentials this probe sends, which its failure details must never show.
+    fn secrets(&self) -> &sanitize::Secrets {
+        static NONE: sanitize::Secrets = sanitize::Secrets::NONE;
+        match self {
+            ProbeSpec::Http(s) => &s.secrets,
+            ProbeSpec::Imap(s) => &s.secrets,
+            _ => &NONE,
         }
     }
 }
@@ -278,13 +289,20 @@ impl Prober {
                 ProbeSpec::Icmp(s) => icmp::run(s, deadline).await,
             }
         };
-        match tokio::time::timeout_at(deadline + DEADLINE_GRACE, run).await {
+        let mut result = match tokio::time::timeout_at(deadline + DEADLINE_GRACE, run).await {
             Ok(result) => result,
             Err(_) => ProbeResult::failure(
                 Reason::Timeout,
                 format!("no answer within {}", humantime::format_duration(timeout)),
                 start.elapsed(),
             ),
+        };
+        // Each quote of a peer is sanitized where it is made; this last pass holds the
+        // published detail to the same rules whatever path built it (an error message
+        // of a library, say).
+        if let Some(failure) = &mut result.failure {
+            failure.detail = sanitize::detail(&failure.detail, spec.secrets());
         }
+        result
     }
 }

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::sanitize::excerpt;
 use super::{DEFAULT_MAX_READ_BYTES, Phases, ProbeResult, Reason, conn, regex_error};
 use crate::config::Issues;
 
@@ -123,7 +124,10 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
                 Err(_) => {
                     return ProbeResult::failure(
                         Reason::Timeout,
-                        format!("expected /{expect}/ not seen before the deadline"),
+                        format!(
+                            "expected /{expect}/ not seen before the deadline{}",
+                            received_so_far(&received)
+                        ),
                         start.elapsed(),
                     );
                 }
@@ -137,7 +141,10 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
                 Ok(Ok(0)) => {
                     return ProbeResult::failure(
                         Reason::Assertion,
-                        format!("connection closed before /{expect}/ was seen"),
+                        format!(
+                            "connection closed before /{expect}/ was seen{}",
+                            received_so_far(&received)
+                        ),
                         start.elapsed(),
                     );
                 }
@@ -150,7 +157,10 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
                     if received.len() as u64 > DEFAULT_MAX_READ_BYTES {
                         return ProbeResult::failure(
                             Reason::Assertion,
-                            format!("read {DEFAULT_MAX_READ_BYTES} bytes without /{expect}/"),
+                            format!(
+                                "read {DEFAULT_MAX_READ_BYTES} bytes without /{expect}/{}",
+                                received_so_far(&received)
+                            ),
                             start.elapsed(),
                         );
                     }
@@ -164,9 +174,26 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
     ProbeResult::success(total, phases)
 }
 
+/// What the peer did say, for an operator wondering why the answer did not match.
+fn received_so_far(received: &[u8]) -> String {
+    if received.is_empty() {
+        " (nothing received)".to_string()
+    } else {
+        format!(" (received `{}`)", excerpt(received))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_was_received_is_quoted_sanitized() {
+        assert_eq!(received_so_far(b""), " (nothing received)");
+        let quoted = received_so_far(format!("-ERR\r\n{}", "z".repeat(900)).as_bytes());
+        assert!(quoted.starts_with(" (received `-ERR  zzz"), "{quoted}");
+        assert!(quoted.chars().count() < 230, "{quoted}");
+    }
 
     #[test]
     fn host_port_syntax() {
