@@ -4,10 +4,11 @@
 //! Each request gets a fresh registry, as blackbox does; tocsin's own series stay on
 //! `/metrics`.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
@@ -16,7 +17,7 @@ use serde_json::{Map, Value};
 
 use super::AppState;
 use crate::config::Issues;
-use crate::probe::{ProbeResult, target};
+use crate::probe::{ProbeResult, ProbeSpec, target};
 
 /// `[modules.NAME]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,52 +80,88 @@ pub fn build_modules(
         .collect()
 }
 
-#[derive(Deserialize)]
-pub struct ProbeQuery {
-    module: Option<String>,
-    target: Option<String>,
-}
-
 /// Blackbox subtracts this from Prometheus' scrape timeout so the answer arrives in time.
 const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
 
-pub async fn probe(
-    State(state): State<AppState>,
-    Query(query): Query<ProbeQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let bad = |message: String| (StatusCode::BAD_REQUEST, message).into_response();
-    let Some(target) = query.target.filter(|t| !t.is_empty()) else {
-        return bad("Target parameter is missing".into());
+/// What a `GET /probe` asks for, checked.
+#[derive(Debug)]
+pub struct ProbeRequest {
+    /// The `probe` label value.
+    pub kind: &'static str,
+    pub spec: ProbeSpec,
+    pub timeout: Duration,
+}
+
+/// Turns the query string and headers of `GET /probe` into the probe to run, or the
+/// text of the 400 answer. Everything here comes from the network (the fuzz target
+/// `probe_request` drives it). As blackbox does, the first `module` and `target` count.
+pub fn probe_request(
+    modules: &BTreeMap<String, Module>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<ProbeRequest, String> {
+    let mut module = None;
+    let mut target = None;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "module" => module = module.or(Some(value)),
+            "target" => target = target.or(Some(value)),
+            _ => {}
+        }
+    }
+    let Some(target) = target.filter(|t| !t.is_empty()) else {
+        return Err("Target parameter is missing".into());
     };
-    let name = query.module.unwrap_or_else(|| "http_2xx".to_string());
-    let settings = state.settings.borrow().clone();
-    let Some(module) = settings.modules.get(&name) else {
-        return bad(format!("Unknown module \"{name}\""));
+    let name = module.unwrap_or(Cow::Borrowed("http_2xx"));
+    let Some(module) = modules.get(name.as_ref()) else {
+        return Err(format!("Unknown module \"{name}\""));
     };
-    let spec = match target::build(
+    let spec = target::build(
         &format!("modules.{name}.probe"),
         module.probe.clone(),
         &target,
-    ) {
-        Ok(spec) => spec,
-        Err(errors) => return bad(errors),
-    };
-    let scrape_timeout = headers
-        .get("x-prometheus-scrape-timeout-seconds")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .map(|s| Duration::from_secs_f64(s).saturating_sub(SCRAPE_TIMEOUT_OFFSET));
-    let timeout = match scrape_timeout {
+    )?;
+    let timeout = match scrape_timeout(headers) {
         Some(t) if !t.is_zero() => t.min(module.timeout),
         _ => module.timeout,
     };
-    let kind = spec.kind();
-    let result = state.prober.run(&spec, timeout).await;
+    Ok(ProbeRequest {
+        kind: spec.kind(),
+        spec,
+        timeout,
+    })
+}
+
+/// Prometheus' `X-Prometheus-Scrape-Timeout-Seconds` less blackbox's offset. A float
+/// from the network: NaN, infinite, zero or negative means no header; one too large for
+/// a `Duration` (`1e20`) is the longest one, so the module's timeout applies.
+fn scrape_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let seconds = headers
+        .get("x-prometheus-scrape-timeout-seconds")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)?;
+    let timeout = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX);
+    Some(timeout.saturating_sub(SCRAPE_TIMEOUT_OFFSET))
+}
+
+pub async fn probe(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let settings = state.settings.borrow().clone();
+    let request = match probe_request(&settings.modules, query.as_deref(), &headers) {
+        Ok(request) => request,
+        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+    };
+    let result = state.prober.run(&request.spec, request.timeout).await;
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-        render(kind, &result, timeout),
+        render(request.kind, &result, request.timeout),
     )
         .into_response()
 }
@@ -235,4 +272,71 @@ pub fn render(kind: &str, result: &ProbeResult, timeout: Duration) -> String {
         .encode(&registry.gather(), &mut out)
         .expect("text encoding into a Vec cannot fail");
     String::from_utf8(out).expect("the text format is UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn modules() -> BTreeMap<String, Module> {
+        let probe = Map::from_iter([("type".to_string(), Value::from("tcp"))]);
+        let timeout = Duration::from_secs(2);
+        BTreeMap::from([("tcp".to_string(), Module { probe, timeout })])
+    }
+
+    fn with_header(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-prometheus-scrape-timeout-seconds",
+            value.parse().unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn any_scrape_timeout_header_gives_a_timeout_within_the_module() {
+        let modules = modules();
+        let query = Some("module=tcp&target=127.0.0.1:9");
+        for (value, expected) in [
+            ("1e20", 2000),
+            ("1.8e308", 2000),
+            ("1e400", 2000),
+            ("inf", 2000),
+            ("NaN", 2000),
+            ("-1", 2000),
+            ("-0", 2000),
+            ("5e-324", 2000),
+            ("0.5", 2000),
+            ("1.5", 1000),
+            (" 1.5 ", 1000),
+        ] {
+            let request = probe_request(&modules, query, &with_header(value)).unwrap();
+            assert_eq!(request.timeout.as_millis(), expected, "{value}");
+        }
+    }
+
+    #[test]
+    fn query_mistakes_are_400_texts() {
+        let modules = modules();
+        let none = HeaderMap::new();
+        let err = |q| probe_request(&modules, q, &none).unwrap_err();
+        assert_eq!(err(None), "Target parameter is missing");
+        assert_eq!(
+            err(Some("module=tcp&target=")),
+            "Target parameter is missing"
+        );
+        assert_eq!(err(Some("target=x")), "Unknown module \"http_2xx\"");
+        assert_eq!(
+            err(Some("module=tcp&target=no-port")),
+            "modules.tcp.probe.address: `no-port` is not host:port"
+        );
+        // The first of repeated keys counts; percent-encoding is decoded.
+        let request = probe_request(
+            &modules,
+            Some("module=tcp&target=127.0.0.1%3A9&target=x"),
+            &none,
+        )
+        .unwrap();
+        assert_eq!(request.kind, "tcp");
+    }
 }
