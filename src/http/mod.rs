@@ -4,7 +4,7 @@
 //! the store; they never touch engine state. [`router`] builds the whole app so tests can
 //! drive it without a socket.
 
-mod api;
+pub mod api;
 mod error;
 pub mod exporter;
 mod feeds;

@@ -22,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::clock::instant_after;
 use crate::config::Issues;
 
 /// Most bytes a probe reads from a peer unless configured otherwise: more is a failure,
@@ -276,7 +277,7 @@ impl Prober {
     /// Runs one probe. It returns by `timeout` (plus a small grace) whatever the peer does.
     pub async fn run(&self, spec: &ProbeSpec, timeout: Duration) -> ProbeResult {
         let start = Instant::now();
-        let deadline = start + timeout;
+        let deadline = instant_after(start, timeout);
         let run = async {
             match spec {
                 ProbeSpec::Http(s) => http::run(&self.tls, s, deadline).await,
@@ -289,14 +290,15 @@ impl Prober {
                 ProbeSpec::Icmp(s) => icmp::run(s, deadline).await,
             }
         };
-        let mut result = match tokio::time::timeout_at(deadline + DEADLINE_GRACE, run).await {
-            Ok(result) => result,
-            Err(_) => ProbeResult::failure(
-                Reason::Timeout,
-                format!("no answer within {}", humantime::format_duration(timeout)),
-                start.elapsed(),
-            ),
-        };
+        let mut result =
+            match tokio::time::timeout_at(instant_after(deadline, DEADLINE_GRACE), run).await {
+                Ok(result) => result,
+                Err(_) => ProbeResult::failure(
+                    Reason::Timeout,
+                    format!("no answer within {}", humantime::format_duration(timeout)),
+                    start.elapsed(),
+                ),
+            };
         // Each quote of a peer is sanitized where it is made; this last pass holds the
         // published detail to the same rules whatever path built it (an error message
         // of a library, say).
