@@ -176,7 +176,7 @@ pub async fn run(spec: &DnsSpec, deadline: Instant) -> ProbeResult {
     let mut phases = Phases::default();
     let outcome = ask(spec, deadline, &mut phases)
         .await
-        .and_then(|answer| check(spec, &answer));
+        .and_then(|answer| check_answer(spec, &answer));
     let total = start.elapsed();
     phases.total = Some(total);
     match outcome {
@@ -373,7 +373,9 @@ async fn over_tcp(
     }
 }
 
-fn check(spec: &DnsSpec, answer: &Message) -> Result<(), Failure> {
+/// Checks the answer's rcode and, with `answer_regex`, its records. With [`classify`],
+/// the parser entry point of the `dns` fuzz target.
+pub fn check_answer(spec: &DnsSpec, answer: &Message) -> Result<(), Failure> {
     let rcode = u16::from(answer.metadata.response_code);
     if !spec.valid_rcodes.contains(&rcode) {
         return Err(fail(
