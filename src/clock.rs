@@ -3,6 +3,8 @@
 //! The engine never reads the clock; the tasks around it do, through [`Clock`]. Because it
 //! advances with `tokio::time`, tests that pause and advance tokio time move wall time too.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
@@ -40,9 +42,39 @@ impl Clock {
     }
 }
 
+/// `at + d`, or some 30 years after `at` when that does not fit an `Instant` (adding
+/// panics then). Intervals and timeouts come from the configuration, where humantime reads
+/// up to 500 billion years; anything past 30 years is "never" for a running daemon.
+pub fn instant_after(at: Instant, d: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
+    at.checked_add(d)
+        .or_else(|| at.checked_add(FAR))
+        .unwrap_or(at)
+}
+
+/// Checks a timestamp that came from input (a replay line, an API body). chrono reads
+/// years up to 262142, where adding a second overflows and panics; RFC 3339 has four-digit
+/// years, and within them every offset the engine adds to a time fits.
+pub fn check_input_time(t: Timestamp) -> Result<(), String> {
+    use chrono::Datelike;
+    if (0..=9999).contains(&t.year()) {
+        Ok(())
+    } else {
+        Err(format!("{t}: the year must be 0000 to 9999"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instant_too_far_is_far_not_a_panic() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        assert_eq!(instant_after(now, second), now + second);
+        assert!(instant_after(now, Duration::MAX) > now + Duration::from_secs(86_400 * 365));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn advances_with_tokio_time() {

@@ -106,3 +106,8 @@ pub mod app;
 
 pub mod demo;
 pub mod replay;
+
+/// The parsers of untrusted input, for the fuzz targets in `fuzz/` only (cargo fuzz builds
+/// with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub use http::parsers as http_parsers;

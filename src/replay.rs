@@ -135,6 +135,64 @@ struct SummaryLine {
     incidents: Vec<IncidentView>,
 }
 
+/// One input line, checked on its own.
+#[derive(Debug)]
+pub struct Entry {
+    pub at: Timestamp,
+    pub kind: EntryKind,
+}
+
+#[derive(Debug)]
+pub enum EntryKind {
+    /// A probe result for the target with this id.
+    Result {
+        target: String,
+        result: ProbeResult,
+    },
+    Change(Change),
+    /// Acknowledges the open incident with this id.
+    Acknowledge(String),
+}
+
+/// Parses one non-blank input line, with every check that needs no other line. The
+/// parser entry point of the `replay` fuzz target.
+pub fn parse_line(text: &str) -> Result<Entry, String> {
+    let line = Line::parse(text)?;
+    let at = line.at;
+    crate::clock::check_input_time(at).map_err(|e| format!("`at`: {e}"))?;
+    let kind = match (line.target, line.change, line.acknowledge) {
+        (Some(target), None, None) => {
+            let ok = line.ok.ok_or("a result needs `ok`")?;
+            let latency =
+                Duration::try_from_secs_f64(line.latency_ms.unwrap_or(0.0).max(0.0) / 1000.0)
+                    .map_err(|_| "`latency_ms` is out of range")?;
+            let result = if ok {
+                ProbeResult::success(latency, Phases::default())
+            } else {
+                ProbeResult::failure(line.reason.unwrap_or(Reason::Internal), "", latency)
+            };
+            EntryKind::Result { target, result }
+        }
+        (None, Some(c), None) => {
+            if line.ok.is_some() || line.reason.is_some() || line.latency_ms.is_some() {
+                return Err("a change line has no result fields".to_string());
+            }
+            EntryKind::Change(Change {
+                id: c.id,
+                platform: c.platform,
+                service: c.service,
+                summary: c.summary,
+                at,
+            })
+        }
+        (None, None, Some(id)) => EntryKind::Acknowledge(id),
+        _ => {
+            return Err("expected exactly one of `target`, `change` or `acknowledge`".to_string());
+        }
+    };
+    Ok(Entry { at, kind })
+}
+
 /// What a replay found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Totals {
@@ -239,8 +297,7 @@ pub fn run(
             line: line_no,
             message,
         };
-        let line = Line::parse(&text).map_err(bad)?;
-        let at = line.at;
+        let Entry { at, kind } = parse_line(&text).map_err(bad)?;
         if let Some(last) = last_at
             && at < last
         {
@@ -263,50 +320,24 @@ pub fn run(
             r.advance(last, at);
         }
         last_at = Some(at);
-        match (line.target, line.change, line.acknowledge) {
-            (Some(target), None, None) => {
-                let ok = line
-                    .ok
-                    .ok_or_else(|| bad("a result needs `ok`".to_string()))?;
+        match kind {
+            EntryKind::Result { target, result } => {
                 let index = *targets
                     .get(&target)
                     .ok_or_else(|| bad(format!("unknown target `{target}`")))?;
-                let latency =
-                    Duration::try_from_secs_f64(line.latency_ms.unwrap_or(0.0).max(0.0) / 1000.0)
-                        .map_err(|_| bad("`latency_ms` is out of range".to_string()))?;
-                let result = if ok {
-                    ProbeResult::success(latency, Phases::default())
-                } else {
-                    ProbeResult::failure(line.reason.unwrap_or(Reason::Internal), "", latency)
-                };
                 let observed = r.core.observe(index, at, &result, at);
                 r.emit(observed.changes, at);
             }
-            (None, Some(c), None) => {
-                if line.ok.is_some() || line.reason.is_some() || line.latency_ms.is_some() {
-                    return Err(bad("a change line has no result fields".to_string()));
-                }
-                let change = Change {
-                    id: c.id,
-                    platform: c.platform,
-                    service: c.service,
-                    summary: c.summary,
-                    at,
-                };
+            EntryKind::Change(change) => {
                 let changes = r.core.record_change(change, at);
                 r.emit(changes, at);
             }
-            (None, None, Some(id)) => {
+            EntryKind::Acknowledge(id) => {
                 let inc = r
                     .core
                     .acknowledge(&id, None, at)
                     .ok_or_else(|| bad(format!("no open incident `{id}` to acknowledge")))?;
                 r.incidents.insert(inc.id.clone(), inc);
-            }
-            _ => {
-                return Err(bad(
-                    "expected exactly one of `target`, `change` or `acknowledge`".to_string(),
-                ));
             }
         }
     }

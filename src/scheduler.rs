@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::clock::{Clock, Timestamp};
+use crate::clock::{Clock, Timestamp, instant_after};
 use crate::metrics::Metrics;
 use crate::probe::{ProbeResult, Prober};
 use crate::topology::Topology;
@@ -75,14 +75,17 @@ pub fn start_offset(target_id: &str, interval: Duration) -> Duration {
 /// The first planned run of `interval`'s grid (anchored at `planned`) that is not before
 /// `now`: a run that could not start in time is skipped, not made up for with a burst.
 fn next_run(planned: Instant, interval: Duration, now: Instant) -> Instant {
-    let next = planned + interval;
+    let next = instant_after(planned, interval);
     if next >= now {
         return next;
     }
     let behind = now.duration_since(next).as_nanos();
     let step = interval.as_nanos().max(1);
     let steps = behind.div_ceil(step);
-    next + Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX))
+    instant_after(
+        next,
+        Duration::from_nanos(u64::try_from(steps * step).unwrap_or(u64::MAX)),
+    )
 }
 
 async fn run_clock(
@@ -224,6 +227,9 @@ mod tests {
         );
         // Exactly on a later slot: that slot.
         assert_eq!(next_run(t0, second, t0 + 4 * second), t0 + 4 * second);
+        // An interval past what an Instant holds (humantime reads "500000000000y"): far
+        // away, not a panic.
+        assert!(next_run(t0, Duration::MAX, t0) > t0 + 1000 * second);
     }
 
     /// A run that outlasts its interval makes the clock skip the runs planned meanwhile

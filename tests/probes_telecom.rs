@@ -829,6 +829,58 @@ async fn imap_hostile_peers() {
     assert_eq!(clients.lock().unwrap()[0].ip().to_string(), "127.0.0.2");
 }
 
+/// An IMAP peer that refuses LOGIN by quoting the whole command back, plain and base64
+/// (as AUTH PLAIN would carry it), wrapped in terminal escapes and padding: the detail
+/// that reaches `/api/v1/status` must carry none of the password, in any form.
+#[tokio::test]
+async fn imap_echoed_login_never_shows_the_password() {
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let password = std::fs::read_to_string("tests/fixtures/config/files/imap.password").unwrap();
+    let password = password.trim().to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        let mut lines = tokio::io::BufReader::new(read);
+        write.write_all(b"* OK ready\r\n").await.unwrap();
+        let mut login = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut lines, &mut login)
+            .await
+            .unwrap();
+        let login = login.trim_end();
+        let plain = b64(&format!(
+            "\0u\0{}",
+            login.rsplit(' ').next().unwrap().trim_matches('"')
+        ));
+        let reply = format!(
+            "t2 NO \x1b[31m{}[{login}] [{}] [{plain}]\x07\r\n",
+            "padding ".repeat(3),
+            b64(login),
+        );
+        write.write_all(reply.as_bytes()).await.unwrap();
+    });
+    let result = run(imap_at(addr, "none", json!({})), GENEROUS).await;
+    let detail = failed(&result, Reason::Auth);
+    assert!(detail.starts_with("LOGIN refused: "), "{detail}");
+    let upper = password.to_ascii_uppercase();
+    assert!(!detail.to_ascii_uppercase().contains(&upper), "{detail}");
+    // No run of base64 in the detail decodes to anything holding the password.
+    let base64ish = |c: char| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=');
+    for token in detail.split(|c| !base64ish(c)).filter(|t| t.len() >= 8) {
+        let engine = base64::engine::general_purpose::STANDARD_NO_PAD;
+        let token = token.trim_end_matches('=');
+        if let Ok(bytes) = engine.decode(&token[..token.len() / 4 * 4]) {
+            let text = String::from_utf8_lossy(&bytes).to_ascii_uppercase();
+            assert!(!text.contains(&upper), "{token} decodes to {text:?}");
+        }
+    }
+    assert!(detail.contains("[redacted]"), "{detail}");
+    assert!(!detail.chars().any(char::is_control), "{detail:?}");
+    assert!(detail.chars().count() <= 240, "{} chars", detail.len());
+}
+
 #[test]
 fn imap_validation() {
     let probe = json!({ "type": "imap", "address": "vm.example.net", "tls": "none",

@@ -820,3 +820,156 @@ async fn dns_tcp_server_closing_mid_answer_is_protocol() {
     let detail = failed(&run(probe, GENEROUS).await, Reason::Protocol);
     assert!(detail.contains("closed"), "{detail}");
 }
+
+/// The response a well-behaved server gives to `query`: its id and question, an A record
+/// for 127.0.0.9.
+fn proper_answer(query: &Message) -> Message {
+    use hickory_proto::rr::{RData, Record, rdata::A};
+    let mut answer = Message::new(query.metadata.id, MessageType::Response, OpCode::Query);
+    answer.add_queries(query.queries.clone());
+    for q in &query.queries {
+        let a = RData::A(A::new(127, 0, 0, 9));
+        answer.add_answer(Record::from_rdata(q.name().clone(), 60, a));
+    }
+    answer
+}
+
+/// A UDP peer that answers each query with what `craft` makes of it, and counts them.
+async fn crafting_dns(craft: fn(&Message) -> Message) -> (SocketAddr, Arc<Mutex<u32>>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let count = Arc::new(Mutex::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        loop {
+            let (n, peer) = socket.recv_from(&mut buf).await.unwrap();
+            *seen.lock().unwrap() += 1;
+            let query = Message::from_vec(&buf[..n]).unwrap();
+            let _ = socket.send_to(&craft(&query).to_vec().unwrap(), peer).await;
+        }
+    });
+    (addr, count)
+}
+
+/// An answer to another question is no answer to ours, whatever it says: the name, the
+/// type and the class must be the ones asked (the name in any case, per the 0x20 rules).
+#[tokio::test]
+async fn dns_answer_to_another_question_is_protocol() {
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{DNSClass, Name, RecordType};
+    let other_name: fn(&Message) -> Message = |q| {
+        let mut m = proper_answer(q);
+        m.queries = vec![Query::query(
+            Name::from_ascii("evil.test.").unwrap(),
+            RecordType::A,
+        )];
+        m
+    };
+    let other_type: fn(&Message) -> Message = |q| {
+        let mut m = proper_answer(q);
+        m.queries[0].query_type = RecordType::MX;
+        m
+    };
+    let other_class: fn(&Message) -> Message = |q| {
+        let mut m = proper_answer(q);
+        m.queries[0].set_query_class(DNSClass::CH);
+        m
+    };
+    let no_question: fn(&Message) -> Message = |q| {
+        let mut m = proper_answer(q);
+        m.queries.clear();
+        m
+    };
+    for (what, craft) in [
+        ("name", other_name),
+        ("type", other_type),
+        ("class", other_class),
+        ("no question", no_question),
+    ] {
+        let (server, _) = crafting_dns(craft).await;
+        let result = run(dns_probe(server, "www.tocsin.test"), GENEROUS).await;
+        let detail = failed(&result, Reason::Protocol);
+        assert!(detail.contains("question"), "{what}: {detail}");
+    }
+
+    let shouting: fn(&Message) -> Message = |q| {
+        let mut m = proper_answer(q);
+        m.queries[0].name = Name::from_ascii("WwW.ToCsIn.TeSt.").unwrap();
+        m
+    };
+    let (server, _) = crafting_dns(shouting).await;
+    ok(&run(dns_probe(server, "www.tocsin.test"), GENEROUS).await);
+}
+
+/// A datagram with another id is not ours (a late or spoofed answer): it is skipped, and
+/// with nothing else coming the probe times out on its deadline.
+#[tokio::test]
+async fn dns_answer_with_another_id_is_ignored_until_the_deadline() {
+    let (server, count) = crafting_dns(|q| {
+        let mut m = proper_answer(q);
+        m.metadata.id = m.metadata.id.wrapping_add(1);
+        m
+    })
+    .await;
+    let started = Instant::now();
+    let result = run(dns_probe(server, "tocsin.test"), SHORT).await;
+    failed(&result, Reason::Timeout);
+    assert!(
+        started.elapsed() >= SHORT - Duration::from_millis(100),
+        "{result:?}"
+    );
+    assert_eq!(*count.lock().unwrap(), 1);
+}
+
+/// TC=1 over UDP says the answer did not fit: the probe asks again over TCP, within the
+/// same deadline, and the TCP answer decides.
+#[tokio::test]
+async fn dns_truncated_udp_answer_is_retried_over_tcp() {
+    let (server, udp_count) = crafting_dns(|q| {
+        let mut m = Message::new(q.metadata.id, MessageType::Response, OpCode::Query);
+        m.add_queries(q.queries.clone());
+        m.metadata.truncation = true;
+        m
+    })
+    .await;
+    let listener = TcpListener::bind(server).await.unwrap();
+    let tcp_count = Arc::new(Mutex::new(0));
+    let seen = tcp_count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut length = [0u8; 2];
+            stream.read_exact(&mut length).await.unwrap();
+            let mut query = vec![0u8; usize::from(u16::from_be_bytes(length))];
+            stream.read_exact(&mut query).await.unwrap();
+            *seen.lock().unwrap() += 1;
+            let answer = proper_answer(&Message::from_vec(&query).unwrap())
+                .to_vec()
+                .unwrap();
+            let length = u16::try_from(answer.len()).unwrap().to_be_bytes();
+            stream
+                .write_all(&[&length[..], &answer].concat())
+                .await
+                .unwrap();
+        }
+    });
+    let probe = with(
+        dns_probe(server, "tocsin.test"),
+        json!({ "answer_regex": r"\bA\s+127\.0\.0\.9$" }),
+    );
+    let result = run(probe, GENEROUS).await;
+    ok(&result);
+    assert_eq!(*udp_count.lock().unwrap(), 1);
+    assert_eq!(*tcp_count.lock().unwrap(), 1);
+    assert!(result.phases.connect.is_some(), "{result:?}");
+
+    // Truncated with no TCP listener to fall back on: never a success.
+    let (server, _) = crafting_dns(|q| {
+        let mut m = proper_answer(q);
+        m.metadata.truncation = true;
+        m
+    })
+    .await;
+    let result = run(dns_probe(server, "tocsin.test"), GENEROUS).await;
+    assert!(!result.is_ok(), "{result:?}");
+}

@@ -11,12 +11,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{ApiError, AppState, authorize};
-use crate::clock::Timestamp;
+use crate::clock::{Timestamp, check_input_time};
 use crate::engine::{Control, GroupView, ServiceView, TargetView};
 use crate::incident::{Change, IncidentView};
 use crate::rollup::{ServiceHistory, Uptime};
 use crate::store::IncidentFilter;
-use crate::topology::MaintenanceWindow;
+use crate::topology::{MaintenanceWindow, Topology};
 
 #[derive(Serialize)]
 pub struct StatusResponse {
@@ -190,6 +190,30 @@ pub struct ChangeRequest {
     at: Option<Timestamp>,
 }
 
+impl ChangeRequest {
+    /// The change this body registers, or why it is refused; `now` when no `at` is given.
+    /// With the deserialization, the parser the `api_bodies` fuzz target drives.
+    pub fn into_change(self, now: Timestamp) -> Result<Change, String> {
+        let blank = |s: &Option<String>| s.as_deref().is_some_and(|v| v.trim().is_empty());
+        if self.summary.trim().is_empty() {
+            return Err("summary must not be empty".into());
+        }
+        if blank(&self.id) || blank(&self.platform) || blank(&self.service) {
+            return Err("id, platform and service must not be empty when given".into());
+        }
+        if let Some(at) = self.at {
+            check_input_time(at).map_err(|e| format!("at: {e}"))?;
+        }
+        Ok(Change {
+            id: self.id.unwrap_or_else(|| random_id("chg-")),
+            platform: self.platform,
+            service: self.service,
+            summary: self.summary,
+            at: self.at.unwrap_or(now),
+        })
+    }
+}
+
 #[derive(Deserialize)]
 pub struct ChangeQuery {
     limit: Option<usize>,
@@ -217,22 +241,9 @@ pub async fn register_change(
 ) -> Result<(StatusCode, Json<Change>), ApiError> {
     authorize(&state, &headers)?;
     let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let blank = |s: &Option<String>| s.as_deref().is_some_and(|v| v.trim().is_empty());
-    if request.summary.trim().is_empty() {
-        return Err(ApiError::bad_request("summary must not be empty"));
-    }
-    if blank(&request.id) || blank(&request.platform) || blank(&request.service) {
-        return Err(ApiError::bad_request(
-            "id, platform and service must not be empty when given",
-        ));
-    }
-    let change = Change {
-        id: request.id.unwrap_or_else(|| random_id("chg-")),
-        platform: request.platform,
-        service: request.service,
-        summary: request.summary,
-        at: request.at.unwrap_or_else(|| state.clock.now()),
-    };
+    let change = request
+        .into_change(state.clock.now())
+        .map_err(ApiError::bad_request)?;
     state.store.save_change(&change);
     state.store.flush().await?;
     state
@@ -343,6 +354,40 @@ pub struct MaintenanceRequest {
     summary: String,
 }
 
+impl MaintenanceRequest {
+    /// The window this body adds, or every reason it is refused, `; `-separated. With the
+    /// deserialization, the parser the `api_bodies` fuzz target drives.
+    pub fn into_window(self, topology: &Topology) -> Result<MaintenanceWindow, String> {
+        let mut problems = Vec::new();
+        if self.services.is_empty() {
+            problems.push("services: must name at least one service".to_string());
+        }
+        for (i, s) in self.services.iter().enumerate() {
+            if topology.service_index(s).is_none() {
+                problems.push(format!("services[{i}]: unknown service `{s}`"));
+            }
+        }
+        for (key, t) in [("starts_at", self.starts_at), ("ends_at", self.ends_at)] {
+            if let Err(e) = check_input_time(t) {
+                problems.push(format!("{key}: {e}"));
+            }
+        }
+        if self.ends_at <= self.starts_at {
+            problems.push("ends_at: must be after starts_at".to_string());
+        }
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
+        Ok(MaintenanceWindow {
+            id: self.id.unwrap_or_else(|| random_id("mnt-")),
+            services: self.services,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            summary: self.summary,
+        })
+    }
+}
+
 pub async fn add_maintenance(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -351,28 +396,9 @@ pub async fn add_maintenance(
     authorize(&state, &headers)?;
     let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let site = state.site.borrow().clone();
-    let mut problems = Vec::new();
-    if request.services.is_empty() {
-        problems.push("services: must name at least one service".to_string());
-    }
-    for (i, s) in request.services.iter().enumerate() {
-        if site.topology.service_index(s).is_none() {
-            problems.push(format!("services[{i}]: unknown service `{s}`"));
-        }
-    }
-    if request.ends_at <= request.starts_at {
-        problems.push("ends_at: must be after starts_at".to_string());
-    }
-    if !problems.is_empty() {
-        return Err(ApiError::bad_request(problems.join("; ")));
-    }
-    let window = MaintenanceWindow {
-        id: request.id.unwrap_or_else(|| random_id("mnt-")),
-        services: request.services,
-        starts_at: request.starts_at,
-        ends_at: request.ends_at,
-        summary: request.summary,
-    };
+    let window = request
+        .into_window(&site.topology)
+        .map_err(ApiError::bad_request)?;
     state.store.save_maintenance(&window);
     state.store.flush().await?;
     state

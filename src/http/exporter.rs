@@ -5,63 +5,101 @@
 //! Each request gets a fresh registry, as blackbox does; tocsin's own series stay on
 //! `/metrics`.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use prometheus::{Encoder, Gauge, GaugeVec, Opts, Registry, TextEncoder};
-use serde::Deserialize;
 
 use super::AppState;
-use crate::probe::{ProbeResult, adhoc};
-
-#[derive(Deserialize)]
-pub struct ProbeQuery {
-    module: Option<String>,
-    target: Option<String>,
-}
+use crate::probe::module::ModuleSpec;
+use crate::probe::{ProbeResult, ProbeSpec, adhoc};
 
 /// Blackbox subtracts this from Prometheus' scrape timeout so the answer arrives in time.
 const SCRAPE_TIMEOUT_OFFSET: Duration = Duration::from_millis(500);
 
-pub async fn probe(
-    State(state): State<AppState>,
-    Query(query): Query<ProbeQuery>,
-    headers: HeaderMap,
-) -> Response {
-    let bad = |message: String| (StatusCode::BAD_REQUEST, message).into_response();
-    let Some(target) = query.target.filter(|t| !t.is_empty()) else {
-        return bad("Target parameter is missing".into());
+/// What a `GET /probe` asks for, checked.
+#[derive(Debug)]
+pub struct ProbeRequest {
+    /// The `probe` label value.
+    pub kind: &'static str,
+    pub spec: ProbeSpec,
+    pub timeout: Duration,
+}
+
+/// Turns the query string and headers of `GET /probe` into the probe to run, or the
+/// text of the 400 answer. Everything here comes from the network (the fuzz target
+/// `probe_request` drives it). As blackbox does, the first `module` and `target` count.
+pub fn probe_request(
+    modules: &BTreeMap<String, ModuleSpec>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<ProbeRequest, String> {
+    let mut module = None;
+    let mut target = None;
+    for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        match key.as_ref() {
+            "module" => module = module.or(Some(value)),
+            "target" => target = target.or(Some(value)),
+            _ => {}
+        }
+    }
+    let Some(target) = target.filter(|t| !t.is_empty()) else {
+        return Err("Target parameter is missing".into());
     };
-    let name = query.module.unwrap_or_else(|| "http_2xx".to_string());
-    let site = state.site.borrow().clone();
-    let Some(module) = site.modules.get(&name) else {
-        return bad(format!("Unknown module \"{name}\""));
+    let name = module.unwrap_or(Cow::Borrowed("http_2xx"));
+    let Some(module) = modules.get(name.as_ref()) else {
+        return Err(format!("Unknown module \"{name}\""));
     };
-    let spec = match adhoc::build(
+    let spec = adhoc::build(
         &format!("modules.{name}.probe"),
         module.probe.clone(),
         &target,
-    ) {
-        Ok(spec) => spec,
-        Err(errors) => return bad(errors),
-    };
-    let scrape_timeout = headers
-        .get("x-prometheus-scrape-timeout-seconds")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s > 0.0)
-        .map(|s| Duration::from_secs_f64(s).saturating_sub(SCRAPE_TIMEOUT_OFFSET));
-    let timeout = match scrape_timeout {
+    )?;
+    let timeout = match scrape_timeout(headers) {
         Some(t) if !t.is_zero() => t.min(module.timeout),
         _ => module.timeout,
     };
-    let kind = spec.kind();
-    let result = state.prober.run(&spec, timeout).await;
+    Ok(ProbeRequest {
+        kind: spec.kind(),
+        spec,
+        timeout,
+    })
+}
+
+/// Prometheus' `X-Prometheus-Scrape-Timeout-Seconds` less blackbox's offset. A float
+/// from the network: NaN, infinite, zero or negative means no header; one too large for
+/// a `Duration` (`1e20`) is the longest one, so the module's timeout applies.
+fn scrape_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let seconds = headers
+        .get("x-prometheus-scrape-timeout-seconds")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s > 0.0)?;
+    let timeout = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX);
+    Some(timeout.saturating_sub(SCRAPE_TIMEOUT_OFFSET))
+}
+
+pub async fn probe(
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let site = state.site.borrow().clone();
+    let request = match probe_request(&site.modules, query.as_deref(), &headers) {
+        Ok(request) => request,
+        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+    };
+    let result = state.prober.run(&request.spec, request.timeout).await;
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-        render(kind, &result, timeout),
+        render(request.kind, &result, request.timeout),
     )
         .into_response()
 }

@@ -12,7 +12,7 @@
 //! * `exporter`: the blackbox-compatible `/probe`;
 //! * `error`: the JSON error shape.
 
-mod api;
+pub mod api;
 mod error;
 mod exporter;
 mod feeds;
@@ -43,6 +43,14 @@ use crate::topology::Topology;
 use crate::validation::{Issues, read_secret_file};
 
 pub use error::ApiError;
+
+/// The parsers of API bodies and `/probe` requests, for the fuzz targets in `fuzz/` only
+/// (`--cfg fuzzing`): no part of the library's API.
+#[cfg(fuzzing)]
+pub mod parsers {
+    pub use super::api::{ChangeRequest, MaintenanceRequest};
+    pub use super::exporter::probe_request;
+}
 pub use status_page::{PageConfig, PageSpec};
 
 /// `[server]`.

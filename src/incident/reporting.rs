@@ -346,7 +346,11 @@ impl RuleSet {
         if o.status == RuleStatus::NotMet {
             return self.not_met();
         }
-        let after = |d: Duration| o.met_at.map(|m| m + chrono_duration(d));
+        // A custom `notify_within` may reach past the last timestamp: no deadline then.
+        let after = |d: Duration| {
+            o.met_at
+                .and_then(|m| m.checked_add_signed(chrono_duration(d)))
+        };
         let (notify, initial, last) = match self {
             RuleSet::FccNors => (
                 after(FCC_NOTIFY_WITHIN),

@@ -240,20 +240,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Lines<S> {
     }
 }
 
-/// A line for a failure detail: lossy UTF-8, control characters escaped, at most 120 chars.
-pub(crate) fn excerpt(line: &[u8]) -> String {
-    let text = String::from_utf8_lossy(line);
-    let mut out: String = text
-        .chars()
-        .take(120)
-        .flat_map(char::escape_debug)
-        .collect();
-    if text.chars().count() > 120 {
-        out.push('…');
-    }
-    out
-}
-
 /// Resolves and connects, recording the `dns` and `connect` phases (measured from `start`
 /// and from the connect attempt).
 pub(crate) async fn open(

@@ -9,8 +9,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RecordType};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, Name, RecordType};
 use regex::Regex;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +20,7 @@ use tokio::time::Instant;
 use super::conn::{self, fail};
 use super::result::{Failure, Phases, ProbeResult, Reason};
 use crate::validation::{Issues, regex_error};
+use super::sanitize::excerpt;
 
 /// Response codes by their RFC names (RFC 1035, RFC 2136), for `valid_rcodes` and details.
 const RCODES: [(&str, u16); 11] = [
@@ -175,7 +176,7 @@ pub async fn run(spec: &DnsSpec, deadline: Instant) -> ProbeResult {
     let mut phases = Phases::default();
     let outcome = ask(spec, deadline, &mut phases)
         .await
-        .and_then(|answer| check(spec, &answer));
+        .and_then(|answer| check_answer(spec, &answer));
     let total = start.elapsed();
     phases.total = Some(total);
     match outcome {
@@ -184,7 +185,8 @@ pub async fn run(spec: &DnsSpec, deadline: Instant) -> ProbeResult {
     }
 }
 
-/// Sends the query and returns the server's answer to it.
+/// Sends the query and returns the server's answer to it: over UDP, then over TCP when
+/// the UDP answer came truncated (RFC 7766 §5), both within the one deadline.
 async fn ask(spec: &DnsSpec, deadline: Instant, phases: &mut Phases) -> Result<Message, Failure> {
     let id = fastrand::u16(..);
     let mut query = Message::new(id, MessageType::Query, OpCode::Query);
@@ -193,33 +195,88 @@ async fn ask(spec: &DnsSpec, deadline: Instant, phases: &mut Phases) -> Result<M
     let query = query
         .to_vec()
         .map_err(|e| fail(Reason::Internal, format!("encoding the query: {e}")))?;
-    let answer = match spec.transport {
-        Transport::Udp => over_udp(spec, &query, id, deadline, phases).await?,
-        Transport::Tcp => over_tcp(spec, &query, deadline, phases).await?,
-    };
-    if answer.metadata.message_type != MessageType::Response || answer.metadata.id != id {
+    if spec.transport == Transport::Udp
+        && let Some(answer) = over_udp(spec, &query, id, deadline, phases).await?
+    {
+        return Ok(answer);
+    }
+    over_tcp(spec, &query, id, deadline, phases).await
+}
+
+/// What a message from the server is to our query.
+#[derive(Debug)]
+pub enum Verdict {
+    /// The answer to our question.
+    Answer(Box<Message>),
+    /// The answer to our question, cut to fit a datagram (TC=1): ask again over TCP.
+    Truncated,
+    /// Another id: a late answer to an earlier query, or a spoofed one.
+    NotOurs,
+}
+
+/// Checks one message from the server against our query (`id`, and the spec's question).
+/// Another id is [`Verdict::NotOurs`]; a message that is not DNS, not a response, or for
+/// another question (name, type or class; the name in any case, since a server may keep
+/// or change the case of the name asked, as 0x20 randomization relies on) is `protocol`.
+/// The parser entry point of the `dns` fuzz target.
+pub fn classify(spec: &DnsSpec, id: u16, bytes: &[u8]) -> Result<Verdict, Failure> {
+    let message = Message::from_vec(bytes).map_err(|e| {
+        fail(
+            Reason::Protocol,
+            format!("unparsable answer: {}", excerpt(e.to_string().as_bytes())),
+        )
+    })?;
+    let meta = &message.metadata;
+    if meta.id != id {
+        return Ok(Verdict::NotOurs);
+    }
+    if meta.message_type != MessageType::Response || meta.op_code != OpCode::Query {
         return Err(fail(
             Reason::Protocol,
-            "the answer is not a response to the query",
+            "the answer is not a response to a query",
         ));
     }
-    Ok(answer)
+    let mut name = spec.name.clone();
+    name.set_fqdn(true);
+    let ours = |q: &Query| {
+        q.name() == &name && q.query_type() == spec.record_type && q.query_class() == DNSClass::IN
+    };
+    // A server refusing a query it cannot parse may leave the question out (FORMERR).
+    let question_ok = match message.queries.as_slice() {
+        [q] => ours(q),
+        [] => meta.response_code != ResponseCode::NoError,
+        _ => false,
+    };
+    if !question_ok {
+        let asked: Vec<String> = message
+            .queries
+            .iter()
+            .map(|q| format!("{} {} {}", q.name(), q.query_class(), q.query_type()))
+            .collect();
+        return Err(fail(
+            Reason::Protocol,
+            format!(
+                "the answer is for another question (`{}`), not {name} IN {}",
+                excerpt(asked.join(", ").as_bytes()),
+                spec.record_type
+            ),
+        ));
+    }
+    if meta.truncation {
+        return Ok(Verdict::Truncated);
+    }
+    Ok(Verdict::Answer(Box::new(message)))
 }
 
-fn parse(bytes: &[u8]) -> Result<Message, Failure> {
-    Message::from_vec(bytes).map_err(|e| fail(Reason::Protocol, format!("unparsable answer: {e}")))
-}
-
-/// One datagram out; the first datagram back that is DNS with the query's id is the
-/// answer, and one that is not DNS fails the probe. Answers to other ids (late answers to
-/// older queries) are skipped.
+/// One datagram out; the first datagram back with the query's id decides: the answer,
+/// `None` when it came truncated, or a failure. Datagrams with other ids are skipped.
 async fn over_udp(
     spec: &DnsSpec,
     query: &[u8],
     id: u16,
     deadline: Instant,
     phases: &mut Phases,
-) -> Result<Message, Failure> {
+) -> Result<Option<Message>, Failure> {
     let local = match (spec.source_address, spec.server) {
         (Some(ip), _) => SocketAddr::new(ip, 0),
         (None, SocketAddr::V4(_)) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
@@ -255,18 +312,23 @@ async fn over_udp(
             Ok(Err(e)) => return Err(fail(Reason::Protocol, format!("receive: {e}"))),
             Ok(Ok(n)) => n,
         };
-        let message = parse(&buf[..n])?;
-        if message.metadata.id == id {
-            phases.first_byte = Some(sent.elapsed());
-            return Ok(message);
+        match classify(spec, id, &buf[..n])? {
+            Verdict::NotOurs => continue,
+            Verdict::Truncated => return Ok(None),
+            Verdict::Answer(message) => {
+                phases.first_byte = Some(sent.elapsed());
+                return Ok(Some(*message));
+            }
         }
     }
 }
 
 /// RFC 1035 §4.2.2: each message prefixed with its two-byte length, which also bounds it.
+/// One query per connection, so any other id is a broken server, not a late answer.
 async fn over_tcp(
     spec: &DnsSpec,
     query: &[u8],
+    id: u16,
     deadline: Instant,
     phases: &mut Phases,
 ) -> Result<Message, Failure> {
@@ -284,27 +346,36 @@ async fn over_tcp(
         stream.read_exact(&mut answer).await?;
         Ok::<_, std::io::Error>(answer)
     };
-    match tokio::time::timeout_at(deadline, exchange).await {
-        Err(_) => Err(fail(
-            Reason::Timeout,
-            format!(
-                "no complete answer from {} before the deadline",
-                spec.server
-            ),
-        )),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(fail(
-            Reason::Protocol,
-            "connection closed before a complete answer",
-        )),
-        Ok(Err(e)) => Err(fail(Reason::Protocol, format!("{}: {e}", spec.server))),
-        Ok(Ok(answer)) => {
-            phases.first_byte = Some(sent.elapsed());
-            parse(&answer)
+    let answer = match tokio::time::timeout_at(deadline, exchange).await {
+        Err(_) => {
+            return Err(fail(
+                Reason::Timeout,
+                format!(
+                    "no complete answer from {} before the deadline",
+                    spec.server
+                ),
+            ));
         }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(fail(
+                Reason::Protocol,
+                "connection closed before a complete answer",
+            ));
+        }
+        Ok(Err(e)) => return Err(fail(Reason::Protocol, format!("{}: {e}", spec.server))),
+        Ok(Ok(answer)) => answer,
+    };
+    phases.first_byte = Some(sent.elapsed());
+    match classify(spec, id, &answer)? {
+        Verdict::Answer(message) => Ok(*message),
+        Verdict::Truncated => Err(fail(Reason::Protocol, "a truncated answer over TCP")),
+        Verdict::NotOurs => Err(fail(Reason::Protocol, "the answer's id is not the query's")),
     }
 }
 
-fn check(spec: &DnsSpec, answer: &Message) -> Result<(), Failure> {
+/// Checks the answer's rcode and, with `answer_regex`, its records. With [`classify`],
+/// the parser entry point of the `dns` fuzz target.
+pub fn check_answer(spec: &DnsSpec, answer: &Message) -> Result<(), Failure> {
     let rcode = u16::from(answer.metadata.response_code);
     if !spec.valid_rcodes.contains(&rcode) {
         return Err(fail(
@@ -322,7 +393,10 @@ fn check(spec: &DnsSpec, answer: &Message) -> Result<(), Failure> {
         if !records.iter().any(|r| re.is_match(r)) {
             return Err(fail(
                 Reason::Assertion,
-                format!("no answer record matches /{re}/ (got {records:?})"),
+                format!(
+                    "no answer record matches /{re}/ (got `{}`)",
+                    excerpt(records.join("; ").as_bytes())
+                ),
             ));
         }
     }

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HOST, HeaderMap, HeaderName, HeaderValue, LOCATION, USER_AGENT};
+use hyper::header::{
+    AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue, LOCATION, PROXY_AUTHORIZATION,
+    USER_AGENT,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use regex::Regex;
@@ -25,6 +28,7 @@ use super::conn::{self, DEFAULT_MAX_READ_BYTES, fail};
 use super::result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
 use super::tls::{self, TlsClients, Trust};
 use crate::validation::{Issues, regex_error};
+use super::sanitize::{Secrets, authorization_secrets, peer_text};
 
 /// Redirects followed before the probe fails with `protocol`.
 const MAX_REDIRECTS: usize = 10;
@@ -101,6 +105,9 @@ pub struct HttpSpec {
     pub cert_expiry_warning: Option<Duration>,
     pub max_body_bytes: u64,
     pub source_address: Option<IpAddr>,
+    /// Credentials the request carries (`Authorization`, `Proxy-Authorization` headers),
+    /// which no detail may show.
+    pub secrets: Secrets,
 }
 
 impl HttpProbeConfig {
@@ -200,7 +207,12 @@ impl HttpProbeConfig {
         if issues.len() > before {
             return None;
         }
+        let secrets = [AUTHORIZATION, PROXY_AUTHORIZATION]
+            .iter()
+            .filter_map(|name| headers.get(name)?.to_str().ok())
+            .flat_map(authorization_secrets);
         Some(HttpSpec {
+            secrets: Secrets::new(secrets),
             url: url?,
             method: method?,
             headers,
@@ -358,7 +370,11 @@ async fn request(
 }
 
 /// Where a redirect points, if this response is one the probe follows.
-fn redirect_target(url: &Url, response: &Response<Incoming>) -> Option<Result<Url, Failure>> {
+fn redirect_target(
+    url: &Url,
+    response: &Response<Incoming>,
+    secrets: &Secrets,
+) -> Option<Result<Url, Failure>> {
     if !response.status().is_redirection() {
         return None;
     }
@@ -371,7 +387,10 @@ fn redirect_target(url: &Url, response: &Response<Incoming>) -> Option<Result<Ur
     Some(next.ok_or_else(|| {
         fail(
             Reason::Protocol,
-            format!("redirect to an unusable location {location:?}"),
+            format!(
+                "redirect to an unusable location `{}`",
+                peer_text(location.as_bytes(), secrets)
+            ),
         )
     }))
 }
@@ -424,7 +443,7 @@ async fn exchange(
         if !spec.follow_redirects {
             break hop;
         }
-        let Some(next) = redirect_target(&url, &hop.response) else {
+        let Some(next) = redirect_target(&url, &hop.response, &spec.secrets) else {
             break hop;
         };
         redirects += 1;
@@ -506,12 +525,13 @@ async fn read_body(
 
 fn check_body(spec: &HttpSpec, body: &[u8]) -> Result<(), Failure> {
     let text = String::from_utf8_lossy(body);
+    let quoted = || format!("; the body starts `{}`", peer_text(body, &spec.secrets));
     if let Some(needle) = &spec.body_contains
         && !text.contains(needle.as_str())
     {
         return Err(fail(
             Reason::Assertion,
-            format!("body does not contain {needle:?}"),
+            format!("body does not contain {needle:?}{}", quoted()),
         ));
     }
     if let Some(re) = &spec.body_regex
@@ -519,12 +539,16 @@ fn check_body(spec: &HttpSpec, body: &[u8]) -> Result<(), Failure> {
     {
         return Err(fail(
             Reason::Assertion,
-            format!("body does not match /{re}/"),
+            format!("body does not match /{re}/{}", quoted()),
         ));
     }
     if let Some(path) = &spec.json_path {
-        let json: serde_json::Value = serde_json::from_slice(body)
-            .map_err(|e| fail(Reason::Assertion, format!("body is not JSON: {e}")))?;
+        let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+            fail(
+                Reason::Assertion,
+                format!("body is not JSON: {e}{}", quoted()),
+            )
+        })?;
         let nodes = path.query(&json).all();
         if nodes.is_empty() {
             return Err(fail(Reason::Assertion, format!("{path} matches nothing")));
@@ -532,6 +556,7 @@ fn check_body(spec: &HttpSpec, body: &[u8]) -> Result<(), Failure> {
         if let Some(expected) = &spec.json_equals
             && let Some(other) = nodes.iter().find(|n| **n != expected)
         {
+            let other = peer_text(other.to_string().as_bytes(), &spec.secrets);
             return Err(fail(
                 Reason::Assertion,
                 format!("{path} is {other}, not {expected}"),
@@ -612,6 +637,26 @@ mod tests {
         );
         assert!(text.contains("p.body_regex: "), "{text}");
         assert_eq!(issues.len(), 3);
+    }
+
+    /// A server echoing the request (headers and all) in its body: the excerpt in the
+    /// assertion detail shows neither the basic credentials nor their decoded password.
+    #[test]
+    fn body_excerpts_never_show_the_credentials_sent() {
+        use base64::Engine as _;
+        let mut c = config("http://127.0.0.1/");
+        let token = base64::engine::general_purpose::STANDARD.encode("probe:s3cret-pw");
+        c.headers
+            .insert("Authorization".into(), format!("Basic {token}"));
+        c.body_contains = Some("ready".into());
+        let spec = c.build("p", &mut Issues::default()).unwrap();
+        let body = format!("GET / HTTP/1.1\r\nauthorization: Basic {token}\r\n\r\nS3CRET-PW");
+        let detail = check_body(&spec, body.as_bytes()).unwrap_err().detail;
+        assert!(detail.starts_with("body does not contain \"ready\"; the body starts `GET"));
+        for secret in [token.as_str(), "s3cret-pw", "S3CRET-PW"] {
+            assert!(!detail.contains(secret), "{secret} in {detail}");
+        }
+        assert!(!detail.chars().any(char::is_control), "{detail:?}");
     }
 
     #[test]

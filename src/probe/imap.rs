@@ -9,10 +9,11 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::conn::{self, Lines, Step, excerpt, fail};
+use super::conn::{self, Lines, Step, fail};
 use super::result::{Phases, ProbeResult, Reason, TlsInfo};
 use super::tls::{self, TlsClients, Trust};
 use crate::validation::{Issues, read_secret_file};
+use super::sanitize::{Secrets, peer_text};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,6 +75,8 @@ pub struct ImapSpec {
     pub tls_client: Option<(ServerName<'static>, Trust)>,
     pub username: String,
     pub password: Password,
+    /// The password in every form a detail must not show it in.
+    pub secrets: Secrets,
     pub mailbox: String,
     pub source_address: Option<IpAddr>,
 }
@@ -127,12 +130,14 @@ impl ImapProbeConfig {
         if issues.len() > before {
             return None;
         }
+        let password = password?;
         Some(ImapSpec {
             address: self.address.clone(),
             tls: self.tls,
             tls_client,
             username: self.username.clone(),
-            password: password?,
+            secrets: Secrets::new([&password.0]),
+            password,
             mailbox: self.mailbox.clone(),
             source_address,
         })
@@ -158,7 +163,7 @@ async fn session(
     let stream = conn::open(&spec.address, spec.source_address, deadline, start, phases).await?;
     let Some((name, trust)) = &spec.tls_client else {
         let mut lines = Lines::new(stream);
-        let greeting = greeting(&mut lines, deadline, start, phases).await?;
+        let greeting = greeting(&mut lines, spec, deadline, start, phases).await?;
         return authenticated(lines, spec, greeting, deadline).await;
     };
     let config = clients.config(trust, false);
@@ -168,11 +173,11 @@ async fn session(
         phases.tls = Some(tls_start.elapsed());
         *tls_info = Some(info);
         let mut lines = Lines::new(stream);
-        let greeting = greeting(&mut lines, deadline, start, phases).await?;
+        let greeting = greeting(&mut lines, spec, deadline, start, phases).await?;
         return authenticated(lines, spec, greeting, deadline).await;
     }
     let mut lines = Lines::new(stream);
-    let greeting = greeting(&mut lines, deadline, start, phases).await?;
+    let greeting = greeting(&mut lines, spec, deadline, start, phases).await?;
     if greeting == Greeting::Preauth {
         // RFC 3501 §6.2.1: STARTTLS is only valid before authentication.
         return Err(fail(
@@ -181,7 +186,7 @@ async fn session(
         ));
     }
     let tls_start = Instant::now();
-    let (status, text) = command(&mut lines, "t1", "STARTTLS", &[], deadline).await?;
+    let (status, text) = command(&mut lines, spec, "t1", "STARTTLS", &[], deadline).await?;
     if status != Status::Ok {
         return Err(fail(
             Reason::Tls,
@@ -195,8 +200,9 @@ async fn session(
     authenticated(Lines::new(stream), spec, greeting, deadline).await
 }
 
+/// How the server opened the session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Greeting {
+pub enum Greeting {
     Ok,
     /// Already authenticated (RFC 3501 §7.1.4): LOGIN is skipped.
     Preauth,
@@ -204,12 +210,19 @@ enum Greeting {
 
 async fn greeting<S: AsyncRead + AsyncWrite + Unpin>(
     lines: &mut Lines<S>,
+    spec: &ImapSpec,
     deadline: Instant,
     start: Instant,
     phases: &mut Phases,
 ) -> Step<Greeting> {
     let line = lines.line(deadline, "the IMAP greeting").await?;
     phases.first_byte = Some(start.elapsed());
+    parse_greeting(&line, &spec.secrets)
+}
+
+/// Parses the greeting line (without its CRLF). A parser entry point of its own, for the
+/// `imap` fuzz target: it sees everything the server sends before LOGIN.
+pub fn parse_greeting(line: &[u8], secrets: &Secrets) -> Step<Greeting> {
     let upper = line.to_ascii_uppercase();
     if upper.starts_with(b"* OK") {
         Ok(Greeting::Ok)
@@ -218,12 +231,15 @@ async fn greeting<S: AsyncRead + AsyncWrite + Unpin>(
     } else if upper.starts_with(b"* BYE") {
         Err(fail(
             Reason::Status,
-            format!("the server refused the session: {}", excerpt(&line)),
+            format!(
+                "the server refused the session: {}",
+                peer_text(line, secrets)
+            ),
         ))
     } else {
         Err(fail(
             Reason::Protocol,
-            format!("not an IMAP greeting: `{}`", excerpt(&line)),
+            format!("not an IMAP greeting: `{}`", peer_text(line, secrets)),
         ))
     }
 }
@@ -237,7 +253,7 @@ async fn authenticated<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Step<()> {
     if greeting == Greeting::Ok {
         let args = [spec.username.as_bytes(), spec.password.0.as_bytes()];
-        let (status, text) = command(&mut lines, "t2", "LOGIN", &args, deadline).await?;
+        let (status, text) = command(&mut lines, spec, "t2", "LOGIN", &args, deadline).await?;
         match status {
             Status::Ok => {}
             Status::No => return Err(fail(Reason::Auth, format!("LOGIN refused: {text}"))),
@@ -245,7 +261,7 @@ async fn authenticated<S: AsyncRead + AsyncWrite + Unpin>(
         }
     }
     let args = [spec.mailbox.as_bytes()];
-    let (status, text) = command(&mut lines, "t3", "SELECT", &args, deadline).await?;
+    let (status, text) = command(&mut lines, spec, "t3", "SELECT", &args, deadline).await?;
     match status {
         Status::Ok => {}
         Status::No => {
@@ -257,16 +273,68 @@ async fn authenticated<S: AsyncRead + AsyncWrite + Unpin>(
         Status::Bad => return Err(fail(Reason::Protocol, format!("SELECT: BAD {text}"))),
     }
     // The check is done; a server that fumbles LOGOUT does not fail it.
-    let _ = command(&mut lines, "t4", "LOGOUT", &[], deadline).await;
+    let _ = command(&mut lines, spec, "t4", "LOGOUT", &[], deadline).await;
     lines.shutdown(deadline).await;
     Ok(())
 }
 
+/// How the server completed a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
+pub enum Status {
     Ok,
     No,
     Bad,
+}
+
+/// One line the server sent while a command runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerLine {
+    /// `* …`: untagged data, which the probe skips.
+    Untagged,
+    /// `+ …`: a continuation request.
+    Continuation,
+    /// `TAG OK|NO|BAD text`: the command's completion, its text sanitized for a detail.
+    Done(Status, String),
+}
+
+/// Parses one line (without its CRLF) read while the command `name` tagged `tag` runs.
+/// A parser entry point of its own, for the `imap` fuzz target; every quote of the line
+/// in an error goes through [`peer_text`] with the probe's `secrets`.
+pub fn parse_line(line: &[u8], tag: &str, name: &str, secrets: &Secrets) -> Step<ServerLine> {
+    if line.starts_with(b"* ") {
+        return Ok(ServerLine::Untagged);
+    }
+    if line.starts_with(b"+") {
+        return Ok(ServerLine::Continuation);
+    }
+    let Some(rest) = line
+        .strip_prefix(tag.as_bytes())
+        .and_then(|r| r.strip_prefix(b" "))
+    else {
+        return Err(fail(
+            Reason::Protocol,
+            format!(
+                "unexpected line after {name}: `{}`",
+                peer_text(line, secrets)
+            ),
+        ));
+    };
+    let (word, text) = match rest.iter().position(|&b| b == b' ') {
+        Some(space) => (&rest[..space], &rest[space + 1..]),
+        None => (rest, &b""[..]),
+    };
+    let status = match word.to_ascii_uppercase().as_slice() {
+        b"OK" => Status::Ok,
+        b"NO" => Status::No,
+        b"BAD" => Status::Bad,
+        _ => {
+            return Err(fail(
+                Reason::Protocol,
+                format!("bad completion of {name}: `{}`", peer_text(line, secrets)),
+            ));
+        }
+    };
+    Ok(ServerLine::Done(status, peer_text(text, secrets)))
 }
 
 /// Sends `tag name args…` and reads until the tagged completion, skipping untagged data.
@@ -274,6 +342,7 @@ enum Status {
 /// synchronizing literal (RFC 3501 §4.3), so no byte of a password can break the syntax.
 async fn command<S: AsyncRead + AsyncWrite + Unpin>(
     lines: &mut Lines<S>,
+    spec: &ImapSpec,
     tag: &str,
     name: &str,
     args: &[&[u8]],
@@ -294,7 +363,7 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             pending.extend_from_slice(format!("{{{}}}\r\n", arg.len()).as_bytes());
             lines.send(&pending, deadline, name).await?;
-            if let Some(done) = completion(lines, tag, deadline, name, true).await? {
+            if let Some(done) = completion(lines, spec, tag, deadline, name, true).await? {
                 return Ok(done);
             }
             pending = arg.to_vec();
@@ -302,7 +371,7 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
     }
     pending.extend_from_slice(b"\r\n");
     lines.send(&pending, deadline, name).await?;
-    match completion(lines, tag, deadline, name, false).await? {
+    match completion(lines, spec, tag, deadline, name, false).await? {
         Some(done) => Ok(done),
         None => Err(fail(
             Reason::Protocol,
@@ -315,6 +384,7 @@ async fn command<S: AsyncRead + AsyncWrite + Unpin>(
 /// (`None`).
 async fn completion<S: AsyncRead + AsyncWrite + Unpin>(
     lines: &mut Lines<S>,
+    spec: &ImapSpec,
     tag: &str,
     deadline: Instant,
     name: &str,
@@ -323,37 +393,11 @@ async fn completion<S: AsyncRead + AsyncWrite + Unpin>(
     let waiting_for = format!("the answer to {name}");
     loop {
         let line = lines.line(deadline, &waiting_for).await?;
-        if line.starts_with(b"* ") {
-            continue;
+        match parse_line(&line, tag, name, &spec.secrets)? {
+            ServerLine::Untagged => {}
+            ServerLine::Continuation if continuation => return Ok(None),
+            ServerLine::Continuation => {}
+            ServerLine::Done(status, text) => return Ok(Some((status, text))),
         }
-        if line.starts_with(b"+") {
-            if continuation {
-                return Ok(None);
-            }
-            continue;
-        }
-        let Some(rest) = line
-            .strip_prefix(tag.as_bytes())
-            .and_then(|r| r.strip_prefix(b" "))
-        else {
-            return Err(fail(
-                Reason::Protocol,
-                format!("unexpected line after {name}: `{}`", excerpt(&line)),
-            ));
-        };
-        let rest = String::from_utf8_lossy(rest);
-        let (word, text) = rest.split_once(' ').unwrap_or((&rest, ""));
-        let status = match word.to_ascii_uppercase().as_str() {
-            "OK" => Status::Ok,
-            "NO" => Status::No,
-            "BAD" => Status::Bad,
-            _ => {
-                return Err(fail(
-                    Reason::Protocol,
-                    format!("bad completion of {name}: `{}`", excerpt(&line)),
-                ));
-            }
-        };
-        return Ok(Some((status, excerpt(text.as_bytes()))));
     }
 }

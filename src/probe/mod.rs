@@ -13,6 +13,7 @@ mod icmp;
 mod imap;
 pub mod module;
 mod result;
+pub(crate) mod sanitize;
 mod sip;
 mod smtp;
 mod tcp;
@@ -25,6 +26,18 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 pub use result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
+
+/// The parsers of what peers send, for the fuzz targets in `fuzz/` only (cargo fuzz builds
+/// with `--cfg fuzzing`): no part of the library's API.
+#[cfg(fuzzing)]
+pub mod parsers {
+    pub use super::dns::{DnsProbeConfig, DnsSpec, Verdict, check_answer, classify};
+    pub use super::imap::{ServerLine, parse_greeting, parse_line as parse_imap_line};
+    pub use super::sanitize::{MAX_EXCERPT_CHARS, Secrets};
+    pub use super::sip::parse_message as parse_sip_message;
+    pub use super::smtp::parse_replies as parse_smtp_replies;
+}
+use crate::clock::instant_after;
 
 use crate::validation::Issues;
 
@@ -100,6 +113,16 @@ impl ProbeSpec {
             ProbeSpec::Icmp(_) => "icmp",
         }
     }
+
+    /// The credentials this probe sends, which its failure details must never show.
+    fn secrets(&self) -> &sanitize::Secrets {
+        static NONE: sanitize::Secrets = sanitize::Secrets::NONE;
+        match self {
+            ProbeSpec::Http(s) => &s.secrets,
+            ProbeSpec::Imap(s) => &s.secrets,
+            _ => &NONE,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,7 +150,7 @@ impl Prober {
     /// Runs one probe. It returns by `timeout` (plus a small grace) whatever the peer does.
     pub async fn run(&self, spec: &ProbeSpec, timeout: Duration) -> ProbeResult {
         let start = Instant::now();
-        let deadline = start + timeout;
+        let deadline = instant_after(start, timeout);
         let run = async {
             match spec {
                 ProbeSpec::Http(s) => http::run(&self.tls, s, deadline).await,
@@ -140,13 +163,21 @@ impl Prober {
                 ProbeSpec::Icmp(s) => icmp::run(s, deadline).await,
             }
         };
-        match tokio::time::timeout_at(deadline + DEADLINE_GRACE, run).await {
-            Ok(result) => result,
-            Err(_) => ProbeResult::failure(
-                Reason::Timeout,
-                format!("no answer within {}", humantime::format_duration(timeout)),
-                start.elapsed(),
-            ),
+        let mut result =
+            match tokio::time::timeout_at(instant_after(deadline, DEADLINE_GRACE), run).await {
+                Ok(result) => result,
+                Err(_) => ProbeResult::failure(
+                    Reason::Timeout,
+                    format!("no answer within {}", humantime::format_duration(timeout)),
+                    start.elapsed(),
+                ),
+            };
+        // Each quote of a peer is sanitized where it is made; this last pass holds the
+        // published detail to the same rules whatever path built it (an error message
+        // of a library, say).
+        if let Some(failure) = &mut result.failure {
+            failure.detail = sanitize::detail(&failure.detail, spec.secrets());
         }
+        result
     }
 }

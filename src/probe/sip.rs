@@ -13,10 +13,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
-use super::conn::{self, Lines, Step, excerpt, fail};
+use super::conn::{self, Lines, Step, fail};
 use super::result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
 use super::tls::{self, TlsClients, Trust};
 use crate::validation::Issues;
+use super::sanitize::excerpt;
 
 /// RFC 3261 §17.1.1.1: first retransmission interval over UDP.
 const T1: Duration = Duration::from_millis(500);
@@ -414,6 +415,17 @@ fn parse_datagram(datagram: &[u8]) -> Result<Message, String> {
     parse_head(&lines)
 }
 
+/// Parses one message as the probe reads a datagram: the status code of a response,
+/// `None` for a request from the peer. The parser entry point of the `sip` fuzz target;
+/// errors quote the peer through the sanitizer, as `protocol` details do.
+#[cfg(any(fuzzing, test))]
+pub fn parse_message(bytes: &[u8]) -> Result<Option<u16>, String> {
+    match parse_datagram(bytes)? {
+        Message::Response(r) => Ok(Some(r.code)),
+        Message::Request { .. } => Ok(None),
+    }
+}
+
 pub async fn run(clients: &TlsClients, spec: &SipSpec, deadline: Instant) -> ProbeResult {
     let start = Instant::now();
     let mut phases = Phases::default();
@@ -687,6 +699,19 @@ mod tests {
         assert_eq!(r.call_id.as_deref(), Some("42@tocsin"));
         assert_eq!(r.cseq.as_deref(), Some("1 OPTIONS"));
         assert_eq!(r.content_length, Some(0));
+    }
+
+    #[test]
+    fn parse_errors_quote_the_peer_sanitized() {
+        let hostile = format!("SIP/2.0 200 OK\r\nX\x1b[2J{}\r\n\r\n", "y".repeat(1000));
+        let err = parse_message(hostile.as_bytes()).unwrap_err();
+        assert!(err.starts_with("not a header: `X [2Jyyy"), "{err}");
+        assert!(!err.chars().any(char::is_control), "{err:?}");
+        assert!(err.chars().count() < 250, "{err}");
+        assert_eq!(
+            parse_message(b"SIP/2.0 486 Busy Here\r\nl: 0\r\n\r\n"),
+            Ok(Some(486))
+        );
     }
 
     #[test]

@@ -9,10 +9,11 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
-use super::conn::{self, Lines, Step, excerpt, fail};
+use super::conn::{self, Lines, Step, fail};
 use super::result::{Phases, ProbeResult, Reason, TlsInfo};
 use super::tls::{self, TlsClients, Trust};
 use crate::validation::Issues;
+use super::sanitize::excerpt;
 
 /// Lines accepted in one multi-line reply; real EHLO replies have about a dozen.
 const MAX_REPLY_LINES: usize = 1000;
@@ -200,20 +201,18 @@ async fn quit<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// One reply, possibly multi-line (`250-…` lines then `250 …`).
-#[derive(Debug)]
-struct Reply {
-    code: u16,
-    /// The text of each line, after the code and separator.
-    text: Vec<String>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// The text of each line, after the code and separator (lossy UTF-8, unsanitized).
+    pub text: Vec<String>,
 }
 
 impl Reply {
+    /// The code and the first line's text, sanitized for a detail.
     fn summary(&self) -> String {
-        format!(
-            "{} {}",
-            self.code,
-            self.text.first().map_or("", String::as_str)
-        )
+        let first = self.text.first().map_or("", String::as_str);
+        format!("{} {}", self.code, excerpt(first.as_bytes()))
     }
 }
 
@@ -234,14 +233,29 @@ async fn reply<S: AsyncRead + AsyncWrite + Unpin>(
     deadline: Instant,
     waiting_for: &str,
 ) -> Step<Reply> {
-    let mut text = Vec::new();
-    let mut code = None;
+    let mut reply = ReplyLines::default();
     loop {
         let line = lines.line(deadline, waiting_for).await?;
+        if let Some(done) = reply.push(&line)? {
+            return Ok(done);
+        }
+    }
+}
+
+/// The lines of one reply read so far.
+#[derive(Default)]
+struct ReplyLines {
+    code: Option<u16>,
+    text: Vec<String>,
+}
+
+impl ReplyLines {
+    /// Takes one line (without its CRLF): the reply once this line completes it.
+    fn push(&mut self, line: &[u8]) -> Step<Option<Reply>> {
         let garbage = || {
             fail(
                 Reason::Protocol,
-                format!("not an SMTP reply line: `{}`", excerpt(&line)),
+                format!("not an SMTP reply line: `{}`", excerpt(line)),
             )
         };
         let digits = line.get(..3).ok_or_else(garbage)?;
@@ -252,10 +266,10 @@ async fn reply<S: AsyncRead + AsyncWrite + Unpin>(
             .ok()
             .and_then(|d| d.parse().ok())
             .ok_or_else(garbage)?;
-        if *code.get_or_insert(this) != this {
+        if *self.code.get_or_insert(this) != this {
             return Err(fail(
                 Reason::Protocol,
-                format!("reply codes differ within one reply: `{}`", excerpt(&line)),
+                format!("reply codes differ within one reply: `{}`", excerpt(line)),
             ));
         }
         let last = match line.get(3) {
@@ -263,17 +277,43 @@ async fn reply<S: AsyncRead + AsyncWrite + Unpin>(
             Some(b'-') => false,
             Some(_) => return Err(garbage()),
         };
-        text.push(String::from_utf8_lossy(line.get(4..).unwrap_or_default()).into_owned());
+        self.text
+            .push(String::from_utf8_lossy(line.get(4..).unwrap_or_default()).into_owned());
         if last {
-            return Ok(Reply { code: this, text });
+            return Ok(Some(Reply {
+                code: this,
+                text: std::mem::take(&mut self.text),
+            }));
         }
-        if text.len() >= MAX_REPLY_LINES {
+        if self.text.len() >= MAX_REPLY_LINES {
             return Err(fail(
                 Reason::Protocol,
                 format!("a reply of more than {MAX_REPLY_LINES} lines"),
             ));
         }
+        Ok(None)
     }
+}
+
+/// Parses `bytes` as a server's side of a session: complete replies, in order, up to the
+/// first error (a trailing incomplete reply is left out). The parser entry point of the
+/// `smtp` fuzz target, through the same line parser the probe reads replies with.
+#[cfg(any(fuzzing, test))]
+pub fn parse_replies(bytes: &[u8]) -> Step<Vec<Reply>> {
+    let mut replies = Vec::new();
+    let mut reply = ReplyLines::default();
+    let mut lines = bytes.split(|&b| b == b'\n').peekable();
+    while let Some(line) = lines.next() {
+        if lines.peek().is_none() {
+            break; // no line end: not a line yet
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if let Some(done) = reply.push(line)? {
+            replies.push(done);
+            reply = ReplyLines::default();
+        }
+    }
+    Ok(replies)
 }
 
 #[cfg(test)]
@@ -295,5 +335,29 @@ mod tests {
         ] {
             assert!(!valid_helo_name(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn replies_are_parsed_and_quoted_sanitized() {
+        let replies =
+            parse_replies(b"220 mx ready\r\n250-mx\r\n250-STARTTLS\r\n250 OK\r\n221").unwrap();
+        assert_eq!(replies.len(), 2);
+        assert_eq!(replies[1].code, 250);
+        assert_eq!(replies[1].text, ["mx", "STARTTLS", "OK"]);
+        let refused = Reply {
+            code: 554,
+            text: vec![format!("\x1b[2J{}", "x".repeat(500))],
+        };
+        let summary = refused.summary();
+        assert!(summary.starts_with("554  [2Jxxx"), "{summary}");
+        assert!(summary.chars().count() <= 4 + crate::probe::sanitize::MAX_EXCERPT_CHARS);
+        let err = parse_replies(b"250-a\r\n251 b\r\n").unwrap_err();
+        assert_eq!(err.reason, Reason::Protocol);
+        assert!(
+            parse_replies(b"\x1b]0;pwned\x07\r\n")
+                .unwrap_err()
+                .detail
+                .contains("` ]0;pwned `")
+        );
     }
 }

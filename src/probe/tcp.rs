@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::conn::{self, DEFAULT_MAX_READ_BYTES};
 use super::result::{Phases, ProbeResult, Reason};
+use super::sanitize::excerpt;
 use crate::validation::{Issues, regex_error};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -110,8 +111,8 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
                     return ProbeResult::failure(
                         Reason::Assertion,
                         format!(
-                            "expected /{expect}/, received `{}` and then nothing before the deadline",
-                            conn::excerpt(&received)
+                            "expected /{expect}/ not seen before the deadline{}",
+                            received_so_far(&received)
                         ),
                         start.elapsed(),
                     );
@@ -131,14 +132,12 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
                     );
                 }
                 Ok(Ok(0)) => {
-                    let got = if received.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        format!("`{}`", conn::excerpt(&received))
-                    };
                     return ProbeResult::failure(
                         Reason::Assertion,
-                        format!("expected /{expect}/, received {got} before the connection closed"),
+                        format!(
+                            "connection closed before /{expect}/ was seen{}",
+                            received_so_far(&received)
+                        ),
                         start.elapsed(),
                     );
                 }
@@ -151,7 +150,10 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
                     if received.len() as u64 > DEFAULT_MAX_READ_BYTES {
                         return ProbeResult::failure(
                             Reason::Assertion,
-                            format!("read {DEFAULT_MAX_READ_BYTES} bytes without /{expect}/"),
+                            format!(
+                                "read {DEFAULT_MAX_READ_BYTES} bytes without /{expect}/{}",
+                                received_so_far(&received)
+                            ),
                             start.elapsed(),
                         );
                     }
@@ -163,4 +165,26 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
     let total = start.elapsed();
     phases.total = Some(total);
     ProbeResult::success(total, phases)
+}
+
+/// What the peer did say, for an operator wondering why the answer did not match.
+fn received_so_far(received: &[u8]) -> String {
+    if received.is_empty() {
+        " (nothing received)".to_string()
+    } else {
+        format!(" (received `{}`)", excerpt(received))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_was_received_is_quoted_sanitized() {
+        assert_eq!(received_so_far(b""), " (nothing received)");
+        let quoted = received_so_far(format!("-ERR\r\n{}", "z".repeat(900)).as_bytes());
+        assert!(quoted.starts_with(" (received `-ERR  zzz"), "{quoted}");
+        assert!(quoted.chars().count() < 230, "{quoted}");
+    }
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::pem::PemObject;
@@ -309,6 +310,16 @@ pub(crate) async fn handshake(
     Ok((stream, info))
 }
 
+/// Whether `expiry` comes within `warning` of `now`. `cert_expiry_warning` is an
+/// operator's duration (humantime reads up to 500 billion years): a warning reaching past
+/// the last representable time covers every expiry, where `now + warning` would panic.
+fn expires_within(expiry: Timestamp, warning: Duration, now: Timestamp) -> bool {
+    chrono::Duration::from_std(warning)
+        .ok()
+        .and_then(|w| now.checked_add_signed(w))
+        .is_none_or(|limit| expiry <= limit)
+}
+
 fn info(conn: &rustls::ClientConnection, warning: Option<Duration>) -> Result<TlsInfo, Failure> {
     let chain = conn.peer_certificates().unwrap_or_default();
     let mut earliest: Option<i64> = None;
@@ -321,9 +332,7 @@ fn info(conn: &rustls::ClientConnection, warning: Option<Duration>) -> Result<Tl
     let earliest_expiry = earliest
         .and_then(|secs| Timestamp::from_timestamp(secs, 0))
         .ok_or_else(|| fail(Reason::Tls, "the peer presented no usable certificate"))?;
-    let expiring = warning.is_some_and(|w| {
-        chrono::Duration::from_std(w).is_ok_and(|w| earliest_expiry <= chrono::Utc::now() + w)
-    });
+    let expiring = warning.is_some_and(|w| expires_within(earliest_expiry, w, Utc::now()));
     let version = match conn.protocol_version() {
         Some(ProtocolVersion::TLSv1_3) => "TLS 1.3",
         Some(ProtocolVersion::TLSv1_2) => "TLS 1.2",
@@ -368,4 +377,22 @@ pub async fn run(clients: &TlsClients, spec: &TlsSpec, deadline: Instant) -> Pro
     let mut result = ProbeResult::success(total, phases);
     result.tls = Some(info);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_expiry_warning_is_a_comparison_not_a_panic() {
+        let now: Timestamp = "2026-07-05T14:00:00Z".parse().unwrap();
+        let in_ten_days = now + chrono::Duration::days(10);
+        let day = Duration::from_secs(86_400);
+        assert!(expires_within(in_ten_days, 14 * day, now));
+        assert!(!expires_within(in_ten_days, 7 * day, now));
+        // Past chrono's last year, and past what a chrono::Duration holds.
+        let million_years = Duration::from_secs(1_000_000 * 365 * 86_400);
+        assert!(expires_within(in_ten_days, million_years, now));
+        assert!(expires_within(in_ten_days, Duration::MAX, now));
+    }
 }
