@@ -6,6 +6,7 @@
 //! spec against a deadline. A failed probe is a [`ProbeResult`] carrying one [`Reason`].
 
 mod conn;
+pub mod diameter;
 pub mod dns;
 pub mod http;
 pub mod icmp;
@@ -39,6 +40,7 @@ pub enum ProbeConfig {
     Imap(imap::ImapProbeConfig),
     Smtp(smtp::SmtpProbeConfig),
     Icmp(icmp::IcmpProbeConfig),
+    Diameter(diameter::DiameterProbeConfig),
 }
 
 impl ProbeConfig {
@@ -55,6 +57,7 @@ impl ProbeConfig {
             ProbeConfig::Imap(c) => c.build(path, issues).map(ProbeSpec::Imap),
             ProbeConfig::Smtp(c) => c.build(path, issues).map(ProbeSpec::Smtp),
             ProbeConfig::Icmp(c) => c.build(path, issues).map(ProbeSpec::Icmp),
+            ProbeConfig::Diameter(c) => c.build(path, issues).map(ProbeSpec::Diameter),
         }
     }
 }
@@ -70,6 +73,7 @@ pub enum ProbeSpec {
     Imap(imap::ImapSpec),
     Smtp(smtp::SmtpSpec),
     Icmp(icmp::IcmpSpec),
+    Diameter(diameter::DiameterSpec),
 }
 
 impl ProbeSpec {
@@ -84,6 +88,7 @@ impl ProbeSpec {
             ProbeSpec::Imap(_) => "imap",
             ProbeSpec::Smtp(_) => "smtp",
             ProbeSpec::Icmp(_) => "icmp",
+            ProbeSpec::Diameter(_) => "diameter",
         }
     }
 }
@@ -185,6 +190,18 @@ pub struct ProbeResult {
     pub tls: Option<tls::TlsInfo>,
     /// The final HTTP status, when an answer came (blackbox's `probe_http_status_code`).
     pub http_status: Option<u16>,
+    /// What the peer told about itself, where the protocol tells it.
+    pub peer: PeerInfo,
+}
+
+/// A peer's own account of itself: who it is (Diameter's Origin-Host and Product-Name)
+/// and when it last restarted (GTP's restart counter).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub identity: Option<String>,
+    pub restart_counter: Option<u8>,
+    /// The restart counter changed recently (see the `gtp` probe's `restart_hold`).
+    pub restarted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -202,6 +219,7 @@ impl ProbeResult {
             phases,
             tls: None,
             http_status: None,
+            peer: PeerInfo::default(),
         }
     }
 
@@ -215,6 +233,7 @@ impl ProbeResult {
             phases: Phases::default(),
             tls: None,
             http_status: None,
+            peer: PeerInfo::default(),
         }
     }
 
@@ -226,6 +245,7 @@ impl ProbeResult {
             phases,
             tls: None,
             http_status: None,
+            peer: PeerInfo::default(),
         }
     }
 
@@ -237,6 +257,12 @@ impl ProbeResult {
     /// the target is degraded (SPEC §4), like a slow success.
     pub fn cert_expiring(&self) -> bool {
         self.is_ok() && self.tls.as_ref().is_some_and(|t| t.expiring)
+    }
+
+    /// A success from a peer that restarted recently: degraded too, since its sessions were
+    /// lost even though it answers again.
+    pub fn peer_restarted(&self) -> bool {
+        self.is_ok() && self.peer.restarted
     }
 }
 
@@ -276,6 +302,7 @@ impl Prober {
                 ProbeSpec::Imap(s) => imap::run(&self.tls, s, deadline).await,
                 ProbeSpec::Smtp(s) => smtp::run(&self.tls, s, deadline).await,
                 ProbeSpec::Icmp(s) => icmp::run(s, deadline).await,
+                ProbeSpec::Diameter(s) => diameter::run(&self.tls, s, deadline).await,
             }
         };
         match tokio::time::timeout_at(deadline + DEADLINE_GRACE, run).await {
