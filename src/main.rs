@@ -215,6 +215,17 @@ async fn probe(
     if let Some(status) = result.http_status {
         println!("      http status: {status}");
     }
+    if let Some(identity) = &result.peer.identity {
+        println!("      peer: {identity}");
+    }
+    if let Some(counter) = result.peer.restart_counter {
+        let restarted = if result.peer.restarted {
+            ", changed recently: the peer restarted"
+        } else {
+            ""
+        };
+        println!("      restart counter: {counter}{restarted}");
+    }
     if let Some(tls) = &result.tls {
         let days = (tls.earliest_expiry - chrono::Utc::now()).num_days();
         println!(

@@ -84,6 +84,13 @@ pub struct DiameterProbeConfig {
     /// Accept any certificate (with `tls`; lab endpoints).
     #[serde(default)]
     pub tls_insecure: bool,
+    /// PEM certificate chain presented to the peer (with `tls`): RFC 6733 §13 has Diameter
+    /// nodes authenticate each other, and most peers refuse a client without one.
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
     /// Local IP to connect from (multi-homed probe hosts).
     #[serde(default)]
     pub source_address: Option<String>,
@@ -141,13 +148,33 @@ impl DiameterProbeConfig {
                 }),
                 (None, None) => None,
             };
-            let trust = conn::trust(self.ca_file.as_deref(), self.tls_insecure, path, issues);
+            let (ca, insecure) = (self.ca_file.as_deref(), self.tls_insecure);
+            let trust = match (&self.tls_cert_file, &self.tls_key_file) {
+                (None, None) => conn::trust(ca, insecure, path, issues),
+                (Some(cert), Some(key)) => {
+                    tls::client_with_identity(ca, insecure, cert, key, path, issues)
+                }
+                _ => {
+                    issues.push(
+                        path.to_string(),
+                        "set both `tls_cert_file` and `tls_key_file`, or neither",
+                    );
+                    None
+                }
+            };
             name.zip(trust)
         } else {
-            if self.sni.is_some() || self.ca_file.is_some() || self.tls_insecure {
+            let tls_keys = [
+                self.sni.is_some(),
+                self.ca_file.is_some(),
+                self.tls_insecure,
+                self.tls_cert_file.is_some(),
+                self.tls_key_file.is_some(),
+            ];
+            if tls_keys.contains(&true) {
                 issues.push(
                     path.to_string(),
-                    "`sni`, `ca_file` and `tls_insecure` need tls = true",
+                    "`sni`, `ca_file`, `tls_insecure`, `tls_cert_file` and `tls_key_file` need tls = true",
                 );
             }
             None

@@ -8,6 +8,7 @@
 mod conn;
 pub mod diameter;
 pub mod dns;
+pub mod gtp;
 pub mod http;
 pub mod icmp;
 pub mod imap;
@@ -16,6 +17,7 @@ pub mod smtp;
 pub mod target;
 pub mod tcp;
 pub mod tls;
+mod udp;
 
 use std::time::Duration;
 
@@ -41,6 +43,7 @@ pub enum ProbeConfig {
     Smtp(smtp::SmtpProbeConfig),
     Icmp(icmp::IcmpProbeConfig),
     Diameter(diameter::DiameterProbeConfig),
+    Gtp(gtp::GtpProbeConfig),
 }
 
 impl ProbeConfig {
@@ -58,6 +61,7 @@ impl ProbeConfig {
             ProbeConfig::Smtp(c) => c.build(path, issues).map(ProbeSpec::Smtp),
             ProbeConfig::Icmp(c) => c.build(path, issues).map(ProbeSpec::Icmp),
             ProbeConfig::Diameter(c) => c.build(path, issues).map(ProbeSpec::Diameter),
+            ProbeConfig::Gtp(c) => c.build(path, issues).map(ProbeSpec::Gtp),
         }
     }
 }
@@ -74,6 +78,7 @@ pub enum ProbeSpec {
     Smtp(smtp::SmtpSpec),
     Icmp(icmp::IcmpSpec),
     Diameter(diameter::DiameterSpec),
+    Gtp(gtp::GtpSpec),
 }
 
 impl ProbeSpec {
@@ -89,6 +94,7 @@ impl ProbeSpec {
             ProbeSpec::Smtp(_) => "smtp",
             ProbeSpec::Icmp(_) => "icmp",
             ProbeSpec::Diameter(_) => "diameter",
+            ProbeSpec::Gtp(_) => "gtp",
         }
     }
 }
@@ -303,6 +309,7 @@ impl Prober {
                 ProbeSpec::Smtp(s) => smtp::run(&self.tls, s, deadline).await,
                 ProbeSpec::Icmp(s) => icmp::run(s, deadline).await,
                 ProbeSpec::Diameter(s) => diameter::run(&self.tls, s, deadline).await,
+                ProbeSpec::Gtp(s) => gtp::run(s, deadline).await,
             }
         };
         match tokio::time::timeout_at(deadline + DEADLINE_GRACE, run).await {

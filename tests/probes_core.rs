@@ -1,0 +1,682 @@
+//! The core-network probes (`diameter`, `gtp`, `radius`) against real peers on loopback.
+//!
+//! freeDiameter (`freediameterd`), osmo-ggsn's `gtp-echo-responder` (`osmo-ggsn`) and
+//! FreeRADIUS (`freeradius`) are started here, each with its own configuration in a
+//! temporary directory, on free ports of 127.0.0.1 (the GTP responder has a fixed port, so
+//! each test gives it its own 127.0.0.x), waited for, and stopped when the test drops
+//! them; no system instance is used. Hostile peers (garbage, huge or endless messages,
+//! silence) are sockets started by the tests. `.ci/test` installs the Debian packages.
+
+use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use tocsin::detector::Observation;
+use tocsin::probe::{Prober, Reason};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+mod common;
+use common::probing::{failed, issues_of, ok, run, spec, with};
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------
+
+/// Deadline for probes that are expected to finish on their own.
+const GENEROUS: Duration = Duration::from_secs(10);
+/// Deadline for probes that are expected to time out.
+const SHORT: Duration = Duration::from_secs(2);
+/// How late past its deadline a probe may return on a noisy machine.
+const MARGIN: Duration = Duration::from_secs(1);
+
+/// Runs a probe expected to fail with `reason` at its SHORT deadline, not before, not late.
+async fn fails_at_deadline(probe: Value, reason: Reason) -> String {
+    let started = Instant::now();
+    let result = run(probe, SHORT).await;
+    let elapsed = started.elapsed();
+    let detail = failed(&result, reason);
+    assert!(elapsed < SHORT + MARGIN, "returned {elapsed:?}: {result:?}");
+    assert!(
+        elapsed >= SHORT - Duration::from_millis(100),
+        "gave up early ({elapsed:?})"
+    );
+    detail
+}
+
+/// Runs a probe expected to fail with `reason` well before its GENEROUS deadline.
+async fn fails_early(probe: Value, reason: Reason) -> String {
+    let started = Instant::now();
+    let result = run(probe, GENEROUS).await;
+    let detail = failed(&result, reason);
+    assert!(started.elapsed() < GENEROUS / 2, "{result:?}");
+    detail
+}
+
+/// A port of 127.0.0.1 free for both TCP and UDP right now.
+fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if StdUdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+/// A temp dir the servers' unprivileged users can traverse.
+fn shared_dir() -> Arc<TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    Arc::new(dir)
+}
+
+/// When a daemon is ready.
+enum Ready<'a> {
+    /// Every port accepts a TCP connection.
+    Tcp(&'a [u16]),
+    /// Its log has this line (UDP servers).
+    Log(&'a str),
+    /// This probe succeeds (UDP servers that log nothing).
+    Probe(Value),
+}
+
+/// A server process of ours; stopped (SIGTERM, then SIGKILL) on drop.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+    _dir: Arc<TempDir>,
+}
+
+impl Daemon {
+    /// Starts `command` with its output in `log`, and returns once it is `ready`.
+    async fn start(
+        name: &'static str,
+        mut command: Command,
+        dir: Arc<TempDir>,
+        ready: Ready<'_>,
+    ) -> Daemon {
+        let log = dir.path().join(format!("{name}.{}.log", fastrand::u32(..)));
+        let out = std::fs::File::create(&log).unwrap();
+        command
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} (see .ci/test): {e}"));
+        let mut daemon = Daemon {
+            name,
+            child,
+            log,
+            _dir: dir,
+        };
+        let give_up = Instant::now() + Duration::from_secs(30);
+        let wait = |what: &str, daemon: &mut Daemon| {
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                panic!("{name} exited ({status}):\n{}", daemon.output());
+            }
+            assert!(
+                Instant::now() < give_up,
+                "{name} not ready ({what}):\n{}",
+                daemon.output()
+            );
+        };
+        match ready {
+            Ready::Tcp(ports) => {
+                for &port in ports {
+                    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+                        wait(&format!("port {port}"), &mut daemon);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            Ready::Probe(probe) => {
+                while !run(probe.clone(), Duration::from_millis(300)).await.is_ok() {
+                    wait("a first probe", &mut daemon);
+                }
+            }
+            Ready::Log(line) => {
+                while !daemon.output().contains(line) {
+                    wait(line, &mut daemon);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        daemon
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < give_up {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} ignored SIGTERM; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A private CA, a server certificate for `server` (and 127.0.0.1) and a client
+/// certificate for `client`, as PEM files.
+struct Pki {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: &Path, server: &str, client: &str) -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tocsin core test CA");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+        let leaf = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let mut params =
+                CertificateParams::new(vec![name.to_string(), "127.0.0.1".to_string()]).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            let cert = params.signed_by(&key, &issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (cert, key) = leaf(server);
+        let (client_cert, client_key) = leaf(client);
+        Pki {
+            ca: write(dir, "ca.pem", &ca.pem()),
+            cert: write(dir, "cert.pem", &cert),
+            key: write(dir, "key.pem", &key),
+            client_cert: write(dir, "client.pem", &client_cert),
+            client_key: write(dir, "client.key", &client_key),
+        }
+    }
+}
+
+/// A TCP peer that reads what the probe sends first, answers `answer`, then holds the
+/// connection until the probe closes it.
+async fn blob_peer(answer: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                if stream.read(&mut buf).await.is_err() || stream.write_all(&answer).await.is_err()
+                {
+                    return;
+                }
+                while matches!(stream.read(&mut buf).await, Ok(1..)) {}
+            });
+        }
+    });
+    addr
+}
+
+/// A TCP peer that writes `chunk` forever once the probe has sent something; reports the
+/// bytes written when the probe hangs up.
+async fn endless_peer(chunk: Vec<u8>) -> (SocketAddr, tokio::sync::oneshot::Receiver<u64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let mut sent = 0u64;
+        while stream.write_all(&chunk).await.is_ok() {
+            sent += chunk.len() as u64;
+        }
+        let _ = tx.send(sent);
+    });
+    (addr, rx)
+}
+
+/// Asserts the probe hung up on an endless peer after a bounded amount.
+async fn hung_up(rx: tokio::sync::oneshot::Receiver<u64>) {
+    let sent = tokio::time::timeout(GENEROUS, rx)
+        .await
+        .expect("the probe left the endless connection open")
+        .unwrap();
+    assert!(sent < 64 * 1024 * 1024, "{sent} bytes sent");
+}
+
+/// A UDP peer: `answer(n, request)` gives the datagrams to send back for the n-th request
+/// (from 0). Records each request and when it arrived.
+type UdpLog = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
+async fn udp_peer(answer: fn(usize, &[u8]) -> Vec<Vec<u8>>) -> (SocketAddr, UdpLog) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let log: UdpLog = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        let mut n = 0;
+        while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+            let request = buf[..len].to_vec();
+            seen.lock().unwrap().push((Instant::now(), request.clone()));
+            for datagram in answer(n, &request) {
+                let _ = socket.send_to(&datagram, from).await;
+            }
+            n += 1;
+        }
+    });
+    (addr, log)
+}
+
+// ---------------------------------------------------------------------------------------
+// diameter: freeDiameter
+// ---------------------------------------------------------------------------------------
+
+const FD_IDENTITY: &str = "hss.test.invalid";
+const FD_REALM: &str = "test.invalid";
+/// The one peer identity the whitelist admits.
+const PROBE_IDENTITY: &str = "probe.test.invalid";
+
+struct FreeDiameter {
+    port: u16,
+    tls_port: u16,
+    pki: Pki,
+    _daemon: Daemon,
+}
+
+impl FreeDiameter {
+    /// freeDiameterd admitting `probe.test.invalid` only (acl_wl), plain on `port` and TLS
+    /// from the first byte on `tls_port`, mutual TLS with our CA. Without `relay`, it
+    /// supports no application at all.
+    async fn start(relay: bool) -> FreeDiameter {
+        let dir = shared_dir();
+        let d = dir.path();
+        let pki = Pki::new(d, FD_IDENTITY, PROBE_IDENTITY);
+        let (port, tls_port) = (free_port(), free_port());
+        // ALLOW_IPSEC: a peer on the plain port that offers no in-band TLS is admitted.
+        let acl = write(d, "acl_wl.conf", &format!("ALLOW_IPSEC {PROBE_IDENTITY}\n"));
+        let config = write(
+            d,
+            "freeDiameter.conf",
+            &format!(
+                "Identity = \"{FD_IDENTITY}\";\nRealm = \"{FD_REALM}\";\n\
+                 Port = {port};\nSecPort = {tls_port};\nListenOn = \"127.0.0.1\";\n\
+                 No_SCTP;\nNo_IPv6;\n{relay}\
+                 TLS_Cred = \"{cert}\", \"{key}\";\nTLS_CA = \"{ca}\";\n\
+                 LoadExtension = \"/usr/lib/freeDiameter/acl_wl.fdx\" : \"{acl}\";\n",
+                relay = if relay { "" } else { "NoRelay;\n" },
+                cert = path_str(&pki.cert),
+                key = path_str(&pki.key),
+                ca = path_str(&pki.ca),
+                acl = path_str(&acl),
+            ),
+        );
+        let mut command = Command::new("/usr/bin/freeDiameterd");
+        command.arg("-c").arg(&config);
+        let daemon =
+            Daemon::start("freeDiameterd", command, dir, Ready::Tcp(&[port, tls_port])).await;
+        FreeDiameter {
+            port,
+            tls_port,
+            pki,
+            _daemon: daemon,
+        }
+    }
+
+    fn probe(&self, extra: Value) -> Value {
+        diameter(format!("127.0.0.1:{}", self.port), extra)
+    }
+
+    fn tls_probe(&self, extra: Value) -> Value {
+        let tls = json!({
+            "tls": true,
+            "ca_file": path_str(&self.pki.ca),
+            "tls_cert_file": path_str(&self.pki.client_cert),
+            "tls_key_file": path_str(&self.pki.client_key),
+        });
+        diameter(format!("127.0.0.1:{}", self.tls_port), with(tls, extra))
+    }
+}
+
+fn diameter(address: impl Into<String>, extra: Value) -> Value {
+    with(
+        json!({ "type": "diameter", "address": address.into(),
+                "origin_host": PROBE_IDENTITY, "origin_realm": FD_REALM }),
+        extra,
+    )
+}
+
+#[tokio::test]
+async fn diameter_capabilities_and_watchdog_against_freediameter() {
+    let fd = FreeDiameter::start(true).await;
+    let plain = run(fd.probe(json!({})), GENEROUS).await;
+    ok(&plain);
+    let p = plain.phases;
+    assert!(
+        p.connect.is_some() && p.first_byte.is_some() && p.total.is_some(),
+        "{p:?}"
+    );
+    let identity = plain.peer.identity.clone().unwrap_or_default();
+    assert!(
+        identity.starts_with(FD_IDENTITY) && identity.contains("freeDiameter"),
+        "Origin-Host and Product-Name of the CEA: {identity}"
+    );
+
+    // Relaying, freeDiameter accepts any application.
+    let apps = json!({ "auth_application_ids": [4, 16777238] });
+    ok(&run(fd.probe(apps), GENEROUS).await);
+
+    // TLS from the first byte, with the client certificate RFC 6733 §13 asks for.
+    let tls = run(fd.tls_probe(json!({})), GENEROUS).await;
+    ok(&tls);
+    assert!(tls.phases.tls.is_some() && tls.tls.is_some(), "{tls:?}");
+
+    // One probe after another: each said goodbye (DPR), so none is refused as a duplicate.
+    for _ in 0..3 {
+        ok(&run(fd.probe(json!({})), GENEROUS).await);
+    }
+}
+
+#[tokio::test]
+async fn diameter_refusals_from_freediameter() {
+    let fd = FreeDiameter::start(true).await;
+    // An identity the peer was not configured for.
+    let stranger = fd.probe(json!({ "origin_host": "stranger.test.invalid" }));
+    let detail = fails_early(stranger, Reason::Protocol).await;
+    assert!(
+        detail.contains("3010") && detail.contains("UNKNOWN_PEER"),
+        "{detail}"
+    );
+
+    // No client certificate: freeDiameter ends the TLS session the handshake began.
+    let anonymous = diameter(
+        format!("127.0.0.1:{}", fd.tls_port),
+        json!({ "tls": true, "ca_file": path_str(&fd.pki.ca) }),
+    );
+    let detail = fails_early(anonymous, Reason::Protocol).await;
+    assert!(detail.contains("connection closed"), "{detail}");
+    // The system's CAs did not sign the server's certificate.
+    let wrong_ca = diameter(
+        format!("127.0.0.1:{}", fd.tls_port),
+        json!({ "tls": true, "tls_cert_file": path_str(&fd.pki.client_cert),
+                "tls_key_file": path_str(&fd.pki.client_key) }),
+    );
+    failed(&run(wrong_ca, GENEROUS).await, Reason::Tls);
+
+    let no_relay = FreeDiameter::start(false).await;
+    let apps = no_relay.probe(json!({ "auth_application_ids": [4] }));
+    let detail = fails_early(apps, Reason::Protocol).await;
+    assert!(detail.contains("5010"), "{detail}");
+
+    // Stopped: nothing listens any more.
+    let address = fd.probe(json!({}));
+    drop(fd);
+    fails_early(address, Reason::ConnectRefused).await;
+}
+
+/// A Diameter answer to the probe's first request: its command and identifiers, the
+/// Result-Code given.
+fn diameter_answer(command: u32, result_code: u32, length_override: Option<u32>) -> Vec<u8> {
+    let mut m = vec![1, 0, 0, 0, 0];
+    m.extend_from_slice(&command.to_be_bytes()[1..]);
+    m.extend_from_slice(&[0; 12]); // application 0; ids patched by the peer below
+    // Result-Code AVP
+    m.extend_from_slice(&268u32.to_be_bytes());
+    m.push(0x40);
+    m.extend_from_slice(&12u32.to_be_bytes()[1..]);
+    m.extend_from_slice(&result_code.to_be_bytes());
+    let length = length_override.unwrap_or(m.len() as u32);
+    m[1..4].copy_from_slice(&length.to_be_bytes()[1..]);
+    m
+}
+
+#[tokio::test]
+async fn diameter_hostile_peers() {
+    let addr = blob_peer(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()).await;
+    let detail = fails_early(diameter(addr.to_string(), json!({})), Reason::Protocol).await;
+    assert!(detail.contains("not a Diameter message"), "{detail}");
+
+    // A header declaring 16 MiB: refused from the header, nothing allocated or awaited.
+    let addr = blob_peer(diameter_answer(257, 2001, Some(0xff_ff_f0))).await;
+    let detail = fails_early(diameter(addr.to_string(), json!({})), Reason::Protocol).await;
+    assert!(detail.contains("more than 65536"), "{detail}");
+
+    // Half a message, then silence.
+    let mut half = diameter_answer(257, 2001, Some(64));
+    half.truncate(24);
+    let addr = blob_peer(half).await;
+    fails_at_deadline(diameter(addr.to_string(), json!({})), Reason::Timeout).await;
+
+    // Well-formed answers that are not ours (other identifiers), forever.
+    let mut stray = diameter_answer(257, 2001, None);
+    stray.resize(60 * 1024, 0);
+    let avp_end = 32;
+    let padding_avp = (stray.len() - avp_end) as u32;
+    stray[avp_end..avp_end + 4].copy_from_slice(&999u32.to_be_bytes());
+    stray[avp_end + 5..avp_end + 8].copy_from_slice(&padding_avp.to_be_bytes()[1..]);
+    let length = (stray.len() as u32).to_be_bytes();
+    stray[1..4].copy_from_slice(&length[1..]);
+    let (addr, rx) = endless_peer(stray).await;
+    fails_early(diameter(addr.to_string(), json!({})), Reason::Protocol).await;
+    hung_up(rx).await;
+
+    // An answer with our identifiers' place empty: not ours, and then the peer closes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream.write_all(&diameter_answer(257, 2001, None)).await;
+    });
+    let detail = fails_early(diameter(addr.to_string(), json!({})), Reason::Protocol).await;
+    assert!(detail.contains("connection closed"), "{detail}");
+}
+
+#[test]
+fn diameter_validation() {
+    assert_eq!(
+        issues_of(diameter(
+            "hss.example.net",
+            json!({ "origin_host": "bad host", "origin_realm": "", "ca_file": "/x" })
+        )),
+        "targets[0].probe.address: `hss.example.net` is not host:port\n\
+         targets[0].probe.origin_host: `bad host` is not a DiameterIdentity (FQDN)\n\
+         targets[0].probe.origin_realm: `` is not a DiameterIdentity (FQDN)\n\
+         targets[0].probe: `sni`, `ca_file`, `tls_insecure`, `tls_cert_file` and `tls_key_file` need tls = true"
+    );
+    assert_eq!(
+        issues_of(diameter(
+            "hss.example.net:5658",
+            json!({ "tls": true, "tls_cert_file": "/etc/tocsin/probe.pem" })
+        )),
+        "targets[0].probe: set both `tls_cert_file` and `tls_key_file`, or neither"
+    );
+    spec(diameter(
+        "[::1]:3868",
+        json!({ "auth_application_ids": [4] }),
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// gtp: osmo-ggsn's gtp-echo-responder
+// ---------------------------------------------------------------------------------------
+
+/// `gtp-echo-responder` (osmo-ggsn) on `ip`:2123, answering GTPv1-C and GTPv2-C Echo
+/// Requests with restart counter `recovery`. Its port is fixed, so each test uses its own
+/// loopback address.
+async fn gtp_responder(ip: &str, recovery: u8) -> Daemon {
+    let mut command = Command::new("/usr/bin/gtp-echo-responder");
+    command.args(["-l", ip, "-R", &recovery.to_string()]);
+    let ready = Ready::Probe(gtp(format!("{ip}:2123"), json!({})));
+    Daemon::start("gtp-echo-responder", command, shared_dir(), ready).await
+}
+
+fn gtp(address: impl Into<String>, extra: Value) -> Value {
+    with(json!({ "type": "gtp", "address": address.into() }), extra)
+}
+
+#[tokio::test]
+async fn gtp_echo_v1_and_v2_against_osmo_ggsn() {
+    let _responder = gtp_responder("127.0.0.21", 7).await;
+    for version in [1, 2] {
+        let result = run(
+            gtp("127.0.0.21:2123", json!({ "version": version })),
+            GENEROUS,
+        )
+        .await;
+        ok(&result);
+        assert_eq!(result.peer.restart_counter, Some(7), "{result:?}");
+        assert!(!result.peer.restarted);
+        assert!(result.phases.first_byte.is_some(), "{result:?}");
+    }
+}
+
+#[tokio::test]
+async fn gtp_restart_counter_change_is_degraded() {
+    let probe = spec(gtp("127.0.0.22:2123", json!({ "restart_hold": "1h" })));
+    let prober = Prober::new().unwrap();
+    let before = gtp_responder("127.0.0.22", 7).await;
+    let first = prober.run(&probe, GENEROUS).await;
+    ok(&first);
+    assert_eq!(Observation::of(&first, GENEROUS), Observation::Fast);
+    let again = prober.run(&probe, GENEROUS).await;
+    assert!(!again.peer.restarted, "same counter: {again:?}");
+    drop(before);
+
+    // The peer comes back with a new counter: it restarted, its sessions are gone.
+    let _after = gtp_responder("127.0.0.22", 8).await;
+    let restarted = prober.run(&probe.clone(), GENEROUS).await;
+    ok(&restarted);
+    assert_eq!(restarted.peer.restart_counter, Some(8));
+    assert!(restarted.peer.restarted, "{restarted:?}");
+    assert_eq!(Observation::of(&restarted, GENEROUS), Observation::Slow);
+    // Still within restart_hold: degraded, though the counter no longer changes.
+    let next = prober.run(&probe, GENEROUS).await;
+    assert_eq!(Observation::of(&next, GENEROUS), Observation::Slow);
+}
+
+/// An Echo Response to a v2 request, with its sequence number plus `shift`.
+fn gtp_v2_response(request: &[u8], shift: u32, recovery: u8) -> Vec<u8> {
+    let seq = u32::from_be_bytes([0, request[4], request[5], request[6]]).wrapping_add(shift);
+    let mut m = vec![0x40, 2, 0, 9];
+    m.extend_from_slice(&seq.to_be_bytes()[1..]);
+    m.extend_from_slice(&[0, 3, 0, 1, 0, recovery]);
+    m
+}
+
+#[tokio::test]
+async fn gtp_silent_peer_times_out_after_n3_retransmissions() {
+    let (addr, log) = udp_peer(|_, _| vec![]).await;
+    let probe = gtp(addr.to_string(), json!({ "t3": "300ms", "n3": 2 }));
+    let started = Instant::now();
+    let detail = fails_early(probe, Reason::Timeout).await;
+    assert!(detail.contains("3 requests"), "{detail}");
+    // Three sends, T3 apart, then one more T3 of waiting.
+    assert!(started.elapsed() >= Duration::from_millis(880), "early");
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 3, "one request and n3 = 2 retransmissions");
+    assert!(
+        log.iter().all(|(_, r)| r == &log[0].1),
+        "same message each time"
+    );
+    for i in 1..3 {
+        let gap = log[i].0 - log[i - 1].0;
+        assert!(gap >= Duration::from_millis(280), "gap {i}: {gap:?}");
+    }
+}
+
+#[tokio::test]
+async fn gtp_stray_and_garbage_answers() {
+    // Another sequence number first (a late answer to someone else): ignored.
+    let (addr, _) = udp_peer(|_, r| vec![gtp_v2_response(r, 1, 9), gtp_v2_response(r, 0, 4)]).await;
+    let result = run(gtp(addr.to_string(), json!({})), GENEROUS).await;
+    ok(&result);
+    assert_eq!(
+        result.peer.restart_counter,
+        Some(4),
+        "the matching one counts"
+    );
+
+    // Only a wrong sequence number: never ours.
+    let (addr, _) = udp_peer(|_, r| vec![gtp_v2_response(r, 1, 9)]).await;
+    let probe = gtp(addr.to_string(), json!({ "t3": "200ms", "n3": 1 }));
+    fails_early(probe, Reason::Timeout).await;
+
+    let (addr, _) = udp_peer(|_, _| vec![b"HELLO THERE".to_vec()]).await;
+    let probe = gtp(addr.to_string(), json!({ "t3": "200ms", "n3": 1 }));
+    let detail = fails_early(probe, Reason::Protocol).await;
+    assert!(detail.contains("not an Echo Response"), "{detail}");
+
+    // A v2 answer claiming an IE longer than the datagram.
+    let (addr, _) = udp_peer(|_, r| {
+        let mut m = gtp_v2_response(r, 0, 1);
+        m[10] = 0xff;
+        vec![m]
+    })
+    .await;
+    let probe = gtp(addr.to_string(), json!({ "t3": "200ms", "n3": 0 }));
+    fails_early(probe, Reason::Protocol).await;
+
+    // The peer speaks only the other version.
+    let (addr, _) = udp_peer(|_, r| vec![vec![0x40, 3, 0, 4, r[4], r[5], r[6], 0]]).await;
+    let detail = fails_early(gtp(addr.to_string(), json!({})), Reason::Protocol).await;
+    assert!(detail.contains("does not support GTPv2"), "{detail}");
+
+    let port = free_port();
+    let closed = gtp(format!("127.0.0.1:{port}"), json!({}));
+    fails_early(closed, Reason::ConnectRefused).await;
+}
+
+#[test]
+fn gtp_validation() {
+    assert_eq!(
+        issues_of(gtp(
+            "pgw.example.net",
+            json!({ "version": 3, "t3": "0s", "n3": 11, "source_address": "x" })
+        )),
+        "targets[0].probe.address: `pgw.example.net` is not host:port\n\
+         targets[0].probe.version: must be 1 or 2\n\
+         targets[0].probe.t3: must be more than 0s\n\
+         targets[0].probe.n3: must be at most 10\n\
+         targets[0].probe.source_address: `x` is not an IP address"
+    );
+    spec(gtp("[::1]:2152", json!({ "version": 1 })));
+}
