@@ -680,3 +680,251 @@ fn gtp_validation() {
     );
     spec(gtp("[::1]:2152", json!({ "version": 1 })));
 }
+
+// ---------------------------------------------------------------------------------------
+// radius: FreeRADIUS
+// ---------------------------------------------------------------------------------------
+
+const RADIUS_SECRET: &str = "t0csin-shared";
+const RADIUS_USER: &str = "probe";
+const RADIUS_PASSWORD: &str = "a long PAP password, over sixteen bytes";
+
+struct FreeRadius {
+    auth: u16,
+    acct: u16,
+    dir: Arc<TempDir>,
+    _daemon: Daemon,
+}
+
+impl FreeRadius {
+    /// `freeradius -X` from a configuration of its own: auth and acct listeners on
+    /// 127.0.0.1, one client (127.0.0.1, `RADIUS_SECRET`), Status-Server answered, and one
+    /// user in a `files` users file checked by PAP.
+    async fn start() -> FreeRadius {
+        let dir = shared_dir();
+        let d = path_str(dir.path());
+        let (auth, acct) = (free_port(), free_port());
+        write(
+            dir.path(),
+            "users",
+            &format!("{RADIUS_USER} Cleartext-Password := \"{RADIUS_PASSWORD}\"\n"),
+        );
+        write(
+            dir.path(),
+            "dictionary",
+            "$INCLUDE /usr/share/freeradius/dictionary\n",
+        );
+        write(
+            dir.path(),
+            "radiusd.conf",
+            &format!(
+                r#"prefix = /usr
+exec_prefix = /usr
+sysconfdir = /etc
+localstatedir = /var
+sbindir = /usr/sbin
+logdir = {d}
+raddbdir = {d}
+radacctdir = {d}
+name = freeradius
+confdir = {d}
+modconfdir = {d}
+run_dir = {d}
+db_dir = {d}
+libdir = /usr/lib/freeradius
+pidfile = {d}/radiusd.pid
+max_request_time = 30
+cleanup_delay = 5
+max_requests = 1024
+hostname_lookups = no
+log {{
+  destination = stderr
+}}
+security {{
+  allow_core_dumps = no
+  max_attributes = 200
+  reject_delay = 0
+  status_server = yes
+}}
+client probe {{
+  ipaddr = 127.0.0.1
+  secret = {RADIUS_SECRET}
+}}
+modules {{
+  always ok {{
+    rcode = ok
+  }}
+  pap {{
+  }}
+  files {{
+    filename = {d}/users
+  }}
+}}
+server default {{
+  listen {{
+    type = auth
+    ipaddr = 127.0.0.1
+    port = {auth}
+  }}
+  listen {{
+    type = acct
+    ipaddr = 127.0.0.1
+    port = {acct}
+  }}
+  authorize {{
+    files
+    pap
+  }}
+  authenticate {{
+    pap
+  }}
+  accounting {{
+    ok
+  }}
+}}
+"#
+            ),
+        );
+        let mut command = Command::new("/usr/sbin/freeradius");
+        command.arg("-X").arg("-d").arg(dir.path());
+        let ready = Ready::Log("Ready to process requests");
+        let daemon = Daemon::start("freeradius", command, dir.clone(), ready).await;
+        FreeRadius {
+            auth,
+            acct,
+            dir,
+            _daemon: daemon,
+        }
+    }
+
+    fn file(&self, name: &str, content: &str) -> String {
+        path_str(&write(self.dir.path(), name, content))
+    }
+
+    fn status(&self, acct: bool, secret: &str) -> Value {
+        let port = if acct { self.acct } else { self.auth };
+        let service = if acct { "acct" } else { "auth" };
+        json!({ "type": "radius", "address": format!("127.0.0.1:{port}"),
+                "service": service, "secret_file": self.file("secret", secret) })
+    }
+
+    fn login(&self, password: &str) -> Value {
+        with(
+            self.status(false, &format!("{RADIUS_SECRET}\n")),
+            json!({ "username": RADIUS_USER,
+                    "password_file": self.file("password", password) }),
+        )
+    }
+}
+
+#[tokio::test]
+async fn radius_status_server_and_login_against_freeradius() {
+    let radius = FreeRadius::start().await;
+    let auth = run(radius.status(false, RADIUS_SECRET), GENEROUS).await;
+    ok(&auth);
+    assert!(auth.phases.first_byte.is_some(), "{auth:?}");
+    ok(&run(radius.status(true, RADIUS_SECRET), GENEROUS).await);
+    ok(&run(radius.login(RADIUS_PASSWORD), GENEROUS).await);
+}
+
+#[tokio::test]
+async fn radius_refusals_from_freeradius() {
+    let radius = FreeRadius::start().await;
+    let detail = fails_early(radius.login("not the password"), Reason::Auth).await;
+    assert!(detail.starts_with("Access-Reject"), "{detail}");
+
+    // FreeRADIUS drops a request whose Message-Authenticator it cannot verify, without a
+    // word: the probe can only time out, and says why that may be.
+    let wrong = radius.status(false, "not-the-secret");
+    let detail = fails_at_deadline(wrong, Reason::Timeout).await;
+    assert!(detail.contains("shared secret"), "{detail}");
+
+    // Built while its secret file exists: the file goes with the server's directory.
+    let stopped = spec(radius.status(true, RADIUS_SECRET));
+    drop(radius);
+    let result = Prober::new().unwrap().run(&stopped, GENEROUS).await;
+    failed(&result, Reason::ConnectRefused);
+}
+
+/// An answer to a RADIUS request: `code`, the request's identifier (plus `id_shift`), and
+/// a Response Authenticator made with `secret`.
+fn radius_answer(request: &[u8], code: u8, id_shift: u8, secret: &[u8]) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    let mut answer = vec![code, request[1].wrapping_add(id_shift), 0, 20];
+    let authenticator = Md5::new()
+        .chain_update(&answer[..4])
+        .chain_update(&request[4..20])
+        .chain_update(secret)
+        .finalize();
+    answer.extend_from_slice(&authenticator);
+    answer
+}
+
+#[tokio::test]
+async fn radius_hostile_peers() {
+    let secret_file = write(
+        &std::env::temp_dir(),
+        &format!("tocsin-radius-{}.secret", std::process::id()),
+        RADIUS_SECRET,
+    );
+    let probe = |addr: SocketAddr| {
+        json!({ "type": "radius", "address": addr.to_string(),
+                "secret_file": path_str(&secret_file) })
+    };
+
+    // The first two requests lost, the third answered; an answer for another
+    // identifier is not ours.
+    let (addr, log) = udp_peer(|n, r| match n {
+        0 | 1 => vec![],
+        _ => vec![
+            radius_answer(r, 3, 1, RADIUS_SECRET.as_bytes()),
+            radius_answer(r, 2, 0, RADIUS_SECRET.as_bytes()),
+        ],
+    })
+    .await;
+    ok(&run(probe(addr), GENEROUS).await);
+    let log = log.lock().unwrap().clone();
+    assert_eq!(log.len(), 3, "two retransmissions");
+    assert!(log.iter().all(|(_, r)| r == &log[0].1), "identical packets");
+    let gap = log[2].0 - log[1].0;
+    assert!(gap >= Duration::from_millis(1900), "doubling: {gap:?}");
+
+    // An answer signed with another secret.
+    let (addr, _) = udp_peer(|_, r| vec![radius_answer(r, 2, 0, b"other")]).await;
+    let detail = fails_early(probe(addr), Reason::Protocol).await;
+    assert!(detail.contains("authenticator"), "{detail}");
+
+    let (addr, _) = udp_peer(|_, _| vec![b"HELLO THERE, this is not RADIUS".to_vec()]).await;
+    let detail = fails_at_deadline(probe(addr), Reason::Protocol).await;
+    assert!(detail.contains("not a RADIUS packet"), "{detail}");
+
+    // An accounting port asked on the auth service: the wrong kind of answer.
+    let (addr, _) = udp_peer(|_, r| vec![radius_answer(r, 5, 0, RADIUS_SECRET.as_bytes())]).await;
+    let detail = fails_early(probe(addr), Reason::Protocol).await;
+    assert!(detail.contains("code 5"), "{detail}");
+    let _ = std::fs::remove_file(&secret_file);
+}
+
+#[test]
+fn radius_validation() {
+    let secret = "tests/fixtures/config/files/imap.password";
+    assert_eq!(
+        issues_of(json!({ "type": "radius", "address": "aaa.example.net",
+                          "secret_file": "/nonexistent/tocsin/secret", "nas_identifier": "" })),
+        "targets[0].probe.address: `aaa.example.net` is not host:port\n\
+         targets[0].probe.secret_file: cannot read /nonexistent/tocsin/secret: No such file or directory (os error 2)\n\
+         targets[0].probe.nas_identifier: must be 1 to 253 bytes"
+    );
+    assert_eq!(
+        issues_of(json!({ "type": "radius", "address": "aaa.example.net:1813",
+                          "secret_file": secret, "service": "acct",
+                          "username": "probe", "password_file": secret })),
+        "targets[0].probe.username: an Access-Request goes to an auth port, not service = \"acct\""
+    );
+    assert_eq!(
+        issues_of(json!({ "type": "radius", "address": "aaa.example.net:1812",
+                          "secret_file": secret, "username": "probe" })),
+        "targets[0].probe: set both `username` and `password_file`, or neither"
+    );
+    spec(json!({ "type": "radius", "address": "[::1]:1812", "secret_file": secret }));
+}

@@ -243,7 +243,7 @@ pub fn parse_message(bytes: &[u8]) -> Result<Message, ParseError> {
         return Err(ParseError::Version(bytes[0]));
     }
     let declared = u24(&bytes[1..4]);
-    if declared != bytes.len() || declared % 4 != 0 {
+    if declared != bytes.len() || !declared.is_multiple_of(4) {
         return Err(ParseError::Length {
             declared,
             actual: bytes.len(),

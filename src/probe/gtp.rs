@@ -343,7 +343,7 @@ async fn echo(
         retransmissions: spec.n3,
     };
     let version = spec.version;
-    let answer = udp::transact(
+    udp::transact(
         &socket,
         &request,
         schedule,
@@ -366,8 +366,7 @@ async fn echo(
             )),
         },
     )
-    .await?;
-    answer
+    .await?
 }
 
 #[cfg(test)]

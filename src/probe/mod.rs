@@ -12,6 +12,7 @@ pub mod gtp;
 pub mod http;
 pub mod icmp;
 pub mod imap;
+pub mod radius;
 pub mod sip;
 pub mod smtp;
 pub mod target;
@@ -44,6 +45,7 @@ pub enum ProbeConfig {
     Icmp(icmp::IcmpProbeConfig),
     Diameter(diameter::DiameterProbeConfig),
     Gtp(gtp::GtpProbeConfig),
+    Radius(radius::RadiusProbeConfig),
 }
 
 impl ProbeConfig {
@@ -62,6 +64,7 @@ impl ProbeConfig {
             ProbeConfig::Icmp(c) => c.build(path, issues).map(ProbeSpec::Icmp),
             ProbeConfig::Diameter(c) => c.build(path, issues).map(ProbeSpec::Diameter),
             ProbeConfig::Gtp(c) => c.build(path, issues).map(ProbeSpec::Gtp),
+            ProbeConfig::Radius(c) => c.build(path, issues).map(ProbeSpec::Radius),
         }
     }
 }
@@ -79,6 +82,7 @@ pub enum ProbeSpec {
     Icmp(icmp::IcmpSpec),
     Diameter(diameter::DiameterSpec),
     Gtp(gtp::GtpSpec),
+    Radius(radius::RadiusSpec),
 }
 
 impl ProbeSpec {
@@ -95,6 +99,7 @@ impl ProbeSpec {
             ProbeSpec::Icmp(_) => "icmp",
             ProbeSpec::Diameter(_) => "diameter",
             ProbeSpec::Gtp(_) => "gtp",
+            ProbeSpec::Radius(_) => "radius",
         }
     }
 }
@@ -310,6 +315,7 @@ impl Prober {
                 ProbeSpec::Icmp(s) => icmp::run(s, deadline).await,
                 ProbeSpec::Diameter(s) => diameter::run(&self.tls, s, deadline).await,
                 ProbeSpec::Gtp(s) => gtp::run(s, deadline).await,
+                ProbeSpec::Radius(s) => radius::run(s, deadline).await,
             }
         };
         match tokio::time::timeout_at(deadline + DEADLINE_GRACE, run).await {
