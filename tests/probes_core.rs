@@ -305,6 +305,15 @@ async fn udp_peer(answer: fn(usize, &[u8]) -> Vec<Vec<u8>>) -> (SocketAddr, UdpL
     (addr, log)
 }
 
+/// Runs `options` against `target` the way `GET /probe?module=&target=` does, and returns
+/// the blackbox-style metrics it renders.
+async fn module_metrics(options: Value, target: &str) -> String {
+    let options = options.as_object().unwrap().clone();
+    let spec = tocsin::probe::target::build("modules.core.probe", options, target).unwrap();
+    let result = Prober::new().unwrap().run(&spec, GENEROUS).await;
+    tocsin::http::exporter::render(spec.kind(), &result, GENEROUS)
+}
+
 // ---------------------------------------------------------------------------------------
 // diameter: freeDiameter
 // ---------------------------------------------------------------------------------------
@@ -407,6 +416,17 @@ async fn diameter_capabilities_and_watchdog_against_freediameter() {
     let tls = run(fd.tls_probe(json!({})), GENEROUS).await;
     ok(&tls);
     assert!(tls.phases.tls.is_some() && tls.tls.is_some(), "{tls:?}");
+
+    let metrics = module_metrics(
+        json!({ "type": "diameter", "origin_host": PROBE_IDENTITY, "origin_realm": FD_REALM }),
+        &format!("127.0.0.1:{}", fd.port),
+    )
+    .await;
+    assert!(metrics.contains("probe_success 1"), "{metrics}");
+    assert!(
+        metrics.contains("probe_diameter_duration_seconds{phase=\"processing\"}"),
+        "{metrics}"
+    );
 
     // One probe after another: each said goodbye (DPR), so none is refused as a duplicate.
     for _ in 0..3 {
@@ -567,6 +587,13 @@ async fn gtp_echo_v1_and_v2_against_osmo_ggsn() {
         assert!(!result.peer.restarted);
         assert!(result.phases.first_byte.is_some(), "{result:?}");
     }
+    let metrics = module_metrics(json!({ "type": "gtp", "version": 1 }), "127.0.0.21:2123").await;
+    assert!(metrics.contains("probe_success 1"), "{metrics}");
+    assert!(metrics.contains("probe_gtp_restart_counter 7"), "{metrics}");
+    assert!(
+        metrics.contains("probe_gtp_duration_seconds{phase=\"rtt\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -825,6 +852,14 @@ async fn radius_status_server_and_login_against_freeradius() {
     assert!(auth.phases.first_byte.is_some(), "{auth:?}");
     ok(&run(radius.status(true, RADIUS_SECRET), GENEROUS).await);
     ok(&run(radius.login(RADIUS_PASSWORD), GENEROUS).await);
+    let secret = radius.file("secret", RADIUS_SECRET);
+    let module = json!({ "type": "radius", "service": "acct", "secret_file": secret });
+    let metrics = module_metrics(module, &format!("127.0.0.1:{}", radius.acct)).await;
+    assert!(metrics.contains("probe_success 1"), "{metrics}");
+    assert!(
+        metrics.contains("probe_radius_duration_seconds{phase=\"rtt\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
