@@ -65,7 +65,7 @@ impl Observation {
             Observation::Failure
         } else if result.latency > degraded_latency
             || result.cert_expiring()
-            || result.peer_restarted()
+            || result.peer_degraded()
         {
             Observation::Slow
         } else {

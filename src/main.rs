@@ -219,12 +219,10 @@ async fn probe(
         println!("      peer: {identity}");
     }
     if let Some(counter) = result.peer.restart_counter {
-        let restarted = if result.peer.restarted {
-            ", changed recently: the peer restarted"
-        } else {
-            ""
-        };
-        println!("      restart counter: {counter}{restarted}");
+        println!("      restart counter: {counter}");
+    }
+    if let Some(why) = &result.degraded {
+        println!("      degraded: {why}");
     }
     if let Some(tls) = &result.tls {
         let days = (tls.earliest_expiry - chrono::Utc::now()).num_days();

@@ -584,7 +584,7 @@ async fn gtp_echo_v1_and_v2_against_osmo_ggsn() {
         .await;
         ok(&result);
         assert_eq!(result.peer.restart_counter, Some(7), "{result:?}");
-        assert!(!result.peer.restarted);
+        assert_eq!(result.degraded, None);
         assert!(result.phases.first_byte.is_some(), "{result:?}");
     }
     let metrics = module_metrics(json!({ "type": "gtp", "version": 1 }), "127.0.0.21:2123").await;
@@ -605,7 +605,7 @@ async fn gtp_restart_counter_change_is_degraded() {
     ok(&first);
     assert_eq!(Observation::of(&first, GENEROUS), Observation::Fast);
     let again = prober.run(&probe, GENEROUS).await;
-    assert!(!again.peer.restarted, "same counter: {again:?}");
+    assert_eq!(again.degraded, None, "same counter");
     drop(before);
 
     // The peer comes back with a new counter: it restarted, its sessions are gone.
@@ -613,7 +613,8 @@ async fn gtp_restart_counter_change_is_degraded() {
     let restarted = prober.run(&probe.clone(), GENEROUS).await;
     ok(&restarted);
     assert_eq!(restarted.peer.restart_counter, Some(8));
-    assert!(restarted.peer.restarted, "{restarted:?}");
+    let why = restarted.degraded.as_deref().unwrap_or_default();
+    assert!(why.contains("restart counter 7, now 8"), "{restarted:?}");
     assert_eq!(Observation::of(&restarted, GENEROUS), Observation::Slow);
     // Still within restart_hold: degraded, though the counter no longer changes.
     let next = prober.run(&probe, GENEROUS).await;
@@ -962,4 +963,160 @@ fn radius_validation() {
         "targets[0].probe: set both `username` and `password_file`, or neither"
     );
     spec(json!({ "type": "radius", "address": "[::1]:1812", "secret_file": secret }));
+}
+
+// ---------------------------------------------------------------------------------------
+// sip register: Kamailio with digest authentication
+// ---------------------------------------------------------------------------------------
+
+const SIP_PASSWORD: &str = "s3cret sip password";
+
+/// Kamailio on udp and tcp 127.0.0.1:`port`, challenging REGISTERs with `algorithm` and
+/// checking them against one plaintext password (auth's `pv_auth_check`), keeping
+/// bindings in memory (usrloc, registrar). The user `drain` gets 503 with Retry-After,
+/// for REGISTER and OPTIONS.
+async fn kamailio(algorithm: &str) -> (u16, Daemon) {
+    let dir = shared_dir();
+    let port = free_port();
+    let cfg = write(
+        dir.path(),
+        "kamailio.cfg",
+        &format!(
+            r#"#!KAMAILIO
+debug=2
+log_stderror=yes
+children=1
+tcp_children=1
+auto_aliases=no
+listen=udp:127.0.0.1:{port}
+listen=tcp:127.0.0.1:{port}
+mpath="/usr/lib/{arch}-linux-gnu/kamailio/modules/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "siputils.so"
+loadmodule "textops.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "auth.so"
+modparam("usrloc", "db_mode", 0)
+modparam("auth", "algorithm", "{algorithm}")
+request_route {{
+    if ($fU == "drain") {{
+        append_to_reply("Retry-After: 120\r\n");
+        sl_send_reply("503", "Draining");
+        exit;
+    }}
+    if (method == "REGISTER") {{
+        if (!pv_auth_check("$fd", "{SIP_PASSWORD}", "0", "1")) {{
+            auth_challenge("$fd", "1");
+            exit;
+        }}
+        consume_credentials();
+        if (!save("location")) {{
+            sl_reply_error();
+        }}
+        exit;
+    }}
+    if (method == "OPTIONS") {{
+        options_reply();
+        exit;
+    }}
+    sl_send_reply("405", "Method Not Allowed");
+}}
+"#,
+            arch = std::env::consts::ARCH,
+        ),
+    );
+    let mut command = Command::new("/usr/sbin/kamailio");
+    command
+        .args(["-DD", "-E", "-m", "32", "-M", "8", "-f"])
+        .arg(&cfg)
+        .arg("-Y")
+        .arg(dir.path());
+    let daemon = Daemon::start("kamailio", command, dir.clone(), Ready::Tcp(&[port])).await;
+    (port, daemon)
+}
+
+fn register(port: u16, transport: &str, user: &str, password: &str, extra: Value) -> Value {
+    let file = write(
+        &std::env::temp_dir(),
+        &format!(
+            "tocsin-sip-{}-{}.password",
+            std::process::id(),
+            fastrand::u32(..)
+        ),
+        password,
+    );
+    with(
+        json!({ "type": "sip", "method": "register",
+                "uri": format!("sip:127.0.0.1:{port};transport={transport}"),
+                "username": user, "password_file": path_str(&file) }),
+        extra,
+    )
+}
+
+#[tokio::test]
+async fn sip_register_with_digest_against_kamailio() {
+    for algorithm in ["MD5", "SHA-256"] {
+        let (port, daemon) = kamailio(algorithm).await;
+        for transport in ["udp", "tcp"] {
+            let result = run(
+                register(port, transport, "alice", SIP_PASSWORD, json!({})),
+                GENEROUS,
+            )
+            .await;
+            ok(&result);
+            assert_eq!(result.degraded, None);
+        }
+        let log = daemon.output();
+        assert!(
+            !log.contains("ERROR"),
+            "Kamailio saw something wrong ({algorithm}):\n{log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sip_register_refusals_and_draining_against_kamailio() {
+    let (port, _daemon) = kamailio("SHA-256").await;
+    let wrong = register(port, "udp", "alice", "not the password", json!({}));
+    let detail = fails_early(wrong, Reason::Auth).await;
+    assert!(detail.contains("401"), "{detail}");
+
+    // No password: challenged, nothing to answer with.
+    let probe = json!({ "type": "sip", "method": "register", "username": "alice",
+                        "uri": format!("sip:127.0.0.1:{port}") });
+    fails_early(probe.clone(), Reason::Auth).await;
+    // ...unless the operator counts a challenge as a sign of life.
+    ok(&run(with(probe, json!({ "alive_codes": [401, 407] })), GENEROUS).await);
+
+    // 503 with Retry-After: draining, degraded rather than down; for OPTIONS too.
+    let drain = run(
+        register(port, "tcp", "drain", SIP_PASSWORD, json!({})),
+        GENEROUS,
+    )
+    .await;
+    ok(&drain);
+    let why = drain.degraded.clone().unwrap_or_default();
+    assert!(why.contains("503") && why.contains("120"), "{drain:?}");
+    assert_eq!(Observation::of(&drain, GENEROUS), Observation::Slow);
+    let options = json!({ "type": "sip", "uri": format!("sip:127.0.0.1:{port}"),
+                          "from": "sip:drain@probe.example.net" });
+    let drain = run(options, GENEROUS).await;
+    ok(&drain);
+    assert!(drain.degraded.is_some(), "{drain:?}");
+}
+
+#[test]
+fn sip_register_validation() {
+    assert_eq!(
+        issues_of(
+            json!({ "type": "sip", "method": "register", "uri": "sip:127.0.0.1",
+                          "alive_codes": [100], "password_file": "/nonexistent" })
+        ),
+        "targets[0].probe.alive_codes[0]: `100` is not a final SIP status (200-699)\n\
+         targets[0].probe.password_file: needs `username`\n\
+         targets[0].probe.username: `register` needs a user name"
+    );
 }

@@ -90,8 +90,9 @@ pub struct GtpSpec {
 #[derive(Debug, Clone, Copy)]
 struct LastRestart {
     counter: u8,
-    /// When the counter last changed.
+    /// When the counter last changed, and from what.
     changed_at: Option<Instant>,
+    before: Option<u8>,
 }
 
 impl GtpProbeConfig {
@@ -290,22 +291,24 @@ fn parse_v2(bytes: &[u8]) -> Result<Answer, ParseError> {
 }
 
 impl GtpSpec {
-    /// Records `counter`; says whether the peer restarted within `restart_hold`.
-    fn restarted(&self, counter: u8, now: Instant) -> bool {
+    /// Records `counter`; says whether the peer restarted within `restart_hold`, and the
+    /// counter it had before.
+    fn restarted(&self, counter: u8, now: Instant) -> Option<u8> {
         let mut last = self
             .last_restart
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let changed_at = match *last {
-            Some(prev) if prev.counter != counter => Some(now),
-            Some(prev) => prev.changed_at,
-            None => None,
+        let (changed_at, before) = match *last {
+            Some(prev) if prev.counter != counter => (Some(now), Some(prev.counter)),
+            Some(prev) => (prev.changed_at, prev.before),
+            None => (None, None),
         };
         *last = Some(LastRestart {
             counter,
             changed_at,
+            before,
         });
-        changed_at.is_some_and(|at| now.duration_since(at) < self.restart_hold)
+        before.filter(|_| changed_at.is_some_and(|at| now.duration_since(at) < self.restart_hold))
     }
 }
 
@@ -320,7 +323,9 @@ pub async fn run(spec: &GtpSpec, deadline: Instant) -> ProbeResult {
             let mut result = ProbeResult::success(total, phases);
             if let Some(counter) = recovery {
                 result.peer.restart_counter = Some(counter);
-                result.peer.restarted = spec.restarted(counter, Instant::now());
+                result.degraded = spec.restarted(counter, Instant::now()).map(|before| {
+                    format!("the peer restarted: restart counter {before}, now {counter}")
+                });
             }
             result
         }
@@ -441,13 +446,15 @@ mod tests {
         let spec = config.build("p", &mut issues).unwrap();
         let clone = spec.clone();
         let t = Instant::now();
-        assert!(!spec.restarted(5, t), "the first counter seen is no change");
-        assert!(!spec.restarted(5, t + Duration::from_secs(1)));
-        assert!(
-            clone.restarted(6, t + Duration::from_secs(2)),
-            "clones share"
+        let s = Duration::from_secs;
+        assert_eq!(
+            spec.restarted(5, t),
+            None,
+            "the first counter seen is no change"
         );
-        assert!(spec.restarted(6, t + Duration::from_secs(61)));
-        assert!(!spec.restarted(6, t + Duration::from_secs(62)), "hold over");
+        assert_eq!(spec.restarted(5, t + s(1)), None);
+        assert_eq!(clone.restarted(6, t + s(2)), Some(5), "clones share");
+        assert_eq!(spec.restarted(6, t + s(61)), Some(5));
+        assert_eq!(spec.restarted(6, t + s(62)), None, "hold over");
     }
 }

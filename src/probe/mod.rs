@@ -14,6 +14,7 @@ pub mod icmp;
 pub mod imap;
 pub mod radius;
 pub mod sip;
+pub mod sip_digest;
 pub mod smtp;
 pub mod target;
 pub mod tcp;
@@ -203,6 +204,9 @@ pub struct ProbeResult {
     pub http_status: Option<u16>,
     /// What the peer told about itself, where the protocol tells it.
     pub peer: PeerInfo,
+    /// A success the peer itself qualifies, and why: it restarted recently (GTP restart
+    /// counter), it is draining (SIP 503 with Retry-After). The target is degraded.
+    pub degraded: Option<String>,
 }
 
 /// A peer's own account of itself: who it is (Diameter's Origin-Host and Product-Name)
@@ -211,8 +215,6 @@ pub struct ProbeResult {
 pub struct PeerInfo {
     pub identity: Option<String>,
     pub restart_counter: Option<u8>,
-    /// The restart counter changed recently (see the `gtp` probe's `restart_hold`).
-    pub restarted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -231,6 +233,7 @@ impl ProbeResult {
             tls: None,
             http_status: None,
             peer: PeerInfo::default(),
+            degraded: None,
         }
     }
 
@@ -245,6 +248,7 @@ impl ProbeResult {
             tls: None,
             http_status: None,
             peer: PeerInfo::default(),
+            degraded: None,
         }
     }
 
@@ -257,6 +261,7 @@ impl ProbeResult {
             tls: None,
             http_status: None,
             peer: PeerInfo::default(),
+            degraded: None,
         }
     }
 
@@ -270,10 +275,9 @@ impl ProbeResult {
         self.is_ok() && self.tls.as_ref().is_some_and(|t| t.expiring)
     }
 
-    /// A success from a peer that restarted recently: degraded too, since its sessions were
-    /// lost even though it answers again.
-    pub fn peer_restarted(&self) -> bool {
-        self.is_ok() && self.peer.restarted
+    /// A success the peer qualifies ([`ProbeResult::degraded`]): degraded too.
+    pub fn peer_degraded(&self) -> bool {
+        self.is_ok() && self.degraded.is_some()
     }
 }
 
