@@ -1120,3 +1120,144 @@ fn sip_register_validation() {
          targets[0].probe.username: `register` needs a user name"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// smtp submission: Exim with implicit TLS and AUTH
+// ---------------------------------------------------------------------------------------
+
+const SMTP_USER: &str = "probe@vm.example.net";
+const SMTP_PASSWORD: &str = "subm1ssion secret";
+
+struct Exim {
+    submission: u16,
+    implicit: u16,
+    pki: Pki,
+    dir: Arc<TempDir>,
+    _daemon: Daemon,
+}
+
+impl Exim {
+    /// Exim on `submission` (STARTTLS, 587-style) and `implicit` (TLS on connect,
+    /// 465-style), with PLAIN and LOGIN authenticators for one user; `login_only` leaves
+    /// PLAIN out.
+    async fn start(login_only: bool) -> Exim {
+        let dir = shared_dir();
+        let d = dir.path();
+        let pki = Pki::new(d, "localhost", "client.invalid");
+        let spool = d.join("spool");
+        std::fs::create_dir(&spool).unwrap();
+        let chown = Command::new("chown")
+            .arg("Debian-exim:Debian-exim")
+            .args([&spool, &pki.key])
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let (submission, implicit) = (free_port(), free_port());
+        let check = |user: &str, pass: &str| {
+            format!(
+                "${{if and {{{{eq{{{user}}}{{{SMTP_USER}}}}}{{eq{{{pass}}}{{{SMTP_PASSWORD}}}}}}}}}"
+            )
+        };
+        let plain = format!(
+            "plain:\n  driver = plaintext\n  public_name = PLAIN\n  server_prompts = :\n  \
+             server_condition = {}\n  server_set_id = $auth2\n",
+            check("$auth2", "$auth3")
+        );
+        let login = format!(
+            "login:\n  driver = plaintext\n  public_name = LOGIN\n  \
+             server_prompts = Username:: : Password::\n  server_condition = {}\n  \
+             server_set_id = $auth1\n",
+            check("$auth1", "$auth2")
+        );
+        let config = write(
+            d,
+            "exim.conf",
+            &format!(
+                "primary_hostname = localhost\n\
+                 spool_directory = {spool}\n\
+                 log_file_path = {spool}/%slog\n\
+                 pid_file_path = {spool}/exim.pid\n\
+                 keep_environment =\n\
+                 daemon_smtp_ports = {submission} : {implicit}\n\
+                 tls_on_connect_ports = {implicit}\n\
+                 local_interfaces = <; 127.0.0.1.{submission} ; 127.0.0.1.{implicit}\n\
+                 tls_certificate = {cert}\n\
+                 tls_privatekey = {key}\n\
+                 tls_advertise_hosts = *\n\
+                 auth_advertise_hosts = ${{if eq{{$tls_in_cipher}}{{}}{{}}{{*}}}}\n\
+                 begin acl\nbegin routers\nbegin transports\nbegin authenticators\n{plain}{login}",
+                spool = path_str(&spool),
+                cert = path_str(&pki.cert),
+                key = path_str(&pki.key),
+                plain = if login_only { "" } else { plain.as_str() },
+            ),
+        );
+        let mut command = Command::new("/usr/sbin/exim4");
+        command.arg("-bdf").arg("-C").arg(&config);
+        let ready = Ready::Tcp(&[submission, implicit]);
+        let daemon = Daemon::start("exim", command, dir.clone(), ready).await;
+        Exim {
+            submission,
+            implicit,
+            pki,
+            dir,
+            _daemon: daemon,
+        }
+    }
+
+    fn probe(&self, implicit: bool, password: &str) -> Value {
+        let file = write(
+            self.dir.path(),
+            &format!("pw-{}", fastrand::u32(..)),
+            password,
+        );
+        let (port, tls) = match implicit {
+            true => (self.implicit, "implicit"),
+            false => (self.submission, "starttls"),
+        };
+        json!({ "type": "smtp", "address": format!("127.0.0.1:{port}"), "tls": tls,
+                "ca_file": path_str(&self.pki.ca), "username": SMTP_USER,
+                "password_file": path_str(&file) })
+    }
+}
+
+#[tokio::test]
+async fn smtp_implicit_tls_and_auth_against_exim() {
+    let exim = Exim::start(false).await;
+    for implicit in [true, false] {
+        let result = run(exim.probe(implicit, SMTP_PASSWORD), GENEROUS).await;
+        ok(&result);
+        assert!(
+            result.tls.is_some() && result.phases.tls.is_some(),
+            "{result:?}"
+        );
+        let detail = fails_early(exim.probe(implicit, "wrong"), Reason::Auth).await;
+        assert!(detail.contains("535"), "{detail}");
+    }
+    // Implicit TLS without a login: banner, EHLO, QUIT inside TLS.
+    let bare = json!({ "type": "smtp", "address": format!("127.0.0.1:{}", exim.implicit),
+                       "tls": "implicit", "tls_insecure": true });
+    ok(&run(bare, GENEROUS).await);
+    // Plain SMTP to the TLS port: no banner comes, Exim waits for a ClientHello.
+    let plain = json!({ "type": "smtp", "address": format!("127.0.0.1:{}", exim.implicit) });
+    failed(&run(plain, SHORT).await, Reason::Timeout);
+
+    let login_only = Exim::start(true).await;
+    ok(&run(login_only.probe(false, SMTP_PASSWORD), GENEROUS).await);
+    fails_early(login_only.probe(true, "wrong"), Reason::Auth).await;
+}
+
+#[test]
+fn smtp_auth_validation() {
+    let pw = "tests/fixtures/config/files/imap.password";
+    assert_eq!(
+        issues_of(json!({ "type": "smtp", "address": "mx.example.net:587",
+                          "username": "u", "password_file": pw })),
+        "targets[0].probe.username: AUTH would send the password in clear: set tls = \"starttls\" or \"implicit\""
+    );
+    assert_eq!(
+        issues_of(json!({ "type": "smtp", "address": "mx.example.net:465",
+                          "tls": "implicit", "starttls": true })),
+        "targets[0].probe.starttls: set `tls` or `starttls`, not both"
+    );
+}
