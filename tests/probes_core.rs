@@ -1261,3 +1261,32 @@ fn smtp_auth_validation() {
         "targets[0].probe.starttls: set `tls` or `starttls`, not both"
     );
 }
+
+#[tokio::test]
+async fn tcp_with_tls_against_exim() {
+    let exim = Exim::start(false).await;
+    let address = format!("127.0.0.1:{}", exim.implicit);
+    let ca = path_str(&exim.pki.ca);
+    let probe = json!({ "type": "tcp", "address": address, "tls": true, "ca_file": ca,
+                        "send": "EHLO probe.example.net\r\n", "expect_regex": "(?m)^250[- ]" });
+    let result = run(probe.clone(), GENEROUS).await;
+    ok(&result);
+    assert!(
+        result.phases.tls.is_some() && result.tls.is_some(),
+        "{result:?}"
+    );
+    assert!(result.phases.first_byte.is_some(), "{result:?}");
+
+    // The certificate names localhost, not this name.
+    let wrong_name = with(probe.clone(), json!({ "sni": "mx.example.net" }));
+    failed(&run(wrong_name, GENEROUS).await, Reason::Tls);
+    let untrusted = json!({ "type": "tcp", "address": address, "tls": true });
+    failed(&run(untrusted, GENEROUS).await, Reason::Tls);
+    let insecure = json!({ "type": "tcp", "address": address, "tls": true,
+                           "tls_insecure": true, "expect_regex": "^220 " });
+    ok(&run(insecure, GENEROUS).await);
+    assert_eq!(
+        issues_of(json!({ "type": "tcp", "address": address, "tls_insecure": true })),
+        "targets[0].probe: `sni`, `ca_file` and `tls_insecure` need tls = true"
+    );
+}

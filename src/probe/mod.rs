@@ -310,7 +310,7 @@ impl Prober {
         let run = async {
             match spec {
                 ProbeSpec::Http(s) => http::run(&self.tls, s, deadline).await,
-                ProbeSpec::Tcp(s) => tcp::run(s, deadline).await,
+                ProbeSpec::Tcp(s) => tcp::run(&self.tls, s, deadline).await,
                 ProbeSpec::Tls(s) => tls::run(&self.tls, s, deadline).await,
                 ProbeSpec::Dns(s) => dns::run(s, deadline).await,
                 ProbeSpec::Sip(s) => sip::run(&self.tls, s, deadline).await,
