@@ -1290,3 +1290,92 @@ async fn tcp_with_tls_against_exim() {
         "targets[0].probe: `sni`, `ca_file` and `tls_insecure` need tls = true"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// http: decompression
+// ---------------------------------------------------------------------------------------
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::io::Write;
+    let mut e = GzEncoder::new(Vec::new(), Compression::best());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// An HTTP/1.1 server answering every request with `body` as `Content-Encoding: gzip`
+/// when the request asked for gzip, plain otherwise. Records the requests' heads.
+async fn gzip_server(body: Vec<u8>) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    let compressed = gzip(&body);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (body, compressed, seen) = (body.clone(), compressed.clone(), seen.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                seen.lock().unwrap().push(head.clone());
+                let gzipped = head.contains("accept-encoding: gzip");
+                let (payload, encoding) = if gzipped {
+                    (compressed, "Content-Encoding: gzip\r\n")
+                } else {
+                    (body, "")
+                };
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\n{encoding}Content-Length: {}\r\nConnection: close\r\n\r\n",
+                    payload.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.write_all(&payload).await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+#[tokio::test]
+async fn http_decodes_gzip_and_bounds_the_decoded_body() {
+    let (addr, heads) = gzip_server(b"{\"status\": \"ready\"}".to_vec()).await;
+    let url = format!("http://{addr}/health");
+    let probe = json!({ "type": "http", "url": url, "accept_encoding": ["gzip"],
+                        "json_path": "$.status", "json_equals": "ready" });
+    ok(&run(probe, GENEROUS).await);
+    assert!(heads.lock().unwrap()[0].contains("accept-encoding: gzip"));
+    // Without accept_encoding nothing is asked for, and the plain body passes too.
+    let plain = json!({ "type": "http", "url": url, "body_contains": "ready" });
+    ok(&run(plain, GENEROUS).await);
+    assert!(!heads.lock().unwrap()[1].contains("accept-encoding"));
+
+    // 4 MiB of zeros: some 4 KiB on the wire, past max_body_bytes once decoded.
+    let (addr, _) = gzip_server(vec![0u8; 4 * 1024 * 1024]).await;
+    let bomb = json!({ "type": "http", "url": format!("http://{addr}/"),
+                       "accept_encoding": ["gzip", "deflate"], "max_body_bytes": 65536 });
+    let detail = fails_early(bomb, Reason::Assertion).await;
+    assert!(
+        detail.contains("decoded body larger than max_body_bytes"),
+        "{detail}"
+    );
+    // Even unchecked, the decoded size counts: the default 1 MiB limit.
+    let unchecked = json!({ "type": "http", "url": format!("http://{addr}/"),
+                            "accept_encoding": ["gzip"] });
+    fails_early(unchecked, Reason::Assertion).await;
+
+    assert_eq!(
+        issues_of(
+            json!({ "type": "http", "url": "http://x/", "accept_encoding": ["gzip"],
+                          "headers": { "Accept-Encoding": "br" } })
+        ),
+        "targets[0].probe.accept_encoding: set `accept_encoding` or an Accept-Encoding header, not both"
+    );
+}

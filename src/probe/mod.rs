@@ -10,6 +10,7 @@ pub mod diameter;
 pub mod dns;
 pub mod gtp;
 pub mod http;
+pub mod http_decode;
 pub mod icmp;
 pub mod imap;
 pub mod radius;
