@@ -1379,3 +1379,88 @@ async fn http_decodes_gzip_and_bounds_the_decoded_body() {
         "targets[0].probe.accept_encoding: set `accept_encoding` or an Accept-Encoding header, not both"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// sip: RFC 3263 location through a real dnsmasq
+// ---------------------------------------------------------------------------------------
+
+/// dnsmasq on a free port of 127.0.0.1 with only the records given; no upstream, no
+/// hosts file: nothing leaves loopback.
+async fn dnsmasq(records: &[String]) -> (SocketAddr, Daemon) {
+    let port = free_port();
+    let mut command = Command::new("/usr/sbin/dnsmasq");
+    command
+        .args([
+            "--no-daemon",
+            "--conf-file=/dev/null",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+            "--pid-file=",
+        ])
+        .arg(format!("--port={port}"))
+        .args(records);
+    let daemon = Daemon::start("dnsmasq", command, shared_dir(), Ready::Tcp(&[port])).await;
+    (SocketAddr::from(([127, 0, 0, 1], port)), daemon)
+}
+
+#[tokio::test]
+async fn sip_locates_servers_by_naptr_and_srv() {
+    let (port, _kamailio) = kamailio("MD5").await;
+    let dead = free_port();
+    let (dns, _dnsmasq) = dnsmasq(&[
+        // voice.test: TCP by NAPTR; the first server by priority is not there.
+        "--naptr-record=voice.test,10,10,s,SIP+D2T,,_sip._tcp.voice.test".into(),
+        format!("--srv-host=_sip._tcp.voice.test,dead.voice.test,{dead},0,0"),
+        format!("--srv-host=_sip._tcp.voice.test,sbc.voice.test,{port},10,0"),
+        "--host-record=dead.voice.test,127.0.0.1".into(),
+        "--host-record=sbc.voice.test,127.0.0.1".into(),
+        // udp.test: no NAPTR, an SRV record for UDP.
+        format!("--srv-host=_sip._udp.udp.test,sbc.udp.test,{port},0,0"),
+        "--host-record=sbc.udp.test,127.0.0.1".into(),
+        "--address=/nothing.test/".into(),
+    ])
+    .await;
+    let dns_server = json!({ "dns_server": dns.to_string() });
+
+    let tcp = run(
+        with(
+            json!({ "type": "sip", "uri": "sip:voice.test" }),
+            dns_server.clone(),
+        ),
+        GENEROUS,
+    )
+    .await;
+    ok(&tcp);
+    assert!(
+        tcp.phases.connect.is_some(),
+        "over TCP, as the NAPTR says: {tcp:?}"
+    );
+    assert!(tcp.phases.dns.is_some(), "{tcp:?}");
+
+    let udp = json!({ "type": "sip", "uri": "sip:udp.test;transport=udp" });
+    let udp = run(with(udp, dns_server.clone()), GENEROUS).await;
+    ok(&udp);
+    assert!(udp.phases.connect.is_none(), "over UDP: {udp:?}");
+
+    // A registration, located the same way.
+    let located = register(0, "tcp", "alice", SIP_PASSWORD, dns_server.clone());
+    let located = with(located, json!({ "uri": "sip:voice.test" }));
+    ok(&run(located, GENEROUS).await);
+
+    let nothing = with(
+        json!({ "type": "sip", "uri": "sip:nothing.test" }),
+        dns_server.clone(),
+    );
+    let detail = fails_early(nothing, Reason::Dns).await;
+    assert!(detail.contains("no NAPTR, SRV or address"), "{detail}");
+
+    // Only a domain without a port is located.
+    assert_eq!(
+        issues_of(
+            json!({ "type": "sip", "uri": "sip:voice.test:5060", "dns_server": dns.to_string() })
+        ),
+        "targets[0].probe.dns_server: applies only to a uri whose host is a domain without a port (RFC 3263)"
+    );
+}

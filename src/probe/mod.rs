@@ -16,6 +16,7 @@ pub mod imap;
 pub mod radius;
 pub mod sip;
 pub mod sip_digest;
+pub mod sip_locate;
 pub mod smtp;
 pub mod target;
 pub mod tcp;

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::conn::{self, Lines, Step, excerpt, fail};
 use super::sip_digest::{self, Challenge};
+use super::sip_locate;
 use super::tls::{self, TlsClients, TlsInfo, Trust};
 use super::{Failure, Phases, ProbeResult, Reason};
 use crate::alert::read_secret_file;
@@ -35,8 +36,9 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SipProbeConfig {
-    /// Request-URI, `sip:[user@]host[:port][;transport=udp|tcp|tls]` or `sips:…`; no SRV or
-    /// NAPTR lookup, the host is resolved directly.
+    /// Request-URI, `sip:[user@]host[:port][;transport=udp|tcp|tls]` or `sips:…`. A domain
+    /// without a port is located by NAPTR and SRV records (RFC 3263); otherwise the host is
+    /// resolved directly.
     pub uri: String,
     /// `options` (the default) or `register`.
     #[serde(default)]
@@ -66,6 +68,10 @@ pub struct SipProbeConfig {
     /// Local IP to send from (multi-homed probe hosts).
     #[serde(default)]
     pub source_address: Option<String>,
+    /// `ip:port` of the DNS server asked for NAPTR, SRV and A/AAAA records when the URI's
+    /// host is a domain without a port (RFC 3263); default the first of /etc/resolv.conf.
+    #[serde(default)]
+    pub dns_server: Option<String>,
     /// PEM file of the CAs to trust instead of the system's (TLS only).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
@@ -137,6 +143,18 @@ pub struct SipSpec {
     pub source_address: Option<IpAddr>,
     /// Server name and trust, for TLS only.
     pub tls: Option<(ServerName<'static>, Trust)>,
+    /// RFC 3263 location, for a domain without a port.
+    pub locate: Option<Locate>,
+}
+
+/// How to locate the servers of a domain (RFC 3263).
+#[derive(Debug, Clone)]
+pub struct Locate {
+    pub server: SocketAddr,
+    /// The transport the URI names, if any.
+    pub transport: Option<Transport>,
+    /// A `sips:` URI.
+    pub secure: bool,
 }
 
 impl SipProbeConfig {
@@ -188,8 +206,37 @@ impl SipProbeConfig {
             }
         }
         let source_address = conn::source_address(self.source_address.as_deref(), path, issues);
+        let dns_server = self
+            .dns_server
+            .as_deref()
+            .and_then(|v| match v.parse::<SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    issues.push(
+                        format!("{path}.dns_server"),
+                        format!("`{v}` is not ip:port"),
+                    );
+                    None
+                }
+            });
+        let located = target.as_ref().and_then(|t| location_wanted(&self.uri, t));
+        if self.dns_server.is_some() && located.is_none() {
+            issues.push(
+                format!("{path}.dns_server"),
+                "applies only to a uri whose host is a domain without a port (RFC 3263)",
+            );
+        }
+        let locate = located.and_then(|(transport, secure)| {
+            Some(Locate {
+                server: dns_server.or_else(sip_locate::system_dns_server)?,
+                transport,
+                secure,
+            })
+        });
+        // A located domain may offer TLS (SIPS+D2T) though the URI does not ask for it.
+        let may_tls = locate.as_ref().is_some_and(|l| l.transport.is_none());
         let tls = match &target {
-            Some(t) if t.transport == Transport::Tls => {
+            Some(t) if t.transport == Transport::Tls || may_tls => {
                 let name = tls::server_name(&t.host);
                 if name.is_none() {
                     issues.push(
@@ -238,6 +285,7 @@ impl SipProbeConfig {
             (true, Method::Options) => None,
         };
         Some(SipSpec {
+            locate,
             request_uri: self.uri.clone(),
             host: target.host,
             port: target.port,
@@ -334,6 +382,25 @@ fn parse_uri(uri: &str) -> Result<UriTarget, String> {
     })
 }
 
+/// For a URI whose host is a domain and has no port, RFC 3263 location: the transport the
+/// URI names (if any) and whether it is `sips:`. A name of one label (`localhost`) is a
+/// host, not a service domain, and is resolved as before.
+fn location_wanted(uri: &str, target: &UriTarget) -> Option<(Option<Transport>, bool)> {
+    let bare = target.host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<IpAddr>().is_ok() || !bare.trim_end_matches('.').contains('.') {
+        return None;
+    }
+    let lower = uri.to_ascii_lowercase();
+    let rest = lower.split_once(':').map_or("", |(_, r)| r);
+    let userhost = rest.split(';').next().unwrap_or_default();
+    let hostport = userhost.rsplit_once('@').map_or(userhost, |(_, h)| h);
+    if hostport.contains(':') {
+        return None;
+    }
+    let transport = lower.contains(";transport=").then_some(target.transport);
+    Some((transport, lower.starts_with("sips:")))
+}
+
 /// `from` and `to` go into headers between `<>`: a URI, and nothing that could break out.
 fn check_header_uri(value: &str) -> Result<(), String> {
     let lower = value.to_ascii_lowercase();
@@ -357,15 +424,17 @@ struct Dialog {
     call_id: String,
     tag: String,
     local: SocketAddr,
+    transport: Transport,
     cseq: u32,
 }
 
 impl Dialog {
-    fn new(local: SocketAddr) -> Self {
+    fn new(channel: &Channel) -> Self {
         Self {
             call_id: format!("{:016x}@tocsin", fastrand::u64(..)),
             tag: format!("{:08x}", fastrand::u32(..)),
-            local,
+            local: channel.local,
+            transport: channel.transport,
             cseq: 0,
         }
     }
@@ -409,7 +478,7 @@ impl Transaction {
              User-Agent: tocsin/{version}\r\n\
              Content-Length: 0\r\n\r\n",
             uri = spec.request_uri,
-            transport = spec.transport.via(),
+            transport = dialog.transport.via(),
             sent_by = SocketAddr::new(local.ip(), local.port()),
             tag = dialog.tag,
             to = spec.to,
@@ -570,19 +639,7 @@ pub async fn run(clients: &TlsClients, spec: &SipSpec, deadline: Instant) -> Pro
     let start = Instant::now();
     let mut phases = Phases::default();
     let mut tls_info = None;
-    let outcome = match open(clients, spec, deadline, start, &mut phases, &mut tls_info).await {
-        Ok(mut channel) => {
-            let outcome = match spec.method {
-                Method::Options => options(&mut channel, spec, deadline, start, &mut phases).await,
-                Method::Register => {
-                    register(&mut channel, spec, deadline, start, &mut phases).await
-                }
-            };
-            channel.close(deadline).await;
-            outcome
-        }
-        Err(failure) => Err(failure),
-    };
+    let outcome = attempt(clients, spec, deadline, start, &mut phases, &mut tls_info).await;
     let total = start.elapsed();
     let mut result = match outcome {
         Ok(degraded) => {
@@ -625,7 +682,7 @@ async fn options(
     start: Instant,
     phases: &mut Phases,
 ) -> Step<Option<String>> {
-    let mut dialog = Dialog::new(channel.local);
+    let mut dialog = Dialog::new(channel);
     let transaction = Transaction::new(spec, &mut dialog, "");
     let response = channel
         .transact(&transaction, deadline, start, phases)
@@ -646,7 +703,7 @@ async fn register(
     start: Instant,
     phases: &mut Phases,
 ) -> Step<Option<String>> {
-    let mut dialog = Dialog::new(channel.local);
+    let mut dialog = Dialog::new(channel);
     let mut auth = Auth::default();
     let registered = bind(
         channel,
@@ -720,7 +777,7 @@ async fn bind(
         "Contact: <sip:{user}@{}:{};transport={}>\r\nExpires: {expires}\r\n",
         sent_by_host(channel.local.ip()),
         channel.local.port(),
-        spec.transport.via().to_ascii_lowercase(),
+        channel.transport.via().to_ascii_lowercase(),
     );
     let mut challenges = 0;
     loop {
@@ -789,6 +846,7 @@ async fn bind(
 /// Where the requests of one probe go: a connected UDP socket, or one TCP/TLS connection.
 struct Channel {
     local: SocketAddr,
+    transport: Transport,
     link: Link,
 }
 
@@ -801,18 +859,79 @@ enum Link {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-async fn open(
+/// The servers to try, in order: the URI's host and port, or what RFC 3263 finds.
+async fn candidates(
+    spec: &SipSpec,
+    deadline: Instant,
+    start: Instant,
+    phases: &mut Phases,
+) -> Step<Vec<(Transport, SocketAddr)>> {
+    let found = match &spec.locate {
+        Some(locate) => {
+            let found = sip_locate::locate(
+                locate.server,
+                &spec.host,
+                locate.transport,
+                locate.secure,
+                deadline,
+            )
+            .await?;
+            found.into_iter().map(|c| (c.transport, c.addr)).collect()
+        }
+        None => {
+            let address = format!("{}:{}", spec.host, spec.port);
+            let peer = conn::resolve(&address, spec.source_address, deadline).await?;
+            vec![(spec.transport, peer)]
+        }
+    };
+    phases.dns = Some(start.elapsed());
+    Ok(found)
+}
+
+/// Runs the probe's method against each candidate until one is reachable: a refused or
+/// unanswered connection moves on to the next (RFC 3263 §4.3), anything else is the verdict.
+async fn attempt(
     clients: &TlsClients,
     spec: &SipSpec,
     deadline: Instant,
     start: Instant,
     phases: &mut Phases,
     tls_info: &mut Option<TlsInfo>,
+) -> Step<Option<String>> {
+    let candidates = candidates(spec, deadline, start, phases).await?;
+    let mut last = None;
+    for (transport, peer) in candidates {
+        let outcome = match open(clients, spec, transport, peer, deadline, phases, tls_info).await {
+            Ok(mut channel) => {
+                let outcome = match spec.method {
+                    Method::Options => options(&mut channel, spec, deadline, start, phases).await,
+                    Method::Register => register(&mut channel, spec, deadline, start, phases).await,
+                };
+                channel.close(deadline).await;
+                outcome
+            }
+            Err(failure) => Err(failure),
+        };
+        match outcome {
+            Err(f) if matches!(f.reason, Reason::ConnectRefused | Reason::ConnectTimeout) => {
+                last = Some(f);
+            }
+            outcome => return outcome,
+        }
+    }
+    Err(last.unwrap_or_else(|| fail(Reason::Dns, "no server to try")))
+}
+
+async fn open(
+    clients: &TlsClients,
+    spec: &SipSpec,
+    transport: Transport,
+    peer: SocketAddr,
+    deadline: Instant,
+    phases: &mut Phases,
+    tls_info: &mut Option<TlsInfo>,
 ) -> Step<Channel> {
-    let address = format!("{}:{}", spec.host, spec.port);
-    let peer = conn::resolve(&address, spec.source_address, deadline).await?;
-    phases.dns = Some(start.elapsed());
-    if spec.transport == Transport::Udp {
+    if transport == Transport::Udp {
         let local = match spec.source_address {
             Some(ip) => SocketAddr::new(ip, 0),
             None if peer.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -832,6 +951,7 @@ async fn open(
             .map_err(|e| fail(Reason::Internal, format!("local address: {e}")))?;
         return Ok(Channel {
             local,
+            transport,
             link: Link::Udp(socket, peer),
         });
     }
@@ -841,8 +961,8 @@ async fn open(
     let local = stream
         .local_addr()
         .map_err(|e| fail(Reason::Internal, format!("local address: {e}")))?;
-    let io: Box<dyn Io> = match &spec.tls {
-        Some((name, trust)) => {
+    let io: Box<dyn Io> = match (&spec.tls, transport) {
+        (Some((name, trust)), Transport::Tls) => {
             let tls_start = Instant::now();
             let config = clients.config(trust, false);
             let (stream, info) =
@@ -851,10 +971,14 @@ async fn open(
             *tls_info = Some(info);
             Box::new(stream)
         }
-        None => Box::new(stream),
+        (None, Transport::Tls) => {
+            return Err(fail(Reason::Internal, "TLS without a server name"));
+        }
+        _ => Box::new(stream),
     };
     Ok(Channel {
         local,
+        transport,
         link: Link::Stream(Lines::new(io)),
     })
 }
