@@ -818,9 +818,11 @@ async fn bind(
                 ),
             ));
         };
-        let answered = auth.challenge.is_some();
-        // A fresh challenge after our credentials, not flagged stale: they were refused.
-        if (answered && !challenge.stale) || challenges >= MAX_CHALLENGES {
+        // Challenged again right after answering a challenge of this request, and not for
+        // a stale nonce: the credentials were refused. (Credentials carried over from the
+        // registration may meet a registrar that wants a new nonce: answered once more.)
+        let refused = challenges > 0 && !challenge.stale;
+        if refused || challenges >= MAX_CHALLENGES {
             return Err(fail(
                 Reason::Auth,
                 format!(
