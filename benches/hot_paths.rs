@@ -168,8 +168,90 @@ impl TcpServer {
 
 /// A probe as `tocsin probe --type KIND TARGET` builds it.
 fn probe_spec(kind: &str, target: &str) -> ProbeSpec {
-    let options = Map::from_iter([("type".to_string(), Value::from(kind))]);
-    adhoc::build("probe", options, target).expect("a valid probe")
+    probe_spec_with(kind, target, &[])
+}
+
+/// [`probe_spec`] with extra options.
+fn probe_spec_with(kind: &str, target: &str, options: &[(&str, Value)]) -> ProbeSpec {
+    let mut table = Map::from_iter([("type".to_string(), Value::from(kind))]);
+    for (key, value) in options {
+        table.insert(key.to_string(), value.clone());
+    }
+    adhoc::build("probe", table, target).expect("a valid probe")
+}
+
+/// A minimal Diameter peer on its own thread: answers every request (CER, DWR, DPR) with
+/// Result-Code 2001, one connection at a time, and closes after the DPA.
+fn diameter_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let addr = listener.local_addr().expect("a bound address");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(PROBE_TIMEOUT));
+            let mut head = [0u8; 20];
+            while stream.read_exact(&mut head).is_ok() {
+                let length = u32::from_be_bytes([0, head[1], head[2], head[3]]) as usize;
+                let mut rest = vec![0u8; length.saturating_sub(20)];
+                if stream.read_exact(&mut rest).is_err() {
+                    break;
+                }
+                let mut answer = head.to_vec();
+                answer[4] = 0; // an answer: R cleared
+                for (code, data) in [(268u32, &2001u32.to_be_bytes()[..]), (264, b"bench.peer")] {
+                    answer.extend_from_slice(&code.to_be_bytes());
+                    answer.push(0x40);
+                    answer.extend_from_slice(&(8 + data.len() as u32).to_be_bytes()[1..]);
+                    answer.extend_from_slice(data);
+                    answer.resize(answer.len().div_ceil(4) * 4, 0);
+                }
+                let len = (answer.len() as u32).to_be_bytes();
+                answer[1..4].copy_from_slice(&len[1..]);
+                let command = u32::from_be_bytes([0, head[5], head[6], head[7]]);
+                if stream.write_all(&answer).is_err() || command == 282 {
+                    break;
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// A UDP responder on its own thread: `answer` turns each request into its reply.
+fn udp_server(answer: fn(&[u8]) -> Vec<u8>) -> SocketAddr {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a loopback port");
+    let addr = socket.local_addr().expect("a bound address");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let _ = socket.send_to(&answer(&buf[..n]), from);
+        }
+    });
+    addr
+}
+
+/// A GTPv2 Echo Response to `request`, restart counter 1.
+fn gtp_echo_response(request: &[u8]) -> Vec<u8> {
+    let mut m = vec![0x40, 2, 0, 9];
+    m.extend_from_slice(&request[4..7]);
+    m.extend_from_slice(&[0, 3, 0, 1, 0, 1]);
+    m
+}
+
+/// The shared secret of the RADIUS benchmark.
+const RADIUS_SECRET: &str = "bench-secret";
+
+/// An Access-Accept to `request`, signed with [`RADIUS_SECRET`].
+fn radius_accept(request: &[u8]) -> Vec<u8> {
+    use md5::{Digest, Md5};
+    let mut answer = vec![2, request[1], 0, 20];
+    let authenticator = Md5::new()
+        .chain_update(&answer[..4])
+        .chain_update(&request[4..20])
+        .chain_update(RADIUS_SECRET)
+        .finalize();
+    answer.extend_from_slice(&authenticator);
+    answer
 }
 
 /// One probe, fresh connection, against a real server: wall time of the whole round trip
@@ -182,6 +264,12 @@ fn probe(c: &mut Criterion) {
         .expect("a tokio runtime");
     let prober = Prober::new().expect("TLS client settings");
     let tcp = tcp_server();
+    let secret = std::env::temp_dir().join(format!("tocsin-bench-{}.secret", std::process::id()));
+    std::fs::write(&secret, RADIUS_SECRET).expect("write the RADIUS secret");
+    let identity = [
+        ("origin_host", Value::from("probe.bench.invalid")),
+        ("origin_realm", Value::from("bench.invalid")),
+    ];
     let probes = [
         (
             "http_round_trip",
@@ -193,7 +281,27 @@ fn probe(c: &mut Criterion) {
             probe_spec("tcp", &tcp.addr.to_string()),
             Some(&tcp),
         ),
+        (
+            "diameter_cer_dwr_dpr",
+            probe_spec_with("diameter", &diameter_server().to_string(), &identity),
+            None,
+        ),
+        (
+            "gtp_echo",
+            probe_spec("gtp", &udp_server(gtp_echo_response).to_string()),
+            None,
+        ),
+        (
+            "radius_status_server",
+            probe_spec_with(
+                "radius",
+                &udp_server(radius_accept).to_string(),
+                &[("secret_file", Value::from(secret.to_str().expect("UTF-8")))],
+            ),
+            None,
+        ),
     ];
+    let _ = std::fs::remove_file(&secret);
     let mut group = c.benchmark_group("probe");
     group.throughput(Throughput::Elements(1));
     for (name, spec, server) in &probes {

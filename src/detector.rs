@@ -63,7 +63,10 @@ impl Observation {
     pub fn of(result: &ProbeResult, degraded_latency: Duration) -> Self {
         if !result.is_ok() {
             Observation::Failure
-        } else if result.latency > degraded_latency || result.cert_expiring() {
+        } else if result.latency > degraded_latency
+            || result.cert_expiring()
+            || result.peer_degraded()
+        {
             Observation::Slow
         } else {
             Observation::Fast

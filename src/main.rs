@@ -227,6 +227,15 @@ async fn probe(
     if let Some(status) = result.http_status {
         println!("      http status: {status}");
     }
+    if let Some(identity) = &result.peer.identity {
+        println!("      peer: {identity}");
+    }
+    if let Some(counter) = result.peer.restart_counter {
+        println!("      restart counter: {counter}");
+    }
+    if let Some(why) = &result.degraded {
+        println!("      degraded: {why}");
+    }
     if let Some(tls) = &result.tls {
         let days = (tls.earliest_expiry - chrono::Utc::now()).num_days();
         println!(

@@ -218,7 +218,7 @@ fn the_shipped_example_is_valid() {
         BTreeMap::from([
             ("services".to_string(), 4),
             ("groups".to_string(), 9),
-            ("targets".to_string(), 15),
+            ("targets".to_string(), 19),
             ("receivers".to_string(), 2),
         ])
     );
@@ -349,6 +349,18 @@ fn the_example_documents_every_key() {
         (
             "icmp probe",
             format!("{target}probe = {{ type = \"icmp\", zzz = 1 }}"),
+        ),
+        (
+            "diameter probe",
+            format!("{target}probe = {{ type = \"diameter\", zzz = 1 }}"),
+        ),
+        (
+            "gtp probe",
+            format!("{target}probe = {{ type = \"gtp\", zzz = 1 }}"),
+        ),
+        (
+            "radius probe",
+            format!("{target}probe = {{ type = \"radius\", zzz = 1 }}"),
         ),
     ];
     let mut missing = Vec::new();

@@ -1022,7 +1022,7 @@ fn smtp_validation() {
     assert_eq!(
         text,
         "targets[0].probe.helo_name: `bad name\\r\\nMAIL FROM:<>` is not a domain name or address literal\n\
-         targets[0].probe: `ca_file` and `tls_insecure` need starttls = true"
+         targets[0].probe: `ca_file` and `tls_insecure` need starttls = true or tls = \"implicit\""
     );
     let both = json!({ "starttls": true, "tls_insecure": true, "ca_file": "/etc/ssl/ca.pem" });
     assert_eq!(

@@ -186,7 +186,29 @@ pub fn render(kind: &str, result: &ProbeResult, timeout: Duration) -> String {
             "Duration of icmp request by phase",
             &[("resolve", p.dns), ("setup", p.connect), ("rtt", p.rtt)],
         ),
+        "diameter" => phases(
+            "probe_diameter_duration_seconds",
+            "Duration of the Diameter exchange by phase; processing is up to the CEA",
+            &[
+                ("resolve", p.dns),
+                ("connect", p.connect),
+                ("tls", p.tls),
+                ("processing", p.first_byte),
+            ],
+        ),
+        "gtp" | "radius" => phases(
+            &format!("probe_{kind}_duration_seconds"),
+            &format!("Duration of the {kind} request by phase; rtt includes retransmissions"),
+            &[("resolve", p.dns), ("rtt", p.first_byte)],
+        ),
         _ => {}
+    }
+    if let Some(counter) = result.peer.restart_counter {
+        gauge(
+            "probe_gtp_restart_counter",
+            "Restart counter (Recovery IE) of the GTP peer; changes() shows its restarts",
+            f64::from(counter),
+        );
     }
     if let Some(tls) = &result.tls {
         gauge(

@@ -11,7 +11,7 @@ use crate::validation::Issues;
 pub fn target_key(kind: &str) -> Option<&'static str> {
     Some(match kind {
         "http" => "url",
-        "tcp" | "tls" | "imap" | "smtp" => "address",
+        "tcp" | "tls" | "imap" | "smtp" | "diameter" | "gtp" | "radius" => "address",
         "dns" => "server",
         "icmp" => "host",
         "sip" => "uri",

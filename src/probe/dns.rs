@@ -19,8 +19,8 @@ use tokio::time::Instant;
 
 use super::conn::{self, fail};
 use super::result::{Failure, Phases, ProbeResult, Reason};
-use crate::validation::{Issues, regex_error};
 use super::sanitize::excerpt;
+use crate::validation::{Issues, regex_error};
 
 /// Response codes by their RFC names (RFC 1035, RFC 2136), for `valid_rcodes` and details.
 const RCODES: [(&str, u16); 11] = [

@@ -11,8 +11,8 @@ use std::time::Duration;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::header::{
-    AUTHORIZATION, HOST, HeaderMap, HeaderName, HeaderValue, LOCATION, PROXY_AUTHORIZATION,
-    USER_AGENT,
+    ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, HOST, HeaderMap, HeaderName, HeaderValue,
+    LOCATION, PROXY_AUTHORIZATION, USER_AGENT,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,10 +25,11 @@ use tokio::time::Instant;
 use url::Url;
 
 use super::conn::{self, DEFAULT_MAX_READ_BYTES, fail};
+use super::http_decode::{DecodeError, Decoder, Encoding};
 use super::result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
+use super::sanitize::{Secrets, authorization_secrets, peer_text};
 use super::tls::{self, TlsClients, Trust};
 use crate::validation::{Issues, regex_error};
-use super::sanitize::{Secrets, authorization_secrets, peer_text};
 
 /// Redirects followed before the probe fails with `protocol`.
 const MAX_REDIRECTS: usize = 10;
@@ -75,9 +76,14 @@ pub struct HttpProbeConfig {
     /// degraded.
     #[serde(default, with = "humantime_serde")]
     pub cert_expiry_warning: Option<Duration>,
-    /// Longest body read; a longer body fails the probe (default 1 MiB).
+    /// Longest body read; a longer body fails the probe (default 1 MiB). With
+    /// `accept_encoding`, the limit is on the decoded body.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// Ask for a compressed body (`["gzip", "deflate"]`) and decode it before the checks;
+    /// by default none is asked for and the body is read as sent.
+    #[serde(default)]
+    pub accept_encoding: Vec<Encoding>,
     /// Local IP to connect from.
     #[serde(default)]
     pub source_address: Option<String>,
@@ -104,6 +110,7 @@ pub struct HttpSpec {
     pub trust: Trust,
     pub cert_expiry_warning: Option<Duration>,
     pub max_body_bytes: u64,
+    pub accept_encoding: Vec<Encoding>,
     pub source_address: Option<IpAddr>,
     /// Credentials the request carries (`Authorization`, `Proxy-Authorization` headers),
     /// which no detail may show.
@@ -138,6 +145,21 @@ impl HttpProbeConfig {
             },
         };
         let mut headers = HeaderMap::new();
+        if !self.accept_encoding.is_empty() {
+            let offer: Vec<&str> = self.accept_encoding.iter().map(|e| e.as_str()).collect();
+            let value = HeaderValue::from_str(&offer.join(", ")).expect("token characters");
+            headers.insert(ACCEPT_ENCODING, value);
+            if self
+                .headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("accept-encoding"))
+            {
+                issues.push(
+                    format!("{path}.accept_encoding"),
+                    "set `accept_encoding` or an Accept-Encoding header, not both",
+                );
+            }
+        }
         for (name, value) in &self.headers {
             match (
                 HeaderName::from_bytes(name.as_bytes()),
@@ -226,6 +248,7 @@ impl HttpProbeConfig {
             trust: trust?,
             cert_expiry_warning: self.cert_expiry_warning,
             max_body_bytes,
+            accept_encoding: self.accept_encoding.clone(),
             source_address,
         })
     }
@@ -477,19 +500,57 @@ async fn exchange(
 
     let keep_body =
         spec.body_contains.is_some() || spec.body_regex.is_some() || spec.json_path.is_some();
-    let body = read_body(hop, spec.max_body_bytes, keep_body, deadline).await?;
+    let decoder = decoder(spec, &hop.response, keep_body)?;
+    let body = read_body(hop, spec.max_body_bytes, keep_body, decoder, deadline).await?;
     if keep_body {
         check_body(spec, &body)?;
     }
     Ok(())
 }
 
-/// Reads the body up to `limit` bytes, keeping it only when a check needs it; returning
-/// drops the connection, so a longer body is never drained.
+/// The decoder for the response's Content-Encoding, when the probe asked for one.
+fn decoder(
+    spec: &HttpSpec,
+    response: &Response<Incoming>,
+    keep: bool,
+) -> Result<Option<Decoder>, Failure> {
+    if spec.accept_encoding.is_empty() {
+        return Ok(None);
+    }
+    let Some(value) = response.headers().get(CONTENT_ENCODING) else {
+        return Ok(None);
+    };
+    let name = value.to_str().unwrap_or_default().trim();
+    if name.eq_ignore_ascii_case("identity") {
+        return Ok(None);
+    }
+    match spec
+        .accept_encoding
+        .iter()
+        .find(|e| name.eq_ignore_ascii_case(e.as_str()))
+    {
+        Some(&encoding) => Ok(Some(Decoder::new(encoding, spec.max_body_bytes, keep))),
+        None => Err(fail(
+            Reason::Protocol,
+            format!("Content-Encoding {value:?}, which the probe did not ask for"),
+        )),
+    }
+}
+
+fn decode_failure(error: DecodeError) -> Failure {
+    match error {
+        DecodeError::TooLarge(_) => fail(Reason::Assertion, error.to_string()),
+        DecodeError::Corrupt { .. } => fail(Reason::Protocol, error.to_string()),
+    }
+}
+
+/// Reads the body up to `limit` bytes (decoded, with a decoder), keeping it only when a
+/// check needs it; returning drops the connection, so a longer body is never drained.
 async fn read_body(
     hop: Hop,
     limit: u64,
     keep: bool,
+    mut decoder: Option<Decoder>,
     deadline: Instant,
 ) -> Result<Vec<u8>, Failure> {
     let mut incoming = hop.response.into_body();
@@ -503,7 +564,12 @@ async fn read_body(
                     "body not complete before the deadline",
                 ));
             }
-            Ok(None) => return Ok(body),
+            Ok(None) => {
+                return match decoder {
+                    Some(d) => d.finish().map_err(decode_failure),
+                    None => Ok(body),
+                };
+            }
             Ok(Some(Err(e))) => return Err(fail(Reason::Protocol, error_chain(&e))),
             Ok(Some(Ok(frame))) => frame,
         };
@@ -517,7 +583,9 @@ async fn read_body(
                 format!("body larger than max_body_bytes ({limit})"),
             ));
         }
-        if keep {
+        if let Some(d) = &mut decoder {
+            d.write(&chunk).map_err(decode_failure)?;
+        } else if keep {
             body.extend_from_slice(&chunk);
         }
     }
@@ -601,6 +669,7 @@ mod tests {
             ca_file: None,
             cert_expiry_warning: None,
             max_body_bytes: None,
+            accept_encoding: vec![],
             source_address: None,
         }
     }

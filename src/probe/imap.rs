@@ -11,9 +11,9 @@ use tokio::time::Instant;
 
 use super::conn::{self, Lines, Step, fail};
 use super::result::{Phases, ProbeResult, Reason, TlsInfo};
+use super::sanitize::{Secrets, peer_text};
 use super::tls::{self, TlsClients, Trust};
 use crate::validation::{Issues, read_secret_file};
-use super::sanitize::{Secrets, peer_text};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,17 +7,24 @@
 
 pub mod adhoc;
 mod conn;
+mod diameter;
 mod dns;
+mod gtp;
 mod http;
+mod http_decode;
 mod icmp;
 mod imap;
 pub mod module;
+mod radius;
 mod result;
 pub(crate) mod sanitize;
 mod sip;
+mod sip_digest;
+mod sip_locate;
 mod smtp;
 mod tcp;
 mod tls;
+mod udp;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,7 +32,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-pub use result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
+pub use result::{Failure, PeerInfo, Phases, ProbeResult, Reason, TlsInfo};
 
 /// The parsers of what peers send, for the fuzz targets in `fuzz/` only (cargo fuzz builds
 /// with `--cfg fuzzing`): no part of the library's API.
@@ -53,6 +60,9 @@ pub enum ProbeConfig {
     Imap(imap::ImapProbeConfig),
     Smtp(smtp::SmtpProbeConfig),
     Icmp(icmp::IcmpProbeConfig),
+    Diameter(diameter::DiameterProbeConfig),
+    Gtp(gtp::GtpProbeConfig),
+    Radius(radius::RadiusProbeConfig),
 }
 
 impl ProbeConfig {
@@ -61,11 +71,22 @@ impl ProbeConfig {
     pub fn paths_mut(&mut self) -> Vec<&mut PathBuf> {
         match self {
             ProbeConfig::Http(c) => c.ca_file.iter_mut().collect(),
+            ProbeConfig::Tcp(c) => c.ca_file.iter_mut().collect(),
             ProbeConfig::Tls(c) => c.ca_file.iter_mut().collect(),
-            ProbeConfig::Sip(c) => c.ca_file.iter_mut().collect(),
-            ProbeConfig::Smtp(c) => c.ca_file.iter_mut().collect(),
+            ProbeConfig::Sip(c) => c.ca_file.iter_mut().chain(&mut c.password_file).collect(),
+            ProbeConfig::Smtp(c) => c.ca_file.iter_mut().chain(&mut c.password_file).collect(),
             ProbeConfig::Imap(c) => c.ca_file.iter_mut().chain([&mut c.password_file]).collect(),
-            ProbeConfig::Tcp(_) | ProbeConfig::Dns(_) | ProbeConfig::Icmp(_) => Vec::new(),
+            ProbeConfig::Diameter(c) => c
+                .ca_file
+                .iter_mut()
+                .chain(&mut c.tls_cert_file)
+                .chain(&mut c.tls_key_file)
+                .collect(),
+            ProbeConfig::Radius(c) => [&mut c.secret_file]
+                .into_iter()
+                .chain(&mut c.password_file)
+                .collect(),
+            ProbeConfig::Dns(_) | ProbeConfig::Icmp(_) | ProbeConfig::Gtp(_) => Vec::new(),
         }
     }
 
@@ -82,6 +103,9 @@ impl ProbeConfig {
             ProbeConfig::Imap(c) => c.build(path, issues).map(ProbeSpec::Imap),
             ProbeConfig::Smtp(c) => c.build(path, issues).map(ProbeSpec::Smtp),
             ProbeConfig::Icmp(c) => c.build(path, issues).map(ProbeSpec::Icmp),
+            ProbeConfig::Diameter(c) => c.build(path, issues).map(ProbeSpec::Diameter),
+            ProbeConfig::Gtp(c) => c.build(path, issues).map(ProbeSpec::Gtp),
+            ProbeConfig::Radius(c) => c.build(path, issues).map(ProbeSpec::Radius),
         }
     }
 }
@@ -97,6 +121,9 @@ pub enum ProbeSpec {
     Imap(imap::ImapSpec),
     Smtp(smtp::SmtpSpec),
     Icmp(icmp::IcmpSpec),
+    Diameter(diameter::DiameterSpec),
+    Gtp(gtp::GtpSpec),
+    Radius(radius::RadiusSpec),
 }
 
 impl ProbeSpec {
@@ -111,6 +138,9 @@ impl ProbeSpec {
             ProbeSpec::Imap(_) => "imap",
             ProbeSpec::Smtp(_) => "smtp",
             ProbeSpec::Icmp(_) => "icmp",
+            ProbeSpec::Diameter(_) => "diameter",
+            ProbeSpec::Gtp(_) => "gtp",
+            ProbeSpec::Radius(_) => "radius",
         }
     }
 
@@ -154,13 +184,16 @@ impl Prober {
         let run = async {
             match spec {
                 ProbeSpec::Http(s) => http::run(&self.tls, s, deadline).await,
-                ProbeSpec::Tcp(s) => tcp::run(s, deadline).await,
+                ProbeSpec::Tcp(s) => tcp::run(&self.tls, s, deadline).await,
                 ProbeSpec::Tls(s) => tls::run(&self.tls, s, deadline).await,
                 ProbeSpec::Dns(s) => dns::run(s, deadline).await,
                 ProbeSpec::Sip(s) => sip::run(&self.tls, s, deadline).await,
                 ProbeSpec::Imap(s) => imap::run(&self.tls, s, deadline).await,
                 ProbeSpec::Smtp(s) => smtp::run(&self.tls, s, deadline).await,
                 ProbeSpec::Icmp(s) => icmp::run(s, deadline).await,
+                ProbeSpec::Diameter(s) => diameter::run(&self.tls, s, deadline).await,
+                ProbeSpec::Gtp(s) => gtp::run(s, deadline).await,
+                ProbeSpec::Radius(s) => radius::run(s, deadline).await,
             }
         };
         let mut result =

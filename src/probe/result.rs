@@ -97,6 +97,19 @@ pub struct ProbeResult {
     pub tls: Option<TlsInfo>,
     /// The final HTTP status, when an answer came (blackbox's `probe_http_status_code`).
     pub http_status: Option<u16>,
+    /// What the peer told about itself, where the protocol tells it.
+    pub peer: PeerInfo,
+    /// A success the peer itself qualifies, and why: it restarted recently (GTP restart
+    /// counter), it is draining (SIP 503 with Retry-After). The target is degraded.
+    pub degraded: Option<String>,
+}
+
+/// A peer's own account of itself: who it is (Diameter's Origin-Host and Product-Name)
+/// and when it last restarted (GTP's restart counter).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub identity: Option<String>,
+    pub restart_counter: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +127,8 @@ impl ProbeResult {
             phases,
             tls: None,
             http_status: None,
+            peer: PeerInfo::default(),
+            degraded: None,
         }
     }
 
@@ -127,6 +142,8 @@ impl ProbeResult {
             phases: Phases::default(),
             tls: None,
             http_status: None,
+            peer: PeerInfo::default(),
+            degraded: None,
         }
     }
 
@@ -138,6 +155,8 @@ impl ProbeResult {
             phases,
             tls: None,
             http_status: None,
+            peer: PeerInfo::default(),
+            degraded: None,
         }
     }
 
@@ -149,6 +168,11 @@ impl ProbeResult {
     /// the target is degraded , like a slow success.
     pub fn cert_expiring(&self) -> bool {
         self.is_ok() && self.tls.as_ref().is_some_and(|t| t.expiring)
+    }
+
+    /// A success the peer qualifies ([`ProbeResult::degraded`]): degraded too.
+    pub fn peer_degraded(&self) -> bool {
+        self.is_ok() && self.degraded.is_some()
     }
 }
 

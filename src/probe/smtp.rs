@@ -1,9 +1,13 @@
 //! `smtp` probe: the 220 banner, EHLO, optionally STARTTLS (with a verified handshake and
-//! a second EHLO inside it), QUIT (RFC 5321, RFC 3207). No mail is sent.
+//! a second EHLO inside it) or TLS from the first byte (submissions, RFC 8314, port 465),
+//! optionally AUTH PLAIN or LOGIN (RFC 4954, submission on 587), QUIT (RFC 5321, RFC
+//! 3207). No mail is sent.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -11,9 +15,9 @@ use tokio::time::Instant;
 
 use super::conn::{self, Lines, Step, fail};
 use super::result::{Phases, ProbeResult, Reason, TlsInfo};
-use super::tls::{self, TlsClients, Trust};
-use crate::validation::Issues;
 use super::sanitize::excerpt;
+use super::tls::{self, TlsClients, Trust};
+use crate::validation::{Issues, read_secret_file};
 
 /// Lines accepted in one multi-line reply; real EHLO replies have about a dozen.
 const MAX_REPLY_LINES: usize = 1000;
@@ -23,9 +27,18 @@ const MAX_REPLY_LINES: usize = 1000;
 pub struct SmtpProbeConfig {
     /// `host:port`; IPv6 literals in brackets.
     pub address: String,
-    /// Upgrade with STARTTLS after EHLO and verify the certificate.
+    /// Upgrade with STARTTLS after EHLO and verify the certificate (`tls = "starttls"`).
     #[serde(default)]
     pub starttls: bool,
+    /// `none` (the default), `starttls`, or `implicit`: TLS from the first byte (465).
+    #[serde(default)]
+    pub tls: Option<SmtpTls>,
+    /// Log in with AUTH PLAIN (or LOGIN, when only that is offered) as this user; needs TLS.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File holding the password (surrounding white space trimmed).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Name given in EHLO; default `tocsin.localdomain`.
     #[serde(default)]
     pub helo_name: Option<String>,
@@ -40,13 +53,36 @@ pub struct SmtpProbeConfig {
     pub tls_insecure: bool,
 }
 
+/// How the session gets encrypted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    #[default]
+    None,
+    Starttls,
+    Implicit,
+}
+
+/// A password that never shows up in `Debug` output.
+#[derive(Clone)]
+pub struct Password(String);
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(…)")
+    }
+}
+
 /// A validated SMTP probe.
 #[derive(Debug, Clone)]
 pub struct SmtpSpec {
     pub address: String,
-    /// Server name and trust; set with `starttls`.
+    pub tls_mode: SmtpTls,
+    /// Server name and trust; set unless `tls_mode` is `None`.
     pub starttls: Option<(ServerName<'static>, Trust)>,
     pub helo_name: String,
+    /// User name and password for AUTH.
+    pub login: Option<(String, Password)>,
     pub source_address: Option<IpAddr>,
 }
 
@@ -74,7 +110,43 @@ impl SmtpProbeConfig {
             );
         }
         let source_address = conn::source_address(self.source_address.as_deref(), path, issues);
-        let starttls = if self.starttls {
+        let tls_mode = match (self.tls, self.starttls) {
+            (Some(SmtpTls::Starttls) | None, true) => SmtpTls::Starttls,
+            (Some(_), true) => {
+                issues.push(
+                    format!("{path}.starttls"),
+                    "set `tls` or `starttls`, not both",
+                );
+                SmtpTls::Starttls
+            }
+            (mode, false) => mode.unwrap_or_default(),
+        };
+        let login = match (&self.username, &self.password_file) {
+            (None, None) => None,
+            (Some(user), Some(file)) => {
+                if user.is_empty() {
+                    issues.push(format!("{path}.username"), "must not be empty");
+                }
+                if tls_mode == SmtpTls::None {
+                    issues.push(
+                        format!("{path}.username"),
+                        "AUTH would send the password in clear: set tls = \"starttls\" or \"implicit\"",
+                    );
+                }
+                read_secret_file(file)
+                    .map(|p| (user.clone(), Password(p)))
+                    .map_err(|e| issues.push(format!("{path}.password_file"), e))
+                    .ok()
+            }
+            _ => {
+                issues.push(
+                    path.to_string(),
+                    "set both `username` and `password_file`, or neither",
+                );
+                None
+            }
+        };
+        let starttls = if tls_mode != SmtpTls::None {
             let name = host.and_then(|host| {
                 let name = tls::server_name(host);
                 if name.is_none() {
@@ -91,7 +163,7 @@ impl SmtpProbeConfig {
             if self.ca_file.is_some() || self.tls_insecure {
                 issues.push(
                     path.to_string(),
-                    "`ca_file` and `tls_insecure` need starttls = true",
+                    "`ca_file` and `tls_insecure` need starttls = true or tls = \"implicit\"",
                 );
             }
             None
@@ -101,8 +173,10 @@ impl SmtpProbeConfig {
         }
         Some(SmtpSpec {
             address: self.address.clone(),
+            tls_mode,
             starttls,
             helo_name,
+            login,
             source_address,
         })
     }
@@ -140,6 +214,20 @@ async fn session(
     tls_info: &mut Option<TlsInfo>,
 ) -> Step<()> {
     let stream = conn::open(&spec.address, spec.source_address, deadline, start, phases).await?;
+    if let (SmtpTls::Implicit, Some((name, trust))) = (spec.tls_mode, &spec.starttls) {
+        let tls_start = Instant::now();
+        let config = clients.config(trust, false);
+        let (stream, info) = tls::handshake(config, name.clone(), stream, None, deadline).await?;
+        phases.tls = Some(tls_start.elapsed());
+        *tls_info = Some(info);
+        let mut lines = Lines::new(stream);
+        let banner = reply(&mut lines, deadline, "the banner").await?;
+        phases.first_byte = Some(start.elapsed());
+        expect(&banner, 220, "banner")?;
+        let offer = ehlo(&mut lines, spec, deadline).await?;
+        authenticate(&mut lines, spec, &offer, deadline).await?;
+        return quit(lines, deadline).await;
+    }
     let mut lines = Lines::new(stream);
 
     let banner = reply(&mut lines, deadline, "the banner").await?;
@@ -173,8 +261,74 @@ async fn session(
     *tls_info = Some(info);
     // RFC 3207 §4.2: forget what was learnt in clear; EHLO again inside TLS.
     let mut lines = Lines::new(stream);
-    ehlo(&mut lines, spec, deadline).await?;
+    let offer = ehlo(&mut lines, spec, deadline).await?;
+    authenticate(&mut lines, spec, &offer, deadline).await?;
     quit(lines, deadline).await
+}
+
+/// AUTH PLAIN (RFC 4616), or LOGIN when only that is offered; 535 is `auth`.
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    lines: &mut Lines<S>,
+    spec: &SmtpSpec,
+    offer: &Reply,
+    deadline: Instant,
+) -> Step<()> {
+    let Some((user, password)) = &spec.login else {
+        return Ok(());
+    };
+    let mechanisms: Vec<String> = offer
+        .text
+        .iter()
+        .skip(1)
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let keyword = words.next()?;
+            keyword
+                .eq_ignore_ascii_case("AUTH")
+                .then(|| words.map(str::to_ascii_uppercase).collect::<Vec<_>>())
+        })
+        .flatten()
+        .collect();
+    let answer = if mechanisms.iter().any(|m| m == "PLAIN") {
+        let token = BASE64.encode(format!("\0{user}\0{}", password.0));
+        let command = format!("AUTH PLAIN {token}\r\n");
+        lines
+            .send(command.as_bytes(), deadline, "AUTH PLAIN")
+            .await?;
+        reply(lines, deadline, "the answer to AUTH PLAIN").await?
+    } else if mechanisms.iter().any(|m| m == "LOGIN") {
+        lines
+            .send(b"AUTH LOGIN\r\n", deadline, "AUTH LOGIN")
+            .await?;
+        let mut answer = reply(lines, deadline, "the answer to AUTH LOGIN").await?;
+        for secret in [user.as_str(), password.0.as_str()] {
+            if answer.code != 334 {
+                break;
+            }
+            let line = format!("{}\r\n", BASE64.encode(secret));
+            lines.send(line.as_bytes(), deadline, "AUTH LOGIN").await?;
+            answer = reply(lines, deadline, "the answer to AUTH LOGIN").await?;
+        }
+        answer
+    } else {
+        return Err(fail(
+            Reason::Auth,
+            format!(
+                "the server offers no AUTH PLAIN or LOGIN (offers: {})",
+                if mechanisms.is_empty() {
+                    "none".to_string()
+                } else {
+                    mechanisms.join(" ")
+                }
+            ),
+        ));
+    };
+    match answer.code {
+        235 => Ok(()),
+        // RFC 4954 §6: 535 credentials invalid, 534 mechanism too weak, 454 temporary.
+        534 | 535 => Err(fail(Reason::Auth, format!("AUTH: {}", answer.summary()))),
+        _ => expect(&answer, 235, "AUTH"),
+    }
 }
 
 async fn ehlo<S: AsyncRead + AsyncWrite + Unpin>(

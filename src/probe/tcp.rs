@@ -1,15 +1,19 @@
-//! `tcp` probe: connect, optionally send a line and wait for an expected answer.
+//! `tcp` probe: connect, optionally TLS, optionally send a line and wait for an expected
+//! answer (inside TLS when there is TLS).
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use regex::bytes::Regex;
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use super::conn::{self, DEFAULT_MAX_READ_BYTES};
 use super::result::{Phases, ProbeResult, Reason};
 use super::sanitize::excerpt;
+use super::tls::{self, TlsClients, Trust};
 use crate::validation::{Issues, regex_error};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +30,18 @@ pub struct TcpProbeConfig {
     /// Local IP to connect from.
     #[serde(default)]
     pub source_address: Option<String>,
+    /// TLS handshake after connect; `send` and `expect_regex` then go through TLS.
+    #[serde(default)]
+    pub tls: bool,
+    /// Server name for the handshake (with `tls`); default the host of `address`.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// PEM file of the CAs to trust instead of the system's (with `tls`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Accept any certificate (with `tls`; lab endpoints).
+    #[serde(default)]
+    pub tls_insecure: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +50,8 @@ pub struct TcpSpec {
     pub send: Option<Vec<u8>>,
     pub expect: Option<Regex>,
     pub source_address: Option<IpAddr>,
+    /// Server name and trust; set with `tls`.
+    pub tls: Option<(ServerName<'static>, Trust)>,
 }
 
 impl TcpProbeConfig {
@@ -53,6 +71,33 @@ impl TcpProbeConfig {
                 }
             });
         let source_address = conn::source_address(self.source_address.as_deref(), path, issues);
+        let tls = if self.tls {
+            let host = self.address.rsplit_once(':').map(|(host, _)| host);
+            let name = match (&self.sni, host) {
+                (Some(sni), _) => tls::server_name(sni).or_else(|| {
+                    issues.push(format!("{path}.sni"), format!("`{sni}` is not a DNS name"));
+                    None
+                }),
+                (None, Some(host)) => tls::server_name(host).or_else(|| {
+                    issues.push(
+                        format!("{path}.address"),
+                        format!("`{host}` is not a valid TLS server name; set `sni`"),
+                    );
+                    None
+                }),
+                (None, None) => None,
+            };
+            let trust = tls::trust(self.ca_file.as_deref(), self.tls_insecure, path, issues);
+            name.zip(trust)
+        } else {
+            if self.sni.is_some() || self.ca_file.is_some() || self.tls_insecure {
+                issues.push(
+                    path.to_string(),
+                    "`sni`, `ca_file` and `tls_insecure` need tls = true",
+                );
+            }
+            None
+        };
         if issues.len() > before {
             return None;
         }
@@ -61,11 +106,12 @@ impl TcpProbeConfig {
             send: self.send.as_ref().map(|s| s.as_bytes().to_vec()),
             expect,
             source_address,
+            tls,
         })
     }
 }
 
-pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
+pub async fn run(clients: &TlsClients, spec: &TcpSpec, deadline: Instant) -> ProbeResult {
     let start = Instant::now();
     let mut phases = Phases::default();
 
@@ -76,15 +122,43 @@ pub async fn run(spec: &TcpSpec, deadline: Instant) -> ProbeResult {
     phases.dns = Some(start.elapsed());
 
     let connect_start = Instant::now();
-    let mut stream = match conn::connect(addr, spec.source_address, deadline).await {
+    let stream = match conn::connect(addr, spec.source_address, deadline).await {
         Ok(stream) => stream,
         Err(f) => return ProbeResult::failed(f, start.elapsed(), phases),
     };
     phases.connect = Some(connect_start.elapsed());
-    let connected = Instant::now();
+    let Some((name, trust)) = &spec.tls else {
+        return converse(stream, spec, deadline, start, phases).await;
+    };
+    let tls_start = Instant::now();
+    let config = clients.config(trust, false);
+    match tls::handshake(config, name.clone(), stream, None, deadline).await {
+        Ok((stream, info)) => {
+            phases.tls = Some(tls_start.elapsed());
+            let mut result = converse(stream, spec, deadline, start, phases).await;
+            result.tls = Some(info);
+            result
+        }
+        Err(f) => ProbeResult::failed(f, start.elapsed(), phases),
+    }
+}
 
+/// `send`, then `expect_regex`, over the connection (plain or TLS).
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    spec: &TcpSpec,
+    deadline: Instant,
+    start: Instant,
+    mut phases: Phases,
+) -> ProbeResult {
+    let connected = Instant::now();
     if let Some(payload) = &spec.send {
-        match tokio::time::timeout_at(deadline, stream.write_all(payload)).await {
+        // Flushed too: TLS holds written bytes until then.
+        let write = async {
+            stream.write_all(payload).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout_at(deadline, write).await {
             Err(_) => {
                 return ProbeResult::failure(Reason::Timeout, "send timed out", start.elapsed());
             }

@@ -65,7 +65,8 @@ pub enum Trust {
     System,
     /// Anything (`tls_insecure`): the chain is still read for its expiry.
     Insecure,
-    /// A client built at config time around the CAs of a `ca_file`.
+    /// A client built at config time: around the CAs of a `ca_file`, or presenting a
+    /// client certificate.
     CaFile(Arc<ClientConfig>),
 }
 
@@ -162,6 +163,18 @@ pub(crate) fn ca_file_client(
     path: &str,
     issues: &mut Issues,
 ) -> Option<Arc<ClientConfig>> {
+    let verifier = ca_verifier(file, path, issues)?;
+    client(verifier, alpn)
+        .map_err(|e| issues.push(format!("{path}.ca_file"), e.to_string()))
+        .ok()
+}
+
+/// A verifier trusting only the CAs in `file`; problems go under `path.ca_file`.
+fn ca_verifier(
+    file: &std::path::Path,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<Arc<dyn ServerCertVerifier>> {
     let key = format!("{path}.ca_file");
     let certs = match CertificateDer::pem_file_iter(file)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
@@ -178,15 +191,77 @@ pub(crate) fn ca_file_client(
         issues.push(key, format!("{} holds no CA certificate", file.display()));
         return None;
     }
-    let verifier =
-        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build();
-    match verifier {
-        Ok(verifier) => client(verifier, alpn)
-            .map_err(|e| issues.push(key, e.to_string()))
-            .ok(),
+    match rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+    {
+        Ok(verifier) => Some(verifier),
         Err(e) => {
             issues.push(key, e.to_string());
+            None
+        }
+    }
+}
+
+/// A client that presents the certificate chain of `cert_file` and the key of `key_file`
+/// (PEM), for peers that insist on mutual TLS (Diameter, RFC 6733 §13). Trust is read as
+/// [`conn::trust`] reads it; the result is a client built at config time.
+pub(crate) fn client_with_identity(
+    ca_file: Option<&std::path::Path>,
+    insecure: bool,
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<Trust> {
+    let verifier: Option<Arc<dyn ServerCertVerifier>> = match (ca_file, insecure) {
+        (Some(_), true) => {
+            issues.push(
+                format!("{path}.tls_insecure"),
+                "set `ca_file` or `tls_insecure`, not both",
+            );
+            None
+        }
+        (Some(file), false) => ca_verifier(file, path, issues),
+        (None, true) => Some(Arc::new(AcceptAnyCertificate(
+            provider().signature_verification_algorithms,
+        ))),
+        (None, false) => match rustls_platform_verifier::Verifier::new(provider()) {
+            Ok(v) => Some(Arc::new(v)),
+            Err(e) => {
+                issues.push(path.to_string(), format!("system CA certificates: {e}"));
+                None
+            }
+        },
+    };
+    let chain = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read {}: {e}", cert_file.display()))
+        .and_then(|chain| match chain.is_empty() {
+            true => Err(format!("{} holds no certificate", cert_file.display())),
+            false => Ok(chain),
+        })
+        .map_err(|e| issues.push(format!("{path}.tls_cert_file"), e))
+        .ok();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| {
+            issues.push(
+                format!("{path}.tls_key_file"),
+                format!("cannot read a private key from {}: {e}", key_file.display()),
+            )
+        })
+        .ok();
+    let (verifier, chain, key) = (verifier?, chain?, key?);
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map(|b| b.dangerous().with_custom_certificate_verifier(verifier))
+        .and_then(|b| b.with_client_auth_cert(chain, key));
+    match config {
+        Ok(mut config) => {
+            config.resumption = rustls::client::Resumption::disabled();
+            Some(Trust::CaFile(Arc::new(config)))
+        }
+        Err(e) => {
+            issues.push(format!("{path}.tls_key_file"), e.to_string());
             None
         }
     }
