@@ -75,9 +75,6 @@ pub enum StoreError {
     /// leads `scope` now (or the lease ran out). The writes made under it were not stored.
     #[error("leader writes refused: token {token} no longer holds the {scope:?} lease")]
     Fenced { scope: String, token: i64 },
-    /// A batch failed for a reason retrying does not cure (logged when it happened).
-    #[error("store write failed: {0}")]
-    WriteFailed(String),
 }
 
 /// What a restart resumes from.
@@ -258,9 +255,9 @@ impl Store {
         }
     }
 
-    /// Waits until every write sent before this call is committed: an error when its batch
-    /// failed or had leader writes refused, or when the fence in effect has been seen
-    /// refused ([`StoreError::Fenced`]).
+    /// Waits until every write sent before this call is committed (or has failed, which is
+    /// logged); [`StoreError::Fenced`] when leader writes of its batch were refused, or the
+    /// fence in effect has been seen refused.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
         self.writes

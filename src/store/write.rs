@@ -80,7 +80,8 @@ pub(super) enum Queued {
 }
 
 pub(super) enum Hook {
-    /// Answered once every write queued before it is committed (or refused, or failed).
+    /// Answered once every write queued before it is committed (or failed, or refused:
+    /// only a refusal is an error).
     Flush(oneshot::Sender<Result<(), StoreError>>),
     /// Runs once every write queued before it is committed, unless they were refused.
     Then(Box<dyn FnOnce() + Send>),
@@ -166,7 +167,7 @@ impl Batch {
     }
 
     /// Answers the hooks. After a commit (or a failure, which is logged and not retried)
-    /// they run. After a refusal, and for a hook queued under a fence seen refused, flushes
+    /// they run and flushes succeed. After a refusal, and for a hook queued under a fence seen refused, flushes
     /// learn of it and `Then` hooks are dropped: nothing is alerted from writes that were
     /// not stored.
     pub fn finish(self, outcome: Outcome, refused: &mut Refused) {
@@ -196,9 +197,7 @@ impl Batch {
                         token: fence.token,
                     }));
                 }
-                (Hook::Flush(done), None, Outcome::Failed(e)) => {
-                    let _ = done.send(Err(StoreError::WriteFailed(e.clone())));
-                }
+                // As before PostgreSQL: a failed batch is logged, and its waiters go on.
                 (Hook::Flush(done), None, _) => {
                     let _ = done.send(Ok(()));
                 }
