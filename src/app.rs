@@ -85,7 +85,7 @@ impl App {
             .config_reload_timestamp
             .set(clock.now().timestamp() as f64);
 
-        let (store, restored) = Store::open(settings.storage.sqlite.clone()).await?;
+        let (store, restored) = Store::open(&settings.storage).await?;
         let prober = Prober::new()?;
         let hangups = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
 

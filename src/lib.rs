@@ -12,8 +12,8 @@
 //!                              │ events, writes, snapshots
 //!       ┌───────────────┬──────┴─────────────┬───────────────────────┐
 //!       ▼               ▼                    ▼                       ▼
-//!    metrics   alert::{routing, outbox,   store::sqlite   http::{api, status_page,
-//!              webhook, alertmanager,                           statuspage_api,
+//!    metrics   alert::{routing, outbox,   store::{sqlite, http::{api, status_page,
+//!              webhook, alertmanager,     postgres}      statuspage_api,
 //!              slack, pagerduty}                                exporter, feeds}
 //! ```
 //!
@@ -37,7 +37,8 @@
 //!    (uptime, response times).
 //! 7. `event`: the alert event queued for receivers.
 //! 8. [`metrics`]: the Prometheus registry and the compact per-target series.
-//! 9. `store`: persistence (SQLite, one writer thread).
+//! 9. `store`: persistence (SQLite, or a PostgreSQL several instances share, with the
+//!    cluster's leases), one writer per store.
 //! 10. [`alert`]: routing, the durable outbox and one file per receiver type.
 //! 11. [`scheduler`]: one clock task spawning a task per probe run, a bound on probes in
 //!     flight, a hard deadline each; it sends `ProbeReport`s.

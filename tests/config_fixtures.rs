@@ -21,7 +21,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use tocsin::alert::{ReceiverKind, WebhookSpec};
-use tocsin::config::{self, ConfigError, ConfigSource, Settings};
+use tocsin::config::{self, ConfigError, ConfigSource, Settings, StorageBackend};
 use tocsin::incident::ReportingSpec;
 use tocsin::incident::reporting::{CustomRule, RuleSet};
 use tocsin::topology::{GroupMode, ServiceClass};
@@ -428,8 +428,8 @@ fn defaults_apply_when_keys_are_omitted() {
     assert_eq!(settings.server.external_url, None);
     assert_eq!(settings.server.admin_token, None);
     assert_eq!(
-        settings.storage.sqlite,
-        PathBuf::from("/var/lib/tocsin/tocsin.db")
+        settings.storage.backend,
+        StorageBackend::Sqlite(PathBuf::from("/var/lib/tocsin/tocsin.db"))
     );
     assert_eq!(
         settings.storage.raw_retention,
@@ -542,13 +542,37 @@ probe = { type = "imap", username = "probe", password_file = "vm.pass" }
     let path = conf.join("tocsin.toml");
     std::fs::write(&path, toml).unwrap();
     let settings = load_ok(&path);
-    assert_eq!(settings.storage.sqlite, conf.join("state/tocsin.db"));
+    assert_eq!(
+        settings.storage.backend,
+        StorageBackend::Sqlite(conf.join("state/tocsin.db"))
+    );
     assert_eq!(
         settings.modules["imap_login"].probe["password_file"],
         conf.join("vm.pass").display().to_string()
     );
     // From the working directory none of them exists: the anchoring is what makes it valid.
     assert!(!Path::new("vm.pass").exists());
+}
+
+/// `storage.postgres_file` is read (relative to the file's directory) and the password it
+/// may hold stays out of debug output.
+#[test]
+fn the_postgres_url_is_read_from_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("pg.url"),
+        "postgres://tocsin:hunter2@db.example.net/tocsin\n",
+    )
+    .unwrap();
+    let path = dir.path().join("tocsin.toml");
+    std::fs::write(&path, "[storage]\npostgres_file = \"pg.url\"\n").unwrap();
+    let settings = load_ok(&path);
+    let StorageBackend::Postgres(url) = &settings.storage.backend else {
+        panic!("not PostgreSQL: {:?}", settings.storage.backend);
+    };
+    let shown = format!("{settings:?}");
+    assert!(shown.contains("db.example.net"), "{shown}");
+    assert!(!shown.contains("hunter2"), "the password shows: {url:?}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The real binary: reload on SIGHUP (a bad file keeps the old config probing), graceful
-//! exit on SIGTERM, `kill -9` and restart without a second `incident.opened`, and
-//! `/metrics` linted by `promtool check metrics`.
+//! exit on SIGTERM, `kill -9` and restart without a second `incident.opened`, the same on
+//! a PostgreSQL store, and `/metrics` linted by `promtool check metrics`.
 
 mod common;
 
@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::test_config::TestConfig;
-use common::{PATIENCE, Receiver, Target, metric_sum, temp_dir, wait_for};
+use common::{PATIENCE, Receiver, Target, metric_sum, postgres, temp_dir, wait_for};
 
 /// `tocsin run` as a child process, its address read from its JSON log.
 struct Process {
@@ -104,6 +104,10 @@ impl Drop for Process {
 
 /// The daemon's configuration in `dir`, its store `dir/tocsin.db`.
 fn config(dir: &Path, targets: &[(&str, String)], receiver: Option<&Receiver>) -> String {
+    test_config(dir, targets, receiver).to_string()
+}
+
+fn test_config(dir: &Path, targets: &[(&str, String)], receiver: Option<&Receiver>) -> TestConfig {
     let mut out = TestConfig::new(dir)
         .server("listen", "\"127.0.0.1:0\"")
         .default("failure_threshold", "2")
@@ -120,7 +124,7 @@ fn config(dir: &Path, targets: &[(&str, String)], receiver: Option<&Receiver>) -
             r.url()
         ));
     }
-    out.to_string()
+    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,6 +268,81 @@ async fn kill_9_and_restart_keep_the_incident_without_a_second_opened() {
             .all(|d| d.kind() != "incident.opened" || d.event["id"] == opened_id),
         "the incident was announced again after kill -9"
     );
+}
+
+/// `storage.postgres_file` on a real PostgreSQL: an outage opens an incident and alerts;
+/// after a restart the incident is still open and is not announced again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_restart_keeps_the_incident_without_a_second_opened() {
+    let dir = temp_dir();
+    let url = postgres::fresh_database(None).await;
+    let mut receiver = Receiver::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let path = dir.path().join("tocsin.toml");
+    let toml = test_config(
+        dir.path(),
+        &[("dead", format!("http://{closed}/"))],
+        Some(&receiver),
+    )
+    .postgres(&url);
+    std::fs::write(&path, toml.to_string()).unwrap();
+    let daemon = Process::start(&path);
+    let opened = receiver.next().await;
+    assert_eq!(opened.kind(), "incident.opened");
+    let id = opened.event["incident"]["id"].clone();
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(), Some(0));
+    assert!(
+        !dir.path().join("tocsin.db").exists(),
+        "nothing was stored in SQLite"
+    );
+
+    let daemon = Process::start(&path);
+    wait_for("failed probes after the restart", || async {
+        metric_sum(
+            &daemon.metrics().await,
+            "tocsin_probe_failures_total",
+            &[("reason", "connect_refused")],
+        ) >= 4.0
+    })
+    .await;
+    let open: serde_json::Value = reqwest::get(format!(
+        "http://{}/api/v1/incidents?status=open",
+        daemon.addr
+    ))
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(open["incidents"].as_array().unwrap().len(), 1);
+    assert_eq!(open["incidents"][0]["id"], id);
+    let again: Vec<_> = receiver
+        .drain()
+        .into_iter()
+        .filter(|d| d.kind() == "incident.opened")
+        .collect();
+    assert!(
+        again.is_empty(),
+        "announced again after a restart: {again:?}"
+    );
+
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let stored: i64 = client
+        .query_one(
+            "SELECT COUNT(*) FROM incident WHERE status <> 'resolved'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 1, "the incident is in PostgreSQL");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,8 +6,8 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use tocsin::probe::parsers::{ServerLine, parse_greeting, parse_imap_line};
 use tocsin::probe::parsers::Secrets;
+use tocsin::probe::parsers::{ServerLine, parse_greeting, parse_imap_line};
 
 const PASSWORD: &str = "Hunter2-Secret";
 

@@ -5,7 +5,6 @@
 use libfuzzer_sys::fuzz_target;
 use tocsin::probe::parsers::{MAX_EXCERPT_CHARS, parse_sip_message};
 
-
 fuzz_target!(|data: &[u8]| {
     if let Err(detail) = parse_sip_message(data) {
         assert!(!detail.chars().any(char::is_control), "{detail:?}");

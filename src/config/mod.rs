@@ -28,6 +28,7 @@ use crate::engine::EngineSpec;
 use crate::http::{PageConfig, PageSpec, ServerConfig, ServerSpec, SiteSpec};
 use crate::incident::{IncidentSpec, IncidentsConfig, ReportingConfig};
 use crate::probe::module::{ModuleConfig, ModuleSpec};
+pub use crate::store::Backend as StorageBackend;
 use crate::store::{StorageConfig, StorageSpec};
 use crate::topology::Topology;
 use crate::topology::config::{
@@ -240,7 +241,8 @@ impl FileConfig {
             }
         };
         self.server.admin_token_file.iter_mut().for_each(anchor);
-        anchor(&mut self.storage.sqlite);
+        self.storage.sqlite.iter_mut().for_each(anchor);
+        self.storage.postgres_file.iter_mut().for_each(anchor);
         for r in &mut self.receivers {
             [&mut r.secret_file, &mut r.url_file, &mut r.routing_key_file]
                 .into_iter()

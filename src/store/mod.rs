@@ -1,78 +1,352 @@
-//! Persistence. SQLite is the embedded default ([`sqlite`]); writes go through one writer
-//! thread, so nothing blocking ever runs on the async runtime.
+//! Persistence: target detector states, incidents (open and past), changes, maintenance
+//! windows, the alert outbox, routing state, rollups, and what vantages report. SQLite is
+//! the embedded default ([`sqlite`]); several instances share a PostgreSQL ([`postgres`]),
+//! which also holds the cluster's leases ([`Cluster`]).
+//!
+//! The [`Store`] handle is the same for both: writes are queued to one writer per store
+//! (a thread for SQLite, a task for PostgreSQL) that commits whatever is queued as one
+//! transaction, in order; reads go to the backend. Nothing blocking runs on the async
+//! runtime.
+//!
+//! * `cluster`: the fence, the cluster handle, what vantages publish;
+//! * `config`: `[storage]`;
+//! * `write`: what the writers receive, batches, fences and hooks;
+//! * `history`: uptime and service histories from rollup rows, for either backend;
+//! * `migrate`: the versioned schema both backends apply on open.
 
+mod cluster;
+mod config;
+mod history;
+mod migrate;
+pub mod postgres;
 pub mod sqlite;
+mod write;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
-use serde::Deserialize;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::validation::Issues;
+use crate::clock::Timestamp;
+use crate::detector::Detector;
+use crate::event::AlertEvent;
+use crate::incident::{Change, Incident, PastIncident};
+use crate::rollup::{ClosedMinute, HistogramError, OpenMinute, ServiceHistory, Uptime};
+use crate::topology::MaintenanceWindow;
 
-pub use sqlite::{IncidentFilter, Pending, Restored, RouteState, Store, StoreError};
+pub use cluster::{Reported, VantageMinute, VantageState};
+pub use config::{Backend, PostgresUrl, StorageConfig, StorageSpec};
+pub use postgres::Cluster;
+pub use write::Fence;
+use write::{Hook, Queued, Write};
 
-/// `[storage]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageConfig {
-    /// SQLite database file; created when missing.
-    #[serde(default = "default_sqlite")]
-    pub sqlite: PathBuf,
-    /// How long per-minute rollups are kept (they stand in for raw results).
-    #[serde(default = "default_raw_retention", with = "humantime_serde")]
-    pub raw_retention: Duration,
-    /// How long per-hour and per-day rollups are kept.
-    #[serde(default = "default_rollup_retention", with = "humantime_serde")]
-    pub rollup_retention: Duration,
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("postgres: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("postgres TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("cannot create {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("stored record is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the store has shut down")]
+    Closed,
+    #[error("stored time is not RFC 3339: {0}")]
+    Time(String),
+    #[error("stored latency histogram: {0}")]
+    Histogram(#[from] HistogramError),
+    #[error("stored target state {0:?} is not one of unknown, up, degraded, down")]
+    State(String),
+    #[error(
+        "the database schema is at version {found}, newer than this tocsin knows \
+         (version {known}): run a tocsin at least as new as the one that migrated it"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    /// A leader write made under a token the database no longer accepts: another instance
+    /// leads `scope` now (or the lease ran out). The writes made under it were not stored.
+    #[error("leader writes refused: token {token} no longer holds the {scope:?} lease")]
+    Fenced { scope: String, token: i64 },
 }
 
-impl Default for StorageConfig {
-    fn default() -> Self {
-        Self {
-            sqlite: default_sqlite(),
-            raw_retention: default_raw_retention(),
-            rollup_retention: default_rollup_retention(),
+/// What a restart resumes from.
+#[derive(Debug, Default)]
+pub struct Restored {
+    pub detectors: HashMap<String, Detector>,
+    pub open_incidents: Vec<Incident>,
+    /// Highest incident sequence number ever used (0 when none).
+    pub last_seq: u64,
+    /// Resolved incidents of the last 60 days, for recurrence.
+    pub history: Vec<PastIncident>,
+    /// Changes of the last 9 days, for suspected causes.
+    pub changes: Vec<Change>,
+    /// (receiver, incident, state): which receivers heard of which open incidents.
+    pub routes: Vec<(String, String, RouteState)>,
+    /// Maintenance windows registered through the API that have not ended.
+    pub maintenances: Vec<MaintenanceWindow>,
+}
+
+/// What routing remembers of one receiver and one open incident, kept so that a restart
+/// neither repeats an alert nor loses one that waits for the receiver's `update_interval`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteState {
+    /// The last event of any kind sent: reminders count from it.
+    pub last_sent: Timestamp,
+    /// The last `incident.opened` or `incident.updated` sent: the next update waits for
+    /// `update_interval` after it. `None` in rows stored before it was kept: not waiting.
+    pub last_update: Option<Timestamp>,
+    /// An update was accepted and waits for `update_interval`; the incident's state when
+    /// it goes out is sent, so only the fact is kept.
+    pub update_pending: bool,
+}
+
+/// An alert event waiting in the outbox.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub seq: i64,
+    pub event: AlertEvent,
+    pub queued_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IncidentFilter {
+    /// `Some(true)` open only, `Some(false)` resolved only.
+    pub open: Option<bool>,
+    pub service: Option<String>,
+    pub limit: usize,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    writes: mpsc::UnboundedSender<Queued>,
+    /// The fence leader writes are queued under; `None`: unfenced (one instance).
+    fence: Arc<Mutex<Option<Arc<Fence>>>>,
+    reader: Reader,
+}
+
+#[derive(Clone)]
+enum Reader {
+    Sqlite(sqlite::Reader),
+    Postgres(postgres::Reader),
+}
+
+/// Calls the same read on whichever backend the store has.
+macro_rules! read {
+    ($store:expr, $reader:ident => $call:expr) => {
+        match &$store.reader {
+            Reader::Sqlite($reader) => $call.await,
+            Reader::Postgres($reader) => $call.await,
         }
+    };
+}
+
+impl Store {
+    /// Opens (creating or migrating when needed) the database of `spec` and reads what a
+    /// restart resumes from.
+    pub async fn open(spec: &StorageSpec) -> Result<(Store, Restored), StoreError> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (reader, restored) = match &spec.backend {
+            Backend::Sqlite(path) => {
+                let (reader, restored) = sqlite::open(path.clone(), rx).await?;
+                (Reader::Sqlite(reader), restored)
+            }
+            Backend::Postgres(url) => {
+                let (reader, restored) = postgres::open(url, rx).await?;
+                (Reader::Postgres(reader), restored)
+            }
+        };
+        let store = Store {
+            writes: tx,
+            fence: Arc::default(),
+            reader,
+        };
+        Ok((store, restored))
+    }
+
+    fn send(&self, write: Write) {
+        let fence = if write.is_leader_write() {
+            self.current_fence()
+        } else {
+            None
+        };
+        let _ = self.writes.send(Queued::Write(write, fence));
+    }
+
+    fn current_fence(&self) -> Option<Arc<Fence>> {
+        self.fence.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn save_target(&self, id: &str, detector: &Detector) {
+        let detector = serde_json::to_string(detector).expect("detector serializes");
+        self.send(Write::Target {
+            id: id.to_string(),
+            detector,
+        });
+    }
+
+    /// Queues an alert event for a receiver; it stays until [`Store::settle`].
+    pub fn enqueue(&self, receiver: &str, event: &AlertEvent, queued_at: Timestamp) {
+        self.send(Write::Enqueue {
+            receiver: receiver.to_string(),
+            event: Box::new(event.clone()),
+            queued_at,
+        });
+    }
+
+    /// Removes a delivered (or abandoned) event from the outbox, once committed.
+    pub async fn settle(&self, seq: i64) -> Result<(), StoreError> {
+        self.send(Write::Settle(seq));
+        self.flush().await
+    }
+
+    /// Records what `receiver` heard of `incident` (or forgets it with `None`).
+    pub fn route(&self, receiver: &str, incident: &str, state: Option<RouteState>) {
+        self.send(Write::Route {
+            receiver: receiver.to_string(),
+            incident: incident.to_string(),
+            state,
+        });
+    }
+
+    /// Drops what is queued for receivers no longer configured.
+    pub fn discard_receivers_except(&self, names: Vec<String>) {
+        self.send(Write::DiscardReceiversExcept(names));
+    }
+
+    pub fn save_maintenance(&self, window: &MaintenanceWindow) {
+        self.send(Write::Maintenance(window.clone()));
+    }
+
+    pub fn save_change(&self, change: &Change) {
+        self.send(Write::Change(change.clone()));
+    }
+
+    pub fn save_incident(&self, incident: &Incident) {
+        self.send(Write::Incident(Box::new(incident.clone())));
+    }
+
+    /// Adds a closed minute into its minute, hour and day rows.
+    pub fn save_rollups(&self, minute: ClosedMinute) {
+        self.send(Write::Rollups(minute));
+    }
+
+    /// Deletes minute rows (of every vantage too) that start more than `raw_retention`
+    /// before `now`, and hour and day rows more than `rollup_retention` before.
+    pub fn prune_rollups(
+        &self,
+        now: Timestamp,
+        raw_retention: std::time::Duration,
+        rollup_retention: std::time::Duration,
+    ) {
+        let before = |d: std::time::Duration| {
+            now.timestamp()
+                .saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        };
+        self.send(Write::PruneRollups {
+            minutes: before(raw_retention),
+            rollups: before(rollup_retention),
+        });
+    }
+
+    /// Runs `f` on the writer once every write queued before it is committed (or has
+    /// failed): how the engine makes sure an incident is stored before it is alerted. Not
+    /// run when leader writes before it were refused, nor when queued under a fence the
+    /// writer has seen refused ([`StoreError::Fenced`]).
+    pub fn after_commit(&self, f: impl FnOnce() + Send + 'static) {
+        let hook = Queued::Hook(Hook::Then(Box::new(f)), self.current_fence());
+        if let Err(mpsc::error::SendError(Queued::Hook(Hook::Then(f), _))) = self.writes.send(hook)
+        {
+            f();
+        }
+    }
+
+    /// Waits until every write sent before this call is committed (or has failed, which is
+    /// logged); [`StoreError::Fenced`] when leader writes of its batch were refused, or the
+    /// fence in effect has been seen refused.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.writes
+            .send(Queued::Hook(Hook::Flush(tx), self.current_fence()))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The oldest `limit` events queued for `receiver`, and how many are queued in all.
+    pub async fn pending(
+        &self,
+        receiver: String,
+        limit: usize,
+    ) -> Result<(Vec<Pending>, usize), StoreError> {
+        read!(self, r => r.pending(receiver, limit))
+    }
+
+    /// Maintenance windows registered through the API, by start.
+    pub async fn maintenances(&self) -> Result<Vec<MaintenanceWindow>, StoreError> {
+        read!(self, r => r.maintenances())
+    }
+
+    /// Registered changes, newest first.
+    pub async fn changes(&self, limit: usize) -> Result<Vec<Change>, StoreError> {
+        read!(self, r => r.changes(limit))
+    }
+
+    /// Incidents, newest first.
+    pub async fn incidents(&self, filter: IncidentFilter) -> Result<Vec<Incident>, StoreError> {
+        read!(self, r => r.incidents(filter))
+    }
+
+    pub async fn incident(&self, id: String) -> Result<Option<Incident>, StoreError> {
+        read!(self, r => r.incident(id))
+    }
+
+    /// Uptime of every service with data, over each of [`crate::rollup::UPTIME_WINDOWS`]
+    /// ending now: the stored rows before the open minute, at the coarsest resolution
+    /// that fits, plus the open minute itself. Precise to the minute while minute rows are
+    /// kept (`raw_retention`); a window starting earlier misses its first part-hour.
+    pub async fn uptimes(
+        &self,
+        now: Timestamp,
+        open: OpenMinute,
+    ) -> Result<HashMap<String, Uptime>, StoreError> {
+        read!(self, r => r.uptimes(now, open))
+    }
+
+    /// One service's last 90 days and 24 hours (see [`ServiceHistory`]): stored rows, and
+    /// for today the open minute too.
+    pub async fn service_history(
+        &self,
+        service: String,
+        now: Timestamp,
+        open: OpenMinute,
+    ) -> Result<ServiceHistory, StoreError> {
+        let mut one = self.services_history(vec![service], now, open).await?;
+        Ok(one.pop().expect("one history per service asked for"))
+    }
+
+    /// [`Store::service_history`] of several services in one read, in the order given: a
+    /// page showing them all scans the incidents once.
+    pub async fn services_history(
+        &self,
+        services: Vec<String>,
+        now: Timestamp,
+        open: OpenMinute,
+    ) -> Result<Vec<ServiceHistory>, StoreError> {
+        read!(self, r => r.services_history(services, now, open))
     }
 }
 
-fn default_sqlite() -> PathBuf {
-    PathBuf::from("/var/lib/tocsin/tocsin.db")
-}
-fn default_raw_retention() -> Duration {
-    Duration::from_secs(48 * 3600)
-}
-fn default_rollup_retention() -> Duration {
-    Duration::from_secs(400 * 86400)
+pub(crate) fn utc(unix: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp(unix, 0).expect("a stored start is a valid time")
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StorageSpec {
-    pub sqlite: PathBuf,
-    pub raw_retention: Duration,
-    pub rollup_retention: Duration,
-}
-
-impl StorageConfig {
-    pub fn build(&self, path: &str, issues: &mut Issues) -> Option<StorageSpec> {
-        let before = issues.len();
-        if self.sqlite.as_os_str().is_empty() {
-            issues.push(format!("{path}.sqlite"), "must not be empty");
-        }
-        if self.rollup_retention < self.raw_retention {
-            issues.push(
-                format!("{path}.rollup_retention"),
-                "must not be shorter than raw_retention",
-            );
-        }
-        if issues.len() > before {
-            return None;
-        }
-        Some(StorageSpec {
-            sqlite: self.sqlite.clone(),
-            raw_retention: self.raw_retention,
-            rollup_retention: self.rollup_retention,
-        })
-    }
-}
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,7 @@ use super::{path_str, write};
 pub const ADMIN_TOKEN: &str = "s3cret-token";
 
 pub struct TestConfig {
+    /// The `[storage]` key naming the database, with its value.
     db: String,
     server: Vec<(String, String)>,
     defaults: Vec<(String, String)>,
@@ -21,7 +22,7 @@ pub struct TestConfig {
 impl TestConfig {
     pub fn new(dir: &Path) -> TestConfig {
         TestConfig {
-            db: path_str(&dir.join("tocsin.db")),
+            db: format!("sqlite = \"{}\"", path_str(&dir.join("tocsin.db"))),
             server: Vec::new(),
             defaults: vec![
                 ("interval".into(), "\"100ms\"".into()),
@@ -30,6 +31,14 @@ impl TestConfig {
             body: String::new(),
             dir: dir.to_path_buf(),
         }
+    }
+
+    /// Stores in the PostgreSQL database at `url` instead, named by `storage.postgres_file`
+    /// (relative: the file is `pg.url` beside the configuration).
+    pub fn postgres(mut self, url: &str) -> TestConfig {
+        write(&self.dir, "pg.url", url);
+        self.db = "postgres_file = \"pg.url\"".into();
+        self
     }
 
     /// Sets `[server] key = value` (`value` as TOML: strings quoted).
@@ -74,7 +83,7 @@ impl fmt::Display for TestConfig {
                 writeln!(f, "{k} = {v}")?;
             }
         }
-        writeln!(f, "[storage]\nsqlite = \"{}\"\n[defaults]", self.db)?;
+        writeln!(f, "[storage]\n{}\n[defaults]", self.db)?;
         for (k, v) in &self.defaults {
             writeln!(f, "{k} = {v}")?;
         }

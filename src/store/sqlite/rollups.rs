@@ -1,16 +1,21 @@
-//! Rollup rows: adding closed minutes into minute, hour and day rows, and the reads the
-//! status page makes of them (uptime windows, a service's 90 days and 24 hours).
+//! Rollup rows: adding closed minutes into minute, hour and day rows (and vantages' minute
+//! rows), and the reads the status page makes of them (uptime windows, a service's 90 days
+//! and 24 hours).
 
 use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{StoreError, utc};
 use crate::clock::Timestamp;
 use crate::rollup::{
-    ClosedMinute, Counters, DAY, DayHistory, HOUR, Histogram, LatencyPoint, OpenMinute, Resolution,
-    Seconds, ServiceHistory, Subject, status_from_rank, status_rank,
+    ClosedMinute, Counters, Histogram, OpenMinute, Resolution, Seconds, ServiceHistory, Subject,
+    Uptime, status_rank,
 };
+use crate::store::StoreError;
+use crate::store::history::{
+    HistoryWindow, SECONDS_COLUMNS, SECONDS_SUMS, UptimeSums, seconds, uptime_reads,
+};
+use crate::store::utc;
 
 pub(super) fn table(resolution: Resolution) -> &'static str {
     match resolution {
@@ -20,43 +25,30 @@ pub(super) fn table(resolution: Resolution) -> &'static str {
     }
 }
 
-/// Days in [`ServiceHistory::days`].
-const HISTORY_DAYS: i64 = 90;
-
-/// An incident as far as a service's history needs it.
-#[derive(serde::Deserialize)]
-struct IncidentSpan {
-    id: String,
-    onset_at: Timestamp,
-    resolved_at: Option<Timestamp>,
-    services: HashMap<String, serde::de::IgnoredAny>,
-}
-
-/// The columns of [`Seconds`], in the order [`seconds_at`] reads them.
-const SECONDS: &str = "observed, downtime, maintenance, user_seconds, user_seconds_lost";
-
-/// Their sums, for grouped reads.
-pub(super) const SECONDS_SUMS: &str = "SUM(observed), SUM(downtime), SUM(maintenance), \
-     SUM(user_seconds), SUM(user_seconds_lost)";
-
-/// [`Seconds`] from the five columns starting at `first`.
-pub(super) fn seconds_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Seconds> {
-    Ok(Seconds {
-        observed: row.get(first)?,
-        down: row.get(first + 1)?,
-        maintenance: row.get(first + 2)?,
-        user: row.get(first + 3)?,
-        user_lost: row.get(first + 4)?,
-    })
-}
-
-/// By service, the start of its first hour with watched time from `from` on, or the open
-/// minute's start for a service with nothing stored yet.
-pub(super) fn observed_since(
+/// Service time per service in each of the reads uptime figures take.
+pub(super) fn read_uptimes(
     conn: &Connection,
-    from: i64,
-    open: &OpenMinute,
-) -> Result<HashMap<String, Timestamp>, StoreError> {
+    now: Timestamp,
+    open: OpenMinute,
+) -> Result<HashMap<String, Uptime>, StoreError> {
+    let mut sums = UptimeSums::default();
+    let reads = uptime_reads(now, &open);
+    for read in &reads {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT id, {SECONDS_SUMS} FROM {}
+             WHERE kind = ?1 AND start >= ?2 AND start < ?3 GROUP BY id",
+            table(read.resolution)
+        ))?;
+        let rows = stmt.query_map(params![Subject::Service.code(), read.from, read.to], |r| {
+            Ok((r.get::<_, String>(0)?, seconds_at(r, 1)?))
+        })?;
+        for row in rows {
+            let (id, seconds) = row?;
+            sums.add(read.window, id, seconds);
+        }
+    }
+    // Since when each service has data, within the longest window.
+    let from = reads.iter().map(|r| r.from).min().unwrap_or(0);
     let mut stmt = conn.prepare_cached(
         "SELECT id, MIN(start) FROM rollup_hour
          WHERE kind = ?1 AND start >= ?2 AND observed > 0 GROUP BY id",
@@ -69,12 +61,18 @@ pub(super) fn observed_since(
         let (id, start) = row?;
         since.insert(id, utc(start.max(from)));
     }
-    if let Some(start) = open.start {
-        for id in open.services.keys() {
-            since.entry(id.clone()).or_insert(utc(start));
-        }
-    }
-    Ok(since)
+    Ok(sums.finish(open, since))
+}
+
+/// [`Seconds`] from the [`SECONDS_COLUMNS`] starting at `first`.
+fn seconds_at(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Seconds> {
+    Ok(seconds([
+        row.get(first)?,
+        row.get(first + 1)?,
+        row.get(first + 2)?,
+        row.get(first + 3)?,
+        row.get(first + 4)?,
+    ]))
 }
 
 pub(super) fn read_history(
@@ -83,20 +81,13 @@ pub(super) fn read_history(
     now: Timestamp,
     open: &OpenMinute,
 ) -> Result<Vec<ServiceHistory>, StoreError> {
-    let today = Resolution::Day.floor(now.timestamp());
-    let first_day = today - (HISTORY_DAYS - 1) * DAY;
-    let first_hour = Resolution::Hour.floor(now.timestamp()) - 23 * HOUR;
-    // The incident table has no time column: every body is read, once for all services.
-    let mut spans = Vec::new();
+    let window = HistoryWindow::ending(now);
     let mut stmt = conn.prepare("SELECT body FROM incident ORDER BY seq")?;
-    for body in stmt.query_map([], |r| r.get::<_, String>(0))? {
-        let span: IncidentSpan = serde_json::from_str(&body?)?;
-        if span.resolved_at.is_none_or(|t| t.timestamp() >= first_day) {
-            spans.push(span);
-        }
-    }
+    let bodies = stmt.query_map([], |r| r.get::<_, String>(0))?;
+    let spans = window.spans(bodies.map(|b| b.map_err(StoreError::from)))?;
     let mut days = conn.prepare_cached(&format!(
-        "SELECT start, worst, {SECONDS} FROM rollup_day WHERE kind = ?1 AND id = ?2 AND start >= ?3"
+        "SELECT start, worst, {SECONDS_COLUMNS} FROM rollup_day
+         WHERE kind = ?1 AND id = ?2 AND start >= ?3"
     ))?;
     let mut hours = conn.prepare_cached(
         "SELECT start, probes, failures, latency_sum, latency_max, histogram FROM rollup_hour
@@ -105,8 +96,8 @@ pub(super) fn read_history(
     let mut out = Vec::with_capacity(services.len());
     for service in services {
         let key = (Subject::Service.code(), service);
-        let mut stored: HashMap<i64, (Seconds, Option<i64>)> = HashMap::new();
-        for row in days.query_map(params![key.0, key.1, first_day], |r| {
+        let mut day_rows: HashMap<i64, (Seconds, Option<i64>)> = HashMap::new();
+        for row in days.query_map(params![key.0, key.1, window.first_day], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 seconds_at(r, 2)?,
@@ -114,45 +105,10 @@ pub(super) fn read_history(
             ))
         })? {
             let (start, seconds, worst) = row?;
-            stored.insert(start, (seconds, worst));
+            day_rows.insert(start, (seconds, worst));
         }
-        // Today includes the open minute, as the uptime figures beside it do.
-        if let Some((seconds, worst)) = open.services.get(service)
-            && open.start.is_some_and(|s| s >= today)
-        {
-            let (stored_seconds, stored_worst) = stored.entry(today).or_default();
-            stored_seconds.add(*seconds);
-            *stored_worst = (*stored_worst).max(worst.map(status_rank));
-        }
-        let mine: Vec<&IncidentSpan> = spans
-            .iter()
-            .filter(|s| s.services.contains_key(service))
-            .collect();
-        let days = (0..HISTORY_DAYS)
-            .map(|i| {
-                let start = first_day + i * DAY;
-                let (seconds, worst) = stored.get(&start).copied().unwrap_or_default();
-                DayHistory {
-                    date: utc(start).date_naive(),
-                    availability: seconds.availability(),
-                    operational_time: seconds.operational_time(),
-                    worst_status: worst.and_then(status_from_rank),
-                    observed_seconds: seconds.observed,
-                    downtime_seconds: seconds.down,
-                    maintenance_seconds: seconds.maintenance,
-                    incidents: mine
-                        .iter()
-                        .filter(|s| {
-                            s.onset_at.timestamp() < start + DAY
-                                && s.resolved_at.unwrap_or(now).timestamp() >= start
-                        })
-                        .map(|s| s.id.clone())
-                        .collect(),
-                }
-            })
-            .collect();
-        let mut stored: HashMap<i64, Counters> = HashMap::new();
-        for row in hours.query_map(params![key.0, key.1, first_hour], |r| {
+        let mut hour_rows: HashMap<i64, Counters> = HashMap::new();
+        for row in hours.query_map(params![key.0, key.1, window.first_hour], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
@@ -171,19 +127,9 @@ pub(super) fn read_history(
                 latency: Histogram::from_bytes(&histogram)?,
                 ..Counters::default()
             };
-            stored.insert(start, counters);
+            hour_rows.insert(start, counters);
         }
-        let latency = (0..24)
-            .map(|i| {
-                let start = first_hour + i * HOUR;
-                LatencyPoint::of(start, stored.get(&start).unwrap_or(&Counters::default()))
-            })
-            .collect();
-        out.push(ServiceHistory {
-            service: service.clone(),
-            days,
-            latency,
-        });
+        out.push(window.history(service, &spans, day_rows, &hour_rows, open));
     }
     Ok(out)
 }
@@ -247,6 +193,41 @@ pub(super) fn write_rollups(tx: &Connection, minute: &ClosedMinute) -> Result<()
                 c.time.user_lost,
             ])?;
         }
+    }
+    Ok(())
+}
+
+/// Adds the target rows of `minute` into `vantage`'s minute rows.
+pub(super) fn write_vantage_rollups(
+    tx: &Connection,
+    vantage: &str,
+    minute: &ClosedMinute,
+) -> Result<(), StoreError> {
+    let mut upsert = tx.prepare_cached(
+        "INSERT INTO vantage_rollup_minute (vantage, target, start, probes, failures,
+            latency_sum, latency_max, observed, downtime)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT (vantage, target, start) DO UPDATE SET
+            probes = probes + excluded.probes,
+            failures = failures + excluded.failures,
+            latency_sum = latency_sum + excluded.latency_sum,
+            latency_max = MAX(latency_max, excluded.latency_max),
+            observed = observed + excluded.observed,
+            downtime = downtime + excluded.downtime",
+    )?;
+    for row in minute.rows.iter().filter(|r| r.subject == Subject::Target) {
+        let c = &row.counters;
+        upsert.execute(params![
+            vantage,
+            row.id,
+            minute.start,
+            c.probes as i64,
+            c.failures as i64,
+            c.latency_sum,
+            c.latency_max,
+            c.time.observed,
+            c.time.down,
+        ])?;
     }
     Ok(())
 }

@@ -1,14 +1,20 @@
-//! The SQLite schema and how a connection is opened (WAL, relaxed fsync, busy timeout).
+//! The SQLite schema, as migrations, and how a connection is opened (WAL, relaxed fsync,
+//! busy timeout).
 
 use std::path::Path;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
-use super::StoreError;
+use crate::store::StoreError;
+use crate::store::migrate::{Migration, next};
 
-/// The tables as first released; [`MIGRATIONS`] change them since, so that an existing
-/// database and a new one end up alike.
-pub(super) const SCHEMA: &str = "
+/// In order; a released migration is never edited, a change is a new one. The first uses
+/// `IF NOT EXISTS` because databases made before versioning already have its tables.
+pub(super) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "store",
+        sql: "
 CREATE TABLE IF NOT EXISTS target_state (
     target     TEXT PRIMARY KEY,
     detector   TEXT NOT NULL
@@ -45,43 +51,7 @@ CREATE TABLE IF NOT EXISTS route (
     last_sent  TEXT NOT NULL,
     PRIMARY KEY (receiver, incident)
 );
-";
-
-/// Changes since [`SCHEMA`], in order; `PRAGMA user_version` counts those applied, and
-/// each runs once, in the transaction that records it.
-const MIGRATIONS: &[&str] = &[
-    // 1. Routing keeps, per receiver and incident, when the last opened or updated went
-    //    out (`update_interval` counts from it; NULL: rows from before, not waiting) and
-    //    whether an update waits for that interval.
-    "ALTER TABLE route ADD COLUMN last_update TEXT;
-     ALTER TABLE route ADD COLUMN update_pending INTEGER NOT NULL DEFAULT 0;",
-    // 2. Service rollups count subscriber time (availability weighted by subscribers):
-    //    subscribers × watched seconds, and affected subscribers × seconds; 0 in rows from
-    //    before, which then have no availability figure.
-    "ALTER TABLE rollup_minute ADD COLUMN user_seconds REAL NOT NULL DEFAULT 0;
-     ALTER TABLE rollup_minute ADD COLUMN user_seconds_lost REAL NOT NULL DEFAULT 0;
-     ALTER TABLE rollup_hour ADD COLUMN user_seconds REAL NOT NULL DEFAULT 0;
-     ALTER TABLE rollup_hour ADD COLUMN user_seconds_lost REAL NOT NULL DEFAULT 0;
-     ALTER TABLE rollup_day ADD COLUMN user_seconds REAL NOT NULL DEFAULT 0;
-     ALTER TABLE rollup_day ADD COLUMN user_seconds_lost REAL NOT NULL DEFAULT 0;",
-];
-
-/// Applies the migrations the database has not had yet.
-fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let applied: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (version, sql) in (1..).zip(MIGRATIONS).skip_while(|(v, _)| *v <= applied) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", version)?;
-        tx.commit()?;
-    }
-    Ok(())
-}
-
-/// One rollup table per resolution (`minute`, `hour`, `day`), all of the same shape.
-fn rollup_schema(resolution: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS rollup_{resolution} (
+CREATE TABLE IF NOT EXISTS rollup_minute (
     kind         INTEGER NOT NULL,  -- 0 target, 1 service
     id           TEXT NOT NULL,
     start        INTEGER NOT NULL,  -- Unix seconds, UTC
@@ -96,18 +66,117 @@ fn rollup_schema(resolution: &str) -> String {
     worst        INTEGER,           -- rollup::status_rank; NULL for targets
     PRIMARY KEY (kind, id, start)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollup_{resolution}_start ON rollup_{resolution} (start);
-"
-    )
-}
+CREATE INDEX IF NOT EXISTS rollup_minute_start ON rollup_minute (start);
+CREATE TABLE IF NOT EXISTS rollup_hour (
+    kind INTEGER NOT NULL, id TEXT NOT NULL, start INTEGER NOT NULL,
+    probes INTEGER NOT NULL, failures INTEGER NOT NULL,
+    latency_sum REAL NOT NULL, latency_max REAL NOT NULL, histogram BLOB NOT NULL,
+    observed REAL NOT NULL, downtime REAL NOT NULL, maintenance REAL NOT NULL, worst INTEGER,
+    PRIMARY KEY (kind, id, start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollup_hour_start ON rollup_hour (start);
+CREATE TABLE IF NOT EXISTS rollup_day (
+    kind INTEGER NOT NULL, id TEXT NOT NULL, start INTEGER NOT NULL,
+    probes INTEGER NOT NULL, failures INTEGER NOT NULL,
+    latency_sum REAL NOT NULL, latency_max REAL NOT NULL, histogram BLOB NOT NULL,
+    observed REAL NOT NULL, downtime REAL NOT NULL, maintenance REAL NOT NULL, worst INTEGER,
+    PRIMARY KEY (kind, id, start)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollup_day_start ON rollup_day (start);
+",
+    },
+    Migration {
+        version: 2,
+        name: "vantages",
+        sql: "
+CREATE TABLE vantage_state (
+    target      TEXT NOT NULL,
+    vantage     TEXT NOT NULL,
+    state       TEXT NOT NULL,  -- unknown | up | degraded | down
+    since       TEXT NOT NULL,  -- RFC 3339 UTC
+    updated_at  TEXT NOT NULL,
+    PRIMARY KEY (target, vantage)
+);
+CREATE INDEX vantage_state_updated ON vantage_state (updated_at);
+CREATE TABLE vantage_rollup_minute (
+    vantage      TEXT NOT NULL,
+    target       TEXT NOT NULL,
+    start        INTEGER NOT NULL,
+    probes       INTEGER NOT NULL,
+    failures     INTEGER NOT NULL,
+    latency_sum  REAL NOT NULL,
+    latency_max  REAL NOT NULL,
+    observed     REAL NOT NULL,
+    downtime     REAL NOT NULL,
+    PRIMARY KEY (vantage, target, start)
+) WITHOUT ROWID;
+CREATE INDEX vantage_rollup_minute_start ON vantage_rollup_minute (start);
+",
+    },
+    // Routing keeps, per receiver and incident, when the last opened or updated went out
+    // (`update_interval` counts from it; NULL: rows from before, not waiting) and whether
+    // an update waits for that interval.
+    Migration {
+        version: 3,
+        name: "update_interval",
+        sql: "
+ALTER TABLE route ADD COLUMN last_update TEXT;
+ALTER TABLE route ADD COLUMN update_pending INTEGER NOT NULL DEFAULT 0;
+",
+    },
+    // Service rollups count subscriber time, for availability weighted by subscribers:
+    // subscribers × watched seconds, and affected subscribers × seconds. Rows from before
+    // have 0 and no availability figure.
+    Migration {
+        version: 4,
+        name: "subscriber_time",
+        sql: "
+ALTER TABLE rollup_minute ADD COLUMN user_seconds REAL NOT NULL DEFAULT 0;
+ALTER TABLE rollup_minute ADD COLUMN user_seconds_lost REAL NOT NULL DEFAULT 0;
+ALTER TABLE rollup_hour ADD COLUMN user_seconds REAL NOT NULL DEFAULT 0;
+ALTER TABLE rollup_hour ADD COLUMN user_seconds_lost REAL NOT NULL DEFAULT 0;
+ALTER TABLE rollup_day ADD COLUMN user_seconds REAL NOT NULL DEFAULT 0;
+ALTER TABLE rollup_day ADD COLUMN user_seconds_lost REAL NOT NULL DEFAULT 0;
+",
+    },
+];
 
-/// Creates what is missing and brings the database to the current schema.
-pub(super) fn create(conn: &mut Connection) -> Result<(), StoreError> {
-    conn.execute_batch(SCHEMA)?;
-    for resolution in ["minute", "hour", "day"] {
-        conn.execute_batch(&rollup_schema(resolution))?;
+/// Applies the migrations `conn`'s database lacks, each in its own transaction.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+            version     INTEGER PRIMARY KEY,
+            name        TEXT NOT NULL,
+            applied_at  TEXT NOT NULL
+        )",
+    )?;
+    loop {
+        // IMMEDIATE: another process opening the same file waits rather than racing.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: i64 = tx.query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+            [],
+            |r| r.get(0),
+        )?;
+        let Some(migration) = next(MIGRATIONS, current)? else {
+            return Ok(());
+        };
+        tx.execute_batch(migration.sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+            rusqlite::params![
+                migration.version,
+                migration.name,
+                super::time_text(chrono::Utc::now())
+            ],
+        )?;
+        tx.commit()?;
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "sqlite schema migrated"
+        );
     }
-    migrate(conn)
 }
 
 pub(super) fn connect(path: &Path) -> Result<Connection, StoreError> {

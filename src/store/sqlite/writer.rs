@@ -1,85 +1,34 @@
 //! The writer thread: every write the engine and the deliverers queue goes through one
 //! thread that commits them in batches, one transaction each, so nothing blocking runs on
-//! the async runtime and a batch of state changes is stored (or not) as a whole.
+//! the async runtime and a batch of state changes is stored (or not) as a whole. One
+//! instance owns a SQLite file, so fences are not checked.
 
 use rusqlite::{Connection, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::rollups::write_rollups;
+use super::rollups::{write_rollups, write_vantage_rollups};
 use super::time_text;
-use super::{RouteState, StoreError};
-use crate::clock::Timestamp;
-use crate::event::AlertEvent;
-use crate::incident::{Change, Incident, IncidentStatus};
-use crate::rollup::ClosedMinute;
-use crate::topology::MaintenanceWindow;
-
-pub(super) enum Write {
-    Target {
-        id: String,
-        detector: String,
-    },
-    Incident(Box<Incident>),
-    Change(Change),
-    Maintenance(MaintenanceWindow),
-    Enqueue {
-        receiver: String,
-        event: Box<AlertEvent>,
-        queued_at: Timestamp,
-    },
-    Settle(i64),
-    Route {
-        receiver: String,
-        incident: String,
-        state: Option<RouteState>,
-    },
-    DiscardReceiversExcept(Vec<String>),
-    Rollups(ClosedMinute),
-    /// Deletes minute rows starting before `minutes`, hour and day rows before `rollups`.
-    PruneRollups {
-        minutes: i64,
-        rollups: i64,
-    },
-    Flush(oneshot::Sender<()>),
-    /// Runs once every write queued before it is committed.
-    Then(Box<dyn FnOnce() + Send>),
-}
-
-fn status_str(status: IncidentStatus) -> &'static str {
-    match status {
-        IncidentStatus::Investigating => "investigating",
-        IncidentStatus::Identified => "identified",
-        IncidentStatus::Monitoring => "monitoring",
-        IncidentStatus::Resolved => "resolved",
-    }
-}
+use crate::store::StoreError;
+use crate::store::write::{Batch, Outcome, Queued, Refused, Write, Writes, status_str};
 
 /// The writer thread: blocks for one write, then takes everything queued behind it and
 /// commits the batch in one transaction.
-pub(super) fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Write>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while let Ok(next) = rx.try_recv() {
-            batch.push(next);
-        }
-        let mut after = Vec::new();
-        if let Err(e) = write_batch(&mut conn, batch, &mut after) {
-            tracing::error!(error = %e, "store write failed");
-        }
-        for then in after {
-            then();
-        }
+pub(super) fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Queued>) {
+    // One instance owns the file: no fence is checked, none is ever refused.
+    let mut refused = Refused::default();
+    while let Some(batch) = Batch::blocking_next(&mut rx) {
+        let outcome = match write_batch(&mut conn, &batch.writes) {
+            Ok(()) => Outcome::Committed,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        batch.finish(outcome, &mut refused);
     }
 }
 
-/// Writes a batch in one transaction; what must wait for the commit goes into `after`.
-fn write_batch(
-    conn: &mut Connection,
-    batch: Vec<Write>,
-    after: &mut Vec<Box<dyn FnOnce() + Send>>,
-) -> Result<(), StoreError> {
+/// Writes a batch in one transaction.
+fn write_batch(conn: &mut Connection, writes: &Writes) -> Result<(), StoreError> {
     let tx = conn.transaction()?;
-    for write in batch {
+    for (write, _) in &writes.list {
         match write {
             Write::Target { id, detector } => {
                 tx.execute(
@@ -136,7 +85,7 @@ fn write_batch(
                     "INSERT INTO outbox (receiver, queued_at, body) VALUES (?1, ?2, ?3)",
                     params![
                         receiver,
-                        time_text(queued_at),
+                        time_text(*queued_at),
                         serde_json::to_string(&event)?
                     ],
                 )?;
@@ -191,16 +140,34 @@ fn write_batch(
                     );
                 }
             }
-            Write::Rollups(minute) => write_rollups(&tx, &minute)?,
+            Write::Rollups(minute) => write_rollups(&tx, minute)?,
             Write::PruneRollups { minutes, rollups } => {
                 tx.execute("DELETE FROM rollup_minute WHERE start < ?1", [minutes])?;
                 tx.execute("DELETE FROM rollup_hour WHERE start < ?1", [rollups])?;
                 tx.execute("DELETE FROM rollup_day WHERE start < ?1", [rollups])?;
+                tx.execute(
+                    "DELETE FROM vantage_rollup_minute WHERE start < ?1",
+                    [minutes],
+                )?;
             }
-            Write::Flush(done) => after.push(Box::new(move || {
-                let _ = done.send(());
-            })),
-            Write::Then(f) => after.push(f),
+            Write::VantageState(v) => {
+                tx.execute(
+                    "INSERT INTO vantage_state (target, vantage, state, since, updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (target, vantage) DO UPDATE SET state = excluded.state,
+                        since = excluded.since, updated_at = excluded.updated_at",
+                    params![
+                        v.target,
+                        v.vantage,
+                        v.state.as_str(),
+                        time_text(v.since),
+                        time_text(chrono::Utc::now())
+                    ],
+                )?;
+            }
+            Write::VantageRollups { vantage, minute } => {
+                write_vantage_rollups(&tx, vantage, minute)?
+            }
         }
     }
     tx.commit()?;

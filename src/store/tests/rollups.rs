@@ -1,13 +1,17 @@
-//! The store against a real SQLite file: rollups written and read back, routing state across
-//! a schema migration.
-use super::schema::SCHEMA;
-use super::*;
-use crate::incident::ComponentStatus;
-use crate::rollup::{Counters, Row};
+//! Rollups written and read back: minutes added into hour and day rows (histograms
+//! merged), uptime windows, history, retention.
 
-fn t(s: &str) -> Timestamp {
-    s.parse().unwrap()
-}
+use super::{Kind, TestDb, t};
+use crate::incident::ComponentStatus;
+use crate::rollup::{ClosedMinute, Counters, OpenMinute, Row, Seconds, ServiceHistory, Subject};
+use std::collections::HashMap;
+
+on_both_backends!(
+    minutes_add_up_into_hour_and_day_rows_and_read_back,
+    uptime_windows_read_each_stretch_once_at_the_coarsest_resolution,
+    retention_removes_old_rows_and_keeps_recent_ones,
+    history_lists_the_incidents_touching_each_day,
+);
 
 fn service(id: &str, latencies: &[f64], failures: u64, time: Seconds) -> Row {
     let mut counters = Counters {
@@ -47,24 +51,17 @@ fn minute(start: &str, rows: Vec<Row>) -> ClosedMinute {
     }
 }
 
-async fn count(store: &Store, table: &'static str, start: &str) -> i64 {
+async fn count(db: &TestDb, table: &str, start: &str) -> i64 {
     let start = t(start).timestamp();
-    store
-        .read(move |c| {
-            Ok(c.query_row(
-                &format!("SELECT COUNT(*) FROM {table} WHERE start = ?1"),
-                [start],
-                |r| r.get(0),
-            )?)
-        })
-        .await
-        .unwrap()
+    db.scalar(&format!(
+        "SELECT COUNT(*) FROM {table} WHERE start = {start}"
+    ))
+    .await
 }
 
-#[tokio::test]
-async fn minutes_add_up_into_hour_and_day_rows_and_read_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path().join("t.db")).await.unwrap();
+async fn minutes_add_up_into_hour_and_day_rows_and_read_back(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let (store, _) = db.open().await;
     let mut before_midnight = service("voicemail", &[0.1], 1, seconds(60.0, 30.0, 0.0));
     before_midnight.counters.worst = Some(ComponentStatus::MajorOutage);
     let mut first_part = service("voicemail", &[0.2, 0.2, 0.4], 0, seconds(60.0, 0.0, 0.0));
@@ -85,15 +82,9 @@ async fn minutes_add_up_into_hour_and_day_rows_and_read_back() {
     // The rest of the same minute, as after a restart.
     store.save_rollups(minute("2026-03-02T00:01:00Z", vec![second_part]));
     store.flush().await.unwrap();
-    assert_eq!(
-        count(&store, "rollup_minute", "2026-03-02T00:01:00Z").await,
-        2
-    );
-    assert_eq!(
-        count(&store, "rollup_hour", "2026-03-02T00:00:00Z").await,
-        2
-    );
-    assert_eq!(count(&store, "rollup_day", "2026-03-01T00:00:00Z").await, 1);
+    assert_eq!(count(&db, "rollup_minute", "2026-03-02T00:01:00Z").await, 2);
+    assert_eq!(count(&db, "rollup_hour", "2026-03-02T00:00:00Z").await, 2);
+    assert_eq!(count(&db, "rollup_day", "2026-03-01T00:00:00Z").await, 1);
 
     let now = t("2026-03-02T00:05:30Z");
     let history = store
@@ -169,10 +160,9 @@ async fn minutes_add_up_into_hour_and_day_rows_and_read_back() {
     assert!(!uptimes.contains_key("web"));
 }
 
-#[tokio::test]
-async fn uptime_windows_read_each_stretch_once_at_the_coarsest_resolution() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path().join("t.db")).await.unwrap();
+async fn uptime_windows_read_each_stretch_once_at_the_coarsest_resolution(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let (store, _) = db.open().await;
     // Down for one minute 3 days ago (in the 7d window, not the 24h one), and for one
     // minute 12 minutes ago (in both, read from minute rows).
     for (start, down) in [
@@ -198,10 +188,9 @@ async fn uptime_windows_read_each_stretch_once_at_the_coarsest_resolution() {
     );
 }
 
-#[tokio::test]
-async fn retention_removes_old_rows_and_keeps_recent_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path().join("t.db")).await.unwrap();
+async fn retention_removes_old_rows_and_keeps_recent_ones(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let (store, _) = db.open().await;
     let row = || vec![service("web", &[0.01], 0, seconds(60.0, 0.0, 0.0))];
     store.save_rollups(minute("2025-01-01T12:00:00Z", row()));
     store.save_rollups(minute("2026-03-02T07:00:00Z", row()));
@@ -210,34 +199,18 @@ async fn retention_removes_old_rows_and_keeps_recent_ones() {
     store.prune_rollups(t("2026-03-02T10:00:00Z"), hour, 30 * 24 * hour);
     store.flush().await.unwrap();
 
-    assert_eq!(
-        count(&store, "rollup_minute", "2026-03-02T09:40:00Z").await,
-        1
-    );
-    assert_eq!(
-        count(&store, "rollup_minute", "2026-03-02T07:00:00Z").await,
-        0
-    );
-    assert_eq!(
-        count(&store, "rollup_hour", "2026-03-02T07:00:00Z").await,
-        1
-    );
-    assert_eq!(count(&store, "rollup_day", "2026-03-02T00:00:00Z").await, 1);
-    assert_eq!(
-        count(&store, "rollup_minute", "2025-01-01T12:00:00Z").await,
-        0
-    );
-    assert_eq!(
-        count(&store, "rollup_hour", "2025-01-01T12:00:00Z").await,
-        0
-    );
-    assert_eq!(count(&store, "rollup_day", "2025-01-01T00:00:00Z").await, 0);
+    assert_eq!(count(&db, "rollup_minute", "2026-03-02T09:40:00Z").await, 1);
+    assert_eq!(count(&db, "rollup_minute", "2026-03-02T07:00:00Z").await, 0);
+    assert_eq!(count(&db, "rollup_hour", "2026-03-02T07:00:00Z").await, 1);
+    assert_eq!(count(&db, "rollup_day", "2026-03-02T00:00:00Z").await, 1);
+    assert_eq!(count(&db, "rollup_minute", "2025-01-01T12:00:00Z").await, 0);
+    assert_eq!(count(&db, "rollup_hour", "2025-01-01T12:00:00Z").await, 0);
+    assert_eq!(count(&db, "rollup_day", "2025-01-01T00:00:00Z").await, 0);
 }
 
-#[tokio::test]
-async fn history_lists_the_incidents_touching_each_day() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, _) = Store::open(dir.path().join("t.db")).await.unwrap();
+async fn history_lists_the_incidents_touching_each_day(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let (store, _) = db.open().await;
     let incidents = [
         // Across midnight into the first of March.
         r#"{"id":"inc-1","onset_at":"2026-02-28T23:50:00Z","resolved_at":"2026-03-01T00:10:00Z","services":{"voicemail":{}}}"#,
@@ -247,19 +220,18 @@ async fn history_lists_the_incidents_touching_each_day() {
         // Over before the 90 days.
         r#"{"id":"inc-0","onset_at":"2025-06-01T00:00:00Z","resolved_at":"2025-06-01T01:00:00Z","services":{"voicemail":{}}}"#,
     ];
-    store
-        .read(move |c| {
-            for (seq, body) in incidents.iter().enumerate() {
-                c.execute(
-                    "INSERT INTO incident (id, seq, status, services, body)
-                     VALUES (?1, ?2, 'resolved', '', ?3)",
-                    params![format!("x{seq}"), seq as i64, body],
-                )?;
-            }
-            Ok(())
-        })
-        .await
-        .unwrap();
+    // Bodies with only what a history reads.
+    let no_services = match kind {
+        Kind::Sqlite => "''",
+        Kind::Postgres => "'{}'",
+    };
+    for (seq, body) in incidents.iter().enumerate() {
+        db.execute(&format!(
+            "INSERT INTO incident (id, seq, status, services, body)
+             VALUES ('x{seq}', {seq}, 'resolved', {no_services}, '{body}')"
+        ))
+        .await;
+    }
     let now = t("2026-03-02T12:00:00Z");
     let all = store
         .services_history(
@@ -281,58 +253,4 @@ async fn history_lists_the_incidents_touching_each_day() {
     assert_eq!(ids(web, 88), "inc-3");
     assert_eq!(ids(web, 89), "inc-2");
     assert!(vm.days[..87].iter().all(|d| d.incidents.is_empty()));
-}
-
-/// A database of the version before `update_interval`: its routing rows read back as not
-/// waiting, the new columns are added once, and what is written after survives a restart.
-#[tokio::test]
-async fn routing_state_of_an_earlier_version_migrates_and_round_trips() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    {
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch(SCHEMA).unwrap();
-        old.execute(
-            "INSERT INTO route (receiver, incident, last_sent) VALUES ('noc', 'inc-1', ?1)",
-            ["2026-07-05T14:00:00Z"],
-        )
-        .unwrap();
-    }
-    let (store, restored) = Store::open(path.clone()).await.unwrap();
-    let before = RouteState {
-        last_sent: t("2026-07-05T14:00:00Z"),
-        last_update: None,
-        update_pending: false,
-    };
-    assert_eq!(
-        restored.routes,
-        [("noc".to_string(), "inc-1".to_string(), before)]
-    );
-    let waiting = RouteState {
-        last_sent: t("2026-07-05T14:05:00Z"),
-        last_update: Some(t("2026-07-05T14:05:00Z")),
-        update_pending: true,
-    };
-    store.route("noc", "inc-1", Some(waiting));
-    store.route("noc", "inc-2", Some(before));
-    store.route("pager", "inc-1", Some(waiting));
-    store.route("pager", "inc-1", None);
-    store.flush().await.unwrap();
-    drop(store);
-
-    let (_store, restored) = Store::open(path.clone()).await.unwrap();
-    let mut routes = restored.routes;
-    routes.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    assert_eq!(
-        routes,
-        [
-            ("noc".to_string(), "inc-1".to_string(), waiting),
-            ("noc".to_string(), "inc-2".to_string(), before),
-        ]
-    );
-    let version: i64 = Connection::open(&path)
-        .unwrap()
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .unwrap();
-    assert_eq!(version, 2, "each migration once");
 }

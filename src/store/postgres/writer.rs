@@ -1,0 +1,292 @@
+//! The writer task: commits what is queued as one transaction, in order. Leader writes
+//! carry a fence, checked in the same transaction against the lease row; while the
+//! database is unreachable the batch is retried, on a new connection, until it lands, so
+//! that nothing accepted is lost.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Pool, Transaction};
+use tokio::sync::mpsc;
+
+use super::rollups::{write_rollups, write_vantage_rollups};
+use super::{execute, is_transient, query};
+use crate::store::StoreError;
+use crate::store::write::{Batch, Fence, Outcome, Queued, Refused, Write, Writes, status_str};
+
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Holds while `holder` leads `scope` with `token`. `FOR SHARE` keeps the row as it is
+/// until this transaction ends: a successor's takeover waits for the commit, so it reads
+/// (restores) everything the former leader stored, and nothing lands after it.
+const FENCE_CHECK: &str = "SELECT 1 FROM leader_lease
+    WHERE scope = $1 AND holder = $2 AND token = $3 AND lease_until > now() FOR SHARE";
+
+pub(super) async fn write_loop(pool: Pool, mut rx: mpsc::UnboundedReceiver<Queued>) {
+    let mut refused = Refused::default();
+    while let Some(batch) = Batch::next(&mut rx).await {
+        let outcome = commit(&pool, &batch.writes).await;
+        batch.finish(outcome, &mut refused);
+    }
+}
+
+/// Commits `batch`, retrying with backoff while the error is one that passes (the
+/// database restarting, the network); writes queued meanwhile wait behind it.
+async fn commit(pool: &Pool, writes: &Writes) -> Outcome {
+    let mut pause = RETRY_FIRST;
+    loop {
+        match write_batch(pool, writes).await {
+            Ok(None) => return Outcome::Committed,
+            Ok(Some(stale)) => return Outcome::Fenced(stale),
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(error = %e, retry_in = ?pause, "store write failed, retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
+            }
+            Err(e) => return Outcome::Failed(e.to_string()),
+        }
+    }
+}
+
+/// Writes a batch in one transaction; the writes made under a fence that no longer holds
+/// are left out, and that fence returned.
+async fn write_batch(pool: &Pool, writes: &Writes) -> Result<Option<Arc<Fence>>, StoreError> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    let mut stale = Vec::new();
+    for fence in &writes.fences {
+        let held = query(
+            &tx,
+            FENCE_CHECK,
+            &[&fence.scope, &fence.holder, &fence.token],
+        )
+        .await?;
+        if held.is_empty() {
+            stale.push(Arc::clone(fence));
+        }
+    }
+    // Target states and vantage states are only ever replaced, so each batch writes the
+    // last of each in one statement: at a mass outage (or a shutdown) that is one round
+    // trip, not one per target.
+    let mut targets = Latest::default();
+    let mut states = Latest::default();
+    for (write, fence) in &writes.list {
+        if fence.as_ref().is_some_and(|f| stale.contains(f)) {
+            continue;
+        }
+        match write {
+            Write::Target { id, detector } => targets.put(id.clone(), (id, detector)),
+            Write::VantageState(v) => states.put(format!("{}\n{}", v.target, v.vantage), v),
+            other => write_one(&tx, other).await?,
+        }
+    }
+    if !targets.is_empty() {
+        let (ids, detectors): (Vec<&str>, Vec<&str>) = targets
+            .into_values()
+            .into_iter()
+            .map(|(id, d)| (id.as_str(), d.as_str()))
+            .unzip();
+        execute(
+            &tx,
+            "INSERT INTO target_state (target, detector)
+             SELECT * FROM unnest($1::TEXT[], $2::TEXT[])
+             ON CONFLICT (target) DO UPDATE SET detector = excluded.detector",
+            &[&ids, &detectors],
+        )
+        .await?;
+    }
+    if !states.is_empty() {
+        let states = states.into_values();
+        let column = |f: fn(&crate::store::VantageState) -> &str| -> Vec<&str> {
+            states.iter().map(|v| f(v)).collect()
+        };
+        let since: Vec<_> = states.iter().map(|v| v.since).collect();
+        execute(
+            &tx,
+            "INSERT INTO vantage_state (target, vantage, state, since, updated_at)
+             SELECT t, v, s, at, now()
+             FROM unnest($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TIMESTAMPTZ[]) AS u(t, v, s, at)
+             ON CONFLICT (target, vantage) DO UPDATE SET state = excluded.state,
+                since = excluded.since, updated_at = excluded.updated_at",
+            &[
+                &column(|v| &v.target),
+                &column(|v| &v.vantage),
+                &column(|v| v.state.as_str()),
+                &since,
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(stale.into_iter().next())
+}
+
+/// The last value put under each key, in the order keys were first put.
+struct Latest<T> {
+    index: HashMap<String, usize>,
+    values: Vec<T>,
+}
+
+impl<T> Default for Latest<T> {
+    fn default() -> Self {
+        Latest {
+            index: HashMap::new(),
+            values: Vec::new(),
+        }
+    }
+}
+
+impl<T> Latest<T> {
+    fn put(&mut self, key: String, value: T) {
+        match self.index.get(&key) {
+            Some(&i) => self.values[i] = value,
+            None => {
+                self.index.insert(key, self.values.len());
+                self.values.push(value);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    fn into_values(self) -> Vec<T> {
+        self.values
+    }
+}
+
+async fn write_one(tx: &Transaction<'_>, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::Target { .. } | Write::VantageState(_) => {
+            unreachable!("written together by write_batch")
+        }
+        Write::Incident(inc) => {
+            let services: Vec<&str> = inc.services.keys().map(String::as_str).collect();
+            execute(
+                tx,
+                "INSERT INTO incident (id, seq, status, services, body)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                    services = excluded.services, body = excluded.body",
+                &[
+                    &inc.id,
+                    &(inc.seq as i64),
+                    &status_str(inc.status),
+                    &services,
+                    &serde_json::to_string(&inc)?,
+                ],
+            )
+            .await?;
+        }
+        Write::Change(change) => {
+            execute(
+                tx,
+                "INSERT INTO change (id, at, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET at = excluded.at, body = excluded.body",
+                &[&change.id, &change.at, &serde_json::to_string(&change)?],
+            )
+            .await?;
+        }
+        Write::Maintenance(w) => {
+            execute(
+                tx,
+                "INSERT INTO maintenance (id, ends_at, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET ends_at = excluded.ends_at, body = excluded.body",
+                &[&w.id, &w.ends_at, &serde_json::to_string(&w)?],
+            )
+            .await?;
+        }
+        Write::Enqueue {
+            receiver,
+            event,
+            queued_at,
+        } => {
+            execute(
+                tx,
+                "INSERT INTO outbox (receiver, queued_at, body) VALUES ($1, $2, $3)",
+                &[receiver, queued_at, &serde_json::to_string(&event)?],
+            )
+            .await?;
+        }
+        Write::Settle(seq) => {
+            execute(tx, "DELETE FROM outbox WHERE seq = $1", &[seq]).await?;
+        }
+        Write::Route {
+            receiver,
+            incident,
+            state: Some(state),
+        } => {
+            execute(
+                tx,
+                "INSERT INTO route (receiver, incident, last_sent, last_update, update_pending)
+                 VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (receiver, incident) DO UPDATE SET last_sent = excluded.last_sent,
+                    last_update = excluded.last_update,
+                    update_pending = excluded.update_pending",
+                &[
+                    receiver,
+                    incident,
+                    &state.last_sent,
+                    &state.last_update,
+                    &state.update_pending,
+                ],
+            )
+            .await?;
+        }
+        Write::Route {
+            receiver,
+            incident,
+            state: None,
+        } => {
+            execute(
+                tx,
+                "DELETE FROM route WHERE receiver = $1 AND incident = $2",
+                &[receiver, incident],
+            )
+            .await?;
+        }
+        Write::DiscardReceiversExcept(names) => {
+            let dropped = execute(
+                tx,
+                "DELETE FROM outbox WHERE receiver <> ALL ($1::TEXT[])",
+                &[names],
+            )
+            .await?;
+            execute(
+                tx,
+                "DELETE FROM route WHERE receiver <> ALL ($1::TEXT[])",
+                &[names],
+            )
+            .await?;
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    "alerts queued for receivers no longer configured were dropped"
+                );
+            }
+        }
+        Write::Rollups(minute) => write_rollups(tx, minute).await?,
+        Write::PruneRollups { minutes, rollups } => {
+            for (table, before) in [
+                ("rollup_minute", minutes),
+                ("rollup_hour", rollups),
+                ("rollup_day", rollups),
+                ("vantage_rollup_minute", minutes),
+            ] {
+                execute(
+                    tx,
+                    &format!("DELETE FROM {table} WHERE start < $1"),
+                    &[before],
+                )
+                .await?;
+            }
+        }
+        Write::VantageRollups { vantage, minute } => {
+            write_vantage_rollups(tx, vantage, minute).await?
+        }
+    }
+    Ok(())
+}
