@@ -10,13 +10,15 @@
 //! * `feeds`: badges and the Atom history;
 //! * `public`: what the public sees of an incident (name, customer-facing updates);
 //! * `exporter`: the blackbox-compatible `/probe`;
-//! * `error`: the JSON error shape.
+//! * `error`: the JSON error shape;
+//! * `server`: the listener, with its connection limits and bounded shutdown.
 
 mod api;
 mod error;
 mod exporter;
 mod feeds;
 mod public;
+mod server;
 mod status_page;
 mod statuspage_api;
 
@@ -24,10 +26,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -43,6 +46,8 @@ use crate::topology::Topology;
 use crate::validation::{Issues, read_secret_file};
 
 pub use error::ApiError;
+pub use server::ListenerSpec;
+pub(crate) use server::serve;
 pub use status_page::{PageConfig, PageSpec};
 
 /// `[server]`.
@@ -59,6 +64,21 @@ pub struct ServerConfig {
     /// Bearer token for write endpoints; they answer 403 when unset.
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// Connections served at once; more wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a client may take to send a request head.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open without a request.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Requests one connection may carry before tocsin closes it.
+    #[serde(default = "default_max_requests_per_connection")]
+    pub max_requests_per_connection: u64,
+    /// How long requests in progress get to finish on shutdown.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +88,11 @@ impl Default for ServerConfig {
             page_title: default_page_title(),
             external_url: None,
             admin_token_file: None,
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_requests_per_connection: default_max_requests_per_connection(),
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
 }
@@ -78,6 +103,21 @@ fn default_listen() -> String {
 fn default_page_title() -> String {
     "Service status".to_string()
 }
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_requests_per_connection() -> u64 {
+    1000
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(5)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
@@ -85,6 +125,8 @@ pub struct ServerSpec {
     pub page_title: String,
     pub external_url: Option<Url>,
     pub admin_token: Option<String>,
+    /// Read when the listener starts: changes need a restart.
+    pub listener: ListenerSpec,
 }
 
 impl ServerConfig {
@@ -122,6 +164,24 @@ impl ServerConfig {
                 }
             },
         };
+        if self.max_connections == 0 {
+            issues.push(format!("{path}.max_connections"), "must be at least 1");
+        }
+        if self.max_requests_per_connection == 0 {
+            issues.push(
+                format!("{path}.max_requests_per_connection"),
+                "must be at least 1",
+            );
+        }
+        for (key, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ] {
+            if value.is_zero() {
+                issues.push(format!("{path}.{key}"), "must be greater than zero");
+            }
+        }
         if issues.len() > before {
             return None;
         }
@@ -130,6 +190,13 @@ impl ServerConfig {
             page_title: self.page_title.clone(),
             external_url,
             admin_token,
+            listener: ListenerSpec {
+                max_connections: self.max_connections,
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                max_requests_per_connection: self.max_requests_per_connection,
+                shutdown_timeout: self.shutdown_timeout,
+            },
         })
     }
 }
@@ -244,11 +311,25 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     )
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    if *state.ready.borrow() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+/// Ready once the store is open and the schedulers run, and while no probe has failed for a
+/// reason of this host within [`crate::metrics::LOCAL_ERROR_HOLD`]: such an instance cannot
+/// tell its targets' health.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if !*state.ready.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    }
+    match state.metrics.recent_local_error(state.clock.now()) {
+        Some((at, cause)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "probes cannot run for a reason of this host ({}), last at {}: \
+                 see tocsin_probe_local_errors_total and the log\n",
+                cause.as_str(),
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        )
+            .into_response(),
+        None => (StatusCode::OK, "ready\n").into_response(),
     }
 }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-pub use result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
+pub use result::{Failure, LocalCause, Phases, ProbeResult, Reason, TlsInfo};
 
 use crate::validation::Issues;
 
