@@ -203,9 +203,10 @@ impl App {
         let watchdog_token = CancellationToken::new();
         let watchdog = notify::spawn_watchdog(snapshot.clone(), watchdog_token.clone());
 
+        let in_flight = Arc::new(Semaphore::new(budget.probes_in_flight));
         let scheduler_ctx = SchedulerContext {
             prober: prober.clone(),
-            in_flight: Arc::new(Semaphore::new(budget.probes_in_flight)),
+            in_flight: Arc::clone(&in_flight),
             reports: report_tx,
             metrics: Arc::clone(&metrics),
             clock,
@@ -227,6 +228,8 @@ impl App {
             ready: ready_rx,
             started: clock.now(),
             prober,
+            in_flight,
+            exporter_slots: Arc::default(),
             clock,
         });
         let reloader = Reloader {

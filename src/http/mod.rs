@@ -9,7 +9,7 @@
 //! * `statuspage_api`: the Atlassian Statuspage v2 documents (`/api/v2`);
 //! * `feeds`: badges and the Atom history;
 //! * `public`: what the public sees of an incident (name, customer-facing updates);
-//! * `exporter`: the blackbox-compatible `/probe`;
+//! * `exporter`: the blackbox-compatible `/probe` and `[exporter]`;
 //! * `error`: the JSON error shape;
 //! * `server`: the listener, with its connection limits and bounded shutdown.
 
@@ -33,7 +33,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use url::Url;
 
 use crate::clock::{Clock, Timestamp};
@@ -46,9 +46,12 @@ use crate::topology::Topology;
 use crate::validation::{Issues, read_secret_file};
 
 pub use error::ApiError;
+pub use exporter::{ExporterConfig, ExporterSpec};
 pub use server::ListenerSpec;
 pub(crate) use server::serve;
 pub use status_page::{PageConfig, PageSpec};
+
+use exporter::ExporterSlots;
 
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -213,6 +216,8 @@ pub struct SiteSpec {
     pub topology: Arc<Topology>,
     /// `[page]`: what the public page shows.
     pub page: PageSpec,
+    /// `[exporter]`: who may make `/probe` probe what.
+    pub exporter: ExporterSpec,
 }
 
 /// A reload request from `POST /-/reload`; answered with the validation errors, if any.
@@ -230,6 +235,10 @@ pub struct AppState {
     pub engine: mpsc::Sender<Control>,
     /// Runs `/probe` requests.
     pub prober: Prober,
+    /// The scheduler's bound on probes in flight, which `/probe` runs count against.
+    pub in_flight: Arc<Semaphore>,
+    /// `/probe` runs in progress, against `[exporter] max_concurrent`.
+    pub exporter_slots: Arc<ExporterSlots>,
     /// When this process started (Statuspage `created_at` of components).
     pub started: Timestamp,
     /// True once the store is open and the schedulers run.
