@@ -230,6 +230,7 @@ impl App {
             prober,
             in_flight,
             exporter_slots: Arc::default(),
+            writes: Arc::default(),
             clock,
         });
         let reloader = Reloader {

@@ -10,12 +10,13 @@
 //! * `feeds`: badges and the Atom history;
 //! * `public`: what the public sees of an incident (name, customer-facing updates);
 //! * `exporter`: the blackbox-compatible `/probe` and `[exporter]`;
-//! * `error`: the JSON error shape;
+//! * `error`: the JSON error shape; `extract`: extractors whose rejections take it;
 //! * `server`: the listener, with its connection limits and bounded shutdown.
 
 mod api;
 mod error;
 mod exporter;
+mod extract;
 mod feeds;
 mod public;
 mod server;
@@ -29,6 +30,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -239,6 +241,9 @@ pub struct AppState {
     pub in_flight: Arc<Semaphore>,
     /// `/probe` runs in progress, against `[exporter] max_concurrent`.
     pub exporter_slots: Arc<ExporterSlots>,
+    /// Held by the write endpoints that create by id, from looking the id up to storing,
+    /// so that two requests with one id cannot both create it.
+    pub writes: Arc<tokio::sync::Mutex<()>>,
     /// When this process started (Statuspage `created_at` of components).
     pub started: Timestamp,
     /// True once the store is open and the schedulers run.
@@ -308,10 +313,17 @@ pub fn router(state: AppState) -> Router {
             get(statuspage_api::active_maintenances),
         )
         .fallback(|| async { ApiError::not_found("no such path") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::method_not_allowed("this path does not take that method")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // The page with 90-day bars is mostly repeated markup: gzip cuts it about tenfold.
         .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
+
+/// Largest request body read: the API's bodies are a few hundred bytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     (

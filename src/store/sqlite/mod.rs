@@ -225,6 +225,17 @@ impl Store {
         .await
     }
 
+    /// The change registered with `id`.
+    pub async fn change(&self, id: String) -> Result<Option<Change>, StoreError> {
+        self.read(move |conn| {
+            let body: Option<String> = conn
+                .query_row("SELECT body FROM change WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
     pub fn save_incident(&self, incident: &Incident) {
         let _ = self
             .writes
