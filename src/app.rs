@@ -2,6 +2,10 @@
 //! reloads on SIGHUP or `POST /-/reload`, and shuts down in order (schedulers, then the
 //! engine, which flushes the store, then alert delivery, then the HTTP server). It tells
 //! systemd about each step through `notify`.
+//!
+//! At start it raises the soft descriptor limit to the hard one and splits it between the
+//! listener's connections and a reserve for probes, so that clients of the listener can
+//! never take the descriptors probes need (and make healthy targets look down).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,15 +22,93 @@ use crate::alert::outbox::Outbox;
 use crate::clock::Clock;
 use crate::config::{self, ConfigSource, Settings};
 use crate::engine::{Control, Engine};
-use crate::http::{AppState, ReloadRequest, SiteSpec, router};
+use crate::http::{AppState, ListenerSpec, ReloadRequest, SiteSpec, router};
 use crate::metrics::Metrics;
 use crate::notify;
 use crate::probe::{Prober, ProberError};
 use crate::scheduler::{self, SchedulerContext};
 use crate::store::{Store, StoreError};
 
-/// Probes allowed in flight at once, across all targets.
+/// Probes allowed in flight at once, across all targets and `/probe`, when the descriptor
+/// limit allows (it is lowered to fit otherwise).
 pub const MAX_PROBES_IN_FLIGHT: usize = 1024;
+
+/// Descriptors one probe holds at most: its socket, and the resolver's while it resolves.
+const FDS_PER_PROBE: u64 = 2;
+
+/// Descriptors that are neither connections nor probes: the store (database, WAL, shared
+/// memory), the runtime (epoll, eventfd, signal pipe), standard streams, the receivers'
+/// HTTP connections, and a margin.
+const FIXED_FDS: u64 = 128;
+
+/// Fewest connections the listener is lowered to while the probes keep their whole reserve;
+/// below it both are lowered.
+const MIN_CONNECTIONS: u64 = 16;
+
+/// How the descriptor limit is split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FdBudget {
+    max_connections: usize,
+    probes_in_flight: usize,
+}
+
+/// Fits `max_connections` connections and the probes' reserve ([`MAX_PROBES_IN_FLIGHT`] ×
+/// [`FDS_PER_PROBE`]) with [`FIXED_FDS`] under `limit`. When they do not fit, connections
+/// give way first (probes are what tocsin is for), down to [`MIN_CONNECTIONS`]; under a
+/// limit too small even for that, connections get a quarter and probes the rest.
+fn fit_fds(limit: u64, max_connections: usize) -> FdBudget {
+    let available = limit.saturating_sub(FIXED_FDS);
+    let wanted = max_connections as u64;
+    let reserve = MAX_PROBES_IN_FLIGHT as u64 * FDS_PER_PROBE;
+    let (connections, probes) = if wanted + reserve <= available {
+        (wanted, MAX_PROBES_IN_FLIGHT as u64)
+    } else if reserve + MIN_CONNECTIONS.min(wanted) <= available {
+        (available - reserve, MAX_PROBES_IN_FLIGHT as u64)
+    } else {
+        let connections = (available / 4).clamp(1, wanted);
+        let probes = (available.saturating_sub(connections) / FDS_PER_PROBE)
+            .clamp(1, MAX_PROBES_IN_FLIGHT as u64);
+        (connections, probes)
+    };
+    FdBudget {
+        max_connections: connections as usize,
+        probes_in_flight: probes as usize,
+    }
+}
+
+/// Raises the soft descriptor limit to the hard one and splits it ([`fit_fds`]), with a
+/// warning naming the key when `server.max_connections` cannot be had.
+fn descriptor_budget(max_connections: usize) -> FdBudget {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            let soft = rlimit::Resource::NOFILE.get().map(|(soft, _)| soft);
+            tracing::warn!(error = %e, "cannot raise the descriptor limit (RLIMIT_NOFILE)");
+            soft.unwrap_or(u64::MAX)
+        }
+    };
+    let budget = fit_fds(limit, max_connections);
+    if budget.max_connections < max_connections || budget.probes_in_flight < MAX_PROBES_IN_FLIGHT {
+        tracing::warn!(
+            limit,
+            max_connections = budget.max_connections,
+            probes_in_flight = budget.probes_in_flight,
+            "the descriptor limit (RLIMIT_NOFILE {limit}) cannot hold server.max_connections = \
+             {max_connections} beside the probes' reserve: serving at most {} connections, \
+             {} probes in flight; raise LimitNOFILE or lower server.max_connections",
+            budget.max_connections,
+            budget.probes_in_flight,
+        );
+    } else {
+        tracing::info!(
+            limit,
+            max_connections = budget.max_connections,
+            probes_in_flight = budget.probes_in_flight,
+            "descriptors shared between the listener and the probes"
+        );
+    }
+    budget
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -62,6 +144,8 @@ pub struct App {
     reloader: Reloader,
     generation: Generation,
     scheduler_ctx: SchedulerContext,
+    /// The listener's limits, `max_connections` fitted to the descriptor limit.
+    listener: ListenerSpec,
     reload_requests: mpsc::Receiver<ReloadRequest>,
     hangups: Signal,
     ready: watch::Sender<bool>,
@@ -79,6 +163,11 @@ impl App {
     pub async fn start(source: ConfigSource, settings: Settings) -> Result<App, AppError> {
         let clock = Clock::system();
         let settings = Arc::new(settings);
+        let budget = descriptor_budget(settings.server.listener.max_connections);
+        let listener = ListenerSpec {
+            max_connections: budget.max_connections,
+            ..settings.server.listener
+        };
         let metrics = Arc::new(Metrics::new());
         metrics.config_reload_ok.set(1);
         metrics
@@ -114,9 +203,10 @@ impl App {
         let watchdog_token = CancellationToken::new();
         let watchdog = notify::spawn_watchdog(snapshot.clone(), watchdog_token.clone());
 
+        let in_flight = Arc::new(Semaphore::new(budget.probes_in_flight));
         let scheduler_ctx = SchedulerContext {
             prober: prober.clone(),
-            in_flight: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
+            in_flight: Arc::clone(&in_flight),
             reports: report_tx,
             metrics: Arc::clone(&metrics),
             clock,
@@ -138,6 +228,9 @@ impl App {
             ready: ready_rx,
             started: clock.now(),
             prober,
+            in_flight,
+            exporter_slots: Arc::default(),
+            writes: Arc::default(),
             clock,
         });
         let reloader = Reloader {
@@ -156,6 +249,7 @@ impl App {
             reloader,
             generation,
             scheduler_ctx,
+            listener,
             reload_requests,
             hangups,
             ready: ready_tx,
@@ -183,9 +277,13 @@ impl App {
         let address = listener.local_addr().map_err(AppError::Serve)?;
         let _ = self.listening.set(address);
         let http_token = CancellationToken::new();
-        let server = axum::serve(listener, self.router.clone())
-            .with_graceful_shutdown(http_token.clone().cancelled_owned());
-        let server_task = tokio::spawn(async move { server.await });
+        let server_task = tokio::spawn(crate::http::serve(
+            listener,
+            self.router.clone(),
+            self.listener,
+            Arc::clone(&self.scheduler_ctx.metrics),
+            http_token.clone(),
+        ));
         self.reloader.address = Some(address);
         let settings = &self.reloader.current;
         tracing::info!(
@@ -217,9 +315,8 @@ impl App {
         }
         self.stop().await;
         http_token.cancel();
-        match server_task.await {
-            Ok(result) => result.map_err(AppError::Serve)?,
-            Err(e) => tracing::error!(error = %e, "HTTP server task failed"),
+        if let Err(e) = server_task.await {
+            tracing::error!(error = %e, "HTTP server task failed");
         }
         Ok(())
     }
@@ -334,8 +431,14 @@ impl Reloader {
                 return Err(e.to_string());
             }
         };
-        if new.server.listen != self.current.server.listen || new.storage != self.current.storage {
-            tracing::warn!("server.listen and storage changes take effect after a restart");
+        if new.server.listen != self.current.server.listen
+            || new.server.listener != self.current.server.listener
+            || new.storage != self.current.storage
+        {
+            tracing::warn!(
+                "changes to server.listen, the listener's limits and [storage] take effect \
+                 after a restart"
+            );
         }
         let outbox = Outbox::start(
             &new.receivers,
@@ -377,5 +480,39 @@ impl Generation {
             tracker: TaskTracker::new(),
             token: CancellationToken::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn descriptors_go_to_probes_first() {
+        let budget = |limit, connections| {
+            let b = fit_fds(limit, connections);
+            (b.max_connections, b.probes_in_flight)
+        };
+        // A unit's LimitNOFILE=65536: everything fits.
+        assert_eq!(budget(65_536, 1024), (1024, 1024));
+        // The limit of the false outage, 4096: still fits (1024 + 2048 + 128).
+        assert_eq!(budget(4096, 1024), (1024, 1024));
+        // Connections give way to the probes' reserve.
+        assert_eq!(budget(2500, 1024), (2500 - 128 - 2048, 1024));
+        // Too small for the reserve: a quarter for connections, the rest for probes.
+        assert_eq!(budget(256, 1024), (32, 48));
+        assert_eq!(budget(2048, 1024), (480, 720));
+        // Every figure fits the limit.
+        for limit in [0, 1, 64, 129, 200, 256, 1000, 2200, 5000] {
+            let (c, p) = budget(limit, 1024);
+            assert!(c >= 1 && p >= 1, "{limit}");
+            if limit > FIXED_FDS + 4 {
+                assert!(
+                    c as u64 + p as u64 * FDS_PER_PROBE + FIXED_FDS <= limit,
+                    "{limit}"
+                );
+            }
+        }
+        assert_eq!(budget(256, 8), (8, 60), "never more than configured");
     }
 }

@@ -26,8 +26,9 @@
 //!    the validation [`validation::Issues`] every config reports into, secret files; how
 //!    figures are written for people.
 //! 2. [`probe`]: one file per protocol behind the closed [`probe::ProbeSpec`] enum; what a
-//!    run yields ([`probe::ProbeResult`], one [`probe::Reason`] per failure) is data, never
-//!    an `Err`; `[modules.*]` templates for `/probe`.
+//!    run yields ([`probe::ProbeResult`], one [`probe::Reason`] per failure, a
+//!    [`probe::LocalCause`] when this host could not make the attempt) is data, never an
+//!    `Err`; `[modules.*]` templates for `/probe`.
 //! 3. [`topology`]: who is behind what: services, groups of subscribers, targets, and the
 //!    tables of the file that build it.
 //! 4. [`detector`]: pure per-target state machine (thresholds, backdated onset).
@@ -44,7 +45,8 @@
 //!     flight, a hard deadline each; it sends `ProbeReport`s.
 //! 12. [`engine`]: the one task that owns detector and incident state around its pure
 //!     [`engine::Core`]; it persists, alerts, counts and publishes snapshots.
-//! 13. `http`: the API, the status page, the Statuspage documents, `/probe`, `/metrics`.
+//! 13. `http`: the API, the status page, the Statuspage documents, `/probe`, `/metrics`,
+//!     and the listener that serves them within its limits.
 //! 14. [`config`]: the file (the `config` crate, `TOCSIN__…` overrides) assembled from every
 //!     component's config and validated into [`config::Settings`], every problem at once,
 //!     each with its line.

@@ -203,9 +203,12 @@ async fn probe(
     match &result.failure {
         None => println!("ok    {kind} {target}  {}", ms(result.latency)),
         Some(f) => println!(
-            "FAIL  {kind} {target}  {}  reason={}: {}",
+            "FAIL  {kind} {target}  {}  reason={}{}: {}",
             ms(result.latency),
             f.reason.as_str(),
+            f.local
+                .map(|c| format!(" (local: {}, not the target)", c.as_str()))
+                .unwrap_or_default(),
             f.detail
         ),
     }

@@ -10,16 +10,18 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
 
+use crate::clock::Timestamp;
 use crate::detector::TargetState;
 use crate::incident::{ComponentStatus, Severity};
-use crate::probe::{ProbeResult, Reason};
+use crate::probe::{LocalCause, ProbeResult, Reason};
 use crate::topology::Target;
 
 /// Every tocsin series. Families are atomics: share an `Arc<Metrics>`.
@@ -39,6 +41,11 @@ pub struct Metrics {
     pub scheduler_lag: Histogram,
     pub scheduler_skipped: prometheus::IntCounter,
     pub probes_in_flight: IntGauge,
+    /// Probes this host could not make, by [`LocalCause`]; and the last one, for `/readyz`.
+    probe_local_errors: IntCounterVec,
+    last_local_error: Mutex<Option<(Timestamp, LocalCause)>>,
+    /// Connections the HTTP listener holds now.
+    pub http_connections: IntGauge,
     pub config_reload_ok: IntGauge,
     pub config_reload_timestamp: Gauge,
 }
@@ -130,6 +137,18 @@ impl Metrics {
                 "tocsin_probes_in_flight",
                 "Probes running now."
             )),
+            probe_local_errors: reg!(IntCounterVec::new(
+                opts(
+                    "tocsin_probe_local_errors_total",
+                    "Probes that could not run for a reason of this host (no verdict on the target), by cause."
+                ),
+                &["reason"]
+            )),
+            last_local_error: Mutex::new(None),
+            http_connections: reg!(IntGauge::new(
+                "tocsin_http_connections",
+                "Connections the HTTP listener holds now."
+            )),
             config_reload_ok: reg!(IntGauge::new(
                 "tocsin_config_last_reload_successful",
                 "Whether the last configuration load succeeded."
@@ -165,7 +184,31 @@ impl Metrics {
                 .incidents_open
                 .with_label_values(&[severity.as_str()]);
         }
+        for cause in LocalCause::ALL {
+            metrics
+                .probe_local_errors
+                .with_label_values(&[cause.as_str()]);
+        }
         metrics
+    }
+
+    /// Counts a probe this host could not make. True when it starts a spell (none in the
+    /// [`LOCAL_ERROR_HOLD`] before), so that callers log spells rather than every probe.
+    pub fn record_local_error(&self, cause: LocalCause, at: Timestamp) -> bool {
+        self.probe_local_errors
+            .with_label_values(&[cause.as_str()])
+            .inc();
+        let mut last = self.last_local_error.lock().expect("metrics lock");
+        let starts = last.is_none_or(|(previous, _)| !within_hold(previous, at));
+        *last = Some((at, cause));
+        starts
+    }
+
+    /// The cause of the last local error if it happened within [`LOCAL_ERROR_HOLD`] of
+    /// `now`: while there is one, the instance is not ready.
+    pub fn recent_local_error(&self, now: Timestamp) -> Option<(Timestamp, LocalCause)> {
+        let last = *self.last_local_error.lock().expect("metrics lock");
+        last.filter(|(at, _)| within_hold(*at, now))
     }
 
     /// The text exposition format, for `GET /metrics`.
@@ -238,6 +281,15 @@ impl Metrics {
         let _ = self.service_affected.remove_label_values(&[service]);
         let _ = self.service_affected_ratio.remove_label_values(&[service]);
     }
+}
+
+/// How long `/readyz` keeps failing after a probe could not run for a local reason: long
+/// enough that readiness does not flap while a host runs short of descriptors or ports, and
+/// a scrape every 15 s sees it.
+pub const LOCAL_ERROR_HOLD: Duration = Duration::from_secs(30);
+
+fn within_hold(at: Timestamp, now: Timestamp) -> bool {
+    (now - at).to_std().unwrap_or_default() < LOCAL_ERROR_HOLD
 }
 
 impl Default for Metrics {
@@ -524,6 +576,42 @@ mod tests {
                 "{reason:?} missing"
             );
         }
+    }
+
+    #[test]
+    fn local_errors_are_counted_by_cause_and_held_for_readiness() {
+        let metrics = Metrics::new();
+        let t0 = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        assert_eq!(metrics.recent_local_error(t0), None);
+        assert!(metrics.record_local_error(LocalCause::FileDescriptors, t0));
+        assert!(!metrics.record_local_error(LocalCause::FileDescriptors, at(10)));
+        assert_eq!(
+            metrics.recent_local_error(at(39)),
+            Some((at(10), LocalCause::FileDescriptors))
+        );
+        assert_eq!(metrics.recent_local_error(at(40)), None);
+        assert!(
+            metrics.record_local_error(LocalCause::Ports, at(41)),
+            "a new spell"
+        );
+        let text = metrics.render();
+        let count = |cause: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with(&format!(
+                        "tocsin_probe_local_errors_total{{reason=\"{cause}\"}}"
+                    ))
+                })
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        };
+        assert_eq!(count("fds").as_deref(), Some("2"));
+        assert_eq!(count("ports").as_deref(), Some("1"));
+        assert_eq!(
+            count("memory").as_deref(),
+            Some("0"),
+            "every cause has a series"
+        );
     }
 
     #[test]

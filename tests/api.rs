@@ -370,3 +370,199 @@ probe = {{ type = "http", url = "{url}" }}
     assert!(!page.contains("Suspected cause"), "causes stay hidden");
     app.stop().await;
 }
+
+/// Hostile or broken input to the API (issue 14), in-process: every error is the JSON
+/// error shape with a fitting status, bodies are bounded, re-posting an id is idempotent or
+/// a conflict, and times that would silence a service for ever are refused by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_gets_json_errors_bounded_bodies_and_idempotent_ids() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let app = InProcess::start(config(dir.path(), &target, true), dir.path()).await;
+    let token = Some(ADMIN_TOKEN);
+    let error_code = |status: axum::http::StatusCode, content_type: &str, body: &str| {
+        assert_eq!(content_type, "application/json", "{status}: {body}");
+        let body = json(body);
+        assert!(body["error"]["message"].is_string(), "{body}");
+        body["error"]["code"].as_str().unwrap().to_string()
+    };
+    let content_type = |headers: &axum::http::HeaderMap| {
+        headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+
+    // A body over the limit (64 KiB) is 413, not 400.
+    let big = serde_json::json!({"summary": "x".repeat(65 * 1024)});
+    let (status, ct, body) = app
+        .request("POST", "/api/v1/changes", token, Some(big))
+        .await;
+    assert_eq!(status, 413, "{}", &body[..body.len().min(200)]);
+    assert_eq!(error_code(status, &ct, &body), "payload_too_large");
+
+    // The extractors' rejections are JSON too.
+    let (status, headers, body) = app
+        .raw(
+            "POST",
+            "/api/v1/changes",
+            token,
+            Some("text/plain"),
+            br#"{"summary": "x"}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(status, 415);
+    assert_eq!(
+        error_code(status, &content_type(&headers), &body),
+        "unsupported_media_type"
+    );
+    let (status, headers, body) = app
+        .raw(
+            "POST",
+            "/api/v1/incidents/inc-000001/acknowledge",
+            token,
+            Some("text/plain"),
+            b"alice".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 415);
+    assert_eq!(
+        error_code(status, &content_type(&headers), &body),
+        "unsupported_media_type"
+    );
+    let (status, headers, body) = app
+        .raw(
+            "POST",
+            "/api/v1/changes",
+            token,
+            Some("application/json"),
+            b"{\"summary\":".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        error_code(status, &content_type(&headers), &body),
+        "bad_request"
+    );
+    for path in [
+        "/api/v1/incidents?limit=abc",
+        "/api/v1/changes?limit=-1",
+        "/api/v1/incidents/%FF",
+    ] {
+        let (status, ct, body) = app.request("GET", path, None, None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert_eq!(error_code(status, &ct, &body), "bad_request", "{path}");
+    }
+    let (status, headers, body) = app
+        .raw("DELETE", "/api/v1/changes", token, None, Vec::new())
+        .await;
+    assert_eq!(status, 405);
+    assert_eq!(
+        error_code(status, &content_type(&headers), &body),
+        "method_not_allowed"
+    );
+    let allow = headers["allow"].to_str().unwrap();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let (status, ct, body) = app.request("GET", "/nowhere", None, None).await;
+    assert_eq!(status, 404);
+    assert_eq!(error_code(status, &ct, &body), "not_found");
+
+    // Re-posting a change id: the same body is an idempotent retry (200 with the stored
+    // change), another body is a conflict; a retry without `at` matches any `at`.
+    let at = chrono::Utc::now() - chrono::Duration::hours(1);
+    let change = serde_json::json!({"id": "chg-1", "summary": "CMS upgrade", "at": at});
+    let post =
+        |path: &'static str, body: serde_json::Value| app.request("POST", path, token, Some(body));
+    let (status, _, first) = post("/api/v1/changes", change.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, _, again) = post("/api/v1/changes", change.clone()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(json(&again), json(&first));
+    let (status, _, body) = post(
+        "/api/v1/changes",
+        serde_json::json!({"id": "chg-1", "summary": "CMS upgrade"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body), json(&first));
+    let (status, ct, body) = post(
+        "/api/v1/changes",
+        serde_json::json!({"id": "chg-1", "summary": "something else"}),
+    )
+    .await;
+    assert_eq!(status, 409);
+    assert_eq!(error_code(status, &ct, &body), "conflict");
+    let (_, _, list) = app.request("GET", "/api/v1/changes", None, None).await;
+    let list = json(&list);
+    assert_eq!(list["changes"].as_array().unwrap().len(), 1);
+    assert_eq!(list["changes"][0]["summary"], "CMS upgrade");
+
+    // The same for maintenance ids.
+    let now = chrono::Utc::now();
+    let window = serde_json::json!({
+        "id": "mnt-1", "services": ["web"],
+        "starts_at": now + chrono::Duration::hours(1),
+        "ends_at": now + chrono::Duration::hours(2),
+    });
+    let (status, _, first) = post("/api/v1/maintenances", window.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, _, again) = post("/api/v1/maintenances", window.clone()).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(json(&again), json(&first));
+    let mut longer = window.clone();
+    longer["ends_at"] = serde_json::json!(now + chrono::Duration::hours(3));
+    let (status, ct, body) = post("/api/v1/maintenances", longer).await;
+    assert_eq!(status, 409);
+    assert_eq!(error_code(status, &ct, &body), "conflict");
+
+    // Absurd times: 400, naming the field.
+    let refused = |body: serde_json::Value, field: &'static str| {
+        let path = if body.get("services").is_some() {
+            "/api/v1/maintenances"
+        } else {
+            "/api/v1/changes"
+        };
+        async move {
+            let (status, ct, text) = post(path, body).await;
+            assert_eq!(status, 400, "{text}");
+            assert_eq!(error_code(status, &ct, &text), "bad_request");
+            let message = json(&text)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            assert!(message.starts_with(&format!("{field}: ")), "{message}");
+        }
+    };
+    refused(
+        serde_json::json!({"services": ["web"], "starts_at": "0001-01-01T00:00:00Z",
+                           "ends_at": "9999-12-31T23:59:59Z"}),
+        "ends_at",
+    )
+    .await;
+    refused(
+        serde_json::json!({"services": ["web"],
+                           "starts_at": now + chrono::Duration::days(800),
+                           "ends_at": now + chrono::Duration::days(801)}),
+        "starts_at",
+    )
+    .await;
+    refused(
+        serde_json::json!({"summary": "x", "at": "1990-01-01T00:00:00Z"}),
+        "at",
+    )
+    .await;
+    refused(
+        serde_json::json!({"summary": "x", "at": now + chrono::Duration::days(1)}),
+        "at",
+    )
+    .await;
+    let (status, _, _) = post(
+        "/api/v1/changes",
+        serde_json::json!({"summary": "x", "at": "-0001-01-01T00:00:00Z"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (_, _, list) = app.request("GET", "/api/v1/maintenances", None, None).await;
+    assert_eq!(json(&list)["maintenances"].as_array().unwrap().len(), 1);
+    app.stop().await;
+}

@@ -256,7 +256,7 @@ fn the_example_keeps_secrets_in_files_and_those_keys_commented_out() {
             panic!("a *_file key left active in the example: {line}");
         }
     }
-    for key in ["admin_token_file", "secret_file", "url_file"] {
+    for key in ["admin_token_file", "secret_file", "url_file", "token_file"] {
         assert!(
             text.lines()
                 .any(|l| l.trim_start().starts_with(&format!("# {key} ="))),
@@ -304,6 +304,7 @@ fn the_example_documents_every_key() {
     let tables = [
         ("", "zzz = 1".to_string()),
         ("server", "[server]\nzzz = 1".to_string()),
+        ("exporter", "[exporter]\nzzz = 1".to_string()),
         ("storage", "[storage]\nzzz = 1".to_string()),
         ("vantage", "[vantage]\nzzz = 1".to_string()),
         ("defaults", "[defaults]\nzzz = 1".to_string()),

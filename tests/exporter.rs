@@ -268,3 +268,161 @@ fn tocsin_probe_prints_and_exits_by_the_result() {
     assert!(String::from_utf8_lossy(&option.stdout).contains("reason=timeout"));
     drop(listener);
 }
+
+/// A target that redirects to `/probe` on tocsin itself, asking it to probe that target
+/// again (issue 14): the loop is refused at its first turn (508 from tocsin's own `/probe`),
+/// so one scrape costs the target a request or two, not thousands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_back_into_probe_is_refused_as_a_loop() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let toml = TestConfig::new(dir.path()).body(&format!(
+        r#"
+[[services]]
+id = "web"
+[[targets]]
+id = "www"
+service = "web"
+probe = {{ type = "http", url = "{url}" }}
+
+[modules.http_2xx]
+probe = {{ type = "http" }}
+timeout = "1s"
+"#,
+        url = target.url()
+    ));
+    let daemon = Daemon::start(&toml, dir.path()).await;
+
+    // The hostile target: every request is redirected to tocsin's /probe of itself.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let itself = format!("http://{}/loop", listener.local_addr().unwrap());
+    let back = format!(
+        "{}?module=http_2xx&target={}",
+        daemon.url("/probe"),
+        url_escape(&itself)
+    );
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&hits);
+    let app = axum::Router::new().route(
+        "/loop",
+        axum::routing::get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let back = back.clone();
+            async move { (axum::http::StatusCode::FOUND, [("location", back)]) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let answer = reqwest::get(daemon.url(&format!(
+        "/probe?module=http_2xx&target={}",
+        url_escape(&itself)
+    )))
+    .await
+    .unwrap();
+    assert_eq!(answer.status(), 200);
+    let text = answer.text().await.unwrap();
+    assert_eq!(metric_sum(&text, "probe_success", &[]), 0.0, "{text}");
+    assert_eq!(
+        metric_sum(&text, "probe_http_status_code", &[]),
+        508.0,
+        "{text}"
+    );
+    let hits = hits.load(Ordering::SeqCst);
+    assert!(hits <= 2, "the target was asked {hits} times");
+    daemon.stop().await;
+}
+
+/// `target` as a query-string value.
+fn url_escape(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
+
+/// `[exporter]`: a bearer token, the targets allowed, and a cap on `/probe` runs at once
+/// (which also count as probes in flight).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporter_settings_restrict_who_probes_what_and_how_many_at_once() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let token = write(dir.path(), "probe.token", "probe-secret\n");
+    let toml = TestConfig::new(dir.path()).body(&format!(
+        r#"
+[[services]]
+id = "web"
+[[targets]]
+id = "www"
+service = "web"
+probe = {{ type = "http", url = "{url}" }}
+
+[modules.http_2xx]
+probe = {{ type = "http" }}
+timeout = "5s"
+
+[exporter]
+max_concurrent = 1
+allowed_targets = ["127.0.0.1", "*.allowed.invalid"]
+token_file = "{token}"
+"#,
+        url = target.url(),
+        token = path_str(&token),
+    ));
+    let daemon = Daemon::start(&toml, dir.path()).await;
+    let client = reqwest::Client::new();
+    let probe = |target: String, token: Option<&'static str>| {
+        let mut request = client.get(daemon.url(&format!(
+            "/probe?module=http_2xx&target={}",
+            url_escape(&target)
+        )));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+
+    let (status, body) = probe(target.url(), None).await;
+    assert_eq!((status, body.as_str()), (401, "Bearer token required"));
+    let (status, _) = probe(target.url(), Some("guess")).await;
+    assert_eq!(status, 403);
+    let (status, body) = probe(target.url(), Some("probe-secret")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(metric_sum(&body, "probe_success", &[]), 1.0, "{body}");
+    // Loopback, but not the address allowed: refused before anything is sent.
+    let elsewhere = format!("http://127.0.0.2:{}/health", target.addr.port());
+    let (status, body) = probe(elsewhere.clone(), Some("probe-secret")).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        body,
+        format!("Target \"{elsewhere}\" is not in exporter.allowed_targets")
+    );
+
+    // A target that accepts and never answers holds the one slot.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_url = format!("http://{}/", silent.local_addr().unwrap());
+    let first = tokio::spawn(probe(silent_url.clone(), Some("probe-secret")));
+    let (held, _) = tokio::time::timeout(common::PATIENCE, silent.accept())
+        .await
+        .expect("the first probe connects")
+        .unwrap();
+    let (status, body) = probe(target.url(), Some("probe-secret")).await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        body,
+        "Too many probes at once (exporter.max_concurrent = 1)"
+    );
+    assert!(
+        metric_sum(&daemon.metrics().await, "tocsin_probes_in_flight", &[]) >= 1.0,
+        "a /probe run is a probe in flight"
+    );
+    drop(held);
+    let (status, body) = first.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(metric_sum(&body, "probe_success", &[]), 0.0);
+    let (status, _) = probe(target.url(), Some("probe-secret")).await;
+    assert_eq!(status, 200, "the slot is free again");
+    daemon.stop().await;
+}

@@ -86,8 +86,8 @@ async fn page_apis_badge_and_feed_with_an_open_incident() {
         .bearer_auth(ADMIN_TOKEN)
         .json(&serde_json::json!({
             "services": ["evil"],
-            "starts_at": "2099-01-01T01:00:00Z",
-            "ends_at": "2099-01-01T03:00:00Z",
+            "starts_at": chrono::Utc::now() + chrono::Duration::days(30),
+            "ends_at": chrono::Utc::now() + chrono::Duration::days(30) + chrono::Duration::hours(2),
             "summary": "Core network <upgrade>",
         }))
         .send()

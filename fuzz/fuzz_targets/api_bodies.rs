@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!change.summary.trim().is_empty());
         }
     } else if let Ok(request) = serde_json::from_slice::<MaintenanceRequest>(body)
-        && let Ok(window) = request.into_window(&settings().topology)
+        && let Ok(window) = request.into_window(&settings().topology, now)
     {
         assert!(window.starts_at < window.ends_at, "{window:?}");
         assert!(check_input_time(window.ends_at).is_ok(), "{window:?}");

@@ -25,7 +25,9 @@ use serde::Deserialize;
 
 use crate::alert::{ReceiverConfig, ReceiverSpec};
 use crate::engine::EngineSpec;
-use crate::http::{PageConfig, PageSpec, ServerConfig, ServerSpec, SiteSpec};
+use crate::http::{
+    ExporterConfig, ExporterSpec, PageConfig, PageSpec, ServerConfig, ServerSpec, SiteSpec,
+};
 use crate::incident::{IncidentSpec, IncidentsConfig, ReportingConfig};
 use crate::probe::module::{ModuleConfig, ModuleSpec};
 pub use crate::store::Backend as StorageBackend;
@@ -66,6 +68,8 @@ pub struct FileConfig {
     pub reporting: ReportingConfig,
     #[serde(default)]
     pub modules: BTreeMap<String, ModuleConfig>,
+    #[serde(default)]
+    pub exporter: ExporterConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,6 +101,8 @@ pub struct Settings {
     pub page: PageSpec,
     /// `[modules.*]`: probe templates for `GET /probe`.
     pub modules: BTreeMap<String, ModuleSpec>,
+    /// `[exporter]`: who may make `GET /probe` probe what.
+    pub exporter: ExporterSpec,
     pub storage: StorageSpec,
     pub vantage: String,
     pub topology: Arc<Topology>,
@@ -124,6 +130,7 @@ impl Settings {
             vantage: self.vantage.clone(),
             topology: Arc::clone(&self.topology),
             page: self.page.clone(),
+            exporter: self.exporter.clone(),
         }
     }
 }
@@ -243,6 +250,7 @@ impl FileConfig {
         self.server.admin_token_file.iter_mut().for_each(anchor);
         self.storage.sqlite.iter_mut().for_each(anchor);
         self.storage.postgres_file.iter_mut().for_each(anchor);
+        self.exporter.token_file.iter_mut().for_each(anchor);
         for r in &mut self.receivers {
             [&mut r.secret_file, &mut r.url_file, &mut r.routing_key_file]
                 .into_iter()

@@ -50,16 +50,18 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
         }
     }
     let modules = module::build_all(&file.modules, &mut issues);
+    let exporter = file.exporter.build("exporter", &mut issues);
     if !issues.is_empty() {
         return Err(issues);
     }
-    let (Some(server), Some(page), Some(storage), Some(incidents)) =
-        (server, page, storage, incidents)
+    let (Some(server), Some(page), Some(storage), Some(incidents), Some(exporter)) =
+        (server, page, storage, incidents, exporter)
     else {
         unreachable!("a component that fails to build records an issue");
     };
     Ok(Settings {
         modules,
+        exporter,
         server,
         page,
         storage,

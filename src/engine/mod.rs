@@ -289,9 +289,23 @@ impl Engine {
             return false; // from a configuration that has been replaced
         }
         let index = report.target;
+        let now = self.clock.now();
+        if let Some(cause) = report.result.local() {
+            // This host could not make the attempt: nothing is known of the target, so its
+            // detector, series and rollups do not hear of it. `/readyz` fails meanwhile.
+            let target = &self.core.topology().targets[index];
+            if self.metrics.record_local_error(cause, now) {
+                tracing::warn!(
+                    target_id = %target.id,
+                    cause = cause.as_str(),
+                    detail = report.result.failure.as_ref().map(|f| f.detail.as_str()),
+                    "probes cannot run for a reason of this host; no verdict on their targets"
+                );
+            }
+            return false;
+        }
         self.metrics
             .record_probe(&self.target_metrics[index], &report.result);
-        let now = self.clock.now();
         self.rollups.record(
             self.core.topology(),
             index,

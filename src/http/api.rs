@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::extract::{JsonBody, PathParams, QueryParams};
 use super::{ApiError, AppState, authorize};
 use crate::clock::{Timestamp, check_input_time};
 use crate::engine::{Control, GroupView, ServiceView, TargetView};
@@ -65,7 +65,7 @@ pub(crate) async fn uptimes(state: &AppState) -> Result<HashMap<String, Uptime>,
 /// and 24 hours of response times.
 pub async fn service_history(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<ServiceHistory>, ApiError> {
     if state.site.borrow().topology.service_index(&id).is_none() {
         return Err(ApiError::not_found(format!("no service `{id}`")));
@@ -96,7 +96,7 @@ const MAX_LIMIT: usize = 1000;
 
 pub async fn incidents(
     State(state): State<AppState>,
-    Query(q): Query<IncidentQuery>,
+    QueryParams(q): QueryParams<IncidentQuery>,
 ) -> Result<Json<IncidentList>, ApiError> {
     let open = match q.status.as_deref() {
         None => None,
@@ -128,7 +128,7 @@ pub async fn incidents(
 
 pub async fn incident(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> Result<Json<IncidentView>, ApiError> {
     let snap = state.snapshot.borrow().clone();
     if let Some(view) = live(&snap.open_incidents, &id) {
@@ -153,12 +153,12 @@ pub struct AcknowledgeRequest {
 
 pub async fn acknowledge(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
     headers: HeaderMap,
-    body: Option<Json<AcknowledgeRequest>>,
+    body: Option<JsonBody<AcknowledgeRequest>>,
 ) -> Result<Json<IncidentView>, ApiError> {
     authorize(&state, &headers)?;
-    let by = body.and_then(|Json(b)| b.by);
+    let by = body.and_then(|JsonBody(b)| b.by);
     let (reply, answer) = oneshot::channel();
     state
         .engine
@@ -203,6 +203,12 @@ impl ChangeRequest {
         }
         if let Some(at) = self.at {
             check_input_time(at).map_err(|e| format!("at: {e}"))?;
+            if !(now - CHANGE_MAX_AGE..=now + CHANGE_MAX_AHEAD).contains(&at) {
+                return Err(format!(
+                    "at: must be within the last 90 days and at most 1 hour ahead of now ({})",
+                    api_time(now)
+                ));
+            }
         }
         Ok(Change {
             id: self.id.unwrap_or_else(|| random_id("chg-")),
@@ -226,7 +232,7 @@ pub struct ChangeList {
 
 pub async fn changes(
     State(state): State<AppState>,
-    Query(q): Query<ChangeQuery>,
+    QueryParams(q): QueryParams<ChangeQuery>,
 ) -> Result<Json<ChangeList>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     Ok(Json(ChangeList {
@@ -234,16 +240,41 @@ pub async fn changes(
     }))
 }
 
+/// How far back a change may be dated: further than the 72 h a change stays a suspect is
+/// history, and further still a typo (a year 1 `at`).
+const CHANGE_MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::days(90);
+/// How far ahead a change may be dated: clock skew between the deployer and tocsin.
+const CHANGE_MAX_AHEAD: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+
+/// `201` with a new change; `200` with the stored one when the id exists with the same
+/// content (a retry: one without `at` matches any `at`); `409` when it exists otherwise.
 pub async fn register_change(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<ChangeRequest>, JsonRejection>,
+    body: Result<JsonBody<ChangeRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<Change>), ApiError> {
     authorize(&state, &headers)?;
-    let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let JsonBody(request) = body?;
+    let explicit_id = request.id.is_some();
+    let dated = request.at.is_some();
     let change = request
         .into_change(state.clock.now())
         .map_err(ApiError::bad_request)?;
+    let _writing = state.writes.lock().await;
+    if explicit_id && let Some(stored) = state.store.change(change.id.clone()).await? {
+        let same = stored.platform == change.platform
+            && stored.service == change.service
+            && stored.summary == change.summary
+            && (!dated || change.at == stored.at);
+        return if same {
+            Ok((StatusCode::OK, Json(stored)))
+        } else {
+            Err(ApiError::conflict(format!(
+                "change `{}` exists with other content; use another id",
+                change.id
+            )))
+        };
+    }
     state.store.save_change(&change);
     state.store.flush().await?;
     state
@@ -252,6 +283,11 @@ pub async fn register_change(
         .await
         .map_err(|_| ApiError::unavailable("shutting down"))?;
     Ok((StatusCode::CREATED, Json(change)))
+}
+
+/// A time as the API writes it in messages.
+fn api_time(t: Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// `prefix` and 10 random base32 characters.
@@ -354,11 +390,35 @@ pub struct MaintenanceRequest {
     summary: String,
 }
 
+/// How far ahead a maintenance may start: further is a typo, or an attempt to silence a
+/// service by scheduling it in the distant future and letting it be forgotten.
+const MAINTENANCE_MAX_AHEAD: chrono::TimeDelta = chrono::TimeDelta::days(365);
+/// Longest maintenance window: a month silences a service long enough for any planned work;
+/// a longer one is an outage nobody would be told about.
+const MAINTENANCE_MAX_LENGTH: chrono::TimeDelta = chrono::TimeDelta::days(31);
+
 impl MaintenanceRequest {
-    /// The window this body adds, or every reason it is refused, `; `-separated. With the
-    /// deserialization, the parser the `api_bodies` fuzz target drives.
-    pub fn into_window(self, topology: &Topology) -> Result<MaintenanceWindow, String> {
+    /// The window this body adds at `now`, or every reason it is refused, `; `-separated.
+    /// With the deserialization, the parser the `api_bodies` fuzz target drives.
+    pub fn into_window(
+        self,
+        topology: &Topology,
+        now: Timestamp,
+    ) -> Result<MaintenanceWindow, String> {
         let mut problems = Vec::new();
+        if self.id.as_deref().is_some_and(|id| id.trim().is_empty()) {
+            problems.push("id: must not be empty when given".to_string());
+        }
+        if self
+            .id
+            .as_deref()
+            .is_some_and(|id| id.starts_with("config-"))
+        {
+            problems.push(
+                "id: `config-` ids are the configuration's [[maintenances]]; choose another"
+                    .to_string(),
+            );
+        }
         if self.services.is_empty() {
             problems.push("services: must name at least one service".to_string());
         }
@@ -372,8 +432,16 @@ impl MaintenanceRequest {
                 problems.push(format!("{key}: {e}"));
             }
         }
+        if self.starts_at > now + MAINTENANCE_MAX_AHEAD {
+            problems.push(format!(
+                "starts_at: must be at most 365 days ahead of now ({})",
+                api_time(now)
+            ));
+        }
         if self.ends_at <= self.starts_at {
             problems.push("ends_at: must be after starts_at".to_string());
+        } else if self.ends_at - self.starts_at > MAINTENANCE_MAX_LENGTH {
+            problems.push("ends_at: a window lasts at most 31 days".to_string());
         }
         if !problems.is_empty() {
             return Err(problems.join("; "));
@@ -388,17 +456,41 @@ impl MaintenanceRequest {
     }
 }
 
+/// `201` with a new window; `200` with the stored one when the id exists with the same
 pub async fn add_maintenance(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Json<MaintenanceRequest>, JsonRejection>,
+    body: Result<JsonBody<MaintenanceRequest>, ApiError>,
 ) -> Result<(StatusCode, Json<MaintenanceWindow>), ApiError> {
     authorize(&state, &headers)?;
-    let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let JsonBody(request) = body?;
     let site = state.site.borrow().clone();
+    let explicit_id = request.id.is_some();
     let window = request
-        .into_window(&site.topology)
+        .into_window(&site.topology, state.clock.now())
         .map_err(ApiError::bad_request)?;
+    let _writing = state.writes.lock().await;
+    if explicit_id
+        && let Some(stored) = state
+            .store
+            .maintenances()
+            .await?
+            .into_iter()
+            .find(|w| w.id == window.id)
+    {
+        let same = stored.services == window.services
+            && stored.starts_at == window.starts_at
+            && stored.ends_at == window.ends_at
+            && stored.summary == window.summary;
+        return if same {
+            Ok((StatusCode::OK, Json(stored)))
+        } else {
+            Err(ApiError::conflict(format!(
+                "maintenance `{}` exists with other content; use another id",
+                window.id
+            )))
+        };
+    }
     state.store.save_maintenance(&window);
     state.store.flush().await?;
     state

@@ -44,6 +44,27 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", message)
     }
 
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        )
+    }
+
+    /// An extractor's rejection, in this shape with the status it chose: 413 and 415 keep
+    /// theirs; a body or query that does not fit is the API's 400.
+    pub fn rejected(status: StatusCode, message: impl Into<String>) -> Self {
+        match status {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::new(status, "payload_too_large", message),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+                Self::new(status, "unsupported_media_type", message)
+            }
+            s if s.is_server_error() => Self::internal(message),
+            _ => Self::bad_request(message),
+        }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }

@@ -3,10 +3,11 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use super::extract::PathParams;
 use super::public::{escape, incident_name, public_updates};
 use super::{ApiError, AppState};
 use crate::format;
@@ -16,7 +17,7 @@ use crate::store::IncidentFilter;
 /// `GET /badge/{service}.svg`.
 pub async fn badge(
     State(state): State<AppState>,
-    Path(file): Path<String>,
+    PathParams(file): PathParams<String>,
 ) -> Result<Response, ApiError> {
     let Some(id) = file.strip_suffix(".svg") else {
         return Err(ApiError::not_found("badges are /badge/{service}.svg"));

@@ -9,14 +9,17 @@
 //! * `statuspage_api`: the Atlassian Statuspage v2 documents (`/api/v2`);
 //! * `feeds`: badges and the Atom history;
 //! * `public`: what the public sees of an incident (name, customer-facing updates);
-//! * `exporter`: the blackbox-compatible `/probe`;
-//! * `error`: the JSON error shape.
+//! * `exporter`: the blackbox-compatible `/probe` and `[exporter]`;
+//! * `error`: the JSON error shape; `extract`: extractors whose rejections take it;
+//! * `server`: the listener, with its connection limits and bounded shutdown.
 
 pub mod api;
 mod error;
 mod exporter;
+mod extract;
 mod feeds;
 mod public;
+mod server;
 mod status_page;
 mod statuspage_api;
 
@@ -24,13 +27,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use url::Url;
 
 use crate::clock::{Clock, Timestamp};
@@ -43,6 +48,9 @@ use crate::topology::Topology;
 use crate::validation::{Issues, read_secret_file};
 
 pub use error::ApiError;
+pub use exporter::{ExporterConfig, ExporterSpec};
+pub use server::ListenerSpec;
+pub(crate) use server::serve;
 
 /// The parsers of API bodies and `/probe` requests, for the fuzz targets in `fuzz/` only
 /// (`--cfg fuzzing`): no part of the library's API.
@@ -52,6 +60,8 @@ pub mod parsers {
     pub use super::exporter::probe_request;
 }
 pub use status_page::{PageConfig, PageSpec};
+
+use exporter::ExporterSlots;
 
 /// `[server]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -67,6 +77,21 @@ pub struct ServerConfig {
     /// Bearer token for write endpoints; they answer 403 when unset.
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// Connections served at once; more wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long a client may take to send a request head.
+    #[serde(default = "default_header_read_timeout", with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open without a request.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Requests one connection may carry before tocsin closes it.
+    #[serde(default = "default_max_requests_per_connection")]
+    pub max_requests_per_connection: u64,
+    /// How long requests in progress get to finish on shutdown.
+    #[serde(default = "default_shutdown_timeout", with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +101,11 @@ impl Default for ServerConfig {
             page_title: default_page_title(),
             external_url: None,
             admin_token_file: None,
+            max_connections: default_max_connections(),
+            header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_requests_per_connection: default_max_requests_per_connection(),
+            shutdown_timeout: default_shutdown_timeout(),
         }
     }
 }
@@ -86,6 +116,21 @@ fn default_listen() -> String {
 fn default_page_title() -> String {
     "Service status".to_string()
 }
+fn default_max_connections() -> usize {
+    1024
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_requests_per_connection() -> u64 {
+    1000
+}
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(5)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
@@ -93,6 +138,8 @@ pub struct ServerSpec {
     pub page_title: String,
     pub external_url: Option<Url>,
     pub admin_token: Option<String>,
+    /// Read when the listener starts: changes need a restart.
+    pub listener: ListenerSpec,
 }
 
 impl ServerConfig {
@@ -130,6 +177,24 @@ impl ServerConfig {
                 }
             },
         };
+        if self.max_connections == 0 {
+            issues.push(format!("{path}.max_connections"), "must be at least 1");
+        }
+        if self.max_requests_per_connection == 0 {
+            issues.push(
+                format!("{path}.max_requests_per_connection"),
+                "must be at least 1",
+            );
+        }
+        for (key, value) in [
+            ("header_read_timeout", self.header_read_timeout),
+            ("idle_timeout", self.idle_timeout),
+            ("shutdown_timeout", self.shutdown_timeout),
+        ] {
+            if value.is_zero() {
+                issues.push(format!("{path}.{key}"), "must be greater than zero");
+            }
+        }
         if issues.len() > before {
             return None;
         }
@@ -138,6 +203,13 @@ impl ServerConfig {
             page_title: self.page_title.clone(),
             external_url,
             admin_token,
+            listener: ListenerSpec {
+                max_connections: self.max_connections,
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                max_requests_per_connection: self.max_requests_per_connection,
+                shutdown_timeout: self.shutdown_timeout,
+            },
         })
     }
 }
@@ -154,6 +226,8 @@ pub struct SiteSpec {
     pub topology: Arc<Topology>,
     /// `[page]`: what the public page shows.
     pub page: PageSpec,
+    /// `[exporter]`: who may make `/probe` probe what.
+    pub exporter: ExporterSpec,
 }
 
 /// A reload request from `POST /-/reload`; answered with the validation errors, if any.
@@ -171,6 +245,13 @@ pub struct AppState {
     pub engine: mpsc::Sender<Control>,
     /// Runs `/probe` requests.
     pub prober: Prober,
+    /// The scheduler's bound on probes in flight, which `/probe` runs count against.
+    pub in_flight: Arc<Semaphore>,
+    /// `/probe` runs in progress, against `[exporter] max_concurrent`.
+    pub exporter_slots: Arc<ExporterSlots>,
+    /// Held by the write endpoints that create by id, from looking the id up to storing,
+    /// so that two requests with one id cannot both create it.
+    pub writes: Arc<tokio::sync::Mutex<()>>,
     /// When this process started (Statuspage `created_at` of components).
     pub started: Timestamp,
     /// True once the store is open and the schedulers run.
@@ -240,10 +321,17 @@ pub fn router(state: AppState) -> Router {
             get(statuspage_api::active_maintenances),
         )
         .fallback(|| async { ApiError::not_found("no such path") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::method_not_allowed("this path does not take that method")
+        })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         // The page with 90-day bars is mostly repeated markup: gzip cuts it about tenfold.
         .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
+
+/// Largest request body read: the API's bodies are a few hundred bytes.
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     (
@@ -252,11 +340,25 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     )
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    if *state.ready.borrow() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+/// Ready once the store is open and the schedulers run, and while no probe has failed for a
+/// reason of this host within [`crate::metrics::LOCAL_ERROR_HOLD`]: such an instance cannot
+/// tell its targets' health.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    if !*state.ready.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    }
+    match state.metrics.recent_local_error(state.clock.now()) {
+        Some((at, cause)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "probes cannot run for a reason of this host ({}), last at {}: \
+                 see tocsin_probe_local_errors_total and the log\n",
+                cause.as_str(),
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        )
+            .into_response(),
+        None => (StatusCode::OK, "ready\n").into_response(),
     }
 }
 

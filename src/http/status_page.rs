@@ -10,12 +10,13 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use chrono_tz::Tz;
 use serde::Deserialize;
 
+use super::extract::PathParams;
 use super::public::{escape, incident_name, public_updates};
 use super::{AppState, api};
 use crate::clock::Timestamp;
@@ -428,7 +429,10 @@ pub async fn index(State(state): State<AppState>) -> Response {
     Html(out).into_response()
 }
 
-pub async fn incident(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+pub async fn incident(
+    State(state): State<AppState>,
+    PathParams(id): PathParams<String>,
+) -> Response {
     let now = state.clock.now();
     let live = state
         .snapshot

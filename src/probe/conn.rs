@@ -1,7 +1,8 @@
 //! What the connection-based probes share: resolving and connecting from an optional source
 //! address, and a line reader that bounds both line length and total bytes, so a hostile
 //! peer costs at most the deadline and a fixed amount of memory. Every step fails with a
-//! [`Failure`] already classified.
+//! [`Failure`] already classified, local ([`LocalCause`]) when the host could not make the
+//! attempt.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -9,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 
-use super::result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
+use super::result::{Failure, LocalCause, Phases, ProbeResult, Reason, SocketCall, TlsInfo};
 use crate::validation::Issues;
 
 /// Most bytes a probe reads from a peer unless configured otherwise: more is a failure,
@@ -23,6 +24,27 @@ pub(crate) fn fail(reason: Reason, detail: impl Into<String>) -> Failure {
     Failure {
         reason,
         detail: detail.into(),
+        local: None,
+    }
+}
+
+/// A failed socket call: local when the error is this host's ([`LocalCause::of`]), else
+/// `reason`.
+pub(crate) fn socket_fail(
+    reason: Reason,
+    detail: impl Into<String>,
+    error: &std::io::Error,
+    call: SocketCall,
+) -> Failure {
+    let local = LocalCause::of(error, call);
+    Failure {
+        reason: if local.is_some() {
+            Reason::Internal
+        } else {
+            reason
+        },
+        detail: detail.into(),
+        local,
     }
 }
 
@@ -75,7 +97,15 @@ pub(crate) async fn resolve(
 ) -> Step<SocketAddr> {
     let addrs = match tokio::time::timeout_at(deadline, tokio::net::lookup_host(address)).await {
         Err(_) => return Err(fail(Reason::Dns, format!("resolving {address} timed out"))),
-        Ok(Err(e)) => return Err(fail(Reason::Dns, format!("{address}: {e}"))),
+        // The resolver opens sockets and files too: out of descriptors, it fails locally.
+        Ok(Err(e)) => {
+            return Err(socket_fail(
+                Reason::Dns,
+                format!("{address}: {e}"),
+                &e,
+                SocketCall::Open,
+            ));
+        }
         Ok(Ok(addrs)) => addrs.collect::<Vec<_>>(),
     };
     let wanted = |a: &&SocketAddr| source.is_none_or(|s| s.is_ipv4() == a.is_ipv4());
@@ -96,11 +126,23 @@ pub(crate) async fn connect(
     } else {
         TcpSocket::new_v6()
     };
-    let socket = socket.map_err(|e| fail(Reason::Internal, format!("socket: {e}")))?;
+    let socket = socket.map_err(|e| {
+        socket_fail(
+            Reason::Internal,
+            format!("socket: {e}"),
+            &e,
+            SocketCall::Open,
+        )
+    })?;
     if let Some(ip) = source {
-        socket
-            .bind(SocketAddr::new(ip, 0))
-            .map_err(|e| fail(Reason::Internal, format!("bind to {ip}: {e}")))?;
+        socket.bind(SocketAddr::new(ip, 0)).map_err(|e| {
+            socket_fail(
+                Reason::Internal,
+                format!("bind to {ip}: {e}"),
+                &e,
+                SocketCall::Bind,
+            )
+        })?;
     }
     match tokio::time::timeout_at(deadline, socket.connect(addr)).await {
         Err(_) => Err(fail(
@@ -110,7 +152,12 @@ pub(crate) async fn connect(
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
             Err(fail(Reason::ConnectTimeout, format!("{addr}: {e}")))
         }
-        Ok(Err(e)) => Err(fail(Reason::ConnectRefused, format!("{addr}: {e}"))),
+        Ok(Err(e)) => Err(socket_fail(
+            Reason::ConnectRefused,
+            format!("{addr}: {e}"),
+            &e,
+            SocketCall::Connect,
+        )),
         Ok(Ok(stream)) => Ok(stream),
     }
 }

@@ -18,7 +18,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::conn::{self, fail};
-use super::result::{Failure, Phases, ProbeResult, Reason};
+use super::result::{Failure, Phases, ProbeResult, Reason, SocketCall};
 use super::sanitize::excerpt;
 use crate::validation::{Issues, regex_error};
 
@@ -282,13 +282,22 @@ async fn over_udp(
         (None, SocketAddr::V4(_)) => SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), 0),
         (None, SocketAddr::V6(_)) => SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), 0),
     };
-    let socket = UdpSocket::bind(local)
-        .await
-        .map_err(|e| fail(Reason::Internal, format!("cannot bind {local}: {e}")))?;
-    socket
-        .connect(spec.server)
-        .await
-        .map_err(|e| fail(Reason::Internal, format!("{}: {e}", spec.server)))?;
+    let socket = UdpSocket::bind(local).await.map_err(|e| {
+        conn::socket_fail(
+            Reason::Internal,
+            format!("cannot bind {local}: {e}"),
+            &e,
+            SocketCall::Bind,
+        )
+    })?;
+    socket.connect(spec.server).await.map_err(|e| {
+        conn::socket_fail(
+            Reason::Internal,
+            format!("{}: {e}", spec.server),
+            &e,
+            SocketCall::Connect,
+        )
+    })?;
     let sent = Instant::now();
     socket
         .send(query)

@@ -34,6 +34,21 @@ use crate::validation::{Issues, regex_error};
 /// Redirects followed before the probe fails with `protocol`.
 const MAX_REDIRECTS: usize = 10;
 
+/// Carried by every request of the http probe with this process's [`loop_marker`]: tocsin's
+/// own `/probe` refuses a request bearing its marker, so a target redirecting there (to
+/// probe itself again) cannot make one scrape recurse through this process.
+pub(crate) const LOOP_HEADER: HeaderName = HeaderName::from_static("tocsin-probe-origin");
+
+/// This process's random marker: another tocsin's probes carry a different one, so probing
+/// one tocsin from another stays possible.
+pub(crate) fn loop_marker() -> &'static HeaderValue {
+    static MARKER: std::sync::OnceLock<HeaderValue> = std::sync::OnceLock::new();
+    MARKER.get_or_init(|| {
+        HeaderValue::from_str(&format!("{:032x}", fastrand::u128(..)))
+            .expect("hex digits are a valid header value")
+    })
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpProbeConfig {
@@ -354,6 +369,7 @@ async fn request(
     for (name, value) in &spec.headers {
         headers.insert(name, value.clone());
     }
+    headers.insert(LOOP_HEADER, loop_marker().clone());
 
     let io = TokioIo::new(io);
     let hyper_error = |e: hyper::Error| fail(Reason::Protocol, error_chain(&e));

@@ -9,7 +9,7 @@ use surge_ping::{Client, Config, ICMP, PingIdentifier, PingSequence, SurgeError}
 use tokio::time::Instant;
 
 use super::conn;
-use super::result::{Phases, ProbeResult, Reason};
+use super::result::{Phases, ProbeResult, Reason, SocketCall};
 use crate::validation::Issues;
 
 /// Echo payload: small, and recognisable in a packet capture.
@@ -83,7 +83,7 @@ pub async fn run(spec: &IcmpSpec, deadline: Instant) -> ProbeResult {
             let address = format!("{}:0", spec.host);
             match conn::resolve(&address, spec.source_address, deadline).await {
                 Ok(addr) => addr.ip(),
-                Err(f) => return ProbeResult::failure(f.reason, f.detail, start.elapsed()),
+                Err(f) => return ProbeResult::failed(f, start.elapsed(), phases),
             }
         }
     };
@@ -96,7 +96,14 @@ pub async fn run(spec: &IcmpSpec, deadline: Instant) -> ProbeResult {
     }
     let client = match Client::new(&config.build()) {
         Ok(client) => client,
-        Err(e) => return ProbeResult::failure(Reason::Internal, socket_error(&e), start.elapsed()),
+        Err(e) => {
+            let call = match spec.source_address {
+                Some(_) => SocketCall::Bind,
+                None => SocketCall::Open,
+            };
+            let failure = conn::socket_fail(Reason::Internal, socket_error(&e), &e, call);
+            return ProbeResult::failed(failure, start.elapsed(), phases);
+        }
     };
     phases.connect = Some(setup_start.elapsed());
 
@@ -118,11 +125,13 @@ pub async fn run(spec: &IcmpSpec, deadline: Instant) -> ProbeResult {
             }
             Err(SurgeError::Timeout { .. }) => {}
             Err(SurgeError::IOError(e)) => {
-                return ProbeResult::failure(
+                let failure = conn::socket_fail(
                     Reason::ConnectRefused,
                     format!("echo request to {target}: {e}"),
-                    start.elapsed(),
+                    &e,
+                    SocketCall::Open,
                 );
+                return ProbeResult::failed(failure, start.elapsed(), Phases::default());
             }
             Err(e) => {
                 return ProbeResult::failure(

@@ -32,7 +32,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use tokio::time::Instant;
 
-pub use result::{Failure, PeerInfo, Phases, ProbeResult, Reason, TlsInfo};
+pub(crate) use http::{LOOP_HEADER, loop_marker};
+pub use result::{Failure, LocalCause, PeerInfo, Phases, ProbeResult, Reason, TlsInfo};
 
 /// The parsers of what peers send, for the fuzz targets in `fuzz/` only (cargo fuzz builds
 /// with `--cfg fuzzing`): no part of the library's API.
@@ -127,6 +128,28 @@ pub enum ProbeSpec {
 }
 
 impl ProbeSpec {
+    /// The host this probe reaches: a name, or an IP literal (IPv6 without brackets).
+    pub fn host(&self) -> String {
+        let without_port =
+            |address: &str| address[..address.rfind(':').unwrap_or(address.len())].to_string();
+        let host = match self {
+            ProbeSpec::Http(s) => s.url.host_str().unwrap_or_default().to_string(),
+            ProbeSpec::Tcp(tcp::TcpSpec { address, .. })
+            | ProbeSpec::Tls(tls::TlsSpec { address, .. })
+            | ProbeSpec::Imap(imap::ImapSpec { address, .. })
+            | ProbeSpec::Smtp(smtp::SmtpSpec { address, .. })
+            | ProbeSpec::Diameter(diameter::DiameterSpec { address, .. })
+            | ProbeSpec::Gtp(gtp::GtpSpec { address, .. })
+            | ProbeSpec::Radius(radius::RadiusSpec { address, .. }) => without_port(address),
+            ProbeSpec::Dns(s) => s.server.ip().to_string(),
+            ProbeSpec::Icmp(s) => s.host.clone(),
+            ProbeSpec::Sip(s) => s.host.clone(),
+        };
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string()
+    }
+
     /// The `probe` label value.
     pub fn kind(&self) -> &'static str {
         match self {

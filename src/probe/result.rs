@@ -1,6 +1,11 @@
 //! What one probe run yields: a [`ProbeResult`] (ok, or a [`Failure`] with one [`Reason`]),
 //! its latency and [`Phases`], and what a TLS handshake showed. The vocabulary every other
 //! layer reads; nothing here does I/O.
+//!
+//! A failure may be *local* ([`LocalCause`]): this host could not make the attempt (out of
+//! descriptors, memory or ports). That says nothing about the target, so it is a property
+//! of the failure beside its reason, never a reason of its own: the engine gives no verdict
+//! on it, and the reasons stay what they are, a closed set about targets.
 
 use std::time::Duration;
 
@@ -50,6 +55,67 @@ impl Reason {
             Reason::Protocol => "protocol",
             Reason::Auth => "auth",
             Reason::Internal => "internal",
+        }
+    }
+}
+
+/// Why this host, not the target, made a probe fail: a closed set, used as the `reason`
+/// label of `tocsin_probe_local_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LocalCause {
+    /// Out of file descriptors: `EMFILE` (this process) or `ENFILE` (the system).
+    FileDescriptors,
+    /// Out of kernel memory for sockets: `ENOBUFS`, `ENOMEM`.
+    Memory,
+    /// No local port or address to connect from: `EADDRNOTAVAIL` or `EAGAIN` on connect,
+    /// `EADDRINUSE` binding an ephemeral port.
+    Ports,
+    /// The configured `source_address` is not an address of this host (`EADDRNOTAVAIL`
+    /// binding it).
+    SourceAddress,
+}
+
+/// The socket call an error came from: the same errno means different things in each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SocketCall {
+    /// `socket()`, and whatever opens descriptors without a peer (a resolver's sockets).
+    Open,
+    /// `bind()` to a source address (port 0: the kernel picks the port).
+    Bind,
+    /// `connect()`, which picks the ephemeral port when nothing was bound.
+    Connect,
+}
+
+impl LocalCause {
+    pub const ALL: [LocalCause; 4] = [
+        LocalCause::FileDescriptors,
+        LocalCause::Memory,
+        LocalCause::Ports,
+        LocalCause::SourceAddress,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocalCause::FileDescriptors => "fds",
+            LocalCause::Memory => "memory",
+            LocalCause::Ports => "ports",
+            LocalCause::SourceAddress => "source_address",
+        }
+    }
+
+    /// The local cause of `error` from `call`, if it is one; `None` for everything that
+    /// may be the network's or the peer's doing.
+    pub(crate) fn of(error: &std::io::Error, call: SocketCall) -> Option<LocalCause> {
+        let errno = error.raw_os_error()?;
+        match errno {
+            libc::EMFILE | libc::ENFILE => Some(LocalCause::FileDescriptors),
+            libc::ENOBUFS | libc::ENOMEM => Some(LocalCause::Memory),
+            libc::EADDRNOTAVAIL if call == SocketCall::Bind => Some(LocalCause::SourceAddress),
+            libc::EADDRNOTAVAIL | libc::EAGAIN if call == SocketCall::Connect => {
+                Some(LocalCause::Ports)
+            }
+            libc::EADDRINUSE if call == SocketCall::Bind => Some(LocalCause::Ports),
+            _ => None,
         }
     }
 }
@@ -117,6 +183,8 @@ pub struct Failure {
     pub reason: Reason,
     /// A short human explanation (never a metric label).
     pub detail: String,
+    /// Set when this host, not the target, failed the attempt: no verdict on the target.
+    pub local: Option<LocalCause>,
 }
 
 impl ProbeResult {
@@ -137,6 +205,7 @@ impl ProbeResult {
             failure: Some(Failure {
                 reason,
                 detail: detail.into(),
+                local: None,
             }),
             latency,
             phases: Phases::default(),
@@ -164,6 +233,11 @@ impl ProbeResult {
         self.failure.is_none()
     }
 
+    /// Why this host could not make the attempt, when that is why it failed.
+    pub fn local(&self) -> Option<LocalCause> {
+        self.failure.as_ref().and_then(|f| f.local)
+    }
+
     /// A success whose certificate chain expires within the probe's `cert_expiry_warning`:
     /// the target is degraded , like a slow success.
     pub fn cert_expiring(&self) -> bool {
@@ -186,4 +260,55 @@ pub struct TlsInfo {
     pub earliest_expiry: Timestamp,
     /// `earliest_expiry` falls within the probe's `cert_expiry_warning`.
     pub expiring: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(errno: i32) -> std::io::Error {
+        std::io::Error::from_raw_os_error(errno)
+    }
+
+    #[test]
+    fn local_causes_are_the_hosts_errors_only() {
+        use SocketCall::*;
+        assert_eq!(
+            LocalCause::of(&os(libc::EMFILE), Open),
+            Some(LocalCause::FileDescriptors)
+        );
+        assert_eq!(
+            LocalCause::of(&os(libc::ENFILE), Open),
+            Some(LocalCause::FileDescriptors)
+        );
+        assert_eq!(
+            LocalCause::of(&os(libc::ENOBUFS), Connect),
+            Some(LocalCause::Memory)
+        );
+        assert_eq!(
+            LocalCause::of(&os(libc::EADDRNOTAVAIL), Bind),
+            Some(LocalCause::SourceAddress)
+        );
+        assert_eq!(
+            LocalCause::of(&os(libc::EADDRNOTAVAIL), Connect),
+            Some(LocalCause::Ports)
+        );
+        assert_eq!(
+            LocalCause::of(&os(libc::EAGAIN), Connect),
+            Some(LocalCause::Ports)
+        );
+        // What a peer or the network does is never local.
+        for errno in [
+            libc::ECONNREFUSED,
+            libc::ETIMEDOUT,
+            libc::EHOSTUNREACH,
+            libc::ENETUNREACH,
+        ] {
+            assert_eq!(LocalCause::of(&os(errno), Connect), None, "{errno}");
+        }
+        assert_eq!(
+            LocalCause::of(&std::io::Error::other("no os error"), Open),
+            None
+        );
+    }
 }

@@ -19,7 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::conn::{self, Lines, Step, fail};
-use super::result::{Failure, Phases, ProbeResult, Reason, TlsInfo};
+use super::result::{Failure, Phases, ProbeResult, Reason, SocketCall, TlsInfo};
 use super::sanitize::excerpt;
 use super::sip_digest::{self, Challenge};
 use super::sip_locate::{self, Transport};
@@ -933,15 +933,24 @@ async fn open(
             None if peer.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
             None => SocketAddr::from(([0u16; 8], 0)),
         };
-        let socket = UdpSocket::bind(local)
-            .await
-            .map_err(|e| fail(Reason::Internal, format!("bind to {local}: {e}")))?;
+        let socket = UdpSocket::bind(local).await.map_err(|e| {
+            conn::socket_fail(
+                Reason::Internal,
+                format!("bind to {local}: {e}"),
+                &e,
+                SocketCall::Bind,
+            )
+        })?;
         // Connected: the kernel drops datagrams from anyone but the peer, and reports an
         // ICMP port unreachable as a refused connection.
-        socket
-            .connect(peer)
-            .await
-            .map_err(|e| fail(Reason::ConnectRefused, format!("{peer}: {e}")))?;
+        socket.connect(peer).await.map_err(|e| {
+            conn::socket_fail(
+                Reason::ConnectRefused,
+                format!("{peer}: {e}"),
+                &e,
+                SocketCall::Connect,
+            )
+        })?;
         let local = socket
             .local_addr()
             .map_err(|e| fail(Reason::Internal, format!("local address: {e}")))?;
@@ -1064,7 +1073,13 @@ fn transport_error(peer: SocketAddr, error: &std::io::Error) -> Failure {
             Reason::ConnectRefused,
             format!("{peer}: port unreachable ({error})"),
         ),
-        _ => fail(Reason::Protocol, format!("{peer}: {error}")),
+        // ENOBUFS on a send is this host out of socket memory, not the peer.
+        _ => conn::socket_fail(
+            Reason::Protocol,
+            format!("{peer}: {error}"),
+            error,
+            SocketCall::Open,
+        ),
     }
 }
 

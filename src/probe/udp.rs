@@ -14,7 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use super::conn::{self, Step, fail};
-use super::result::{Failure, Phases, Reason};
+use super::result::{Failure, Phases, Reason, SocketCall};
 
 /// Largest datagram read; what UDP can carry, so nothing is cut.
 const MAX_DATAGRAM: usize = 65_535;
@@ -59,13 +59,22 @@ pub(crate) async fn connect(
         None if peer.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
         None => SocketAddr::from(([0u16; 8], 0)),
     };
-    let socket = UdpSocket::bind(local)
-        .await
-        .map_err(|e| fail(Reason::Internal, format!("bind to {local}: {e}")))?;
-    socket
-        .connect(peer)
-        .await
-        .map_err(|e| fail(Reason::ConnectRefused, format!("{peer}: {e}")))?;
+    let socket = UdpSocket::bind(local).await.map_err(|e| {
+        conn::socket_fail(
+            Reason::Internal,
+            format!("bind to {local}: {e}"),
+            &e,
+            SocketCall::Bind,
+        )
+    })?;
+    socket.connect(peer).await.map_err(|e| {
+        conn::socket_fail(
+            Reason::ConnectRefused,
+            format!("{peer}: {e}"),
+            &e,
+            SocketCall::Connect,
+        )
+    })?;
     Ok(socket)
 }
 

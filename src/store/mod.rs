@@ -299,6 +299,11 @@ impl Store {
         read!(self, r => r.changes(limit))
     }
 
+    /// The change registered with `id`.
+    pub async fn change(&self, id: String) -> Result<Option<Change>, StoreError> {
+        read!(self, r => r.change(id))
+    }
+
     /// Incidents, newest first.
     pub async fn incidents(&self, filter: IncidentFilter) -> Result<Vec<Incident>, StoreError> {
         read!(self, r => r.incidents(filter))

@@ -10,7 +10,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -120,38 +120,47 @@ impl InProcess {
         token: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> (StatusCode, String, String) {
+        let (content_type, body) = match body {
+            Some(json) => (Some("application/json"), json.to_string().into_bytes()),
+            None => (None, Vec::new()),
+        };
+        let (status, headers, body) = self.raw(method, path, token, content_type, body).await;
+        let content_type = headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (status, content_type, body)
+    }
+
+    /// A request with any content type and body: the status, the headers and the body.
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, HeaderMap, String) {
         use tower::ServiceExt;
         let mut request = axum::http::Request::builder().method(method).uri(path);
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
-        let body = match body {
-            Some(json) => {
-                request = request.header("content-type", "application/json");
-                axum::body::Body::from(json.to_string())
-            }
-            None => axum::body::Body::empty(),
-        };
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
         let response = self
             .app
             .router()
-            .oneshot(request.body(body).unwrap())
+            .oneshot(request.body(axum::body::Body::from(body)).unwrap())
             .await
             .unwrap();
         let status = response.status();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
+        let headers = response.headers().clone();
         let bytes = axum::body::to_bytes(response.into_body(), 16 << 20)
             .await
             .unwrap();
-        (
-            status,
-            content_type,
-            String::from_utf8(bytes.to_vec()).unwrap(),
-        )
+        (status, headers, String::from_utf8(bytes.to_vec()).unwrap())
     }
 
     pub async fn stop(self) {
@@ -200,28 +209,38 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
-/// An HTTP target whose status code the test sets.
+/// An HTTP target whose status code the test sets, counting the requests it answers.
 pub struct Target {
     pub addr: SocketAddr,
     status: Arc<AtomicU16>,
+    hits: Arc<AtomicUsize>,
 }
 
 impl Target {
     pub async fn start() -> Target {
         let status = Arc::new(AtomicU16::new(200));
+        let hits = Arc::new(AtomicUsize::new(0));
         let app = Router::new()
             .route(
                 "/health",
-                get(|State(s): State<Arc<AtomicU16>>| async move {
-                    let code = StatusCode::from_u16(s.load(Ordering::SeqCst)).unwrap();
-                    (code, "mailbox store ready")
-                }),
+                get(
+                    |State((s, hits)): State<(Arc<AtomicU16>, Arc<AtomicUsize>)>| async move {
+                        hits.fetch_add(1, Ordering::SeqCst);
+                        let code = StatusCode::from_u16(s.load(Ordering::SeqCst)).unwrap();
+                        (code, "mailbox store ready")
+                    },
+                ),
             )
-            .with_state(Arc::clone(&status));
+            .with_state((Arc::clone(&status), Arc::clone(&hits)));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Target { addr, status }
+        Target { addr, status, hits }
+    }
+
+    /// Requests answered so far.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
     }
 
     pub fn url(&self) -> String {

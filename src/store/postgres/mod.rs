@@ -191,6 +191,12 @@ impl Reader {
         )
     }
 
+    pub(super) async fn change(&self, id: String) -> Result<Option<Change>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = query(&client, "SELECT body FROM change WHERE id = $1", &[&id]).await?;
+        Ok(bodies(rows)?.pop())
+    }
+
     pub(super) async fn incidents(
         &self,
         filter: IncidentFilter,

@@ -127,6 +127,16 @@ impl Reader {
         .await
     }
 
+    pub(super) async fn change(&self, id: String) -> Result<Option<Change>, StoreError> {
+        self.read(move |conn| {
+            let body: Option<String> = conn
+                .query_row("SELECT body FROM change WHERE id = ?1", [id], |r| r.get(0))
+                .optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
     pub(super) async fn incidents(
         &self,
         filter: IncidentFilter,
