@@ -39,10 +39,14 @@ pub use result::{Failure, LocalCause, PeerInfo, Phases, ProbeResult, Reason, Tls
 /// with `--cfg fuzzing`): no part of the library's API.
 #[cfg(fuzzing)]
 pub mod parsers {
+    pub use super::diameter::parse_message as parse_diameter_message;
     pub use super::dns::{DnsProbeConfig, DnsSpec, Verdict, check_answer, classify};
+    pub use super::gtp::parse_echo_response as parse_gtp_echo_response;
     pub use super::imap::{ServerLine, parse_greeting, parse_line as parse_imap_line};
+    pub use super::radius::parse_packet as parse_radius_packet;
     pub use super::sanitize::{MAX_EXCERPT_CHARS, Secrets};
     pub use super::sip::parse_message as parse_sip_message;
+    pub use super::sip_digest::{authorization as sip_authorization, parse_challenge};
     pub use super::smtp::parse_replies as parse_smtp_replies;
 }
 use crate::clock::instant_after;
