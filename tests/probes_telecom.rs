@@ -7,7 +7,7 @@
 //! (garbage, a stall mid-line, an endless line, lost datagrams) are raw sockets started by
 //! the tests. ICMP goes to 127.0.0.1. `.ci/test` installs the Debian packages.
 
-use std::net::{SocketAddr, UdpSocket as StdUdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -22,62 +22,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
 mod common;
-use common::probing::{failed, issues_of, ok, run, spec, with};
+use common::probing::{
+    GENEROUS, failed, fails_at_deadline, fails_early, free_port, issues_of, ok, path_str, run,
+    spec, with, write,
+};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// Deadline for probes that are expected to finish on their own.
-const GENEROUS: Duration = Duration::from_secs(10);
-/// Deadline for probes that are expected to time out.
-const SHORT: Duration = Duration::from_secs(2);
-/// How late past its deadline a probe may return on a noisy machine.
-const MARGIN: Duration = Duration::from_secs(1);
-
-/// Runs a probe expected to fail with `reason` at its SHORT deadline, not before, not late.
-async fn fails_at_deadline(probe: Value, reason: Reason) -> String {
-    let started = Instant::now();
-    let result = run(probe, SHORT).await;
-    let elapsed = started.elapsed();
-    let detail = failed(&result, reason);
-    assert!(elapsed < SHORT + MARGIN, "returned {elapsed:?}: {result:?}");
-    assert!(
-        elapsed >= SHORT - Duration::from_millis(100),
-        "gave up early ({elapsed:?})"
-    );
-    detail
-}
-
-/// Runs a probe expected to fail with `reason` well before its GENEROUS deadline.
-async fn fails_early(probe: Value, reason: Reason) -> String {
-    let started = Instant::now();
-    let result = run(probe, GENEROUS).await;
-    let detail = failed(&result, reason);
-    assert!(started.elapsed() < GENEROUS / 2, "{result:?}");
-    detail
-}
-
-/// A port of 127.0.0.1 free for both TCP and UDP right now.
-fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
-        if StdUdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, content).unwrap();
-    path
-}
-
-fn path_str(p: &Path) -> String {
-    p.to_str().unwrap().to_string()
-}
 
 /// A server process of ours; stopped (SIGTERM, then SIGKILL) on drop.
 struct Daemon {

@@ -24,6 +24,7 @@ use super::sanitize::excerpt;
 use super::sip_digest::{self, Challenge};
 use super::sip_locate::{self, Transport};
 use super::tls::{self, TlsClients, Trust};
+use super::udp;
 use crate::validation::{Issues, read_secret_file};
 
 /// RFC 3261 §17.1.1.1: first retransmission interval over UDP.
@@ -928,29 +929,7 @@ async fn open(
     tls_info: &mut Option<TlsInfo>,
 ) -> Step<Channel> {
     if transport == Transport::Udp {
-        let local = match spec.source_address {
-            Some(ip) => SocketAddr::new(ip, 0),
-            None if peer.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),
-            None => SocketAddr::from(([0u16; 8], 0)),
-        };
-        let socket = UdpSocket::bind(local).await.map_err(|e| {
-            conn::socket_fail(
-                Reason::Internal,
-                format!("bind to {local}: {e}"),
-                &e,
-                SocketCall::Bind,
-            )
-        })?;
-        // Connected: the kernel drops datagrams from anyone but the peer, and reports an
-        // ICMP port unreachable as a refused connection.
-        socket.connect(peer).await.map_err(|e| {
-            conn::socket_fail(
-                Reason::ConnectRefused,
-                format!("{peer}: {e}"),
-                &e,
-                SocketCall::Connect,
-            )
-        })?;
+        let socket = udp::connect_to(peer, spec.source_address).await?;
         let local = socket
             .local_addr()
             .map_err(|e| fail(Reason::Internal, format!("local address: {e}")))?;

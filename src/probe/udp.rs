@@ -54,6 +54,11 @@ pub(crate) async fn connect(
 ) -> Step<UdpSocket> {
     let peer = conn::resolve(address, source, deadline).await?;
     phases.dns = Some(start.elapsed());
+    connect_to(peer, source).await
+}
+
+/// A UDP socket connected to `peer`, bound to `source` when given.
+pub(crate) async fn connect_to(peer: SocketAddr, source: Option<IpAddr>) -> Step<UdpSocket> {
     let local = match source {
         Some(ip) => SocketAddr::new(ip, 0),
         None if peer.is_ipv4() => SocketAddr::from(([0, 0, 0, 0], 0)),

@@ -1,6 +1,8 @@
 //! Helpers for the probe tests: probe tables as JSON, run against real peers.
 
-use std::time::Duration;
+use std::net::UdpSocket as StdUdpSocket;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tocsin::probe::{ProbeConfig, ProbeResult, ProbeSpec, Prober, Reason};
@@ -51,4 +53,55 @@ pub fn failed(result: &ProbeResult, reason: Reason) -> String {
 #[track_caller]
 pub fn ok(result: &ProbeResult) {
     assert!(result.is_ok(), "expected success: {result:?}");
+}
+
+/// Deadline for probes that are expected to finish on their own.
+pub const GENEROUS: Duration = Duration::from_secs(10);
+/// Deadline for probes that are expected to time out.
+pub const SHORT: Duration = Duration::from_secs(2);
+/// How late past its deadline a probe may return on a noisy machine.
+pub const MARGIN: Duration = Duration::from_secs(1);
+
+/// Runs a probe expected to fail with `reason` at its SHORT deadline, not before, not late.
+pub async fn fails_at_deadline(probe: Value, reason: Reason) -> String {
+    let started = Instant::now();
+    let result = run(probe, SHORT).await;
+    let elapsed = started.elapsed();
+    let detail = failed(&result, reason);
+    assert!(elapsed < SHORT + MARGIN, "returned {elapsed:?}: {result:?}");
+    assert!(
+        elapsed >= SHORT - Duration::from_millis(100),
+        "gave up early ({elapsed:?})"
+    );
+    detail
+}
+
+/// Runs a probe expected to fail with `reason` well before its GENEROUS deadline.
+pub async fn fails_early(probe: Value, reason: Reason) -> String {
+    let started = Instant::now();
+    let result = run(probe, GENEROUS).await;
+    let detail = failed(&result, reason);
+    assert!(started.elapsed() < GENEROUS / 2, "{result:?}");
+    detail
+}
+
+/// A port of 127.0.0.1 free for both TCP and UDP right now.
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if StdUdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn write(dir: &Path, name: &str, content: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
 }
