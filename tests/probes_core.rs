@@ -907,8 +907,10 @@ async fn radius_hostile_peers() {
     let log = log.lock().unwrap().clone();
     assert_eq!(log.len(), 3, "two retransmissions");
     assert!(log.iter().all(|(_, r)| r == &log[0].1), "identical packets");
-    let gap = log[2].0 - log[1].0;
-    assert!(gap >= Duration::from_millis(1900), "doubling: {gap:?}");
+    // Sent at 0, 1 s and 3 s (doubling); measured from the first, so a late wake-up of
+    // the peer for the middle one does not matter.
+    let span = log[2].0 - log[0].0;
+    assert!(span >= Duration::from_millis(2700), "doubling: {span:?}");
 
     // An answer signed with another secret.
     let (addr, _) = udp_peer(|_, r| vec![radius_answer(r, 2, 0, b"other")]).await;
