@@ -28,7 +28,40 @@ pub struct Outbox {
     token: CancellationToken,
 }
 
+/// What starting one configuration's deliverers takes, kept so that the engine starts them
+/// when it may send: always for one instance, on taking the lead in a cluster.
+#[derive(Clone)]
+pub struct Deliveries {
+    pub receivers: Vec<ReceiverSpec>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    pub external_url: Option<Url>,
+    pub tracker: TaskTracker,
+}
+
+impl Deliveries {
+    pub fn start(&self) -> Outbox {
+        Outbox::start(
+            &self.receivers,
+            &self.store,
+            &self.metrics,
+            self.clock,
+            self.external_url.clone(),
+            &self.tracker,
+        )
+    }
+}
+
 impl Outbox {
+    /// No deliverers: a follower's, which must not send.
+    pub fn idle() -> Outbox {
+        Outbox {
+            wake: Arc::new(Notify::new()),
+            token: CancellationToken::new(),
+        }
+    }
+
     /// Starts one deliverer per receiver; what is already queued goes out at once.
     pub fn start(
         receivers: &[ReceiverSpec],

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::alert::{ReceiverConfig, ReceiverSpec};
+use crate::cluster::{ClusterConfig, ClusterSpec};
 use crate::engine::EngineSpec;
 use crate::http::{PageConfig, PageSpec, ServerConfig, ServerSpec, SiteSpec};
 use crate::incident::{IncidentSpec, IncidentsConfig, ReportingConfig};
@@ -48,6 +49,8 @@ pub struct FileConfig {
     pub storage: StorageConfig,
     #[serde(default)]
     pub vantage: VantageConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     #[serde(default)]
     pub defaults: DefaultsConfig,
     #[serde(default)]
@@ -99,6 +102,8 @@ pub struct Settings {
     pub modules: BTreeMap<String, ModuleSpec>,
     pub storage: StorageSpec,
     pub vantage: String,
+    /// `[cluster]`: leases of the instances sharing a PostgreSQL store.
+    pub cluster: ClusterSpec,
     pub topology: Arc<Topology>,
     pub receivers: Vec<ReceiverSpec>,
     pub incidents: IncidentSpec,

@@ -14,6 +14,7 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
     let server = file.server.build("server", &mut issues);
     let page = file.page.build("page", &mut issues);
     let storage = file.storage.build("storage", &mut issues);
+    let cluster = file.cluster.build("cluster", &mut issues);
     let incidents = file
         .incidents
         .build(file.defaults.resolve_after, &file.reporting, &mut issues);
@@ -53,8 +54,8 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
     if !issues.is_empty() {
         return Err(issues);
     }
-    let (Some(server), Some(page), Some(storage), Some(incidents)) =
-        (server, page, storage, incidents)
+    let (Some(server), Some(page), Some(storage), Some(cluster), Some(incidents)) =
+        (server, page, storage, cluster, incidents)
     else {
         unreachable!("a component that fails to build records an issue");
     };
@@ -64,6 +65,7 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
         page,
         storage,
         vantage: file.vantage.name.clone(),
+        cluster,
         topology: Arc::new(topology),
         receivers,
         incidents,
