@@ -7,10 +7,10 @@
 //! targets fail while the others see them fine is impaired: its path is broken, not the
 //! targets, and it does not vote until it recovers.
 //!
-//! A verdict some voting vantage contradicts waits `settle` after it is first seen: the
-//! vantages seeing a broken path from one vantage go down one by one over an interval, and
-//! the wait lets that vantage be found impaired before its first few votes page anyone.
-//! A unanimous verdict applies at once.
+//! A verdict some voting vantage contradicts (or that a vantage expected to vote has not
+//! voted on yet) waits `settle` after it is first seen: the targets of a vantage whose
+//! path broke go down one by one over an interval, and the wait lets that vantage be found
+//! impaired before its first few votes page anyone. A unanimous verdict applies at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -47,10 +47,12 @@ pub fn needed(quorum: u32, voting: usize) -> usize {
 }
 
 /// Combines the votes of the voting vantages (silent and impaired ones left out by the
-/// caller; `unknown` votes are ignored). `previous` is the verdict in effect, kept while a
-/// contradicted verdict settles; `None` when nobody votes.
+/// caller; `unknown` votes are ignored). `expected`: how many vantages should vote.
+/// `previous` is the verdict in effect, kept while a contradicted verdict settles; `None`
+/// when nobody votes.
 pub fn combine(
     votes: &[Vote<'_>],
+    expected: usize,
     quorum: u32,
     settle: Duration,
     previous: Option<Verdict>,
@@ -82,7 +84,7 @@ pub fn combine(
         if previous.is_some_and(|p| p.state == state) {
             return previous;
         }
-        if agreeing.len() < voting.len() {
+        if agreeing.len() < voting.len().max(expected) {
             agreeing.sort_by_key(|v| v.seen_at);
             let settled = agreeing[need - 1].seen_at + settle;
             if now < settled {
@@ -186,7 +188,7 @@ mod tests {
     fn unanimous_down_applies_at_once_with_the_earliest_onset() {
         let votes = [vote("a", Down, 5), vote("b", Down, 3)];
         assert_eq!(
-            combine(&votes, 0, SETTLE, verdict(Up, 0), at(6)),
+            combine(&votes, votes.len(), 0, SETTLE, verdict(Up, 0), at(6)),
             verdict(Down, 3)
         );
     }
@@ -196,11 +198,21 @@ mod tests {
         let votes = [vote("a", Down, 5), vote("b", Up, 0)];
         // A tie is down, but only once it has settled.
         assert_eq!(
-            combine(&votes, 0, SETTLE, verdict(Up, 0), at(6)),
+            combine(&votes, votes.len(), 0, SETTLE, verdict(Up, 0), at(6)),
             verdict(Up, 0)
         );
         assert_eq!(
-            combine(&votes, 0, SETTLE, verdict(Up, 0), at(15)),
+            combine(&votes, votes.len(), 0, SETTLE, verdict(Up, 0), at(15)),
+            verdict(Down, 5)
+        );
+    }
+
+    #[test]
+    fn a_verdict_waits_for_a_vantage_yet_to_vote() {
+        let votes = [vote("a", Down, 5)];
+        assert_eq!(combine(&votes, 2, 0, SETTLE, None, at(6)), None);
+        assert_eq!(
+            combine(&votes, 2, 0, SETTLE, None, at(15)),
             verdict(Down, 5)
         );
     }
@@ -209,12 +221,12 @@ mod tests {
     fn a_minority_is_not_down() {
         let votes = [vote("a", Down, 5), vote("b", Up, 0), vote("c", Up, 0)];
         assert_eq!(
-            combine(&votes, 0, SETTLE, verdict(Up, 0), at(100)),
+            combine(&votes, votes.len(), 0, SETTLE, verdict(Up, 0), at(100)),
             verdict(Up, 0)
         );
         // Unless the quorum asks for one vantage only.
         assert_eq!(
-            combine(&votes, 1, SETTLE, verdict(Up, 0), at(100)),
+            combine(&votes, votes.len(), 1, SETTLE, verdict(Up, 0), at(100)),
             verdict(Down, 5)
         );
     }
@@ -223,7 +235,7 @@ mod tests {
     fn a_configured_quorum_larger_than_the_voters_is_never_reached() {
         let votes = [vote("a", Down, 5)];
         assert_eq!(
-            combine(&votes, 2, SETTLE, None, at(100)),
+            combine(&votes, votes.len(), 2, SETTLE, None, at(100)),
             verdict(Up, 0).map(|v| Verdict {
                 since: at(100),
                 ..v
@@ -235,7 +247,7 @@ mod tests {
     fn down_votes_count_towards_degraded() {
         let votes = [vote("a", Down, 5), vote("b", Degraded, 7), vote("c", Up, 0)];
         assert_eq!(
-            combine(&votes, 0, SETTLE, verdict(Up, 0), at(100)),
+            combine(&votes, votes.len(), 0, SETTLE, verdict(Up, 0), at(100)),
             verdict(Degraded, 5)
         );
     }
@@ -243,18 +255,21 @@ mod tests {
     #[test]
     fn unknown_votes_do_not_count_and_nobody_voting_is_no_verdict() {
         assert_eq!(
-            combine(&[vote("a", Unknown, 0)], 0, SETTLE, None, at(1)),
+            combine(&[vote("a", Unknown, 0)], 1, 0, SETTLE, None, at(1)),
             None
         );
         let votes = [vote("a", Down, 5), vote("b", Unknown, 0)];
-        assert_eq!(combine(&votes, 0, SETTLE, None, at(6)), verdict(Down, 5));
+        assert_eq!(
+            combine(&votes, votes.len(), 0, SETTLE, None, at(6)),
+            verdict(Down, 5)
+        );
     }
 
     #[test]
     fn recovery_takes_the_latest_recovery() {
         let votes = [vote("a", Up, 50), vote("b", Up, 60)];
         assert_eq!(
-            combine(&votes, 0, SETTLE, verdict(Down, 5), at(61)),
+            combine(&votes, votes.len(), 0, SETTLE, verdict(Down, 5), at(61)),
             verdict(Up, 60)
         );
     }

@@ -238,8 +238,10 @@ impl Clustered {
                     seen_at: s.seen_at,
                 })
                 .collect();
+            let expected = live.iter().filter(|v| t.probed_from(v)).count();
             let verdict = vote::combine(
                 &votes,
+                expected,
                 topology.quorum,
                 t.interval * 2 + self.heartbeat * 2,
                 self.verdicts[i],
