@@ -42,7 +42,8 @@ impl Node {
             .default("success_threshold", "1")
             .default("resolve_after", "\"1s\"")
             .body(&format!(
-                "[vantage]\nname = \"{vantage}\"\n[cluster]\nlease = \"{}ms\"\nheartbeat = \"{}ms\"",
+                "[vantage]\nname = \"{vantage}\"\n[cluster]\nlease = \"{}ms\"\nheartbeat = \"{}ms\"\n\
+                 [page]\nshow_vantages = true",
                 LEASE.as_millis(),
                 HEARTBEAT.as_millis()
             ))
@@ -403,6 +404,13 @@ async fn a_broken_path_from_one_vantage_impairs_it_and_pages_nobody() {
     };
     assert_eq!(status("lyon", "impaired"), 1.0);
     assert_eq!(status("paris", "ok"), 1.0);
+    let page = reqwest::get(format!("http://{}/", nodes[leader].addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Impaired: its own path fails"), "{page}");
     // Lyon sees every target down, paris up: the quorum without lyon says up.
     for _ in 0..10 {
         let s = nodes[leader].get("/api/v1/status").await.unwrap();
@@ -509,4 +517,38 @@ async fn postgres_restarted_under_load_loses_nothing() {
         ]
     );
     assert_eq!(stored_incidents(&db).await, 1);
+}
+
+/// The failover figure of `docs/scale.md`: ten leader kills, each killed node replaced
+/// before the next. `cargo test --test cluster failover_time -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (about a minute), not a check"]
+async fn failover_time_over_ten_leader_kills() {
+    let db = postgres::fresh_database(None).await;
+    let receiver = Receiver::start().await;
+    let a = Target::start().await;
+    let targets = [("a", a.url())];
+    let mut nodes = three_nodes(&db, &targets, &receiver).await;
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let leader = wait_for_leader(&nodes, &[]).await;
+        let killed = Instant::now();
+        nodes[leader].signal("KILL");
+        wait_for_leader(&nodes, &[leader]).await;
+        times.push(killed.elapsed());
+        let vantage = nodes[leader].vantage;
+        nodes[leader] = Node::start(&db, vantage, &targets, &receiver);
+        for n in &nodes {
+            wait_for_members(n, 3).await;
+        }
+    }
+    times.sort();
+    let median = (times[4] + times[5]) / 2;
+    println!(
+        "failover over {} leader kills (lease {LEASE:?}, heartbeat {HEARTBEAT:?}): \
+         median {median:?}, max {:?}, all {times:?}",
+        times.len(),
+        times[times.len() - 1]
+    );
+    assert!(times[times.len() - 1] < LEASE + 4 * HEARTBEAT);
 }
