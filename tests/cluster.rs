@@ -50,7 +50,7 @@ impl Node {
             .body("[[services]]\nid = \"voice\"\nsubscribers = 1000");
         for (id, url) in targets {
             config = config.body(&format!(
-                "[[targets]]\nid = \"{id}\"\nservice = \"voice\"\nsubscribers = 100\n\
+                "[[targets]]\nid = \"{id}\"\nservice = \"voice\"\nsubscribers = 10\n\
                  probe = {{ type = \"http\", url = \"{url}\" }}"
             ));
         }
@@ -551,4 +551,82 @@ async fn failover_time_over_ten_leader_kills() {
         times[times.len() - 1]
     );
     assert!(times[times.len() - 1] < LEASE + 4 * HEARTBEAT);
+}
+
+/// Commits and rows written in database `db` so far, by PostgreSQL's statistics (which
+/// backends flush within a second or so of their transactions).
+async fn database_writes(db: &str) -> (i64, i64) {
+    let (client, connection) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted
+             FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The database-load figures of `docs/scale.md`: commits and rows per second while 20
+/// targets × 2 vantages are probed every 100 ms with no change, then per target
+/// transition. `cargo test --test cluster database_load -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (about a minute), not a check"]
+async fn database_load_per_probe_and_per_transition() {
+    const TARGETS: usize = 20;
+    const WINDOW: Duration = Duration::from_secs(20);
+    let db = postgres::fresh_database(None).await;
+    let mut receiver = Receiver::start().await;
+    let target = Target::start().await;
+    let ids: Vec<String> = (0..TARGETS).map(|i| format!("t{i}")).collect();
+    let targets: Vec<(&str, String)> = ids.iter().map(|id| (id.as_str(), target.url())).collect();
+    let nodes = three_nodes(&db, &targets, &receiver).await;
+    let leader = wait_for_leader(&nodes, &[]).await;
+    let probes = |text: &str| metric_sum(text, "tocsin_probes_total", &[]);
+    let all_probes = async || {
+        let mut n = 0.0;
+        for node in &nodes {
+            n += probes(&node.metrics().await);
+        }
+        n
+    };
+    // Steady: every target up from both vantages.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ((c0, r0), p0) = (database_writes(&db).await, all_probes().await);
+    tokio::time::sleep(WINDOW).await;
+    let ((c1, r1), p1) = (database_writes(&db).await, all_probes().await);
+    let secs = WINDOW.as_secs_f64();
+    println!(
+        "steady, {} instances: {:.0} probes/s, {:.1} commits/s, {:.1} rows/s ({:.4} rows per probe)",
+        nodes.len(),
+        (p1 - p0) / secs,
+        (c1 - c0) as f64 / secs,
+        (r1 - r0) as f64 / secs,
+        (r1 - r0) as f64 / (p1 - p0),
+    );
+    // Every target down then up again from both vantages: 4 transitions per target, and one
+    // incident opened and resolved.
+    let before = database_writes(&db).await;
+    let started = Instant::now();
+    target.set_status(500);
+    until(&mut receiver, "incident.opened").await;
+    target.set_status(200);
+    until(&mut receiver, "incident.resolved").await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = database_writes(&db).await;
+    let steady_rows = (r1 - r0) as f64 / secs;
+    let steady_commits = (c1 - c0) as f64 / secs;
+    let spent = took.as_secs_f64() + 3.0;
+    let transitions = (TARGETS * 2 * 2) as f64;
+    println!(
+        "{transitions} vantage transitions (and one incident) over {spent:.1} s: {:.2} rows and {:.2} commits per transition above steady",
+        ((after.1 - before.1) as f64 - steady_rows * spent) / transitions,
+        ((after.0 - before.0) as f64 - steady_commits * spent) / transitions,
+    );
+    assert!(nodes[leader].leads().await);
 }

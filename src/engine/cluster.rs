@@ -441,7 +441,8 @@ pub struct VantageView {
 
 impl Engine {
     /// This instance's own result in a cluster: its vantage's detector, published at each
-    /// transition; the core's state follows the quorum. True when the snapshot is stale.
+    /// transition; the core's state follows the quorum, recounted once per batch of
+    /// reports ([`Engine::recount`]). True when this vantage's verdict changed.
     pub(super) fn observe_locally(
         &mut self,
         index: usize,
@@ -495,7 +496,6 @@ impl Engine {
             state: to,
             since,
         });
-        self.recount(now);
         true
     }
 

@@ -236,7 +236,11 @@ impl Engine {
                         changed |= self.on_report(report);
                     }
                     if changed {
-                        self.publish(self.clock.now());
+                        let now = self.clock.now();
+                        // The quorum once per batch: at a mass outage that is one pass
+                        // over the votes, not one per transition.
+                        self.recount(now);
+                        self.publish(now);
                     }
                 }
             }
