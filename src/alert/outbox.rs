@@ -256,9 +256,9 @@ impl Deliverer {
 /// be left out under the rate cap. Openings and resolutions are never left out.
 fn superseded(row: &Pending, later: &[Pending]) -> bool {
     matches!(row.event.kind, AlertType::Updated | AlertType::Reminder)
-        && later
-            .iter()
-            .any(|l| l.event.incident.id == row.event.incident.id)
+        && later.iter().any(|l| {
+            l.event.incident.as_ref().map(|i| &i.id) == row.event.incident.as_ref().map(|i| &i.id)
+        })
 }
 
 #[cfg(test)]
@@ -284,6 +284,7 @@ mod tests {
                 id: format!("evt_{seq}"),
                 occurred_at: "2026-07-05T14:00:00Z".parse().unwrap(),
                 incident: serde_json::from_value(view).unwrap(),
+                vantage: None,
             },
             queued_at: "2026-07-05T14:00:00Z".parse().unwrap(),
         }

@@ -30,6 +30,7 @@ use crate::cluster::ClusterSpec;
 use crate::cluster::shard::{self, Assignment};
 use crate::cluster::vote::{self, Verdict, Vote};
 use crate::detector::{Detector, TargetState, Transition};
+use crate::event::AlertType;
 use crate::incident::{Incident, IncidentBook};
 use crate::metrics::ClusterMetrics;
 use crate::store::postgres::cluster::{Leader, Member};
@@ -89,9 +90,22 @@ pub(crate) struct Clustered {
     verdicts: Vec<Option<Verdict>>,
     members: Vec<Member>,
     leader: Option<Leader>,
+    /// Vantages that see most of their targets fail alone, since when. They do not vote at
+    /// once (a broken path must not page while it is being found out); they are reported
+    /// `impaired` once it has held for the settle time (a vantage whose detectors merely
+    /// flip a moment before the others' is not).
+    suspects: BTreeMap<String, Timestamp>,
+    /// Suspects that have held for the settle time: `impaired`.
     impaired: BTreeSet<String>,
     /// Follower only: open incidents as the leader stored them.
     open: Vec<Incident>,
+}
+
+/// What a recount changed.
+struct Recount {
+    verdicts: Vec<(usize, Option<Verdict>)>,
+    /// (vantage, impaired now).
+    vantages: Vec<(String, bool)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +134,7 @@ impl Clustered {
             verdicts: vec![None; targets],
             members: Vec::new(),
             leader: None,
+            suspects: BTreeMap::new(),
             impaired: BTreeSet::new(),
             open: Vec::new(),
         }
@@ -187,6 +202,18 @@ impl Clustered {
         }
     }
 
+    /// How long a suspect vantage waits to be reported impaired: as a contradicted verdict.
+    fn settle(&self, topology: &Topology) -> chrono::TimeDelta {
+        let interval = topology
+            .targets
+            .iter()
+            .map(|t| t.interval)
+            .max()
+            .unwrap_or_default();
+        chrono::TimeDelta::from_std(interval * 2 + self.heartbeat * 2)
+            .unwrap_or(chrono::TimeDelta::MAX)
+    }
+
     /// Vantages with a live member (this one always).
     fn live_vantages(&self) -> BTreeSet<&str> {
         self.members
@@ -197,8 +224,8 @@ impl Clustered {
     }
 
     /// Recomputes impaired vantages and every target's quorum; returns the targets whose
-    /// verdict changed.
-    fn recount(&mut self, topology: &Topology, now: Timestamp) -> Vec<(usize, Option<Verdict>)> {
+    /// verdict changed, and the vantages found impaired (`true`) or recovered.
+    fn recount(&mut self, topology: &Topology, now: Timestamp) -> Recount {
         let live: BTreeSet<String> = self
             .live_vantages()
             .into_iter()
@@ -219,9 +246,20 @@ impl Clustered {
                     .unwrap_or_default()
             })
             .collect();
-        let impaired: BTreeSet<String> = vote::impaired(&table)
+        let failing_alone: BTreeSet<String> = vote::impaired(&table)
             .into_iter()
             .map(str::to_string)
+            .collect();
+        self.suspects.retain(|v, _| failing_alone.contains(v));
+        for v in &failing_alone {
+            self.suspects.entry(v.clone()).or_insert(now);
+        }
+        let settle = self.settle(topology);
+        let impaired: BTreeSet<String> = self
+            .suspects
+            .iter()
+            .filter(|(_, since)| now - **since >= settle)
+            .map(|(v, _)| v.clone())
             .collect();
         let mut changed = Vec::new();
         for (i, t) in topology.targets.iter().enumerate() {
@@ -230,7 +268,7 @@ impl Clustered {
                 .get(&t.id)
                 .into_iter()
                 .flatten()
-                .filter(|(v, _)| live.contains(*v) && !impaired.contains(*v))
+                .filter(|(v, _)| live.contains(*v) && !failing_alone.contains(*v))
                 .map(|(v, s)| Vote {
                     vantage: v,
                     state: s.state,
@@ -252,14 +290,20 @@ impl Clustered {
                 changed.push((i, verdict));
             }
         }
+        let mut vantages = Vec::new();
         for v in impaired.difference(&self.impaired) {
             tracing::warn!(vantage = %v, "vantage impaired: most of its targets fail there only; it does not vote");
+            vantages.push((v.clone(), true));
         }
         for v in self.impaired.difference(&impaired) {
             tracing::info!(vantage = %v, "vantage recovered");
+            vantages.push((v.clone(), false));
         }
         self.impaired = impaired;
-        changed
+        Recount {
+            verdicts: changed,
+            vantages,
+        }
     }
 
     /// Every vantage known (configured, live or voting), with its status.
@@ -505,7 +549,21 @@ impl Engine {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
-        for (index, verdict) in c.recount(&topology, now) {
+        let Recount { verdicts, vantages } = c.recount(&topology, now);
+        // The leader tells the receivers that ask; an impairment seen while following is
+        // not announced again by a later leader (it takes the impaired set as it finds it).
+        if self.leads() {
+            for (vantage, impaired) in vantages {
+                let (kind, status) = if impaired {
+                    (AlertType::VantageImpaired, VantageStatus::Impaired)
+                } else {
+                    (AlertType::VantageRecovered, VantageStatus::Ok)
+                };
+                let routed = self.routing.vantage(kind, &vantage, status.as_str(), now);
+                self.enqueue(routed, now);
+            }
+        }
+        for (index, verdict) in verdicts {
             let observed = self
                 .core
                 .set_verdict(index, verdict.map(|v| (v.state, v.since)), now);
