@@ -258,9 +258,13 @@ mod tests {
             combine(&[vote("a", Unknown, 0)], 1, 0, SETTLE, None, at(1)),
             None
         );
+        // An unknown vote is no vote: alone, `a` decides (once `b`, expected, has had the
+        // time to vote).
         let votes = [vote("a", Down, 5), vote("b", Unknown, 0)];
+        assert_eq!(combine(&votes, 1, 0, SETTLE, None, at(6)), verdict(Down, 5));
+        assert_eq!(combine(&votes, 2, 0, SETTLE, None, at(6)), None);
         assert_eq!(
-            combine(&votes, votes.len(), 0, SETTLE, None, at(6)),
+            combine(&votes, 2, 0, SETTLE, None, at(15)),
             verdict(Down, 5)
         );
     }

@@ -830,3 +830,139 @@ pub(crate) async fn run_membership(
     }
     let _ = tokio::time::timeout(call, cluster.leave(&me.instance_id)).await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn at(s: i64) -> Timestamp {
+        chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    fn topology(targets: usize) -> Topology {
+        let mut toml =
+            String::from("[storage]\nsqlite = \"unused.db\"\n[[services]]\nid = \"web\"\n");
+        for i in 0..targets {
+            toml.push_str(&format!(
+                "[[targets]]\nid = \"t{i}\"\nservice = \"web\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
+                 probe = {{ type = \"tcp\", address = \"127.0.0.1:9\" }}\n"
+            ));
+        }
+        let settings = crate::config::load(&crate::config::ConfigSource::Inline(toml)).unwrap();
+        (*settings.topology).clone()
+    }
+
+    fn member(id: &str, vantage: &str) -> Member {
+        Member {
+            instance_id: id.into(),
+            vantage: vantage.into(),
+            lease_until: at(1000),
+        }
+    }
+
+    fn clustered(topology: &Topology) -> Clustered {
+        let mut c = Clustered::new(
+            Identity {
+                instance_id: "p1".into(),
+                vantage: "paris".into(),
+            },
+            Duration::from_secs(1),
+            Metrics::new().register_cluster(),
+            topology.targets.len(),
+        );
+        c.members = vec![member("l1", "lyon"), member("p1", "paris")];
+        c
+    }
+
+    use TargetState::{Down, Up};
+    use std::time::Duration;
+
+    #[test]
+    fn a_vantage_failing_alone_stops_voting_at_once_and_is_impaired_once_it_holds() {
+        let topo = topology(3);
+        let mut c = clustered(&topo);
+        for t in &topo.targets {
+            c.record(&t.id, "paris", Up, at(0), at(0));
+            c.record(&t.id, "lyon", Down, at(1), at(1));
+        }
+        let first = c.recount(&topo, at(1));
+        assert!(first.verdicts.iter().all(|(_, v)| v.unwrap().state == Up));
+        assert!(first.vantages.is_empty(), "not reported yet");
+        assert_eq!(
+            c.vantage_statuses(&topo)[0],
+            ("lyon".into(), VantageStatus::Ok)
+        );
+        // Settle: two intervals (1 s) plus two heartbeats (1 s).
+        let later = c.recount(&topo, at(5));
+        assert!(later.verdicts.is_empty(), "still up");
+        assert_eq!(later.vantages, [("lyon".to_string(), true)]);
+        assert_eq!(c.vantage_statuses(&topo)[0].1, VantageStatus::Impaired);
+        // Lyon sees them fine again: it recovers and votes.
+        for t in &topo.targets {
+            c.record(&t.id, "lyon", Up, at(6), at(6));
+        }
+        let back = c.recount(&topo, at(6));
+        assert_eq!(back.vantages, [("lyon".to_string(), false)]);
+    }
+
+    #[test]
+    fn an_outage_seen_from_every_vantage_is_down_with_the_earliest_onset() {
+        let topo = topology(2);
+        let mut c = clustered(&topo);
+        for t in &topo.targets {
+            c.record(&t.id, "paris", Down, at(3), at(4));
+            c.record(&t.id, "lyon", Down, at(2), at(4));
+        }
+        let r = c.recount(&topo, at(4));
+        assert_eq!(r.verdicts.len(), 2);
+        for (_, v) in r.verdicts {
+            assert_eq!(
+                v,
+                Some(Verdict {
+                    state: Down,
+                    since: at(2)
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn a_silent_vantage_does_not_vote() {
+        let topo = topology(1);
+        let mut c = clustered(&topo);
+        c.members = vec![member("p1", "paris")];
+        c.record("t0", "paris", Up, at(0), at(0));
+        c.record("t0", "lyon", Down, at(1), at(1));
+        let r = c.recount(&topo, at(100));
+        assert_eq!(
+            r.verdicts,
+            [(
+                0,
+                Some(Verdict {
+                    state: Up,
+                    since: at(0)
+                })
+            )]
+        );
+        let statuses = c.vantage_statuses(&topo);
+        assert_eq!(statuses[0], ("lyon".into(), VantageStatus::Silent));
+    }
+
+    #[test]
+    fn the_view_counts_each_members_share_of_its_vantage() {
+        let topo = topology(10);
+        let mut c = clustered(&topo);
+        c.members.push(member("p2", "paris"));
+        let view = c.view(&topo);
+        let paris: usize = view
+            .members
+            .iter()
+            .filter(|m| m.vantage == "paris")
+            .map(|m| m.targets)
+            .sum();
+        assert_eq!(paris, 10);
+        let lyon = view.vantages.iter().find(|v| v.name == "lyon").unwrap();
+        assert_eq!((lyon.members, lyon.targets), (1, 10));
+    }
+}
