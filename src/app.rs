@@ -18,10 +18,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::alert::outbox::Outbox;
+use crate::alert::outbox::Deliveries;
 use crate::clock::Clock;
+use crate::cluster::shard::Assignment;
 use crate::config::{self, ConfigSource, Settings};
-use crate::engine::{Control, Engine};
+use crate::engine::cluster::{Clustered, run_membership};
+use crate::engine::{Control, Engine, Identity};
 use crate::http::{AppState, ListenerSpec, ReloadRequest, SiteSpec, router};
 use crate::metrics::Metrics;
 use crate::notify;
@@ -153,6 +155,9 @@ pub struct App {
     listening: Arc<std::sync::OnceLock<SocketAddr>>,
     engine_task: JoinHandle<()>,
     engine_token: CancellationToken,
+    /// In a cluster: heartbeats and the leader lease.
+    membership: Option<JoinHandle<()>>,
+    membership_token: CancellationToken,
     watchdog: Option<JoinHandle<()>>,
     watchdog_token: CancellationToken,
     alert_tracker: TaskTracker,
@@ -179,24 +184,53 @@ impl App {
         let hangups = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
 
         let alert_tracker = TaskTracker::new();
-        let outbox = Outbox::start(
-            &settings.receivers,
-            &store,
-            &metrics,
+        let deliveries = Deliveries {
+            receivers: settings.receivers.clone(),
+            store: store.clone(),
+            metrics: Arc::clone(&metrics),
             clock,
-            settings.server.external_url.clone(),
-            &alert_tracker,
-        );
+            external_url: settings.server.external_url.clone(),
+            tracker: alert_tracker.clone(),
+        };
+        let me = Identity {
+            instance_id: instance_id(),
+            vantage: settings.vantage.clone(),
+        };
+        let clustered = store.cluster().map(|_| {
+            Clustered::new(
+                me.clone(),
+                settings.cluster.heartbeat,
+                metrics.register_cluster(),
+                settings.topology.targets.len(),
+            )
+        });
         let (engine, snapshot) = Engine::new(
             Arc::new(settings.engine()),
             restored,
             store.clone(),
-            outbox,
+            deliveries,
+            clustered,
             Arc::clone(&metrics),
             clock,
         );
         let (report_tx, report_rx) = mpsc::channel(4096);
-        let (control_tx, control_rx) = mpsc::channel(4);
+        let (control_tx, control_rx) = mpsc::channel(16);
+        let (assignment_tx, assignment) =
+            watch::channel(Arc::new(Assignment::alone(&me.instance_id, &me.vantage)));
+        // Stopped after the engine, whose last writes carry the lease it holds.
+        let membership_token = CancellationToken::new();
+        let membership = store.cluster().map(|cluster| {
+            tracing::info!(instance = %me.instance_id, vantage = %me.vantage, "joining the cluster");
+            tokio::spawn(run_membership(
+                cluster,
+                store.clone(),
+                me.clone(),
+                settings.cluster,
+                assignment_tx,
+                control_tx.clone(),
+                membership_token.clone(),
+            ))
+        });
         let engine_token = CancellationToken::new();
         let engine_task = tokio::spawn(engine.run(report_rx, control_rx, engine_token.clone()));
         // The engine renews its snapshot every tick: that is the watchdog's heartbeat.
@@ -210,6 +244,7 @@ impl App {
             reports: report_tx,
             metrics: Arc::clone(&metrics),
             clock,
+            assignment,
         };
         let generation = Generation::start(&settings, &scheduler_ctx);
 
@@ -256,6 +291,8 @@ impl App {
             listening,
             engine_task,
             engine_token,
+            membership,
+            membership_token,
             watchdog,
             watchdog_token,
             alert_tracker,
@@ -334,6 +371,10 @@ impl App {
         self.generation.stop().await;
         self.engine_token.cancel();
         let _ = self.engine_task.await;
+        self.membership_token.cancel();
+        if let Some(membership) = self.membership {
+            let _ = membership.await;
+        }
         drop(self.reloader);
         self.alert_tracker.close();
         self.alert_tracker.wait().await;
@@ -434,25 +475,27 @@ impl Reloader {
         if new.server.listen != self.current.server.listen
             || new.server.listener != self.current.server.listener
             || new.storage != self.current.storage
+            || new.vantage != self.current.vantage
+            || new.cluster != self.current.cluster
         {
             tracing::warn!(
-                "changes to server.listen, the listener's limits and [storage] take effect \
-                 after a restart"
+                "changes to server.listen, the listener's limits, [storage], [vantage] and \
+                 [cluster] take effect after a restart"
             );
         }
-        let outbox = Outbox::start(
-            &new.receivers,
-            &self.store,
-            &self.metrics,
-            self.clock,
-            new.server.external_url.clone(),
-            &self.alert_tracker,
-        );
+        let deliveries = Deliveries {
+            receivers: new.receivers.clone(),
+            store: self.store.clone(),
+            metrics: Arc::clone(&self.metrics),
+            clock: self.clock,
+            external_url: new.server.external_url.clone(),
+            tracker: self.alert_tracker.clone(),
+        };
         let old = std::mem::replace(generation, Generation::start_paused());
         old.stop().await;
         if self
             .control
-            .send(Control::Reconfigure(Arc::new(new.engine()), outbox))
+            .send(Control::Reconfigure(Arc::new(new.engine()), deliveries))
             .await
             .is_err()
         {
@@ -481,6 +524,17 @@ impl Generation {
             token: CancellationToken::new(),
         }
     }
+}
+
+/// This instance's id among the members of a cluster: host and process, unique while it
+/// runs; a restarted process is a new member (the old one's lease runs out).
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "tocsin".to_string());
+    format!("{host}-{}", std::process::id())
 }
 
 #[cfg(test)]

@@ -180,8 +180,9 @@ async fn voicemail(
 /// The built-in webhook sink: logs each alert event it receives.
 async fn sink(body: axum::body::Bytes) -> StatusCode {
     match serde_json::from_slice::<crate::event::AlertEvent>(&body) {
+        Ok(crate::event::AlertEvent { incident: None, .. }) => StatusCode::NO_CONTENT,
         Ok(event) => {
-            let inc = &event.incident;
+            let inc = event.incident.as_ref().expect("matched above");
             let cause = inc
                 .suspected_cause
                 .as_ref()

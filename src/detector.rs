@@ -142,6 +142,16 @@ impl Detector {
         self.state
     }
 
+    /// A detector holding a verdict reached elsewhere (the quorum of the vantages' own
+    /// detectors), with no streak of its own.
+    pub fn decided(state: TargetState, since: Timestamp) -> Detector {
+        Detector {
+            state,
+            since: (state != TargetState::Unknown).then_some(since),
+            ..Detector::default()
+        }
+    }
+
     /// When the current state began; `None` while unknown.
     pub fn since(&self) -> Option<Timestamp> {
         self.since

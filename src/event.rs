@@ -18,6 +18,11 @@ pub enum AlertType {
     Reminder,
     #[serde(rename = "incident.resolved")]
     Resolved,
+    /// A vantage sees most of its targets fail while the others see them fine.
+    #[serde(rename = "vantage.impaired")]
+    VantageImpaired,
+    #[serde(rename = "vantage.recovered")]
+    VantageRecovered,
 }
 
 /// One event for one receiver: `{"type", "id", "occurred_at", "incident"}`.
@@ -28,7 +33,19 @@ pub struct AlertEvent {
     /// Stable across retries: receivers deduplicate on it.
     pub id: String,
     pub occurred_at: Timestamp,
-    pub incident: IncidentView,
+    /// `None` for a vantage event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentView>,
+    /// For a vantage event: its name and status (`impaired`, `ok`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vantage: Option<VantageNews>,
+}
+
+/// What a vantage event says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VantageNews {
+    pub name: String,
+    pub status: String,
 }
 
 /// A fresh event id (`evt_` + 26 random base32 characters).

@@ -32,34 +32,38 @@
 //! 3. [`topology`]: who is behind what: services, groups of subscribers, targets, and the
 //!    tables of the file that build it.
 //! 4. [`detector`]: pure per-target state machine (thresholds, backdated onset).
-//! 5. [`incident`]: pure incident engine (component status, figures, severity, scope,
+//! 5. [`cluster`]: pure decisions of several instances: rendezvous hashing of targets
+//!    over a vantage's members, quorum across vantages, impaired vantages; `[cluster]`.
+//! 6. [`incident`]: pure incident engine (component status, figures, severity, scope,
 //!    reporting rules, suspected cause).
-//! 6. `rollup`: pure per-minute/hour/day aggregates of results and service status time
+//! 7. `rollup`: pure per-minute/hour/day aggregates of results and service status time
 //!    (uptime, response times).
-//! 7. `event`: the alert event queued for receivers.
-//! 8. [`metrics`]: the Prometheus registry and the compact per-target series.
-//! 9. `store`: persistence (SQLite, or a PostgreSQL several instances share, with the
-//!    cluster's leases), one writer per store.
-//! 10. [`alert`]: routing, the durable outbox and one file per receiver type.
-//! 11. [`scheduler`]: one clock task spawning a task per probe run, a bound on probes in
+//! 8. `event`: the alert event queued for receivers.
+//! 9. [`metrics`]: the Prometheus registry and the compact per-target series.
+//! 10. `store`: persistence (SQLite, or a PostgreSQL several instances share, with the
+//!     cluster's leases), one writer per store.
+//! 11. [`alert`]: routing, the durable outbox and one file per receiver type.
+//! 12. [`scheduler`]: one clock task spawning a task per probe run, a bound on probes in
 //!     flight, a hard deadline each; it sends `ProbeReport`s.
-//! 12. [`engine`]: the one task that owns detector and incident state around its pure
+//! 13. [`engine`]: the one task that owns detector and incident state around its pure
 //!     [`engine::Core`]; it persists, alerts, counts and publishes snapshots.
-//! 13. `http`: the API, the status page, the Statuspage documents, `/probe`, `/metrics`,
+//! 14. `http`: the API, the status page, the Statuspage documents, `/probe`, `/metrics`,
 //!     and the listener that serves them within its limits.
-//! 14. [`config`]: the file (the `config` crate, `TOCSIN__…` overrides) assembled from every
+//! 15. [`config`]: the file (the `config` crate, `TOCSIN__…` overrides) assembled from every
 //!     component's config and validated into [`config::Settings`], every problem at once,
 //!     each with its line.
-//! 15. `notify`: systemd readiness, reload, stop and watchdog notifications.
-//! 16. [`app`]: wiring, reload and graceful shutdown.
-//! 17. [`replay`], [`demo`]: the engine's core on recorded results; the self-contained demo.
+//! 16. `notify`: systemd readiness, reload, stop and watchdog notifications.
+//! 17. [`app`]: wiring, reload and graceful shutdown.
+//! 18. [`replay`], [`demo`]: the engine's core on recorded results; the self-contained demo.
 //!
 //! # Glossary
 //!
 //! * **service**: what a customer buys and feels (`voicemail`, `data`); has a subscriber base.
 //! * **group**: subscribers of one service behind one platform in one region, with a count.
 //! * **target**: one probed endpoint; belongs to one or more groups.
-//! * **vantage**: where probes run from; one tocsin instance is one vantage.
+//! * **vantage**: where probes run from; one instance, or several that split its targets.
+//! * **member**: an instance of a cluster (several instances sharing one PostgreSQL); the
+//!   **leader** is the one member that runs incidents and sends alerts.
 //! * **result**: one probe run: ok or a failure reason, latency, phase timings.
 //! * **target state**: `unknown | up | degraded | down`, after thresholds.
 //! * **component status**: per service, the Statuspage enum (`operational` … `major_outage`,
@@ -82,6 +86,8 @@ pub mod probe;
 pub mod topology;
 
 pub mod detector;
+
+pub mod cluster;
 
 pub mod incident;
 

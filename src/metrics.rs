@@ -24,6 +24,15 @@ use crate::incident::{ComponentStatus, Severity};
 use crate::probe::{LocalCause, ProbeResult, Reason};
 use crate::topology::Target;
 
+/// The series of an instance in a cluster ([`Metrics::register_cluster`]).
+#[derive(Clone)]
+pub struct ClusterMetrics {
+    pub leader: IntGauge,
+    pub members: IntGaugeVec,
+    pub leader_changes: prometheus::IntCounter,
+    pub vantage_status: IntGaugeVec,
+}
+
 /// Every tocsin series. Families are atomics: share an `Arc<Metrics>`.
 pub struct Metrics {
     registry: Registry,
@@ -209,6 +218,49 @@ impl Metrics {
     pub fn recent_local_error(&self, now: Timestamp) -> Option<(Timestamp, LocalCause)> {
         let last = *self.last_local_error.lock().expect("metrics lock");
         last.filter(|(at, _)| within_hold(*at, now))
+    }
+
+    /// Registers the series of an instance in a cluster (only then: one instance has no
+    /// leader to report).
+    pub fn register_cluster(&self) -> ClusterMetrics {
+        let opts = |name: &str, help: &str| Opts::new(name, help);
+        let cluster = ClusterMetrics {
+            leader: IntGauge::new(
+                "tocsin_cluster_leader",
+                "1 on the instance that leads the cluster, else 0.",
+            )
+            .expect("valid"),
+            members: IntGaugeVec::new(
+                opts(
+                    "tocsin_cluster_members",
+                    "Live members of the cluster, by vantage.",
+                ),
+                &["vantage"],
+            )
+            .expect("valid"),
+            leader_changes: prometheus::IntCounter::new(
+                "tocsin_cluster_leader_changes_total",
+                "Times this instance saw another leader (or none) take over.",
+            )
+            .expect("valid"),
+            vantage_status: IntGaugeVec::new(
+                opts(
+                    "tocsin_vantage_status",
+                    "1 for each vantage's status (ok, impaired, silent), else 0.",
+                ),
+                &["vantage", "status"],
+            )
+            .expect("valid"),
+        };
+        for c in [
+            Box::new(cluster.leader.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cluster.members.clone()),
+            Box::new(cluster.leader_changes.clone()),
+            Box::new(cluster.vantage_status.clone()),
+        ] {
+            self.registry.register(c).expect("registered once");
+        }
+        cluster
     }
 
     /// The text exposition format, for `GET /metrics`.

@@ -225,10 +225,14 @@ impl Replay {
 
     fn write(&mut self, routed: Routed) {
         for d in routed.deliveries {
+            // Routing of incident events only: every delivery has its incident.
+            let Some(incident) = &d.event.incident else {
+                continue;
+            };
             let line = serde_json::to_string(&EventLine {
                 kind: d.event.kind,
                 at: d.event.occurred_at,
-                incident: &d.event.incident,
+                incident,
             })
             .expect("events serialize");
             self.out.push(line);
@@ -266,6 +270,7 @@ fn stream_policy(receivers: &[ReceiverSpec]) -> Policy {
             .map(|r| r.update_interval)
             .min()
             .unwrap_or(DEFAULT_UPDATE_INTERVAL),
+        vantage_events: false,
     }
 }
 

@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::{Clock, Timestamp, instant_after};
+use crate::cluster::shard::Assignment;
 use crate::metrics::Metrics;
 use crate::probe::{ProbeResult, Prober};
 use crate::topology::Topology;
@@ -41,6 +42,8 @@ pub struct SchedulerContext {
     pub reports: mpsc::Sender<ProbeReport>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// Which targets this instance probes; a run of any other is skipped.
+    pub assignment: watch::Receiver<Arc<Assignment>>,
 }
 
 /// Starts the clock of `topology`: one task that sleeps until the next due target and
@@ -119,6 +122,10 @@ async fn run_clock(
             due.pop();
             let target = &topology.targets[index];
             due.push(Reverse((next_run(planned, target.interval, now), index)));
+            // Another member of the vantage probes it (or another vantage only).
+            if !ctx.assignment.borrow().probes(target) {
+                continue;
+            }
             // A run still going skips this turn: it waited for a permit or for room in the
             // report queue (an overloaded instance), or overran by its deadline's grace.
             if running[index].swap(true, Ordering::AcqRel) {
@@ -264,6 +271,7 @@ mod tests {
             reports,
             metrics: Arc::clone(&metrics),
             clock: Clock::system(),
+            assignment: crate::cluster::shard::Assignment::alone("test", "default").fixed(),
         };
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();

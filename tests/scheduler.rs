@@ -92,6 +92,7 @@ fn target(id: &str, address: &str) -> Target {
             region: String::new(),
             platform: String::new(),
         },
+        vantages: Vec::new(),
     }
 }
 
@@ -112,6 +113,7 @@ async fn run_with(permits: usize) -> (usize, f64) {
         reports,
         metrics: Arc::clone(&metrics),
         clock: Clock::system(),
+        assignment: tocsin::cluster::shard::Assignment::alone("test", "default").fixed(),
     };
     let tracker = TaskTracker::new();
     let token = CancellationToken::new();

@@ -3,6 +3,7 @@
 //! re-posted while open (Alertmanager resolves alerts it stops hearing about) and posted
 //! with `endsAt` when the incident resolves.
 
+use crate::incident::IncidentView;
 use std::time::Duration;
 
 use serde_json::json;
@@ -31,8 +32,12 @@ impl AlertmanagerSpec {
         }
     }
 
-    pub async fn send(&self, event: &AlertEvent, cx: &SendContext<'_>) -> Result<(), SendError> {
-        let inc = &event.incident;
+    pub async fn send(
+        &self,
+        event: &AlertEvent,
+        inc: &IncidentView,
+        cx: &SendContext<'_>,
+    ) -> Result<(), SendError> {
         let mut alert = json!({
             "labels": {
                 "alertname": "TocsinIncident",
@@ -42,7 +47,7 @@ impl AlertmanagerSpec {
                 "scope": serde_json::to_value(inc.scope).expect("scope serializes"),
             },
             "annotations": {
-                "summary": summary_line(event),
+                "summary": summary_line(event, inc),
                 "peak_affected": inc.peak_affected.to_string(),
                 "platforms": inc.platforms.join(","),
                 "regions": inc.regions.join(","),

@@ -19,6 +19,7 @@ pub use pagerduty::PagerdutySpec;
 pub use slack::SlackSpec;
 pub use webhook::WebhookSpec;
 
+use crate::incident::IncidentView;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,6 +75,9 @@ pub struct ReceiverConfig {
     /// Only incidents touching one of these services (ids); every incident when empty.
     #[serde(default)]
     pub services: Vec<String>,
+    /// `webhook` only: also `vantage.impaired` and `vantage.recovered` (in a cluster).
+    #[serde(default)]
+    pub vantage_events: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -121,6 +125,7 @@ pub struct ReceiverSpec {
     pub max_per_minute: u32,
     /// Empty means every service.
     pub services: Vec<String>,
+    pub vantage_events: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -141,6 +146,7 @@ impl ReceiverSpec {
             services: self.services.clone(),
             resend_every: self.resend_every(),
             update_interval: self.update_interval,
+            vantage_events: self.vantage_events,
         }
     }
 
@@ -170,11 +176,16 @@ pub struct SendContext<'a> {
 
 impl ReceiverKind {
     pub async fn send(&self, event: &AlertEvent, cx: &SendContext<'_>) -> Result<(), SendError> {
+        let incident = || {
+            event.incident.as_ref().ok_or_else(|| {
+                SendError::Permanent("only webhook receivers take vantage events".into())
+            })
+        };
         match self {
             ReceiverKind::Webhook(s) => s.send(event, cx).await,
-            ReceiverKind::Alertmanager(s) => s.send(event, cx).await,
-            ReceiverKind::Slack(s) => s.send(event, cx).await,
-            ReceiverKind::Pagerduty(s) => s.send(event, cx).await,
+            ReceiverKind::Alertmanager(s) => s.send(event, incident()?, cx).await,
+            ReceiverKind::Slack(s) => s.send(event, incident()?, cx).await,
+            ReceiverKind::Pagerduty(s) => s.send(event, incident()?, cx).await,
         }
     }
 }
@@ -221,6 +232,12 @@ impl ReceiverConfig {
         only_for(
             "secret_file",
             self.secret_file.is_some(),
+            ReceiverType::Webhook,
+            issues,
+        );
+        only_for(
+            "vantage_events",
+            self.vantage_events,
             ReceiverType::Webhook,
             issues,
         );
@@ -272,6 +289,7 @@ impl ReceiverConfig {
             max_retry_age: self.max_retry_age,
             max_per_minute: self.max_per_minute,
             services: self.services.clone(),
+            vantage_events: self.vantage_events,
         })
     }
 }
@@ -342,8 +360,7 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// A one-line human summary of an incident, for chat and pager receivers.
-pub fn summary_line(event: &AlertEvent) -> String {
-    let inc = &event.incident;
+pub fn summary_line(event: &AlertEvent, inc: &IncidentView) -> String {
     let names: Vec<&str> = inc.per_service.values().map(|s| s.name.as_str()).collect();
     let share = inc
         .per_service
@@ -355,6 +372,7 @@ pub fn summary_line(event: &AlertEvent) -> String {
         AlertType::Reminder => "still open",
         AlertType::Opened => "opened",
         AlertType::Updated => "updated",
+        AlertType::VantageImpaired | AlertType::VantageRecovered => "changed",
     };
     let mut line = format!(
         "[{}] {} {what}: {} — {} subscribers at peak ({:.1}%), {} scope",

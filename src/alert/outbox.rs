@@ -28,7 +28,40 @@ pub struct Outbox {
     token: CancellationToken,
 }
 
+/// What starting one configuration's deliverers takes, kept so that the engine starts them
+/// when it may send: always for one instance, on taking the lead in a cluster.
+#[derive(Clone)]
+pub struct Deliveries {
+    pub receivers: Vec<ReceiverSpec>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    pub external_url: Option<Url>,
+    pub tracker: TaskTracker,
+}
+
+impl Deliveries {
+    pub fn start(&self) -> Outbox {
+        Outbox::start(
+            &self.receivers,
+            &self.store,
+            &self.metrics,
+            self.clock,
+            self.external_url.clone(),
+            &self.tracker,
+        )
+    }
+}
+
 impl Outbox {
+    /// No deliverers: a follower's, which must not send.
+    pub fn idle() -> Outbox {
+        Outbox {
+            wake: Arc::new(Notify::new()),
+            token: CancellationToken::new(),
+        }
+    }
+
     /// Starts one deliverer per receiver; what is already queued goes out at once.
     pub fn start(
         receivers: &[ReceiverSpec],
@@ -223,9 +256,9 @@ impl Deliverer {
 /// be left out under the rate cap. Openings and resolutions are never left out.
 fn superseded(row: &Pending, later: &[Pending]) -> bool {
     matches!(row.event.kind, AlertType::Updated | AlertType::Reminder)
-        && later
-            .iter()
-            .any(|l| l.event.incident.id == row.event.incident.id)
+        && later.iter().any(|l| {
+            l.event.incident.as_ref().map(|i| &i.id) == row.event.incident.as_ref().map(|i| &i.id)
+        })
 }
 
 #[cfg(test)]
@@ -251,6 +284,7 @@ mod tests {
                 id: format!("evt_{seq}"),
                 occurred_at: "2026-07-05T14:00:00Z".parse().unwrap(),
                 incident: serde_json::from_value(view).unwrap(),
+                vantage: None,
             },
             queued_at: "2026-07-05T14:00:00Z".parse().unwrap(),
         }

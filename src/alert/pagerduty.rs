@@ -2,6 +2,7 @@
 //! reminders trigger (PagerDuty folds them into one alert), an acknowledged (`identified`)
 //! incident acknowledges, and a resolved one resolves.
 
+use crate::incident::IncidentView;
 use std::path::Path;
 
 use serde_json::json;
@@ -44,20 +45,29 @@ impl PagerdutySpec {
         })
     }
 
-    pub async fn send(&self, event: &AlertEvent, cx: &SendContext<'_>) -> Result<(), SendError> {
+    pub async fn send(
+        &self,
+        event: &AlertEvent,
+        inc: &IncidentView,
+        cx: &SendContext<'_>,
+    ) -> Result<(), SendError> {
         let response = cx
             .http
             .post(self.endpoint.clone())
             .timeout(cx.timeout)
-            .json(&self.body(event, cx))
+            .json(&self.body(event, inc, cx))
             .send()
             .await
             .map_err(SendError::network)?;
         classify_status(response.status())
     }
 
-    pub fn body(&self, event: &AlertEvent, cx: &SendContext<'_>) -> serde_json::Value {
-        let inc = &event.incident;
+    pub fn body(
+        &self,
+        event: &AlertEvent,
+        inc: &IncidentView,
+        cx: &SendContext<'_>,
+    ) -> serde_json::Value {
         let action = match (event.kind, inc.status) {
             (AlertType::Resolved, _) => "resolve",
             (_, IncidentStatus::Identified) => "acknowledge",
@@ -75,7 +85,7 @@ impl PagerdutySpec {
                 Severity::Sev3 => "warning",
                 Severity::Sev4 => "info",
             };
-            let mut summary = summary_line(event);
+            let mut summary = summary_line(event, inc);
             truncate_on_char(&mut summary, SUMMARY_MAX_BYTES);
             body["payload"] = json!({
                 "summary": summary,

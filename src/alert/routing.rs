@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::clock::Timestamp;
-use crate::event::{AlertEvent, AlertType, new_event_id};
+use crate::event::{AlertEvent, AlertType, VantageNews, new_event_id};
 use crate::incident::{EventKind, Incident, IncidentView, Severity};
 use crate::store::RouteState;
 
@@ -22,6 +22,8 @@ pub struct Policy {
     pub resend_every: Option<Duration>,
     /// `incident.updated` of one incident at most this often.
     pub update_interval: Duration,
+    /// Also `vantage.impaired` and `vantage.recovered`.
+    pub vantage_events: bool,
 }
 
 impl Policy {
@@ -97,6 +99,28 @@ impl Routing {
             })
             .collect();
         Routing { routes }
+    }
+
+    /// A vantage found impaired, or recovered: to every receiver that asks for vantage
+    /// events, once (nothing to remember: no reminder, no update).
+    pub fn vantage(&self, kind: AlertType, vantage: &str, status: &str, now: Timestamp) -> Routed {
+        let mut out = Routed::default();
+        for route in self.routes.iter().filter(|r| r.policy.vantage_events) {
+            out.deliveries.push(Delivery {
+                receiver: route.policy.name.clone(),
+                event: AlertEvent {
+                    kind,
+                    id: new_event_id(),
+                    occurred_at: now,
+                    incident: None,
+                    vantage: Some(VantageNews {
+                        name: vantage.to_string(),
+                        status: status.to_string(),
+                    }),
+                },
+            });
+        }
+        out
     }
 
     /// The persisted state, for a new `Routing` after a reload.
@@ -236,7 +260,8 @@ fn delivery(receiver: &str, kind: AlertType, incident: &IncidentView, now: Times
             kind,
             id: new_event_id(),
             occurred_at: now,
-            incident: incident.clone(),
+            incident: Some(incident.clone()),
+            vantage: None,
         },
     }
 }
@@ -259,6 +284,7 @@ mod tests {
             services: vec![],
             resend_every: repeat.map(Duration::from_secs),
             update_interval: Duration::from_secs(60),
+            vantage_events: name == "noc",
         }
     }
 
@@ -345,6 +371,34 @@ mod tests {
     }
 
     #[test]
+    fn vantage_events_go_to_the_receivers_that_ask() {
+        let routing = Routing::new(
+            [
+                policy("noc", Severity::Sev4, true, None),
+                policy("chat", Severity::Sev4, true, None),
+            ],
+            &[],
+        );
+        let routed = routing.vantage(
+            AlertType::VantageImpaired,
+            "lyon-1",
+            "impaired",
+            t("14:00:00"),
+        );
+        assert_eq!(routed.deliveries.len(), 1);
+        let d = &routed.deliveries[0];
+        assert_eq!(d.receiver, "noc");
+        assert_eq!(d.event.incident, None);
+        let json = serde_json::to_value(&d.event).unwrap();
+        assert_eq!(json["type"], "vantage.impaired");
+        assert_eq!(
+            json["vantage"],
+            serde_json::json!({"name": "lyon-1", "status": "impaired"})
+        );
+        assert!(json.get("incident").is_none());
+    }
+
+    #[test]
     fn reminders_follow_the_interval_and_alertmanager_is_resent_every_minute() {
         let am = ReceiverSpec {
             name: "am".into(),
@@ -359,6 +413,7 @@ mod tests {
             max_retry_age: Duration::from_secs(60),
             max_per_minute: 30,
             services: vec![],
+            vantage_events: false,
         };
         let mut routing = Routing::new(
             [policy("noc", Severity::Sev4, true, Some(3600)), am.policy()],
@@ -445,8 +500,9 @@ mod tests {
         assert_eq!(kinds(&due), [("noc", AlertType::Updated)]);
         let sent = &due.deliveries[0].event;
         assert_eq!(sent.occurred_at, t("14:01:00"));
-        assert_eq!(sent.incident.severity, Severity::Sev1, "the latest state");
-        assert_eq!(sent.incident.scope, crate::incident::Scope::Regional);
+        let inc = sent.incident.as_ref().unwrap();
+        assert_eq!(inc.severity, Severity::Sev1, "the latest state");
+        assert_eq!(inc.scope, crate::incident::Scope::Regional);
         assert!(due.marks[0].state.is_some_and(|s| !s.update_pending));
         assert!(
             routing.tick(&open, t("14:05:00")).deliveries.is_empty(),

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::alert::{ReceiverConfig, ReceiverSpec};
+use crate::cluster::{ClusterConfig, ClusterSpec};
 use crate::engine::EngineSpec;
 use crate::http::{
     ExporterConfig, ExporterSpec, PageConfig, PageSpec, ServerConfig, ServerSpec, SiteSpec,
@@ -50,6 +51,8 @@ pub struct FileConfig {
     pub storage: StorageConfig,
     #[serde(default)]
     pub vantage: VantageConfig,
+    #[serde(default)]
+    pub cluster: ClusterConfig,
     #[serde(default)]
     pub defaults: DefaultsConfig,
     #[serde(default)]
@@ -105,6 +108,8 @@ pub struct Settings {
     pub exporter: ExporterSpec,
     pub storage: StorageSpec,
     pub vantage: String,
+    /// `[cluster]`: leases of the instances sharing a PostgreSQL store.
+    pub cluster: ClusterSpec,
     pub topology: Arc<Topology>,
     pub receivers: Vec<ReceiverSpec>,
     pub incidents: IncidentSpec,

@@ -14,6 +14,7 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
     let server = file.server.build("server", &mut issues);
     let page = file.page.build("page", &mut issues);
     let storage = file.storage.build("storage", &mut issues);
+    let cluster = file.cluster.build("cluster", &mut issues);
     let incidents = file
         .incidents
         .build(file.defaults.resolve_after, &file.reporting, &mut issues);
@@ -54,8 +55,8 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
     if !issues.is_empty() {
         return Err(issues);
     }
-    let (Some(server), Some(page), Some(storage), Some(incidents), Some(exporter)) =
-        (server, page, storage, incidents, exporter)
+    let (Some(server), Some(page), Some(storage), Some(cluster), Some(incidents), Some(exporter)) =
+        (server, page, storage, cluster, incidents, exporter)
     else {
         unreachable!("a component that fails to build records an issue");
     };
@@ -66,6 +67,7 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
         page,
         storage,
         vantage: file.vantage.name.clone(),
+        cluster,
         topology: Arc::new(topology),
         receivers,
         incidents,

@@ -5,6 +5,7 @@
 //! events, metrics, and a [`Snapshot`] published on a `watch` channel for the HTTP side.
 //! Nobody else touches this state, so there are no locks.
 
+pub(crate) mod cluster;
 mod pure;
 mod snapshot;
 
@@ -16,7 +17,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::ReceiverSpec;
-use crate::alert::outbox::Outbox;
+use crate::alert::outbox::{Deliveries, Outbox};
 use crate::alert::routing::{Routed, Routing};
 use crate::clock::{Clock, Timestamp};
 use crate::incident::{
@@ -28,6 +29,8 @@ use crate::rollup::{OpenMinute, Rollups};
 use crate::scheduler::ProbeReport;
 use crate::store::{Restored, StorageSpec, Store};
 use crate::topology::{MaintenanceWindow, Topology};
+pub use cluster::{ClusterView, Identity};
+use cluster::{Clustered, News};
 pub use pure::{Core, LastResult, Observed};
 use snapshot::TargetLive;
 pub use snapshot::{GroupView, ServiceView, Snapshot, TargetView};
@@ -53,8 +56,10 @@ const REPORT_BATCH: usize = 256;
 
 /// Messages other than probe reports.
 pub(crate) enum Control {
-    /// A validated new configuration, with the deliverers already started for it.
-    Reconfigure(Arc<EngineSpec>, Outbox),
+    /// A validated new configuration, with what its deliverers need.
+    Reconfigure(Arc<EngineSpec>, Deliveries),
+    /// From the cluster's membership task.
+    Cluster(News),
     /// A change registered through the API (already stored).
     RecordChange(Change),
     /// A maintenance window registered through the API (already stored).
@@ -76,6 +81,9 @@ pub(crate) struct Engine {
     store: Store,
     routing: Routing,
     outbox: Outbox,
+    deliveries: Deliveries,
+    /// `Some` in a cluster: this instance's vantage and leadership.
+    cluster: Option<Clustered>,
     metrics: Arc<Metrics>,
     target_metrics: Vec<Arc<TargetMetrics>>,
     /// User-minutes already added to the counter, per (incident, service).
@@ -87,14 +95,23 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// Builds the engine from stored state; the first snapshot is published at once.
+    /// In a cluster (`cluster` given), it starts as a follower and ignores the stored
+    /// target states: its verdicts come from the vantages.
     pub fn new(
         spec: Arc<EngineSpec>,
-        restored: Restored,
+        mut restored: Restored,
         store: Store,
-        outbox: Outbox,
+        deliveries: Deliveries,
+        cluster: Option<Clustered>,
         metrics: Arc<Metrics>,
         clock: Clock,
     ) -> (Engine, watch::Receiver<Arc<Snapshot>>) {
+        let outbox = if cluster.is_some() {
+            restored.detectors.clear();
+            Outbox::idle()
+        } else {
+            deliveries.start()
+        };
         let now = clock.now();
         let mut counted_minutes = HashMap::new();
         for inc in &restored.open_incidents {
@@ -124,6 +141,7 @@ impl Engine {
             targets: Vec::new(),
             open_incidents: Vec::new(),
             open_minute: OpenMinute::default(),
+            cluster: None,
         }));
         let mut engine = Engine {
             core,
@@ -132,6 +150,8 @@ impl Engine {
             store,
             routing,
             outbox,
+            deliveries,
+            cluster,
             target_metrics: Vec::new(),
             counted_minutes,
             rollups: Rollups::default(),
@@ -186,6 +206,8 @@ impl Engine {
                 Some(message) = control.recv() => self.on_control(message),
                 _ = tick.tick() => {
                     let now = self.clock.now();
+                    // Verdicts contradicted by another vantage settle with time.
+                    self.recount(now);
                     let changes = self.core.tick(now);
                     self.apply(changes, now);
                     self.rollups.tick(
@@ -196,8 +218,10 @@ impl Engine {
                     );
                     self.save_rollups(now);
                     // Waiting updates and reminders that fell due.
-                    let due = self.routing.tick(self.core.open_incidents(), now);
-                    self.enqueue(due, now);
+                    if self.leads() {
+                        let due = self.routing.tick(self.core.open_incidents(), now);
+                        self.enqueue(due, now);
+                    }
                     self.publish(now);
                 }
                 received = reports.recv_many(&mut batch, REPORT_BATCH), if reports_open => {
@@ -212,19 +236,27 @@ impl Engine {
                         changed |= self.on_report(report);
                     }
                     if changed {
-                        self.publish(self.clock.now());
+                        let now = self.clock.now();
+                        // The quorum once per batch: at a mass outage that is one pass
+                        // over the votes, not one per transition.
+                        self.recount(now);
+                        self.publish(now);
                     }
                 }
             }
         }
-        for (t, d) in self
-            .core
-            .topology()
-            .targets
-            .iter()
-            .zip(self.core.detectors())
-        {
-            self.store.save_target(&t.id, d);
+        // In a cluster the vantages' verdicts are stored as they change; the core's are
+        // the quorum of those.
+        if self.cluster.is_none() {
+            for (t, d) in self
+                .core
+                .topology()
+                .targets
+                .iter()
+                .zip(self.core.detectors())
+            {
+                self.store.save_target(&t.id, d);
+            }
         }
         self.rollups.close();
         self.save_rollups(self.clock.now());
@@ -237,13 +269,22 @@ impl Engine {
     fn on_control(&mut self, message: Control) {
         let now = self.clock.now();
         match message {
-            Control::Reconfigure(spec, outbox) => {
+            Control::Reconfigure(spec, deliveries) => {
                 let old = Arc::clone(self.core.topology());
                 self.routing = Routing::new(
                     spec.receivers.iter().map(ReceiverSpec::policy),
                     &self.routing.marks(),
                 );
+                self.deliveries = deliveries;
+                let outbox = if self.leads() {
+                    self.deliveries.start()
+                } else {
+                    Outbox::idle()
+                };
                 std::mem::replace(&mut self.outbox, outbox).stop();
+                if let Some(c) = self.cluster.as_mut() {
+                    c.remap(&old, &spec.topology);
+                }
                 self.spec = spec;
                 let changes = self.core.reconfigure(
                     with_windows(&self.spec.topology, &self.windows),
@@ -267,6 +308,12 @@ impl Engine {
             Control::RecordChange(change) => {
                 let changes = self.core.record_change(change, now);
                 self.apply(changes, now);
+            }
+            Control::Cluster(news) => self.on_news(news, now),
+            Control::Acknowledge { id, by, reply } if !self.leads() => {
+                // The leader's book is the one stored; a follower's is not.
+                tracing::info!(incident = %id, by = by.as_deref(), "acknowledgement refused: not the leader");
+                let _ = reply.send(None);
             }
             Control::Acknowledge { id, by, reply } => {
                 let acknowledged = self.core.acknowledge(&id, by.as_deref(), now);
@@ -313,6 +360,9 @@ impl Engine {
             &report.result,
         );
         self.save_rollups(now);
+        if self.cluster.is_some() {
+            return self.observe_locally(index, report.started_at, &report.result, now);
+        }
         let observed = self
             .core
             .observe(index, report.started_at, &report.result, now);
@@ -337,8 +387,18 @@ impl Engine {
         true
     }
 
-    /// Persists changed incidents, then alerts on their events once stored.
+    /// Whether this instance runs incidents and alerts: alone, or leading its cluster.
+    fn leads(&self) -> bool {
+        self.cluster.as_ref().is_none_or(Clustered::leads)
+    }
+
+    /// Persists changed incidents, then alerts on their events once stored. A follower's
+    /// book only tracks the leader's (it is replaced on taking the lead): nothing of it
+    /// is stored or sent.
     fn apply(&mut self, changes: BookUpdate, now: Timestamp) {
+        if !self.leads() {
+            return;
+        }
         for inc in &changes.changed {
             self.store.save_incident(inc);
         }
@@ -395,7 +455,16 @@ impl Engine {
             return;
         }
         for minute in closed {
-            self.store.save_rollups(minute);
+            match &self.cluster {
+                // Every vantage keeps its own target rows; service rows are the leader's.
+                Some(c) => {
+                    if c.leads() {
+                        self.store.save_rollups(minute.clone());
+                    }
+                    self.store.save_vantage_rollups(&c.me.vantage, minute);
+                }
+                None => self.store.save_rollups(minute),
+            }
         }
         let storage = &self.spec.storage;
         self.store
@@ -422,14 +491,18 @@ impl Engine {
     fn publish(&mut self, now: Timestamp) {
         let topo = Arc::clone(self.core.topology());
         let groups = self.core.groups();
+        // Service and incident series come from the leader only.
+        let leads = self.leads();
         let services: Vec<ServiceView> = topo
             .services
             .iter()
             .enumerate()
             .map(|(i, s)| {
                 let st = service_status(&topo, i, groups, now);
-                self.metrics
-                    .set_service(&s.id, st.status, st.affected, st.share);
+                if leads {
+                    self.metrics
+                        .set_service(&s.id, st.status, st.affected, st.share);
+                }
                 ServiceView {
                     id: s.id.clone(),
                     name: s.name.clone(),
@@ -452,19 +525,28 @@ impl Engine {
                 last_result: last.clone(),
             })
             .collect();
-        let open: Vec<Incident> = self.core.open_incidents().to_vec();
-        for severity in Severity::ALL {
-            let n = open.iter().filter(|i| i.severity == severity).count();
-            self.metrics
-                .incidents_open
-                .with_label_values(&[severity.as_str()])
-                .set(n as i64);
-        }
-        for inc in &open {
-            self.count_user_minutes(inc, now);
-        }
-        let mut open_incidents: Vec<IncidentView> = open.iter().map(|i| i.view(now)).collect();
-        open_incidents.reverse();
+        let stored = self.cluster.as_ref().and_then(Clustered::stored_open);
+        let open_incidents: Vec<IncidentView> = match stored {
+            // Newest first, as the store lists them.
+            Some(stored) => stored.iter().map(|i| i.view(now)).collect(),
+            None => {
+                let open: Vec<Incident> = self.core.open_incidents().to_vec();
+                for severity in Severity::ALL {
+                    let n = open.iter().filter(|i| i.severity == severity).count();
+                    self.metrics
+                        .incidents_open
+                        .with_label_values(&[severity.as_str()])
+                        .set(n as i64);
+                }
+                for inc in &open {
+                    self.count_user_minutes(inc, now);
+                }
+                let mut views: Vec<IncidentView> = open.iter().map(|i| i.view(now)).collect();
+                views.reverse();
+                views
+            }
+        };
+
         self.snapshot.send_replace(Arc::new(Snapshot {
             generated_at: now,
             services,
@@ -473,6 +555,7 @@ impl Engine {
             targets,
             open_incidents,
             open_minute: self.rollups.open_minute(),
+            cluster: self.cluster.as_ref().map(|c| Arc::new(c.view(&topo))),
         }));
     }
 }

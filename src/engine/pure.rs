@@ -149,13 +149,7 @@ impl Core {
     ) -> Observed {
         let topo = Arc::clone(self.topology());
         let target = &topo.targets[index];
-        self.last_results[index] = Some(LastResult {
-            at,
-            ok: result.is_ok(),
-            reason: result.failure.as_ref().map(|f| f.reason),
-            detail: result.failure.as_ref().map(|f| f.detail.clone()),
-            latency_seconds: result.latency.as_secs_f64(),
-        });
+        self.record_result(index, at, result);
         let thresholds = Thresholds {
             failure: target.failure_threshold,
             success: target.success_threshold,
@@ -165,6 +159,52 @@ impl Core {
         let Some(transition) = self.detectors[index].observe(observation, at, &thresholds) else {
             return Observed::default();
         };
+        self.regroup(index, transition, now)
+    }
+
+    /// Keeps target `index`'s last result for the status API, without detecting.
+    pub fn record_result(&mut self, index: usize, at: Timestamp, result: &ProbeResult) {
+        self.last_results[index] = Some(LastResult {
+            at,
+            ok: result.is_ok(),
+            reason: result.failure.as_ref().map(|f| f.reason),
+            detail: result.failure.as_ref().map(|f| f.detail.clone()),
+            latency_seconds: result.latency.as_secs_f64(),
+        });
+    }
+
+    /// Replaces the incident book with the one a new leader restored from the store.
+    pub fn replace_book(&mut self, book: IncidentBook) {
+        self.book = book;
+    }
+
+    /// Takes target `index`'s state as decided elsewhere (the quorum of vantages): the
+    /// leader of several instances feeds verdicts, not results. `None`: nobody votes.
+    pub fn set_verdict(
+        &mut self,
+        index: usize,
+        verdict: Option<(TargetState, Timestamp)>,
+        now: Timestamp,
+    ) -> Observed {
+        let (to, since) = verdict.unwrap_or((TargetState::Unknown, now));
+        let from = self.detectors[index].state();
+        if from == to {
+            return Observed::default();
+        }
+        self.detectors[index] = Detector::decided(to, since);
+        let transition = Transition {
+            from,
+            to,
+            since,
+            at: now,
+        };
+        self.regroup(index, transition, now)
+    }
+
+    /// Re-evaluates the groups of target `index` after its `transition`.
+    fn regroup(&mut self, index: usize, transition: Transition, now: Timestamp) -> Observed {
+        let topo = Arc::clone(self.topology());
+        let target = &topo.targets[index];
         let mut group_changed = false;
         for &g in &target.groups {
             let health = Health::of_group(

@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub open_incidents: Vec<IncidentView>,
     /// Service time of the minute not yet in the store, for live uptime figures.
     pub open_minute: OpenMinute,
+    /// In a cluster: members, vantages, the leader (`GET /api/v1/cluster`).
+    pub cluster: Option<Arc<super::ClusterView>>,
 }
 
 #[derive(Debug, Clone)]

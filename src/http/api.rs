@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use super::extract::{JsonBody, PathParams, QueryParams};
 use super::{ApiError, AppState, authorize};
 use crate::clock::{Timestamp, check_input_time};
-use crate::engine::{Control, GroupView, ServiceView, TargetView};
+use crate::engine::{ClusterView, Control, GroupView, ServiceView, TargetView};
 use crate::incident::{Change, IncidentView};
 use crate::rollup::{ServiceHistory, Uptime};
 use crate::store::IncidentFilter;
@@ -52,6 +52,18 @@ pub async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse
         groups: snap.group_views(),
         targets: snap.target_views(),
     }))
+}
+
+/// `GET /api/v1/cluster`: members, vantages, the leader and its token, as this instance
+/// last read them; 404 when it runs alone (no cluster).
+pub async fn cluster(State(state): State<AppState>) -> Result<Json<ClusterView>, ApiError> {
+    let snap = state.snapshot.borrow().clone();
+    match &snap.cluster {
+        Some(view) => Ok(Json(ClusterView::clone(view))),
+        None => Err(ApiError::not_found(
+            "this instance runs alone: a cluster needs storage.postgres",
+        )),
+    }
 }
 
 /// Uptime over 24h, 7d, 30d and 90d by service id, up to the last engine tick (services

@@ -288,6 +288,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/-/reload", post(reload))
         .route("/api/v1/status", get(api::status))
+        .route("/api/v1/cluster", get(api::cluster))
         .route("/api/v1/services/{id}/history", get(api::service_history))
         .route("/api/v1/incidents", get(api::incidents))
         .route("/api/v1/incidents/{id}", get(api::incident))

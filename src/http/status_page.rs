@@ -20,6 +20,8 @@ use super::extract::PathParams;
 use super::public::{escape, incident_name, public_updates};
 use super::{AppState, api};
 use crate::clock::Timestamp;
+use crate::engine::ClusterView;
+use crate::engine::cluster::VantageStatus;
 use crate::format;
 use crate::incident::{ComponentStatus, IncidentStatus, IncidentView};
 use crate::rollup::{ServiceHistory, Uptime};
@@ -50,6 +52,9 @@ pub struct PageConfig {
     /// Regulatory reporting: rules met, review reasons, deadlines.
     #[serde(default)]
     pub show_reporting: bool,
+    /// In a cluster: each vantage's status (an impaired one does not vote).
+    #[serde(default)]
+    pub show_vantages: bool,
 }
 
 impl Default for PageConfig {
@@ -61,6 +66,7 @@ impl Default for PageConfig {
             show_platforms: false,
             show_causes: false,
             show_reporting: false,
+            show_vantages: false,
         }
     }
 }
@@ -81,6 +87,7 @@ pub struct PageSpec {
     pub show_platforms: bool,
     pub show_causes: bool,
     pub show_reporting: bool,
+    pub show_vantages: bool,
 }
 
 impl Default for PageSpec {
@@ -113,6 +120,7 @@ impl PageConfig {
             show_platforms: self.show_platforms,
             show_causes: self.show_causes,
             show_reporting: self.show_reporting,
+            show_vantages: self.show_vantages,
         })
     }
 }
@@ -288,6 +296,27 @@ fn updates_list(out: &mut String, view: &IncidentView, page: &PageSpec) {
     out.push_str("</ol>");
 }
 
+/// Where probes run from and whether each vantage votes: the operator's view.
+fn vantages(out: &mut String, cluster: &ClusterView) {
+    out.push_str(r#"<h2>Vantages</h2><ul class="vantages">"#);
+    for v in &cluster.vantages {
+        let (symbol, label) = match v.status {
+            VantageStatus::Ok => ("✓", "OK"),
+            VantageStatus::Impaired => ("!", "Impaired: its own path fails, it does not vote"),
+            VantageStatus::Silent => ("?", "Silent: no live member"),
+        };
+        let _ = write!(
+            out,
+            r#"<li><span class="name">{}</span><span class="status {}">{symbol} {label}</span><span class="muted">{} members, {} targets</span></li>"#,
+            escape(&v.name),
+            v.status.as_str(),
+            v.members,
+            v.targets,
+        );
+    }
+    out.push_str("</ul>");
+}
+
 pub async fn index(State(state): State<AppState>) -> Response {
     let snap = state.snapshot.borrow().clone();
     let site = state.site.borrow().clone();
@@ -373,6 +402,9 @@ pub async fn index(State(state): State<AppState>) -> Response {
         out.push_str("</li>");
     }
     out.push_str("</ul>");
+    if let Some(cluster) = snap.cluster.as_ref().filter(|_| page.show_vantages) {
+        vantages(&mut out, cluster);
+    }
 
     let upcoming: Vec<_> = windows.iter().filter(|w| w.ends_at > now).collect();
     if !upcoming.is_empty() {

@@ -68,6 +68,10 @@ pub struct DefaultsConfig {
     /// Quiet time before an incident is resolved; global (incidents span targets).
     #[serde(default = "default_resolve_after", with = "humantime_serde")]
     pub resolve_after: Duration,
+    /// Vantages that must agree a target is down (or degraded); 0: a majority of those
+    /// voting, a tie counting as down.
+    #[serde(default)]
+    pub quorum: u32,
 }
 
 impl Default for DefaultsConfig {
@@ -79,6 +83,7 @@ impl Default for DefaultsConfig {
             success_threshold: default_success_threshold(),
             degraded_latency: default_degraded_latency(),
             resolve_after: default_resolve_after(),
+            quorum: 0,
         }
     }
 }
@@ -132,6 +137,9 @@ pub struct TargetConfig {
     pub success_threshold: Option<u32>,
     #[serde(default, with = "humantime_serde")]
     pub degraded_latency: Option<Duration>,
+    /// The vantages that probe this target; default every vantage.
+    #[serde(default)]
+    pub vantages: Option<Vec<String>>,
     pub probe: ProbeConfig,
 }
 
@@ -148,7 +156,10 @@ pub struct Tables<'a> {
 /// used when no problem was recorded.
 pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
     check_defaults(file.defaults, issues);
-    let mut topo = Topology::default();
+    let mut topo = Topology {
+        quorum: file.defaults.quorum,
+        ..Topology::default()
+    };
     let mut service_ids = HashMap::new();
     for (i, s) in file.services.iter().enumerate() {
         unique(&mut service_ids, &s.id, format!("services[{i}]"), issues);
@@ -294,6 +305,18 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
                 }
             },
         }
+        let vantages = t.vantages.clone().unwrap_or_default();
+        if t.vantages.as_ref().is_some_and(Vec::is_empty) {
+            issues.push(
+                format!("{path}.vantages"),
+                "must name at least one vantage (leave it out for every vantage)",
+            );
+        }
+        for (j, v) in vantages.iter().enumerate() {
+            if v.is_empty() {
+                issues.push(format!("{path}.vantages[{j}]"), "must not be empty");
+            }
+        }
         let Some(probe) = probe else { continue };
         let index = topo.targets.len();
         for &g in &groups {
@@ -310,6 +333,7 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
             degraded_latency: t.degraded_latency.unwrap_or(d.degraded_latency),
             probe,
             labels,
+            vantages,
         });
     }
 

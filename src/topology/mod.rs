@@ -72,6 +72,15 @@ pub struct Target {
     pub probe: ProbeSpec,
     /// Metric label values, resolved once.
     pub labels: TargetLabels,
+    /// The vantages that probe it; empty: every vantage.
+    pub vantages: Vec<String>,
+}
+
+impl Target {
+    /// Whether `vantage` probes this target.
+    pub fn probed_from(&self, vantage: &str) -> bool {
+        self.vantages.is_empty() || self.vantages.iter().any(|v| v == vantage)
+    }
 }
 
 /// `service`, `region` and `platform` label values; comma-joined when the target watches
@@ -108,6 +117,8 @@ pub struct Topology {
     pub groups: Vec<Group>,
     pub targets: Vec<Target>,
     pub maintenances: Vec<Maintenance>,
+    /// `defaults.quorum`: vantages that must agree; 0 for a majority of those voting.
+    pub quorum: u32,
 }
 
 impl Topology {

@@ -7,10 +7,6 @@
 //! clock orders them all. Calls hold no session state (no advisory lock), so a caller may
 //! wrap any of them in a timeout: an abandoned call leaves nothing behind but what its
 //! statement committed, and the next call reads that.
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the cluster runtime (issue 15) calls these")
-)]
 
 use std::time::Duration;
 
@@ -18,7 +14,7 @@ use deadpool_postgres::Pool;
 
 use super::{execute, query};
 use crate::clock::Timestamp;
-use crate::store::StoreError;
+use crate::store::{Restored, StoreError};
 
 /// A live member: its lease has not run out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +148,13 @@ impl Cluster {
         )
         .await?;
         Ok(ended > 0)
+    }
+
+    /// What a new leader resumes from (open incidents, routing state, history): read once
+    /// its lease is taken, so after every write of the former leader committed.
+    pub async fn restore(&self) -> Result<Restored, StoreError> {
+        let client = self.pool.get().await?;
+        super::restore(&client).await
     }
 
     /// The holder of `scope`'s lease, if it has not run out.

@@ -174,7 +174,13 @@ async fn a_fenced_batch_is_refused_and_its_hooks_do_not_run() {
     );
     assert_eq!(store.incident("inc-2".into()).await.unwrap(), None);
     let (pending, total) = store.pending("noc".into(), 10).await.unwrap();
-    assert_eq!((total, pending[0].event.incident.id.as_str()), (1, "inc-1"));
+    assert_eq!(
+        (
+            total,
+            pending[0].event.incident.as_ref().unwrap().id.as_str()
+        ),
+        (1, "inc-1")
+    );
     assert_eq!(db.scalar("SELECT COUNT(*) FROM route").await, 0);
     assert_eq!(db.scalar("SELECT COUNT(*) FROM target_state").await, 1);
     // Later hooks under the same stale fence are refused too, whatever batch they land in.

@@ -188,7 +188,8 @@ fn event(inc: &Incident, at: Timestamp) -> AlertEvent {
         kind: AlertType::Opened,
         id: new_event_id(),
         occurred_at: at,
-        incident: inc.view(at),
+        incident: Some(inc.view(at)),
+        vantage: None,
     }
 }
 

@@ -1,0 +1,640 @@
+//! Several real `tocsin` processes sharing one PostgreSQL, over two vantages (`paris`,
+//! `lyon`), probing loopback HTTP targets and alerting a loopback webhook: the leader
+//! killed mid-incident, a prober killed, one vantage's path broken, the leader paused past
+//! its lease, PostgreSQL restarted under load. Leases are short (1.5 s, heartbeat 250 ms)
+//! so that each failure plays out in seconds; every wait polls the API with a deadline.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::test_config::TestConfig;
+use common::{Delivery, PATIENCE, Receiver, Target, metric_sum, postgres, temp_dir, wait_for};
+use serde_json::Value;
+
+const LEASE: Duration = Duration::from_millis(1500);
+const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// One `tocsin run` process, in a directory of its own.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    vantage: &'static str,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(
+        db: &str,
+        vantage: &'static str,
+        targets: &[(&str, String)],
+        receiver: &Receiver,
+    ) -> Node {
+        let dir = temp_dir();
+        let mut config = TestConfig::new(dir.path())
+            .postgres(db)
+            .server("listen", "\"127.0.0.1:0\"")
+            .default("failure_threshold", "2")
+            .default("success_threshold", "1")
+            .default("resolve_after", "\"1s\"")
+            .body(&format!(
+                "[vantage]\nname = \"{vantage}\"\n[cluster]\nlease = \"{}ms\"\nheartbeat = \"{}ms\"\n\
+                 [page]\nshow_vantages = true",
+                LEASE.as_millis(),
+                HEARTBEAT.as_millis()
+            ))
+            .body("[[services]]\nid = \"voice\"\nsubscribers = 1000");
+        for (id, url) in targets {
+            config = config.body(&format!(
+                "[[targets]]\nid = \"{id}\"\nservice = \"voice\"\nsubscribers = 10\n\
+                 probe = {{ type = \"http\", url = \"{url}\" }}"
+            ));
+        }
+        config = config.body(&format!(
+            "[[receivers]]\nname = \"noc\"\ntype = \"webhook\"\nurl = \"{}\"\nvantage_events = true",
+            receiver.url()
+        ));
+        let path = dir.path().join("tocsin.toml");
+        std::fs::write(&path, config.to_string()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tocsin"))
+            .args([
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+                "run",
+                "--config",
+            ])
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                if let Some(listen) = v["fields"]["listen"].as_str() {
+                    let _ = tx.send(listen.parse::<SocketAddr>().unwrap());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(PATIENCE)
+            .expect("the daemon logs its listen address");
+        Node {
+            child,
+            addr,
+            vantage,
+            _dir: dir,
+        }
+    }
+
+    /// `GET path` as JSON; `None` when the process does not answer in time (killed,
+    /// stopped) or answers an error.
+    async fn get(&self, path: &str) -> Option<Value> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let response = client
+            .get(format!("http://{}{path}", self.addr))
+            .send()
+            .await
+            .ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    async fn cluster(&self) -> Option<Value> {
+        self.get("/api/v1/cluster").await
+    }
+
+    async fn leads(&self) -> bool {
+        self.cluster()
+            .await
+            .is_some_and(|c| c["instance"]["leader"] == true)
+    }
+
+    async fn metrics(&self) -> String {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        match client
+            .get(format!("http://{}/metrics", self.addr))
+            .send()
+            .await
+        {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The one node among `nodes` (not `except`) that says it leads, once one does.
+async fn wait_for_leader(nodes: &[Node], except: &[usize]) -> usize {
+    let mut found = None;
+    let deadline = Instant::now() + PATIENCE;
+    while found.is_none() {
+        for (i, n) in nodes.iter().enumerate() {
+            if !except.contains(&i) && n.leads().await {
+                found = Some(i);
+            }
+        }
+        assert!(Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    found.unwrap()
+}
+
+async fn wait_for_members(node: &Node, n: usize) {
+    wait_for(&format!("{n} live members"), || async {
+        node.cluster()
+            .await
+            .is_some_and(|c| c["members"].as_array().is_some_and(|m| m.len() == n))
+    })
+    .await;
+}
+
+/// Reads deliveries until one of `kind` arrives; returns all read.
+async fn until(receiver: &mut Receiver, kind: &str) -> Vec<Delivery> {
+    let mut got = Vec::new();
+    loop {
+        let d = receiver.next().await;
+        let done = d.kind() == kind;
+        got.push(d);
+        if done {
+            return got;
+        }
+    }
+}
+
+/// Each event kind of an incident went out with one event id only: delivered again after
+/// a failover is fine (receivers deduplicate on the id), a new id is a second alert.
+fn assert_no_event_twice(deliveries: &[Delivery]) {
+    let mut ids: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for d in deliveries {
+        let kind = d.kind().to_string();
+        if kind == "incident.updated" {
+            continue; // each update is an event of its own
+        }
+        ids.entry((kind, d.event["incident"]["id"].to_string()))
+            .or_default()
+            .insert(d.event["id"].to_string());
+    }
+    for (key, ids) in ids {
+        assert_eq!(ids.len(), 1, "{key:?} sent with several event ids: {ids:?}");
+    }
+}
+
+/// Distinct `incident.opened` events (by event id) among `deliveries`.
+fn opened_events(deliveries: &[Delivery]) -> usize {
+    deliveries
+        .iter()
+        .filter(|d| d.kind() == "incident.opened")
+        .map(|d| d.event["id"].to_string())
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+async fn stored_incidents(db: &str) -> i64 {
+    let (client, connection) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .query_one("SELECT COUNT(*) FROM incident", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Starts paris ×2 and lyon ×1 on `targets` and waits until each sees the three members.
+async fn three_nodes(db: &str, targets: &[(&str, String)], receiver: &Receiver) -> Vec<Node> {
+    let nodes = vec![
+        Node::start(db, "paris", targets, receiver),
+        Node::start(db, "paris", targets, receiver),
+        Node::start(db, "lyon", targets, receiver),
+    ];
+    for n in &nodes {
+        wait_for_members(n, 3).await;
+    }
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_leader_mid_incident_keeps_the_incident() {
+    let db = postgres::fresh_database(None).await;
+    let mut receiver = Receiver::start().await;
+    let (a, b) = (Target::start().await, Target::start().await);
+    let nodes = three_nodes(&db, &[("a", a.url()), ("b", b.url())], &receiver).await;
+    let leader = wait_for_leader(&nodes, &[]).await;
+    let token = nodes[leader].cluster().await.unwrap()["leader"]["token"]
+        .as_i64()
+        .unwrap();
+
+    a.set_status(500);
+    let mut seen = until(&mut receiver, "incident.opened").await;
+    let id = seen.last().unwrap().event["incident"]["id"].clone();
+
+    let killed = Instant::now();
+    nodes[leader].signal("KILL");
+    let next = wait_for_leader(&nodes, &[leader]).await;
+    let failover = killed.elapsed();
+    assert!(
+        failover < LEASE + 4 * HEARTBEAT,
+        "a new leader took {failover:?} (lease {LEASE:?})"
+    );
+    let view = nodes[next].cluster().await.unwrap();
+    assert!(view["leader"]["token"].as_i64().unwrap() > token, "{view}");
+    let open = nodes[next]
+        .get("/api/v1/incidents?status=open")
+        .await
+        .unwrap();
+    assert_eq!(open["incidents"][0]["id"], id, "the same incident goes on");
+
+    a.set_status(200);
+    seen.extend(until(&mut receiver, "incident.resolved").await);
+    assert!(
+        seen.iter().all(|d| d.event["incident"]["id"] == id),
+        "one incident"
+    );
+    // At least once: the opening may come again (same event id) if the kill beat the
+    // record of its delivery; never as a second event.
+    assert_eq!(
+        opened_events(&seen),
+        1,
+        "announced again after the failover"
+    );
+    assert_no_event_twice(&seen);
+    assert_eq!(stored_incidents(&db).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_probers_targets_are_taken_over_within_a_lease() {
+    let db = postgres::fresh_database(None).await;
+    let receiver = Receiver::start().await;
+    let target = Target::start().await;
+    let ids: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+    let targets: Vec<(&str, String)> = ids.iter().map(|id| (id.as_str(), target.url())).collect();
+    let nodes = three_nodes(&db, &targets, &receiver).await;
+    // The two paris members split its six targets.
+    let view = nodes[0].cluster().await.unwrap();
+    let paris: Vec<&Value> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["vantage"] == "paris")
+        .collect();
+    assert_eq!(paris.len(), 2);
+    assert_eq!(
+        paris
+            .iter()
+            .map(|m| m["targets"].as_u64().unwrap())
+            .sum::<u64>(),
+        6,
+        "{view}"
+    );
+
+    let killed = Instant::now();
+    nodes[0].signal("KILL");
+    let survivor = &nodes[1];
+    let probes = |text: &str, id: &str| {
+        metric_sum(
+            text,
+            "tocsin_probes_total",
+            &[("target", id), ("vantage", "paris")],
+        )
+    };
+    let before = survivor.metrics().await;
+    let before: Vec<f64> = ids.iter().map(|id| probes(&before, id)).collect();
+    wait_for("every paris target probed by the survivor", || async {
+        let now = survivor.metrics().await;
+        ids.iter()
+            .zip(&before)
+            .all(|(id, was)| probes(&now, id) >= was + 2.0)
+    })
+    .await;
+    let taken = killed.elapsed();
+    assert!(
+        taken < LEASE + 4 * HEARTBEAT + Duration::from_millis(500),
+        "targets taken over after {taken:?} (lease {LEASE:?})"
+    );
+    let view = survivor.cluster().await.unwrap();
+    let paris: Vec<&Value> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["vantage"] == "paris")
+        .collect();
+    assert_eq!(paris.len(), 1, "{view}");
+    assert_eq!(paris[0]["targets"], 6);
+    assert_eq!(nodes[2].vantage, "lyon");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_path_from_one_vantage_impairs_it_and_pages_nobody() {
+    let db = postgres::fresh_database(None).await;
+    let mut receiver = Receiver::start().await;
+    let target = Target::start().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let ids = ["t0", "t1", "t2", "t3"];
+    let fine: Vec<(&str, String)> = ids.iter().map(|id| (*id, target.url())).collect();
+    // From lyon the same targets are behind a broken path.
+    let broken: Vec<(&str, String)> = ids
+        .iter()
+        .map(|id| (*id, format!("http://{closed}/health")))
+        .collect();
+    let nodes = [
+        Node::start(&db, "paris", &fine, &receiver),
+        Node::start(&db, "paris", &fine, &receiver),
+        Node::start(&db, "lyon", &broken, &receiver),
+    ];
+    for n in &nodes {
+        wait_for_members(n, 3).await;
+    }
+    let leader = wait_for_leader(&nodes, &[]).await;
+    wait_for("lyon impaired", || async {
+        let Some(view) = nodes[leader].cluster().await else {
+            return false;
+        };
+        view["vantages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "lyon" && v["status"] == "impaired")
+    })
+    .await;
+    let metrics = nodes[leader].metrics().await;
+    let status = |vantage, status| {
+        metric_sum(
+            &metrics,
+            "tocsin_vantage_status",
+            &[("vantage", vantage), ("status", status)],
+        )
+    };
+    assert_eq!(status("lyon", "impaired"), 1.0);
+    assert_eq!(status("paris", "ok"), 1.0);
+    let page = reqwest::get(format!("http://{}/", nodes[leader].addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Impaired: its own path fails"), "{page}");
+    // Lyon sees every target down, paris up: the quorum without lyon says up.
+    for _ in 0..10 {
+        let s = nodes[leader].get("/api/v1/status").await.unwrap();
+        for t in s["targets"].as_array().unwrap() {
+            assert_eq!(t["state"], "up", "{t}");
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+    let sent: Vec<String> = receiver
+        .drain()
+        .iter()
+        .map(|d| format!("{} {}", d.kind(), d.event["vantage"]["name"]))
+        .collect();
+    assert_eq!(
+        sent,
+        ["vantage.impaired \"lyon\""],
+        "one vantage event, no incident"
+    );
+    assert_eq!(stored_incidents(&db).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_steps_down_and_rejoins() {
+    let db = postgres::fresh_database(None).await;
+    let mut receiver = Receiver::start().await;
+    let a = Target::start().await;
+    let nodes = three_nodes(&db, &[("a", a.url())], &receiver).await;
+    let old = wait_for_leader(&nodes, &[]).await;
+    let old_token = nodes[old].cluster().await.unwrap()["leader"]["token"]
+        .as_i64()
+        .unwrap();
+
+    nodes[old].signal("STOP");
+    let next = wait_for_leader(&nodes, &[old]).await;
+    a.set_status(500);
+    let mut seen = until(&mut receiver, "incident.opened").await;
+    let id = seen.last().unwrap().event["incident"]["id"].clone();
+
+    nodes[old].signal("CONT");
+    wait_for("the paused leader to follow", || async {
+        nodes[old]
+            .cluster()
+            .await
+            .is_some_and(|c| c["instance"]["leader"] == false)
+    })
+    .await;
+    wait_for_members(&nodes[next], 3).await;
+    let view = nodes[old].cluster().await.unwrap();
+    assert!(
+        view["leader"]["token"].as_i64().unwrap() > old_token,
+        "{view}"
+    );
+    // It shows the leader's incident, as a follower.
+    wait_for("the follower to show the incident", || async {
+        nodes[old]
+            .get("/api/v1/incidents?status=open")
+            .await
+            .is_some_and(|v| v["incidents"][0]["id"] == id)
+    })
+    .await;
+
+    a.set_status(200);
+    seen.extend(until(&mut receiver, "incident.resolved").await);
+    assert_eq!(opened_events(&seen), 1);
+    assert_no_event_twice(&seen);
+    assert_eq!(stored_incidents(&db).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_under_load_loses_nothing() {
+    let server = postgres::Server::start();
+    let db = postgres::fresh_database(Some(&server)).await;
+    let mut receiver = Receiver::start().await;
+    let a = Target::start().await;
+    let b = Target::start().await;
+    let nodes = three_nodes(&db, &[("a", a.url()), ("b", b.url())], &receiver).await;
+    wait_for_leader(&nodes, &[]).await;
+
+    server.stop();
+    // Both vantages see it fail while the database is away.
+    a.set_status(500);
+    tokio::time::sleep(LEASE * 2).await;
+    server.start_again();
+
+    let seen = until(&mut receiver, "incident.opened").await;
+    assert_eq!(
+        seen.last().unwrap().event["incident"]["services"][0],
+        "voice"
+    );
+    for n in &nodes {
+        wait_for_members(n, 3).await;
+    }
+    let (client, connection) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let states: Vec<(String, String)> = client
+        .query(
+            "SELECT vantage, state FROM vantage_state WHERE target = 'a' ORDER BY vantage",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("lyon".to_string(), "down".to_string()),
+            ("paris".into(), "down".into())
+        ]
+    );
+    assert_eq!(stored_incidents(&db).await, 1);
+}
+
+/// The failover figure of `docs/scale.md`: ten leader kills, each killed node replaced
+/// before the next. `cargo test --test cluster failover_time -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (about a minute), not a check"]
+async fn failover_time_over_ten_leader_kills() {
+    let db = postgres::fresh_database(None).await;
+    let receiver = Receiver::start().await;
+    let a = Target::start().await;
+    let targets = [("a", a.url())];
+    let mut nodes = three_nodes(&db, &targets, &receiver).await;
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let leader = wait_for_leader(&nodes, &[]).await;
+        let killed = Instant::now();
+        nodes[leader].signal("KILL");
+        wait_for_leader(&nodes, &[leader]).await;
+        times.push(killed.elapsed());
+        let vantage = nodes[leader].vantage;
+        nodes[leader] = Node::start(&db, vantage, &targets, &receiver);
+        for n in &nodes {
+            wait_for_members(n, 3).await;
+        }
+    }
+    times.sort();
+    let median = (times[4] + times[5]) / 2;
+    println!(
+        "failover over {} leader kills (lease {LEASE:?}, heartbeat {HEARTBEAT:?}): \
+         median {median:?}, max {:?}, all {times:?}",
+        times.len(),
+        times[times.len() - 1]
+    );
+    assert!(times[times.len() - 1] < LEASE + 4 * HEARTBEAT);
+}
+
+/// Commits and rows written in database `db` so far, by PostgreSQL's statistics (which
+/// backends flush within a second or so of their transactions).
+async fn database_writes(db: &str) -> (i64, i64) {
+    let (client, connection) = tokio_postgres::connect(db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted
+             FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+/// The database-load figures of `docs/scale.md`: commits and rows per second while 20
+/// targets × 2 vantages are probed every 100 ms with no change, then per target
+/// transition. `cargo test --test cluster database_load -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (about a minute), not a check"]
+async fn database_load_per_probe_and_per_transition() {
+    const TARGETS: usize = 20;
+    const WINDOW: Duration = Duration::from_secs(20);
+    let db = postgres::fresh_database(None).await;
+    let mut receiver = Receiver::start().await;
+    let target = Target::start().await;
+    let ids: Vec<String> = (0..TARGETS).map(|i| format!("t{i}")).collect();
+    let targets: Vec<(&str, String)> = ids.iter().map(|id| (id.as_str(), target.url())).collect();
+    let nodes = three_nodes(&db, &targets, &receiver).await;
+    let leader = wait_for_leader(&nodes, &[]).await;
+    let probes = |text: &str| metric_sum(text, "tocsin_probes_total", &[]);
+    let all_probes = async || {
+        let mut n = 0.0;
+        for node in &nodes {
+            n += probes(&node.metrics().await);
+        }
+        n
+    };
+    // Steady: every target up from both vantages.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ((c0, r0), p0) = (database_writes(&db).await, all_probes().await);
+    tokio::time::sleep(WINDOW).await;
+    let ((c1, r1), p1) = (database_writes(&db).await, all_probes().await);
+    let secs = WINDOW.as_secs_f64();
+    println!(
+        "steady, {} instances: {:.0} probes/s, {:.1} commits/s, {:.1} rows/s ({:.4} rows per probe)",
+        nodes.len(),
+        (p1 - p0) / secs,
+        (c1 - c0) as f64 / secs,
+        (r1 - r0) as f64 / secs,
+        (r1 - r0) as f64 / (p1 - p0),
+    );
+    // Every target down then up again from both vantages: 4 transitions per target, and one
+    // incident opened and resolved.
+    let before = database_writes(&db).await;
+    let started = Instant::now();
+    target.set_status(500);
+    until(&mut receiver, "incident.opened").await;
+    target.set_status(200);
+    until(&mut receiver, "incident.resolved").await;
+    let took = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = database_writes(&db).await;
+    let steady_rows = (r1 - r0) as f64 / secs;
+    let steady_commits = (c1 - c0) as f64 / secs;
+    let spent = took.as_secs_f64() + 3.0;
+    let transitions = (TARGETS * 2 * 2) as f64;
+    println!(
+        "{transitions} vantage transitions (and one incident) over {spent:.1} s: {:.2} rows and {:.2} commits per transition above steady",
+        ((after.1 - before.1) as f64 - steady_rows * spent) / transitions,
+        ((after.0 - before.0) as f64 - steady_commits * spent) / transitions,
+    );
+    assert!(nodes[leader].leads().await);
+}
