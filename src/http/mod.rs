@@ -253,11 +253,20 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
 }
 
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    if *state.ready.borrow() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+    if let Some(problem) = state.store.problem() {
+        return store_unready(problem);
     }
+    if *state.ready.borrow() {
+        (StatusCode::OK, "ready\n".to_string())
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting\n".to_string())
+    }
+}
+
+/// Not ready while the store cannot keep what it is given: a monitor that cannot store its
+/// incidents would lose them, and the next restart would forget or repeat them.
+fn store_unready(problem: String) -> (StatusCode, String) {
+    (StatusCode::SERVICE_UNAVAILABLE, format!("{problem}\n"))
 }
 
 async fn reload(
