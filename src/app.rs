@@ -180,6 +180,11 @@ impl App {
             .set(clock.now().timestamp() as f64);
 
         let (store, restored) = Store::open(&settings.storage).await?;
+        store.count_errors_in(metrics.store_errors.clone());
+        // Under a file size limit (RLIMIT_FSIZE) a write past it raises SIGXFSZ, which
+        // would kill the daemon: with the signal caught the write fails (EFBIG) and the
+        // store retries it, as on a full disk. The handler stays once installed.
+        let _ = signal(SignalKind::from_raw(libc::SIGXFSZ));
         let prober = Prober::new()?;
         let hangups = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
 

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub incident_user_seconds: prometheus::CounterVec,
     pub alert_deliveries: IntCounterVec,
     pub alert_outbox_pending: IntGaugeVec,
+    /// Failed store writes (each attempt) and database files found lost, by `reason`.
+    pub store_errors: IntCounterVec,
     pub scheduler_lag: Histogram,
     pub scheduler_skipped: prometheus::IntCounter,
     pub probes_in_flight: IntGauge,
@@ -128,6 +130,13 @@ impl Metrics {
                     "Alert events waiting for delivery."
                 ),
                 &["receiver"]
+            )),
+            store_errors: reg!(IntCounterVec::new(
+                opts(
+                    "tocsin_store_errors_total",
+                    "Store write attempts that failed, and database files found removed or replaced."
+                ),
+                &["reason"]
             )),
             scheduler_lag: reg!(Histogram::with_opts(
                 HistogramOpts::new(

@@ -124,14 +124,15 @@ async fn a_real_alertmanager_lists_the_alert_then_sees_it_resolved() {
     assert_eq!(alerts.len(), 1);
     let alert = &alerts[0];
     assert_eq!(alert["labels"]["alertname"], "TocsinIncident");
-    assert_eq!(alert["labels"]["incident_id"], "inc-000001");
+    let id = alert["labels"]["incident_id"].as_str().unwrap();
+    assert!(id.starts_with("inc-000001-"), "{id}");
     assert_eq!(alert["labels"]["service"], "voicemail");
     assert_eq!(alert["labels"]["severity"], "sev2");
     assert_eq!(alert["labels"]["scope"], "localized");
     assert_eq!(alert["status"]["state"], "active");
     assert_eq!(
         alert["generatorURL"],
-        "https://status.example.net/incidents/inc-000001"
+        format!("https://status.example.net/incidents/{id}")
     );
     assert!(
         alert["annotations"]["summary"]
@@ -211,31 +212,39 @@ routing_key_file = "{key}"
 
     let message = next_json(&mut slack).await;
     let text = message["text"].as_str().unwrap();
+    // The first incident of this database: its number, then the database's epoch.
+    let id = text
+        .split_whitespace()
+        .find(|w| w.starts_with("inc-000001-"))
+        .unwrap_or_else(|| panic!("no incident id in {text}"))
+        .to_string();
     assert!(
-        text.contains("[sev2] inc-000001 opened: Voicemail"),
+        text.contains(&format!("[sev2] {id} opened: Voicemail")),
         "{text}"
     );
     assert!(text.contains("100 subscribers at peak (10.0%)"), "{text}");
     assert!(
-        text.contains("<https://status.example.net/incidents/inc-000001|details>"),
+        text.contains(&format!(
+            "<https://status.example.net/incidents/{id}|details>"
+        )),
         "{text}"
     );
 
     let trigger = next_json(&mut pagerduty).await;
     assert_eq!(trigger["event_action"], "trigger");
     assert_eq!(trigger["routing_key"], "R0UT1NGKEY0123456789abcdefABCDEF");
-    assert_eq!(trigger["dedup_key"], "inc-000001");
+    assert_eq!(trigger["dedup_key"], id.as_str());
     assert_eq!(trigger["payload"]["severity"], "error");
     assert_eq!(trigger["payload"]["source"], "tocsin");
     assert_eq!(trigger["payload"]["component"], "voicemail");
     assert_eq!(trigger["payload"]["custom_details"]["peak_affected"], 100);
     assert_eq!(
         trigger["links"][0]["href"],
-        "https://status.example.net/incidents/inc-000001"
+        format!("https://status.example.net/incidents/{id}")
     );
 
     let acked = reqwest::Client::new()
-        .post(daemon.url("/api/v1/incidents/inc-000001/acknowledge"))
+        .post(daemon.url(&format!("/api/v1/incidents/{id}/acknowledge")))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
@@ -243,13 +252,13 @@ routing_key_file = "{key}"
     assert_eq!(acked.status(), 200);
     let ack = next_json(&mut pagerduty).await;
     assert_eq!(ack["event_action"], "acknowledge");
-    assert_eq!(ack["dedup_key"], "inc-000001");
+    assert_eq!(ack["dedup_key"], id.as_str());
     assert!(ack.get("payload").is_none());
 
     target.set_status(200);
     let resolve = next_json(&mut pagerduty).await;
     assert_eq!(resolve["event_action"], "resolve");
-    assert_eq!(resolve["dedup_key"], "inc-000001");
+    assert_eq!(resolve["dedup_key"], id.as_str());
     loop {
         let m = next_json(&mut slack).await;
         if m["text"].as_str().unwrap().contains("resolved") {

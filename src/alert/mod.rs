@@ -323,7 +323,7 @@ fn parse_url(text: &str, path: &str, issues: &mut Issues) -> Option<Url> {
 /// Outcome of one delivery attempt.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// Worth retrying: network error, timeout, 5xx, 408, 429.
+    /// Worth retrying: network error, timeout, 5xx, 408, 429, a redirect.
     #[error("{0}")]
     Transient(String),
     /// Retrying cannot help: other 4xx.
@@ -337,11 +337,16 @@ impl SendError {
     }
 }
 
-/// 2xx is delivered; 408, 429 and 5xx are worth retrying; any other status is final.
+/// 2xx is delivered; 408, 429 and 5xx are worth retrying; any other status is final. A
+/// redirect (not followed) is retried too: it says the receiver's `url` is out of date, and
+/// the events wait, until `max_retry_age`, for a reload that fixes it.
 pub fn classify_status(status: reqwest::StatusCode) -> Result<(), SendError> {
     let code = status.as_u16();
     match code {
         200..=299 => Ok(()),
+        300..=399 => Err(SendError::Transient(format!(
+            "HTTP {code}: the receiver redirects (not followed): set its url to where it points"
+        ))),
         408 | 429 | 500..=599 => Err(SendError::Transient(format!("HTTP {code}"))),
         _ => Err(SendError::Permanent(format!("HTTP {code}"))),
     }
@@ -423,14 +428,14 @@ mod tests {
         use reqwest::StatusCode;
         assert!(classify_status(StatusCode::NO_CONTENT).is_ok());
         assert!(classify_status(StatusCode::ACCEPTED).is_ok());
-        for code in [408, 429, 500, 503] {
+        for code in [301, 302, 307, 308, 408, 429, 500, 503] {
             let status = StatusCode::from_u16(code).unwrap();
             assert!(matches!(
                 classify_status(status),
                 Err(SendError::Transient(_))
             ));
         }
-        for code in [400, 401, 404, 410] {
+        for code in [400, 401, 404, 410, 413] {
             let status = StatusCode::from_u16(code).unwrap();
             assert!(matches!(
                 classify_status(status),

@@ -72,8 +72,11 @@ impl Outbox {
         tracker: &TaskTracker,
     ) -> Outbox {
         store.discard_receivers_except(receivers.iter().map(|r| r.name.clone()).collect());
+        // Redirects are not followed: on a 301 or 302 a client turns the POST into a GET
+        // without its body, and the event would count as delivered while nobody got it.
         let http = reqwest::Client::builder()
             .user_agent(concat!("tocsin/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("the alert HTTP client builds with default settings");
         let wake = Arc::new(Notify::new());

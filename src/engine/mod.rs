@@ -51,6 +51,9 @@ pub struct EngineSpec {
 /// How often open incidents are re-measured, resolved when quiet, and the snapshot renewed.
 pub const TICK: Duration = Duration::from_secs(1);
 
+/// How long a stop waits for the store to take the last writes.
+const FINAL_FLUSH: Duration = Duration::from_secs(10);
+
 /// Most reports taken from the queue in one go.
 const REPORT_BATCH: usize = 256;
 
@@ -123,7 +126,8 @@ impl Engine {
             spec.receivers.iter().map(ReceiverSpec::policy),
             &restored.routes,
         );
-        let mut book = IncidentBook::restore(restored.open_incidents, restored.last_seq);
+        let mut book = IncidentBook::restore(restored.open_incidents, restored.last_seq)
+            .in_epoch(restored.epoch);
         book.remember(restored.history, restored.changes);
         let windows = restored.maintenances;
         let core = Core::new(
@@ -260,8 +264,14 @@ impl Engine {
         }
         self.rollups.close();
         self.save_rollups(self.clock.now());
-        if let Err(e) = self.store.flush().await {
-            tracing::error!(error = %e, "final store flush failed");
+        // Failing writes are retried for ever; a stop waits for them only so long.
+        match tokio::time::timeout(FINAL_FLUSH, self.store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final store flush failed"),
+            Err(_) => tracing::error!(
+                waited = ?FINAL_FLUSH,
+                "store writes still failing at shutdown: what they hold is lost"
+            ),
         }
         self.outbox.stop();
     }

@@ -341,12 +341,17 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
     )
 }
 
-/// Ready once the store is open and the schedulers run, and while no probe has failed for a
-/// reason of this host within [`crate::metrics::LOCAL_ERROR_HOLD`]: such an instance cannot
-/// tell its targets' health.
+/// Ready once the store is open and the schedulers run, while the store keeps what it is
+/// given, and while no probe has failed for a reason of this host within
+/// [`crate::metrics::LOCAL_ERROR_HOLD`]: such an instance cannot tell its targets' health.
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     if !*state.ready.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
+    }
+    if let Some(problem) = state.store.problem() {
+        // A monitor that cannot store its incidents would lose them, and the next restart
+        // would forget or repeat them.
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("{problem}\n")).into_response();
     }
     match state.metrics.recent_local_error(state.clock.now()) {
         Some((at, cause)) => (

@@ -34,6 +34,8 @@ impl BookUpdate {
 pub struct IncidentBook {
     open: Vec<Incident>,
     next_seq: u64,
+    /// The store's epoch, in every new id ([`Incident::id_in`]).
+    epoch: String,
     /// Registered changes of the last 72 h, for suspected causes.
     changes: Vec<Change>,
     /// Incidents of the last 30 days, for recurrence.
@@ -53,9 +55,16 @@ impl IncidentBook {
         Self {
             open,
             next_seq: last_seq + 1,
+            epoch: String::new(),
             changes: Vec::new(),
             history: Vec::new(),
         }
+    }
+
+    /// Gives new incidents ids in `epoch` (see [`Incident::id_in`]).
+    pub fn in_epoch(mut self, epoch: String) -> Self {
+        self.epoch = epoch;
+        self
     }
 
     /// Adds what suspected causes and recurrence look back on: past incidents (resolved,
@@ -172,7 +181,7 @@ impl IncidentBook {
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     let mut inc = Incident {
-                        id: Incident::id_for(seq),
+                        id: Incident::id_in(&self.epoch, seq),
                         seq,
                         status: IncidentStatus::Investigating,
                         severity: Severity::Sev4,

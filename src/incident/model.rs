@@ -214,6 +214,16 @@ impl Incident {
         format!("inc-{seq:06}")
     }
 
+    /// The id of incident `seq` of the database with `epoch`: `inc-000042-3fa9c2d1`, or
+    /// [`Incident::id_for`] when the epoch is empty (a database older than epochs).
+    pub fn id_in(epoch: &str, seq: u64) -> String {
+        if epoch.is_empty() {
+            Self::id_for(seq)
+        } else {
+            format!("inc-{seq:06}-{epoch}")
+        }
+    }
+
     pub fn is_open(&self) -> bool {
         self.status != IncidentStatus::Resolved
     }

@@ -1388,6 +1388,8 @@ fn joined_services_figures_and_regions() {
 fn ids_are_sequential_and_zero_padded() {
     assert_eq!(Incident::id_for(1), "inc-000001");
     assert_eq!(Incident::id_for(123), "inc-000123");
+    assert_eq!(Incident::id_in("", 123), "inc-000123");
+    assert_eq!(Incident::id_in("3fa9c2d1", 123), "inc-000123-3fa9c2d1");
     // Three unrelated failures (no shared platform or region) make three incidents.
     let topo = Topo::default()
         .service("a", 100)

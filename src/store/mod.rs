@@ -11,11 +11,13 @@
 //! * `cluster`: the fence, the cluster handle, what vantages publish;
 //! * `config`: `[storage]`;
 //! * `write`: what the writers receive, batches, fences and hooks;
+//! * `health`: failing writes and a lost database file, for `/readyz` and the metrics;
 //! * `history`: uptime and service histories from rollup rows, for either backend;
 //! * `migrate`: the versioned schema both backends apply on open.
 
 mod cluster;
 mod config;
+mod health;
 mod history;
 mod migrate;
 pub mod postgres;
@@ -37,6 +39,7 @@ use crate::topology::MaintenanceWindow;
 
 pub use cluster::{Reported, VantageMinute, VantageState};
 pub use config::{Backend, PostgresUrl, StorageConfig, StorageSpec};
+use health::Health;
 pub use postgres::Cluster;
 pub use write::Fence;
 use write::{Hook, Queued, Write};
@@ -51,6 +54,11 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("postgres TLS: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("cannot read {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot create {path}: {source}")]
     CreateDir {
         path: PathBuf,
@@ -84,6 +92,11 @@ pub struct Restored {
     pub open_incidents: Vec<Incident>,
     /// Highest incident sequence number ever used (0 when none).
     pub last_seq: u64,
+    /// Drawn at random when the database is created and kept in it: incident ids carry it,
+    /// so that a database lost and made anew never reuses an id (nor a PagerDuty
+    /// `dedup_key`) receivers have seen. Empty in databases that had incidents before it
+    /// was kept: their ids stay as they were.
+    pub epoch: String,
     /// Resolved incidents of the last 60 days, for recurrence.
     pub history: Vec<PastIncident>,
     /// Changes of the last 9 days, for suspected causes.
@@ -131,6 +144,7 @@ pub struct Store {
     /// The fence leader writes are queued under; `None`: unfenced (one instance).
     fence: Arc<Mutex<Option<Arc<Fence>>>>,
     reader: Reader,
+    health: Arc<Health>,
 }
 
 #[derive(Clone)]
@@ -154,13 +168,15 @@ impl Store {
     /// restart resumes from.
     pub async fn open(spec: &StorageSpec) -> Result<(Store, Restored), StoreError> {
         let (tx, rx) = mpsc::unbounded_channel();
+        let health = Arc::new(Health::default());
         let (reader, restored) = match &spec.backend {
             Backend::Sqlite(path) => {
-                let (reader, restored) = sqlite::open(path.clone(), rx).await?;
+                let (reader, restored) =
+                    sqlite::open(path.clone(), rx, Arc::clone(&health)).await?;
                 (Reader::Sqlite(reader), restored)
             }
             Backend::Postgres(url) => {
-                let (reader, restored) = postgres::open(url, rx).await?;
+                let (reader, restored) = postgres::open(url, rx, Arc::clone(&health)).await?;
                 (Reader::Postgres(reader), restored)
             }
         };
@@ -168,8 +184,20 @@ impl Store {
             writes: tx,
             fence: Arc::default(),
             reader,
+            health,
         };
         Ok((store, restored))
+    }
+
+    /// Why the store cannot keep what it is given (writes failing, the database file
+    /// removed or replaced), while it cannot: `/readyz` fails with it.
+    pub fn problem(&self) -> Option<String> {
+        self.health.problem()
+    }
+
+    /// Counts failed writes and a lost database file in `errors` (label `reason`).
+    pub fn count_errors_in(&self, errors: prometheus::IntCounterVec) {
+        self.health.count_in(errors);
     }
 
     fn send(&self, write: Write) {
@@ -257,8 +285,9 @@ impl Store {
         });
     }
 
-    /// Runs `f` on the writer once every write queued before it is committed (or has
-    /// failed): how the engine makes sure an incident is stored before it is alerted. Not
+    /// Runs `f` on the writer once every write queued before it is committed (failed
+    /// writes are retried until they are): how the engine makes sure an incident is stored
+    /// before it is alerted. Not
     /// run when leader writes before it were refused, nor when queued under a fence the
     /// writer has seen refused ([`StoreError::Fenced`]).
     pub fn after_commit(&self, f: impl FnOnce() + Send + 'static) {
@@ -269,8 +298,8 @@ impl Store {
         }
     }
 
-    /// Waits until every write sent before this call is committed (or has failed, which is
-    /// logged); [`StoreError::Fenced`] when leader writes of its batch were refused, or the
+    /// Waits until every write sent before this call is committed (for as long as failed
+    /// writes take to be retried into the database); [`StoreError::Fenced`] when leader writes of its batch were refused, or the
     /// fence in effect has been seen refused.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();

@@ -80,8 +80,8 @@ pub(super) enum Queued {
 }
 
 pub(super) enum Hook {
-    /// Answered once every write queued before it is committed (or failed, or refused:
-    /// only a refusal is an error).
+    /// Answered once every write queued before it is committed (failed writes are retried
+    /// until they are) or refused: only a refusal is an error.
     Flush(oneshot::Sender<Result<(), StoreError>>),
     /// Runs once every write queued before it is committed, unless they were refused.
     Then(Box<dyn FnOnce() + Send>),
@@ -92,8 +92,6 @@ pub(super) enum Outcome {
     Committed,
     /// The writes made under this (stale) fence were refused; the others were committed.
     Fenced(Arc<Fence>),
-    /// Nothing was committed.
-    Failed(String),
 }
 
 /// Everything queued when the writer woke up, in order.
@@ -166,10 +164,10 @@ impl Batch {
         }
     }
 
-    /// Answers the hooks. After a commit (or a failure, which is logged and not retried)
-    /// they run and flushes succeed. After a refusal, and for a hook queued under a fence seen refused, flushes
-    /// learn of it and `Then` hooks are dropped: nothing is alerted from writes that were
-    /// not stored.
+    /// Answers the hooks. After a commit they run and flushes succeed (a batch that fails
+    /// is retried, never finished as failed: nothing it holds is dropped). After a refusal,
+    /// and for a hook queued under a fence seen refused, flushes learn of it and `Then`
+    /// hooks are dropped: nothing is alerted from writes that were not stored.
     pub fn finish(self, outcome: Outcome, refused: &mut Refused) {
         match &outcome {
             Outcome::Committed => {}
@@ -181,7 +179,6 @@ impl Batch {
                 );
                 refused.record(fence);
             }
-            Outcome::Failed(e) => tracing::error!(error = %e, "store write failed"),
         }
         for (hook, fence) in self.hooks {
             let stale = match &outcome {
@@ -197,7 +194,6 @@ impl Batch {
                         token: fence.token,
                     }));
                 }
-                // As before PostgreSQL: a failed batch is logged, and its waiters go on.
                 (Hook::Flush(done), None, _) => {
                     let _ = done.send(Ok(()));
                 }

@@ -17,9 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{
-    GenericClient, Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime,
-};
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio::sync::mpsc;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -27,6 +25,7 @@ use tokio_postgres::types::ToSql;
 pub use cluster::Cluster;
 
 use super::cluster::parse_state;
+use super::health::Health;
 use super::write::Queued;
 use super::{
     IncidentFilter, Pending, PostgresUrl, Reported, Restored, RouteState, StoreError,
@@ -53,13 +52,14 @@ pub struct Reader {
 pub(super) async fn open(
     url: &PostgresUrl,
     writes: mpsc::UnboundedReceiver<Queued>,
+    health: Arc<Health>,
 ) -> Result<(Reader, Restored), StoreError> {
     let pool = pool(url)?;
     let mut client = pool.get().await?;
     schema::migrate(&mut client).await?;
     let restored = restore(&client).await?;
     drop(client);
-    tokio::spawn(writer::write_loop(pool.clone(), writes));
+    tokio::spawn(writer::write_loop(pool.clone(), writes, health));
     Ok((Reader { pool }, restored))
 }
 
@@ -92,29 +92,6 @@ fn pool(url: &PostgresUrl) -> Result<Pool, StoreError> {
         .wait_timeout(Some(POOL_TIMEOUT))
         .build()
         .expect("a runtime is set for the pool's timeouts"))
-}
-
-/// True when the database could not be reached or asked to try again: the same batch
-/// will succeed later. Anything else (a constraint, a bad value) would fail again.
-pub(super) fn is_transient(e: &StoreError) -> bool {
-    match e {
-        StoreError::Pool(PoolError::Backend(e)) | StoreError::Postgres(e) => {
-            if e.is_closed() {
-                return true;
-            }
-            match e.code() {
-                // 08: connection exception; 57P: shut down, crashed, starting up; 53: out
-                // of resources (too many connections); 40: serialization failure, deadlock.
-                Some(code) => ["08", "57P", "53", "40"]
-                    .iter()
-                    .any(|class| code.code().starts_with(class)),
-                // No server answer: the socket failed (refused, reset, timed out).
-                None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
-            }
-        }
-        StoreError::Pool(PoolError::Timeout(_)) => true,
-        _ => false,
-    }
 }
 
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -318,6 +295,7 @@ async fn restore(client: &impl GenericClient) -> Result<Restored, StoreError> {
     )?;
     let last: Option<i64> = query(client, "SELECT MAX(seq) FROM incident", &[]).await?[0].get(0);
     restored.last_seq = last.unwrap_or(0) as u64;
+    restored.epoch = query(client, "SELECT epoch FROM store_epoch", &[]).await?[0].get(0);
     let now = chrono::Utc::now();
     let resolved: Vec<Incident> = bodies(
         query(

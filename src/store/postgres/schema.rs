@@ -130,6 +130,18 @@ ALTER TABLE rollup_day ADD COLUMN user_seconds DOUBLE PRECISION NOT NULL DEFAULT
 ALTER TABLE rollup_day ADD COLUMN user_seconds_lost DOUBLE PRECISION NOT NULL DEFAULT 0;
 ",
     },
+    // The database's epoch, in the ids of its incidents (see `Restored::epoch`): drawn
+    // at random for a new database; empty for one that already has incidents, whose ids
+    // keep their form.
+    Migration {
+        version: 5,
+        name: "epoch",
+        sql: "
+CREATE TABLE store_epoch (epoch TEXT NOT NULL);
+INSERT INTO store_epoch (epoch)
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM incident) THEN '' ELSE substr(md5(random()::TEXT || clock_timestamp()::TEXT), 1, 8) END;
+",
+    },
 ];
 
 /// Serializes instances migrating the same database ("tocsin" in ASCII).

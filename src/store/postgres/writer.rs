@@ -1,22 +1,19 @@
 //! The writer task: commits what is queued as one transaction, in order. Leader writes
-//! carry a fence, checked in the same transaction against the lease row; while the
-//! database is unreachable the batch is retried, on a new connection, until it lands, so
-//! that nothing accepted is lost.
+//! carry a fence, checked in the same transaction against the lease row; a batch that
+//! fails (the database unreachable, out of space) is retried, on a new connection, until
+//! it lands, so that nothing accepted is lost.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::{Pool, Transaction};
 use tokio::sync::mpsc;
 
 use super::rollups::{write_rollups, write_vantage_rollups};
-use super::{execute, is_transient, query};
+use super::{execute, query};
 use crate::store::StoreError;
+use crate::store::health::{Backoff, Health};
 use crate::store::write::{Batch, Fence, Outcome, Queued, Refused, Write, Writes, status_str};
-
-const RETRY_FIRST: Duration = Duration::from_millis(100);
-const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Holds while `holder` leads `scope` with `token`. `FOR SHARE` keeps the row as it is
 /// until this transaction ends: a successor's takeover waits for the commit, so it reads
@@ -24,28 +21,50 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 const FENCE_CHECK: &str = "SELECT 1 FROM leader_lease
     WHERE scope = $1 AND holder = $2 AND token = $3 AND lease_until > now() FOR SHARE";
 
-pub(super) async fn write_loop(pool: Pool, mut rx: mpsc::UnboundedReceiver<Queued>) {
+/// Ends when every handle is gone (then a batch still failing is given up: nobody is
+/// left to wait for it).
+pub(super) async fn write_loop(
+    pool: Pool,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    health: Arc<Health>,
+) {
     let mut refused = Refused::default();
     while let Some(batch) = Batch::next(&mut rx).await {
-        let outcome = commit(&pool, &batch.writes).await;
+        let Some(outcome) = commit(&pool, &batch.writes, &health, &rx).await else {
+            tracing::error!(
+                writes = batch.writes.list.len(),
+                "the store closed while its writes were failing: they are lost"
+            );
+            return;
+        };
         batch.finish(outcome, &mut refused);
     }
 }
 
-/// Commits `batch`, retrying with backoff while the error is one that passes (the
-/// database restarting, the network); writes queued meanwhile wait behind it.
-async fn commit(pool: &Pool, writes: &Writes) -> Outcome {
-    let mut pause = RETRY_FIRST;
+/// Commits `batch`, retrying with backoff whatever the error (the database restarting,
+/// the network, a full disk); writes queued meanwhile wait behind it. `None` when the
+/// store closed while it was failing.
+async fn commit(
+    pool: &Pool,
+    writes: &Writes,
+    health: &Health,
+    rx: &mpsc::UnboundedReceiver<Queued>,
+) -> Option<Outcome> {
+    let mut backoff = Backoff::default();
     loop {
         match write_batch(pool, writes).await {
-            Ok(None) => return Outcome::Committed,
-            Ok(Some(stale)) => return Outcome::Fenced(stale),
-            Err(e) if is_transient(&e) => {
-                tracing::warn!(error = %e, retry_in = ?pause, "store write failed, retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(RETRY_MAX);
+            Ok(stale) => {
+                health.write_ok();
+                return Some(stale.map_or(Outcome::Committed, Outcome::Fenced));
             }
-            Err(e) => return Outcome::Failed(e.to_string()),
+            Err(e) => {
+                let pause = backoff.next();
+                health.write_failed(&e, pause);
+                if rx.is_closed() {
+                    return None;
+                }
+                tokio::time::sleep(pause).await;
+            }
         }
     }
 }

@@ -1,5 +1,7 @@
 //! SQLite store: WAL, one writer thread batching writes in transactions, reads on the
-//! blocking pool, from a second connection.
+//! blocking pool, from a second connection. The database file is checked every
+//! [`FILE_CHECK`] against the one opened: removed or replaced under the running daemon,
+//! what tocsin stores would vanish at the next restart, so the store reports it.
 //!
 //! * `schema`: migrations and connection settings;
 //! * `writer`: the writer thread and its batches;
@@ -11,7 +13,8 @@ mod writer;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::mpsc;
@@ -21,6 +24,7 @@ use schema::{connect, migrate};
 use writer::write_loop;
 
 use super::cluster::parse_state;
+use super::health::Health;
 use super::write::Queued;
 use super::{
     IncidentFilter, Pending, Reported, Restored, RouteState, StoreError, VantageMinute,
@@ -37,21 +41,68 @@ pub struct Reader {
     conn: Arc<Mutex<Connection>>,
 }
 
+/// How often the database file is compared with the one opened.
+pub const FILE_CHECK: Duration = Duration::from_secs(5);
+
 /// Opens (creating when needed) the database, migrates it, reads what a restart resumes
-/// from and starts the writer thread on `writes`.
+/// from and starts the writer thread on `writes` and the check of the file.
 pub(super) async fn open(
     path: PathBuf,
     writes: mpsc::UnboundedReceiver<Queued>,
+    health: Arc<Health>,
 ) -> Result<(Reader, Restored), StoreError> {
-    tokio::task::spawn_blocking(move || open_blocking(&path, writes))
-        .await
-        .expect("store open does not panic")
+    let watched = path.clone();
+    let writer_health = Arc::clone(&health);
+    let (reader, restored, opened) =
+        tokio::task::spawn_blocking(move || open_blocking(&path, writes, writer_health))
+            .await
+            .expect("store open does not panic")?;
+    tokio::spawn(watch_file(watched, opened, Arc::downgrade(&health)));
+    Ok((reader, restored))
+}
+
+/// The device and inode of the file at `path`: what stays the same while it is the file
+/// opened, whatever is written to it.
+fn identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Compares the file at `path` with the one opened every [`FILE_CHECK`], until the store
+/// is gone.
+async fn watch_file(path: PathBuf, opened: (u64, u64), health: Weak<Health>) {
+    let mut every = tokio::time::interval(FILE_CHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let Some(health) = health.upgrade() else {
+            return;
+        };
+        let p = path.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || identity(&p)).await else {
+            return; // the runtime is shutting down
+        };
+        let shown = path.display();
+        let lost = match now {
+            Ok(id) if id == opened => None,
+            Ok(_) => Some(format!(
+                "database file {shown} was replaced by another file"
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(format!("database file {shown} was removed"))
+            }
+            Err(e) => Some(format!("database file {shown} cannot be checked: {e}")),
+        };
+        health.file_checked(lost);
+    }
 }
 
 fn open_blocking(
     path: &Path,
     writes: mpsc::UnboundedReceiver<Queued>,
-) -> Result<(Reader, Restored), StoreError> {
+    health: Arc<Health>,
+) -> Result<(Reader, Restored, (u64, u64)), StoreError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
@@ -62,15 +113,20 @@ fn open_blocking(
     migrate(&mut writer)?;
     let restored = restore(&writer)?;
     let reader = connect(path)?;
+    let opened = identity(path).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
     std::thread::Builder::new()
         .name("tocsin-store".into())
-        .spawn(move || write_loop(writer, writes))
+        .spawn(move || write_loop(writer, writes, health))
         .expect("spawning the store thread");
     Ok((
         Reader {
             conn: Arc::new(Mutex::new(reader)),
         },
         restored,
+        opened,
     ))
 }
 
@@ -298,6 +354,7 @@ fn restore(conn: &Connection) -> Result<Restored, StoreError> {
     }
     let last: Option<i64> = conn.query_row("SELECT MAX(seq) FROM incident", [], |r| r.get(0))?;
     restored.last_seq = last.unwrap_or(0) as u64;
+    restored.epoch = conn.query_row("SELECT epoch FROM store_epoch", [], |r| r.get(0))?;
     let now = chrono::Utc::now();
     let mut stmt =
         conn.prepare("SELECT body FROM incident WHERE status = 'resolved' ORDER BY seq")?;

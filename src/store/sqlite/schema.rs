@@ -139,6 +139,18 @@ ALTER TABLE rollup_day ADD COLUMN user_seconds REAL NOT NULL DEFAULT 0;
 ALTER TABLE rollup_day ADD COLUMN user_seconds_lost REAL NOT NULL DEFAULT 0;
 ",
     },
+    // The database's epoch, in the ids of its incidents (see `Restored::epoch`): drawn
+    // at random for a new database; empty for one that already has incidents, whose ids
+    // keep their form.
+    Migration {
+        version: 5,
+        name: "epoch",
+        sql: "
+CREATE TABLE store_epoch (epoch TEXT NOT NULL);
+INSERT INTO store_epoch (epoch)
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM incident) THEN '' ELSE lower(hex(randomblob(4))) END;
+",
+    },
 ];
 
 /// Applies the migrations `conn`'s database lacks, each in its own transaction.

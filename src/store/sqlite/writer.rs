@@ -1,7 +1,11 @@
 //! The writer thread: every write the engine and the deliverers queue goes through one
 //! thread that commits them in batches, one transaction each, so nothing blocking runs on
 //! the async runtime and a batch of state changes is stored (or not) as a whole. One
-//! instance owns a SQLite file, so fences are not checked.
+//! instance owns a SQLite file, so fences are not checked. A batch that fails (a full
+//! disk, an I/O error) is tried again, with backoff, until it is committed: what is queued
+//! behind it waits, so writes land in order and with the times they were made.
+
+use std::sync::Arc;
 
 use rusqlite::{Connection, params};
 use tokio::sync::mpsc;
@@ -9,19 +13,35 @@ use tokio::sync::mpsc;
 use super::rollups::{write_rollups, write_vantage_rollups};
 use super::time_text;
 use crate::store::StoreError;
+use crate::store::health::{Backoff, Health};
 use crate::store::write::{Batch, Outcome, Queued, Refused, Write, Writes, status_str};
 
 /// The writer thread: blocks for one write, then takes everything queued behind it and
-/// commits the batch in one transaction.
-pub(super) fn write_loop(mut conn: Connection, mut rx: mpsc::UnboundedReceiver<Queued>) {
+/// commits the batch in one transaction, retrying it until it is. Ends when every handle
+/// is gone (then a batch still failing is given up: nobody is left to wait for it).
+pub(super) fn write_loop(
+    mut conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    health: Arc<Health>,
+) {
     // One instance owns the file: no fence is checked, none is ever refused.
     let mut refused = Refused::default();
     while let Some(batch) = Batch::blocking_next(&mut rx) {
-        let outcome = match write_batch(&mut conn, &batch.writes) {
-            Ok(()) => Outcome::Committed,
-            Err(e) => Outcome::Failed(e.to_string()),
-        };
-        batch.finish(outcome, &mut refused);
+        let mut backoff = Backoff::default();
+        while let Err(e) = write_batch(&mut conn, &batch.writes) {
+            let pause = backoff.next();
+            health.write_failed(&e, pause);
+            if rx.is_closed() {
+                tracing::error!(
+                    writes = batch.writes.list.len(),
+                    "the store closed while its writes were failing: they are lost"
+                );
+                return;
+            }
+            std::thread::sleep(pause);
+        }
+        health.write_ok();
+        batch.finish(Outcome::Committed, &mut refused);
     }
 }
 
@@ -172,4 +192,48 @@ fn write_batch(conn: &mut Connection, writes: &Writes) -> Result<(), StoreError>
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::health::reason;
+    use crate::store::sqlite::schema::{connect, migrate};
+
+    /// A real "database or disk is full" (SQLite's page limit standing in for the disk):
+    /// the batch fails whole, is counted as `disk_full`, and the same batch, tried again
+    /// once there is room, lands in full.
+    #[test]
+    fn a_full_database_fails_the_batch_whole_and_takes_it_once_there_is_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = connect(&dir.path().join("tocsin.db")).unwrap();
+        migrate(&mut conn).unwrap();
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        let writes = Writes {
+            list: (0..100)
+                .map(|i| {
+                    let write = Write::Target {
+                        id: format!("t{i}"),
+                        detector: "x".repeat(4096),
+                    };
+                    (write, None)
+                })
+                .collect(),
+            fences: Vec::new(),
+        };
+        let error = write_batch(&mut conn, &writes).unwrap_err();
+        assert_eq!(reason(&error), "disk_full", "{error}");
+        let count = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT COUNT(*) FROM target_state", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(count(&conn), 0, "nothing of a failed batch is kept");
+        conn.pragma_update(None, "max_page_count", 1_000_000)
+            .unwrap();
+        write_batch(&mut conn, &writes).unwrap();
+        assert_eq!(count(&conn), 100);
+    }
 }

@@ -233,7 +233,32 @@ on_both_backends!(
     migrations_apply_once_and_a_newer_schema_is_refused,
     vantage_states_and_minutes_are_kept_per_vantage,
     routing_state_round_trips_and_older_rows_read_as_not_waiting,
+    a_database_keeps_the_epoch_it_was_created_with,
 );
+
+/// A new database draws an epoch and keeps it; another database has another, so the ids
+/// of a database made anew (the old one lost) never repeat. One that had incidents before
+/// epochs keeps the empty epoch: its ids keep their form.
+async fn a_database_keeps_the_epoch_it_was_created_with(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let (store, first) = db.open().await;
+    assert_eq!(first.epoch.len(), 8, "{:?}", first.epoch);
+    assert!(first.epoch.chars().all(|c| c.is_ascii_hexdigit()));
+    store.save_incident(&incident("inc-000001", 1, &["voicemail"], ago(60)));
+    store.flush().await.unwrap();
+    drop(store);
+    assert_eq!(db.open().await.1.epoch, first.epoch);
+    let other = TestDb::new(kind).await;
+    assert_ne!(other.open().await.1.epoch, first.epoch);
+
+    db.execute("DROP TABLE store_epoch; DELETE FROM schema_migrations WHERE version = 5")
+        .await;
+    assert_eq!(
+        db.open().await.1.epoch,
+        "",
+        "a database with incidents before epochs"
+    );
+}
 
 /// What routing keeps per receiver and incident survives a restart; a row stored before
 /// `update_interval` was kept (no `last_update`) reads as nothing waiting.
