@@ -8,9 +8,13 @@ use tocsin::probe::parsers::parse_diameter_message;
 fuzz_target!(|data: &[u8]| {
     if let Ok(message) = parse_diameter_message(data) {
         // Nothing kept is longer than the message it came from.
-        for text in [&message.origin_host, &message.product_name, &message.error_message]
-            .into_iter()
-            .flatten()
+        for text in [
+            &message.origin_host,
+            &message.product_name,
+            &message.error_message,
+        ]
+        .into_iter()
+        .flatten()
         {
             assert!(text.len() <= data.len(), "{message:?}");
         }
