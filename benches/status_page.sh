@@ -31,7 +31,7 @@ with open(path, "w") as f:
         f.write(f'[[targets]]\nid = "t-{i:03}"\nservice = "svc-{i:03}"\n')
         f.write(f'probe = {{ type = "http", url = "http://127.0.0.1:{port}/healthz" }}\n')
 PY
-./target/release/tocsin --log-level warn run --config "$work/tocsin.toml" &
+"${CARGO_TARGET_DIR:-target}/release/tocsin" --log-level warn run --config "$work/tocsin.toml" &
 pid=$!
 until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.1; done
 
