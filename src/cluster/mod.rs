@@ -5,10 +5,12 @@
 //!
 //! * `config`: `[cluster]`;
 //! * `shard`: rendezvous (HRW) hashing of targets over a vantage's live members;
-//! * `vote`: quorum across vantages and vantage impairment.
+//! * `vote`: quorum across vantages and vantage impairment;
+//! * `tally`: the leader's count of every vantage's verdicts, recounted as they change.
 
 mod config;
 pub mod shard;
+pub mod tally;
 pub mod vote;
 
 pub use config::{ClusterConfig, ClusterSpec};

@@ -13,7 +13,7 @@
 //! stops leading before the database's lease ends, and whatever it still queues carries
 //! its old token, which the database refuses.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -28,8 +28,8 @@ use crate::alert::routing::Routing;
 use crate::clock::Timestamp;
 use crate::cluster::ClusterSpec;
 use crate::cluster::shard::{self, Assignment};
-use crate::cluster::vote::{self, Verdict, Vote};
-use crate::detector::{Detector, TargetState, Transition};
+use crate::cluster::tally::{Recount, Tally};
+use crate::detector::{Detector, Transition};
 use crate::event::AlertType;
 use crate::incident::{Incident, IncidentBook};
 use crate::metrics::ClusterMetrics;
@@ -73,10 +73,6 @@ pub(crate) struct Poll {
 /// The engine's part of the cluster.
 pub(crate) struct Clustered {
     pub me: Identity,
-    /// How long a verdict another vantage contradicts waits: two intervals of the target
-    /// for its vantages' detectors to spread, plus two heartbeats for the verdicts to be
-    /// read here.
-    heartbeat: std::time::Duration,
     metrics: ClusterMetrics,
     /// The token this instance leads with, when it does.
     leading: Option<i64>,
@@ -84,35 +80,12 @@ pub(crate) struct Clustered {
     local: Vec<Detector>,
     /// When each target last had a result here.
     local_at: Vec<Option<Timestamp>>,
-    /// Every vantage's verdict by target id, then vantage.
-    votes: HashMap<String, BTreeMap<String, Seen>>,
-    /// The quorum in effect, by target index.
-    verdicts: Vec<Option<Verdict>>,
+    /// Every vantage's verdicts and the quorum in effect.
+    tally: Tally,
     members: Vec<Member>,
     leader: Option<Leader>,
-    /// Vantages that see most of their targets fail alone, since when. They do not vote at
-    /// once (a broken path must not page while it is being found out); they are reported
-    /// `impaired` once it has held for the settle time (a vantage whose detectors merely
-    /// flip a moment before the others' is not).
-    suspects: BTreeMap<String, Timestamp>,
-    /// Suspects that have held for the settle time: `impaired`.
-    impaired: BTreeSet<String>,
     /// Follower only: open incidents as the leader stored them.
     open: Vec<Incident>,
-}
-
-/// What a recount changed.
-struct Recount {
-    verdicts: Vec<(usize, Option<Verdict>)>,
-    /// (vantage, impaired now).
-    vantages: Vec<(String, bool)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Seen {
-    state: TargetState,
-    since: Timestamp,
-    seen_at: Timestamp,
 }
 
 impl Clustered {
@@ -125,17 +98,13 @@ impl Clustered {
         metrics.leader.set(0);
         Clustered {
             me,
-            heartbeat,
             metrics,
             leading: None,
             local: vec![Detector::default(); targets],
             local_at: vec![None; targets],
-            votes: HashMap::new(),
-            verdicts: vec![None; targets],
+            tally: Tally::new(targets, heartbeat),
             members: Vec::new(),
             leader: None,
-            suspects: BTreeMap::new(),
-            impaired: BTreeSet::new(),
             open: Vec::new(),
         }
     }
@@ -151,67 +120,21 @@ impl Clustered {
 
     /// Follows a new configuration: detectors and verdicts stay with their target ids.
     pub fn remap(&mut self, old: &Topology, new: &Topology) {
-        let mut local: HashMap<&str, (Detector, Option<Timestamp>, Option<Verdict>)> = old
+        let mut local: HashMap<&str, (Detector, Option<Timestamp>)> = old
             .targets
             .iter()
             .enumerate()
-            .map(|(i, t)| {
-                (
-                    t.id.as_str(),
-                    (self.local[i].clone(), self.local_at[i], self.verdicts[i]),
-                )
-            })
+            .map(|(i, t)| (t.id.as_str(), (self.local[i].clone(), self.local_at[i])))
             .collect();
-        let (mut detectors, mut at, mut verdicts) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut detectors, mut at) = (Vec::new(), Vec::new());
         for t in &new.targets {
-            let (d, a, v) = local.remove(t.id.as_str()).unwrap_or_default();
+            let (d, a) = local.remove(t.id.as_str()).unwrap_or_default();
             detectors.push(d);
             at.push(a);
-            verdicts.push(v);
         }
         self.local = detectors;
         self.local_at = at;
-        self.verdicts = verdicts;
-    }
-
-    /// Records a verdict; `seen_at` stays when it is the same one again.
-    fn record(
-        &mut self,
-        target: &str,
-        vantage: &str,
-        state: TargetState,
-        since: Timestamp,
-        now: Timestamp,
-    ) {
-        let seen = self
-            .votes
-            .entry(target.to_string())
-            .or_default()
-            .entry(vantage.to_string())
-            .or_insert(Seen {
-                state,
-                since,
-                seen_at: now,
-            });
-        if seen.state != state || seen.since != since {
-            *seen = Seen {
-                state,
-                since,
-                seen_at: now,
-            };
-        }
-    }
-
-    /// How long a suspect vantage waits to be reported impaired: as a contradicted verdict.
-    fn settle(&self, topology: &Topology) -> chrono::TimeDelta {
-        let interval = topology
-            .targets
-            .iter()
-            .map(|t| t.interval)
-            .max()
-            .unwrap_or_default();
-        chrono::TimeDelta::from_std(interval * 2 + self.heartbeat * 2)
-            .unwrap_or(chrono::TimeDelta::MAX)
+        self.tally.remap(old, new);
     }
 
     /// Vantages with a live member (this one always).
@@ -223,87 +146,14 @@ impl Clustered {
             .collect()
     }
 
-    /// Recomputes impaired vantages and every target's quorum; returns the targets whose
-    /// verdict changed, and the vantages found impaired (`true`) or recovered.
+    /// Recomputes impaired vantages and every target's quorum over the live vantages.
     fn recount(&mut self, topology: &Topology, now: Timestamp) -> Recount {
         let live: BTreeSet<String> = self
             .live_vantages()
             .into_iter()
             .map(str::to_string)
             .collect();
-        let table: Vec<Vec<(&str, TargetState)>> = topology
-            .targets
-            .iter()
-            .map(|t| {
-                self.votes
-                    .get(&t.id)
-                    .map(|by| {
-                        by.iter()
-                            .filter(|(v, _)| live.contains(*v))
-                            .map(|(v, s)| (v.as_str(), s.state))
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            })
-            .collect();
-        let failing_alone: BTreeSet<String> = vote::impaired(&table)
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        self.suspects.retain(|v, _| failing_alone.contains(v));
-        for v in &failing_alone {
-            self.suspects.entry(v.clone()).or_insert(now);
-        }
-        let settle = self.settle(topology);
-        let impaired: BTreeSet<String> = self
-            .suspects
-            .iter()
-            .filter(|(_, since)| now - **since >= settle)
-            .map(|(v, _)| v.clone())
-            .collect();
-        let mut changed = Vec::new();
-        for (i, t) in topology.targets.iter().enumerate() {
-            let votes: Vec<Vote<'_>> = self
-                .votes
-                .get(&t.id)
-                .into_iter()
-                .flatten()
-                .filter(|(v, _)| live.contains(*v) && !failing_alone.contains(*v))
-                .map(|(v, s)| Vote {
-                    vantage: v,
-                    state: s.state,
-                    since: s.since,
-                    seen_at: s.seen_at,
-                })
-                .collect();
-            let expected = live.iter().filter(|v| t.probed_from(v)).count();
-            let verdict = vote::combine(
-                &votes,
-                expected,
-                topology.quorum,
-                t.interval * 2 + self.heartbeat * 2,
-                self.verdicts[i],
-                now,
-            );
-            if verdict != self.verdicts[i] {
-                self.verdicts[i] = verdict;
-                changed.push((i, verdict));
-            }
-        }
-        let mut vantages = Vec::new();
-        for v in impaired.difference(&self.impaired) {
-            tracing::warn!(vantage = %v, "vantage impaired: most of its targets fail there only; it does not vote");
-            vantages.push((v.clone(), true));
-        }
-        for v in self.impaired.difference(&impaired) {
-            tracing::info!(vantage = %v, "vantage recovered");
-            vantages.push((v.clone(), false));
-        }
-        self.impaired = impaired;
-        Recount {
-            verdicts: changed,
-            vantages,
-        }
+        self.tally.recount(topology, &live, now)
     }
 
     /// Every vantage known (configured, live or voting), with its status.
@@ -316,15 +166,11 @@ impl Clustered {
                 .iter()
                 .flat_map(|t| t.vantages.iter().map(String::as_str)),
         );
-        names.extend(
-            self.votes
-                .values()
-                .flat_map(|by| by.keys().map(String::as_str)),
-        );
+        names.extend(self.tally.voters());
         names
             .into_iter()
             .map(|n| {
-                let status = if self.impaired.contains(n) {
+                let status = if self.tally.is_impaired(n) {
                     VantageStatus::Impaired
                 } else if live.contains(n) {
                     VantageStatus::Ok
@@ -533,7 +379,7 @@ impl Engine {
         );
         self.target_metrics[index].set_state(to);
         let vantage = c.me.vantage.clone();
-        c.record(&target.id, &vantage, to, since, now);
+        c.tally.record(&target.id, &vantage, to, since, now);
         self.store.save_vantage_state(VantageState {
             target: target.id.clone(),
             vantage,
@@ -554,6 +400,11 @@ impl Engine {
         // not announced again by a later leader (it takes the impaired set as it finds it).
         if self.leads() {
             for (vantage, impaired) in vantages {
+                if impaired {
+                    tracing::warn!(%vantage, "vantage impaired: most of its targets fail there only; it does not vote");
+                } else {
+                    tracing::info!(%vantage, "vantage recovered");
+                }
                 let (kind, status) = if impaired {
                     (AlertType::VantageImpaired, VantageStatus::Impaired)
                 } else {
@@ -604,7 +455,7 @@ impl Engine {
                 c.leader = leader;
                 for r in votes {
                     let s = r.state;
-                    c.record(&s.target, &s.vantage, s.state, s.since, now);
+                    c.tally.record(&s.target, &s.vantage, s.state, s.since, now);
                 }
                 if let Some(open) = open {
                     c.open = open;
@@ -834,6 +685,7 @@ pub(crate) async fn run_membership(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::vote::Verdict;
     use crate::metrics::Metrics;
 
     fn at(s: i64) -> Timestamp {
@@ -875,7 +727,7 @@ mod tests {
         c
     }
 
-    use TargetState::{Down, Up};
+    use crate::detector::TargetState::{Down, Up};
     use std::time::Duration;
 
     #[test]
@@ -883,8 +735,8 @@ mod tests {
         let topo = topology(3);
         let mut c = clustered(&topo);
         for t in &topo.targets {
-            c.record(&t.id, "paris", Up, at(0), at(0));
-            c.record(&t.id, "lyon", Down, at(1), at(1));
+            c.tally.record(&t.id, "paris", Up, at(0), at(0));
+            c.tally.record(&t.id, "lyon", Down, at(1), at(1));
         }
         let first = c.recount(&topo, at(1));
         assert!(first.verdicts.iter().all(|(_, v)| v.unwrap().state == Up));
@@ -900,7 +752,7 @@ mod tests {
         assert_eq!(c.vantage_statuses(&topo)[0].1, VantageStatus::Impaired);
         // Lyon sees them fine again: it recovers and votes.
         for t in &topo.targets {
-            c.record(&t.id, "lyon", Up, at(6), at(6));
+            c.tally.record(&t.id, "lyon", Up, at(6), at(6));
         }
         let back = c.recount(&topo, at(6));
         assert_eq!(back.vantages, [("lyon".to_string(), false)]);
@@ -911,8 +763,8 @@ mod tests {
         let topo = topology(2);
         let mut c = clustered(&topo);
         for t in &topo.targets {
-            c.record(&t.id, "paris", Down, at(3), at(4));
-            c.record(&t.id, "lyon", Down, at(2), at(4));
+            c.tally.record(&t.id, "paris", Down, at(3), at(4));
+            c.tally.record(&t.id, "lyon", Down, at(2), at(4));
         }
         let r = c.recount(&topo, at(4));
         assert_eq!(r.verdicts.len(), 2);
@@ -932,8 +784,8 @@ mod tests {
         let topo = topology(1);
         let mut c = clustered(&topo);
         c.members = vec![member("p1", "paris")];
-        c.record("t0", "paris", Up, at(0), at(0));
-        c.record("t0", "lyon", Down, at(1), at(1));
+        c.tally.record("t0", "paris", Up, at(0), at(0));
+        c.tally.record("t0", "lyon", Down, at(1), at(1));
         let r = c.recount(&topo, at(100));
         assert_eq!(
             r.verdicts,
