@@ -138,7 +138,7 @@ fn main() {
     let names: Vec<String> = (0..vantages).map(|v| format!("v{v}")).collect();
     let region = Region::new(GLOBAL);
     let mut leader = Leader {
-        tally: Tally::new(targets, HEARTBEAT),
+        tally: Tally::new(&settings.topology, HEARTBEAT),
         core: Core::new(
             Arc::clone(&settings.topology),
             settings.incidents.clone(),
@@ -150,7 +150,7 @@ fn main() {
         vantages: names,
         topology: Arc::clone(&settings.topology),
     };
-    let core_mib = held_mib(&region);
+    let state_mib = held_mib(&region);
 
     // The first poll after start: every vantage's verdict on every target.
     let mut now = t0() + TimeDelta::seconds(60);
@@ -160,7 +160,7 @@ fn main() {
     let started = Instant::now();
     let (first, _) = leader.poll(&all_up, now);
     let first_poll = started.elapsed();
-    let tally_mib = held_mib(&region);
+    let votes_mib = held_mib(&region);
     assert_eq!(first, targets, "every target gets a verdict");
 
     // Nothing changes: what the engine's tick recounts every second.
@@ -212,11 +212,11 @@ fn main() {
     println!("pairs: {}", targets * vantages);
     println!("targets: {targets}");
     println!("vantages: {vantages}");
-    println!("core_mib: {core_mib:.1}");
-    println!("tally_mib: {tally_mib:.1}");
+    println!("state_mib: {state_mib:.1}");
+    println!("votes_mib: {votes_mib:.1}");
     println!(
-        "tally_bytes_per_pair: {:.0}",
-        tally_mib * 1024.0 * 1024.0 / (targets * vantages) as f64
+        "votes_bytes_per_pair: {:.0}",
+        votes_mib * 1024.0 * 1024.0 / (targets * vantages) as f64
     );
     println!("first_poll_ms: {:.1}", ms(first_poll));
     println!("steady_recount_ms: {:.2}", ms(steady));

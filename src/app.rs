@@ -206,7 +206,7 @@ impl App {
                 me.clone(),
                 settings.cluster.heartbeat,
                 metrics.register_cluster(),
-                settings.topology.targets.len(),
+                &settings.topology,
             )
         });
         let (engine, snapshot) = Engine::new(

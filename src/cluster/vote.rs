@@ -12,7 +12,6 @@
 //! path broke go down one by one over an interval, and the wait lets that vantage be found
 //! impaired before its first few votes page anyone. A unanimous verdict applies at once.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use crate::clock::Timestamp;
@@ -36,6 +35,24 @@ pub struct Verdict {
     pub since: Timestamp,
 }
 
+/// What [`combine`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// The verdict in effect from now.
+    pub verdict: Option<Verdict>,
+    /// When another verdict waits to settle: the time it would apply if the votes stay.
+    pub waits_until: Option<Timestamp>,
+}
+
+impl Decision {
+    fn now(verdict: Option<Verdict>) -> Decision {
+        Decision {
+            verdict,
+            waits_until: None,
+        }
+    }
+}
+
 /// How many agreeing vantages make a verdict when `quorum` is configured as given (0: a
 /// majority, rounding a tie towards failing) and `voting` vantages vote.
 pub fn needed(quorum: u32, voting: usize) -> usize {
@@ -57,13 +74,13 @@ pub fn combine(
     settle: Duration,
     previous: Option<Verdict>,
     now: Timestamp,
-) -> Option<Verdict> {
+) -> Decision {
     let voting: Vec<&Vote<'_>> = votes
         .iter()
         .filter(|v| v.state != TargetState::Unknown)
         .collect();
     if voting.is_empty() {
-        return None;
+        return Decision::now(None);
     }
     let need = needed(quorum, voting.len()).max(1);
     let levels: [(TargetState, &[TargetState]); 2] = [
@@ -82,17 +99,20 @@ pub fn combine(
             continue;
         }
         if previous.is_some_and(|p| p.state == state) {
-            return previous;
+            return Decision::now(previous);
         }
         if agreeing.len() < voting.len().max(expected) {
             agreeing.sort_by_key(|v| v.seen_at);
             let settled = agreeing[need - 1].seen_at + settle;
             if now < settled {
-                return previous;
+                return Decision {
+                    verdict: previous,
+                    waits_until: Some(settled),
+                };
             }
         }
         let since = agreeing.iter().map(|v| v.since).min().expect("need >= 1");
-        return Some(Verdict { state, since });
+        return Decision::now(Some(Verdict { state, since }));
     }
     let since = voting
         .iter()
@@ -100,58 +120,71 @@ pub fn combine(
         .map(|v| v.since)
         .max()
         .unwrap_or(now);
-    match previous {
+    Decision::now(match previous {
         Some(p) if p.state == TargetState::Up => Some(p),
         _ => Some(Verdict {
             state: TargetState::Up,
             since,
         }),
-    }
+    })
 }
 
 fn failing(state: TargetState) -> bool {
     matches!(state, TargetState::Down | TargetState::Degraded)
 }
 
-/// The vantages that see most of their targets fail while the others see them fine.
-/// `targets` gives, for each target, the verdict of each vantage that reports it. Only
-/// targets some other vantage reports too are compared; a target counts against a vantage
-/// when it says failing and a strict majority of the others reporting it say fine.
-pub fn impaired<'a>(targets: &[Vec<(&'a str, TargetState)>]) -> BTreeSet<&'a str> {
-    // Per vantage: (targets compared, of them failing there and fine elsewhere).
-    let mut tally: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
-    for verdicts in targets {
-        let known: Vec<(&str, TargetState)> = verdicts
-            .iter()
-            .copied()
-            .filter(|(_, s)| *s != TargetState::Unknown)
-            .collect();
-        if known.len() < 2 {
-            continue;
-        }
-        let failing_count = known.iter().filter(|(_, s)| failing(*s)).count();
-        for &(vantage, state) in &known {
-            let entry = tally.entry(vantage).or_default();
-            entry.0 += 1;
-            let others = known.len() - 1;
-            let others_failing = failing_count - usize::from(failing(state));
-            let others_fine = others - others_failing;
-            if failing(state) && others_fine * 2 > others {
-                entry.1 += 1;
-            }
-        }
+/// One target's part in finding impaired vantages: for each vantage that knows the
+/// target's state, whether it sees it failing while a strict majority of the other
+/// vantages that know see it fine. Nothing when fewer than two vantages know: there is
+/// nothing to compare.
+pub fn compare<V: Copy>(verdicts: &[(V, TargetState)]) -> Vec<(V, bool)> {
+    let known: Vec<(V, bool)> = verdicts
+        .iter()
+        .filter(|(_, s)| *s != TargetState::Unknown)
+        .map(|&(v, s)| (v, failing(s)))
+        .collect();
+    if known.len() < 2 {
+        return Vec::new();
     }
-    tally
+    let failing_count = known.iter().filter(|(_, f)| *f).count();
+    let others = known.len() - 1;
+    known
         .into_iter()
-        .filter(|(_, (compared, against))| against * 2 > *compared)
-        .map(|(v, _)| v)
+        .map(|(vantage, fails)| {
+            let others_fine = others - (failing_count - usize::from(fails));
+            (vantage, fails && others_fine * 2 > others)
+        })
         .collect()
+}
+
+/// Whether a vantage fails alone: on most of the `compared` targets ([`compare`]), it
+/// alone sees them fail (`alone`).
+pub fn fails_alone(compared: usize, alone: usize) -> bool {
+    alone * 2 > compared
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use TargetState::{Degraded, Down, Unknown, Up};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// The vantages [`compare`] and [`fails_alone`] find impaired over `targets`.
+    fn impaired<'a>(targets: &[Vec<(&'a str, TargetState)>]) -> BTreeSet<&'a str> {
+        let mut tally: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for verdicts in targets {
+            for (vantage, alone) in compare(verdicts) {
+                let entry = tally.entry(vantage).or_default();
+                entry.0 += 1;
+                entry.1 += usize::from(alone);
+            }
+        }
+        tally
+            .into_iter()
+            .filter(|(_, (compared, alone))| fails_alone(*compared, *alone))
+            .map(|(v, _)| v)
+            .collect()
+    }
 
     fn at(s: i64) -> Timestamp {
         chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
@@ -167,6 +200,18 @@ mod tests {
     }
 
     const SETTLE: Duration = Duration::from_secs(10);
+
+    /// The verdict alone; the wait is checked where it matters.
+    fn combine(
+        votes: &[Vote<'_>],
+        expected: usize,
+        quorum: u32,
+        settle: Duration,
+        previous: Option<Verdict>,
+        now: Timestamp,
+    ) -> Option<Verdict> {
+        super::combine(votes, expected, quorum, settle, previous, now).verdict
+    }
 
     fn verdict(state: TargetState, since: i64) -> Option<Verdict> {
         Some(Verdict {
@@ -205,6 +250,11 @@ mod tests {
             combine(&votes, votes.len(), 0, SETTLE, verdict(Up, 0), at(15)),
             verdict(Down, 5)
         );
+        // Until then it says when the wait ends, so that a recount knows to look again.
+        let waiting = super::combine(&votes, votes.len(), 0, SETTLE, verdict(Up, 0), at(6));
+        assert_eq!(waiting.waits_until, Some(at(15)));
+        let settled = super::combine(&votes, votes.len(), 0, SETTLE, verdict(Up, 0), at(15));
+        assert_eq!(settled.waits_until, None);
     }
 
     #[test]

@@ -93,8 +93,9 @@ impl Clustered {
         me: Identity,
         heartbeat: std::time::Duration,
         metrics: ClusterMetrics,
-        targets: usize,
+        topology: &Topology,
     ) -> Clustered {
+        let targets = topology.targets.len();
         metrics.leader.set(0);
         Clustered {
             me,
@@ -102,7 +103,7 @@ impl Clustered {
             leading: None,
             local: vec![Detector::default(); targets],
             local_at: vec![None; targets],
-            tally: Tally::new(targets, heartbeat),
+            tally: Tally::new(topology, heartbeat),
             members: Vec::new(),
             leader: None,
             open: Vec::new(),
@@ -685,7 +686,6 @@ pub(crate) async fn run_membership(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::vote::Verdict;
     use crate::metrics::Metrics;
 
     fn at(s: i64) -> Timestamp {
@@ -721,85 +721,13 @@ mod tests {
             },
             Duration::from_secs(1),
             Metrics::new().register_cluster(),
-            topology.targets.len(),
+            topology,
         );
         c.members = vec![member("l1", "lyon"), member("p1", "paris")];
         c
     }
 
-    use crate::detector::TargetState::{Down, Up};
     use std::time::Duration;
-
-    #[test]
-    fn a_vantage_failing_alone_stops_voting_at_once_and_is_impaired_once_it_holds() {
-        let topo = topology(3);
-        let mut c = clustered(&topo);
-        for t in &topo.targets {
-            c.tally.record(&t.id, "paris", Up, at(0), at(0));
-            c.tally.record(&t.id, "lyon", Down, at(1), at(1));
-        }
-        let first = c.recount(&topo, at(1));
-        assert!(first.verdicts.iter().all(|(_, v)| v.unwrap().state == Up));
-        assert!(first.vantages.is_empty(), "not reported yet");
-        assert_eq!(
-            c.vantage_statuses(&topo)[0],
-            ("lyon".into(), VantageStatus::Ok)
-        );
-        // Settle: two intervals (1 s) plus two heartbeats (1 s).
-        let later = c.recount(&topo, at(5));
-        assert!(later.verdicts.is_empty(), "still up");
-        assert_eq!(later.vantages, [("lyon".to_string(), true)]);
-        assert_eq!(c.vantage_statuses(&topo)[0].1, VantageStatus::Impaired);
-        // Lyon sees them fine again: it recovers and votes.
-        for t in &topo.targets {
-            c.tally.record(&t.id, "lyon", Up, at(6), at(6));
-        }
-        let back = c.recount(&topo, at(6));
-        assert_eq!(back.vantages, [("lyon".to_string(), false)]);
-    }
-
-    #[test]
-    fn an_outage_seen_from_every_vantage_is_down_with_the_earliest_onset() {
-        let topo = topology(2);
-        let mut c = clustered(&topo);
-        for t in &topo.targets {
-            c.tally.record(&t.id, "paris", Down, at(3), at(4));
-            c.tally.record(&t.id, "lyon", Down, at(2), at(4));
-        }
-        let r = c.recount(&topo, at(4));
-        assert_eq!(r.verdicts.len(), 2);
-        for (_, v) in r.verdicts {
-            assert_eq!(
-                v,
-                Some(Verdict {
-                    state: Down,
-                    since: at(2)
-                })
-            );
-        }
-    }
-
-    #[test]
-    fn a_silent_vantage_does_not_vote() {
-        let topo = topology(1);
-        let mut c = clustered(&topo);
-        c.members = vec![member("p1", "paris")];
-        c.tally.record("t0", "paris", Up, at(0), at(0));
-        c.tally.record("t0", "lyon", Down, at(1), at(1));
-        let r = c.recount(&topo, at(100));
-        assert_eq!(
-            r.verdicts,
-            [(
-                0,
-                Some(Verdict {
-                    state: Up,
-                    since: at(0)
-                })
-            )]
-        );
-        let statuses = c.vantage_statuses(&topo);
-        assert_eq!(statuses[0], ("lyon".into(), VantageStatus::Silent));
-    }
 
     #[test]
     fn the_view_counts_each_members_share_of_its_vantage() {
