@@ -16,6 +16,8 @@ use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, CertificateStore, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 use super::{SendContext, SendError, incident_link, summary_line, word};
 use crate::event::{AlertEvent, AlertType};
@@ -107,11 +109,11 @@ impl MailerConfig {
                 None
             }
             Some(file) => match std::fs::read(file) {
-                Ok(pem) if Certificate::from_pem(&pem).is_ok() => Some(pem),
+                Ok(pem) if holds_certificates(&pem) => Some(pem),
                 Ok(_) => {
                     issues.push(
                         format!("{path}.ca_file"),
-                        format!("{} holds no PEM certificate", file.display()),
+                        format!("{} holds no CA certificate", file.display()),
                     );
                     None
                 }
@@ -144,6 +146,12 @@ impl MailerConfig {
             from: from?,
         })
     }
+}
+
+/// Whether `pem` holds certificates and nothing unreadable (lettre would take none).
+fn holds_certificates(pem: &[u8]) -> bool {
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+    certs.is_ok_and(|c| !c.is_empty()) && Certificate::from_pem(pem).is_ok()
 }
 
 /// `host` or `host:port` (IPv6 in brackets); the port defaults to 587 for STARTTLS, 465
