@@ -639,7 +639,8 @@ async fn emails_through_exim_form_one_thread_per_incident() {
     let dir = temp_dir();
     let target = Target::start().await;
     let password = write(dir.path(), "smtp.password", &format!("{SMTP_PASSWORD}\n"));
-    let receiver = |name: &str, port: u16, tls: &str| {
+    let wrong = write(dir.path(), "wrong.password", "not the password\n");
+    let receiver = |name: &str, port: u16, tls: &str, password: &std::path::Path| {
         format!(
             r#"
 [[receivers]]
@@ -654,11 +655,12 @@ from = "tocsin <tocsin@status.example.net>"
 to = ["noc@example.net", "Duty Manager <duty@example.net>"]
 "#,
             ca = path_str(&exim.pki.ca),
-            password = path_str(&password),
+            password = path_str(password),
         )
     };
-    let receivers = receiver("mail-starttls", exim.submission, "starttls")
-        + &receiver("mail-implicit", exim.implicit, "implicit");
+    let receivers = receiver("mail-starttls", exim.submission, "starttls", &password)
+        + &receiver("mail-implicit", exim.implicit, "implicit", &password)
+        + &receiver("mail-refused", exim.submission, "starttls", &wrong);
     let daemon = Daemon::start(&config(dir.path(), &target, &receivers), dir.path()).await;
     target.set_status(503);
     let opened = wait_mails(&exim, 2, "two opening mails").await;
@@ -667,13 +669,34 @@ to = ["noc@example.net", "Duty Manager <duty@example.net>"]
     wait_mails(&exim, 4, "two update mails").await;
     target.set_status(200);
     let all = wait_mails(&exim, 6, "two resolution mails").await;
+    // Exim refuses the wrong password for good (535): those events are dropped, not retried.
+    wait_for("the refused receiver's three events dropped", || async {
+        let metrics = daemon.metrics().await;
+        metric_sum(
+            &metrics,
+            "tocsin_alert_deliveries_total",
+            &[("receiver", "mail-refused"), ("result", "dropped")],
+        ) == 3.0
+    })
+    .await;
+    let metrics = daemon.metrics().await;
     daemon.stop().await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "tocsin_alert_deliveries_total",
+            &[("receiver", "mail-refused"), ("result", "retried")],
+        ),
+        0.0,
+        "{metrics}"
+    );
     // Six mails, each delivered once to each of the two recipients.
     assert_eq!(all.len(), 6, "{}", exim.log());
     assert_eq!(exim.delivered().len(), 12, "{}", exim.log());
     // Both ports were used, each over TLS and with AUTH (P=esmtpsa: ESMTP, TLS, AUTH).
     let log = exim.log();
     assert_eq!(log.matches("P=esmtpsa").count(), 6, "{log}");
+    assert!(log.contains("535 Incorrect authentication data"), "{log}");
     assert!(log.contains(&format!("A=plain:{SMTP_USER}")), "{log}");
 
     for receiver in ["mail-starttls", "mail-implicit"] {

@@ -19,7 +19,7 @@ mod slack;
 mod webhook;
 
 pub use alertmanager::AlertmanagerSpec;
-pub use command::{CommandSpec, EXIT_RETRY, OUTPUT_MAX_BYTES};
+pub use command::CommandSpec;
 pub use email::{EmailSpec, Mailer, MailerConfig, Secret, parse_mailbox};
 pub use msteams::MsteamsSpec;
 pub use opsgenie::{OpsgenieRegion, OpsgenieSpec};
