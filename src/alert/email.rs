@@ -27,7 +27,7 @@ use crate::probe::SmtpTls;
 use crate::validation::{Issues, read_secret_file};
 
 /// The SMTP keys as a file writes them, wherever they appear (a receiver's table).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct MailerConfig {
     /// `host` or `host:port`.
     pub server: Option<String>,

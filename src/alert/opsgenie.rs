@@ -35,7 +35,7 @@ impl OpsgenieRegion {
     }
 }
 
-/// Opsgenie cuts nothing: it refuses a longer `message`.
+/// The Alert API's documented limits, in characters: kept to, rather than left to chance.
 const MESSAGE_MAX_CHARS: usize = 130;
 const DESCRIPTION_MAX_CHARS: usize = 15_000;
 const NOTE_MAX_CHARS: usize = 25_000;
