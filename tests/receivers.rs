@@ -941,9 +941,13 @@ repeat_interval = "1s"
     );
 
     target.set_status(200);
+    // Reminders go on until the resolution: acknowledgements while `identified`, notes
+    // once `monitoring`.
     let close = loop {
         let request = next(&mut opsgenie).await;
-        if request.uri.path() != alias_path("acknowledge") {
+        if ![alias_path("acknowledge"), alias_path("notes")]
+            .contains(&request.uri.path().to_string())
+        {
             break request;
         }
     };
@@ -975,7 +979,8 @@ async fn a_command_receiver_gets_each_event_on_stdin() {
     let target = Target::start().await;
     let events = dir.path().join("events");
     std::fs::create_dir(&events).unwrap();
-    // Refuses its first event once with EX_TEMPFAIL: the outbox retries it.
+    // Refuses its first event once with EX_TEMPFAIL: the outbox retries it. Each event is
+    // written aside, then renamed, so that the test never reads half of one.
     let script = write(
         dir.path(),
         "page.sh",
@@ -984,7 +989,8 @@ async fn a_command_receiver_gets_each_event_on_stdin() {
          out=\"$1\"\n\
          [ \"$2\" = 'two words' ]\n\
          if [ ! -e \"$out/refused\" ]; then : > \"$out/refused\"; echo busy >&2; exit 75; fi\n\
-         cat > \"$out/$TOCSIN_EVENT_ID.$TOCSIN_EVENT_TYPE.json\"\n\
+         cat > \"$out/$TOCSIN_EVENT_ID.part\"\n\
+         mv \"$out/$TOCSIN_EVENT_ID.part\" \"$out/$TOCSIN_EVENT_ID.$TOCSIN_EVENT_TYPE.json\"\n\
          echo \"paged $TOCSIN_INCIDENT_ID\"\n",
     );
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
