@@ -97,6 +97,7 @@ pub struct ReceiverConfig {
     /// `email` only: AUTH user name; with `password_file`.
     #[serde(default)]
     pub username: Option<String>,
+    /// `email` only: the SMTP password, read from this file.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// `email` only: PEM of the CAs to trust instead of the system's.

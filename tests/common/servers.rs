@@ -125,7 +125,7 @@ impl Drop for Server {
 }
 
 /// A private CA, a server certificate for `server` (and 127.0.0.1) and a client
-/// certificate for `client`, as PEM files.
+/// certificate for `client`, as PEM files; the server's key readable by its owner only.
 pub struct Pki {
     pub ca: PathBuf,
     pub cert: PathBuf,
@@ -159,11 +159,18 @@ impl Pki {
         Pki {
             ca: write(dir, "ca.pem", &ca.pem()),
             cert: write(dir, "cert.pem", &cert),
-            key: write(dir, "key.pem", &key),
+            key: private(write(dir, "key.pem", &key)),
             client_cert: write(dir, "client.pem", &client_cert),
             client_key: write(dir, "client.key", &client_key),
         }
     }
+}
+
+/// Servers refuse a private key others can read (Dovecot and OpenSMTPD do).
+fn private(path: PathBuf) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
 }
 
 // ---------------------------------------------------------------------------------------
