@@ -14,7 +14,9 @@
 //!       ▼               ▼                    ▼                       ▼
 //!    metrics   alert::{routing, outbox,   store::{sqlite, http::{api, status_page,
 //!              webhook, alertmanager,     postgres}      statuspage_api,
-//!              slack, pagerduty}                                exporter, feeds}
+//!              slack, pagerduty, email,                         exporter, feeds}
+//!              msteams, opsgenie,
+//!              command}
 //! ```
 //!
 //! # Layers

@@ -158,9 +158,17 @@ async fn maintenance_silences_then_an_outage_outlasting_it_alerts_at_its_end() {
     let dir = temp_dir();
     let target = Target::start().await;
     let mut receiver = Receiver::start().await;
+    // A receiver of another type is held by the window the same way: a command that keeps
+    // each event (written aside, then renamed into place).
+    let events = dir.path().join("events");
+    std::fs::create_dir(&events).unwrap();
+    let keep = r#"cat > "$1/e.part" && mv "$1/e.part" "$1/$TOCSIN_EVENT_ID.json""#;
     let receivers = format!(
-        "[[receivers]]\nname = \"noc\"\ntype = \"webhook\"\nurl = \"{}\"\n",
-        receiver.url()
+        "[[receivers]]\nname = \"noc\"\ntype = \"webhook\"\nurl = \"{}\"\n\
+         [[receivers]]\nname = \"script\"\ntype = \"command\"\n\
+         command = [\"/bin/sh\", \"-c\", '{keep}', \"keep\", \"{}\"]\n",
+        receiver.url(),
+        events.display(),
     );
     let toml = config(dir.path(), &target, &receivers).admin_token();
     let daemon = Daemon::start(&toml, dir.path()).await;
@@ -222,5 +230,18 @@ async fn maintenance_silences_then_an_outage_outlasting_it_alerts_at_its_end() {
         occurred >= ends_at,
         "alerted at {occurred}, inside the window ending {ends_at}"
     );
+    let kept = || {
+        std::fs::read_dir(&events)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "json"))
+    };
+    wait_for("the command's first event", || async { kept().is_some() }).await;
+    let first: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kept().unwrap()).unwrap()).unwrap();
+    assert_eq!(first["type"], "incident.opened");
+    let occurred: chrono::DateTime<chrono::Utc> =
+        first["occurred_at"].as_str().unwrap().parse().unwrap();
+    assert!(occurred >= ends_at, "the command heard at {occurred}");
     daemon.stop().await;
 }

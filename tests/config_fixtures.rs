@@ -894,3 +894,47 @@ fn check_config_applies_environment_overrides() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_receivers_added_with_email_teams_opsgenie_and_command_build() {
+    use tocsin::alert::OpsgenieSpec;
+    use tocsin::probe::SmtpTls;
+    let settings = load_ok(&root().join("tests/fixtures/config/valid/receivers.toml"));
+    let kinds: Vec<&ReceiverKind> = settings.receivers.iter().map(|r| &r.kind).collect();
+    let ReceiverKind::Email(mail) = kinds[0] else {
+        panic!("expected an email receiver: {:?}", kinds[0]);
+    };
+    assert_eq!(
+        (mail.mailer.host.as_str(), mail.mailer.port, mail.mailer.tls),
+        ("mail.example.net", 587, SmtpTls::Starttls)
+    );
+    let login = mail.mailer.login.as_ref().expect("AUTH");
+    assert_eq!(login.0, "tocsin");
+    assert_eq!(format!("{:?}", login.1), "Secret(…)", "never printed");
+    assert_eq!(mail.mailer.from.to_string(), "tocsin <tocsin@example.net>");
+    assert_eq!(mail.to.len(), 2);
+    let ReceiverKind::Email(relay) = kinds[1] else {
+        panic!("expected an email receiver: {:?}", kinds[1]);
+    };
+    assert_eq!(
+        (
+            relay.mailer.host.as_str(),
+            relay.mailer.port,
+            relay.mailer.tls
+        ),
+        ("::1", 25, SmtpTls::None)
+    );
+    assert!(relay.mailer.login.is_none());
+    assert!(matches!(kinds[2], ReceiverKind::Msteams(t) if t.url.query() == Some("sig=test-only")));
+    let ReceiverKind::Opsgenie(OpsgenieSpec { base, api_key }) = kinds[3] else {
+        panic!("expected an opsgenie receiver: {:?}", kinds[3]);
+    };
+    assert_eq!(base.as_str(), "https://api.eu.opsgenie.com/");
+    assert_eq!(api_key, "eb243592-faa2-4ba2-a551q-1afdf565c889");
+    let ReceiverKind::Command(command) = kinds[4] else {
+        panic!("expected a command receiver: {:?}", kinds[4]);
+    };
+    assert_eq!(command.program, "/usr/local/bin/page-oncall");
+    assert_eq!(command.args, ["--team", "noc"]);
+    assert_eq!(settings.receivers[4].timeout, Duration::from_secs(5));
+}

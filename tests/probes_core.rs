@@ -5,184 +5,33 @@
 //! temporary directory, on free ports of 127.0.0.1 (the GTP responder has a fixed port, so
 //! each test gives it its own 127.0.0.x), waited for, and stopped when the test drops
 //! them; no system instance is used. Hostile peers (garbage, huge or endless messages,
-//! silence) are sockets started by the tests. `.ci/test` installs the Debian packages.
+//! silence) are sockets started by the tests. `.ci/test` installs the Debian packages;
+//! `common::servers` starts and stops them (Exim too, shared with the e-mail receiver's
+//! test).
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use tocsin::detector::Observation;
 use tocsin::probe::{Prober, Reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 
 mod common;
 use common::probing::{
     GENEROUS, SHORT, failed, fails_at_deadline, fails_early, free_port, issues_of, ok, path_str,
     run, spec, with, write,
 };
+use common::servers::{Exim, Pki, Ready, SMTP_PASSWORD, Server, shared_dir};
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-/// A temp dir the servers' unprivileged users can traverse.
-fn shared_dir() -> Arc<TempDir> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    Arc::new(dir)
-}
-
-/// When a daemon is ready.
-enum Ready<'a> {
-    /// Every port accepts a TCP connection.
-    Tcp(&'a [u16]),
-    /// Its log has this line (UDP servers).
-    Log(&'a str),
-    /// This probe succeeds (UDP servers that log nothing).
-    Probe(Value),
-}
-
-/// A server process of ours; stopped (SIGTERM, then SIGKILL) on drop.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-    _dir: Arc<TempDir>,
-}
-
-impl Daemon {
-    /// Starts `command` with its output in `log`, and returns once it is `ready`.
-    async fn start(
-        name: &'static str,
-        mut command: Command,
-        dir: Arc<TempDir>,
-        ready: Ready<'_>,
-    ) -> Daemon {
-        let log = dir.path().join(format!("{name}.{}.log", fastrand::u32(..)));
-        let out = std::fs::File::create(&log).unwrap();
-        command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} (see .ci/test): {e}"));
-        let mut daemon = Daemon {
-            name,
-            child,
-            log,
-            _dir: dir,
-        };
-        let give_up = Instant::now() + Duration::from_secs(30);
-        let wait = |what: &str, daemon: &mut Daemon| {
-            if let Ok(Some(status)) = daemon.child.try_wait() {
-                panic!("{name} exited ({status}):\n{}", daemon.output());
-            }
-            assert!(
-                Instant::now() < give_up,
-                "{name} not ready ({what}):\n{}",
-                daemon.output()
-            );
-        };
-        match ready {
-            Ready::Tcp(ports) => {
-                for &port in ports {
-                    while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                        wait(&format!("port {port}"), &mut daemon);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-            }
-            Ready::Probe(probe) => {
-                while !run(probe.clone(), Duration::from_millis(300)).await.is_ok() {
-                    wait("a first probe", &mut daemon);
-                }
-            }
-            Ready::Log(line) => {
-                while !daemon.output().contains(line) {
-                    wait(line, &mut daemon);
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-            }
-        }
-        daemon
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let give_up = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < give_up {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("{} ignored SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A private CA, a server certificate for `server` (and 127.0.0.1) and a client
-/// certificate for `client`, as PEM files.
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path, server: &str, client: &str) -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "tocsin core test CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::from_params(&ca_params, &ca_key);
-        let leaf = |name: &str| {
-            let key = KeyPair::generate().unwrap();
-            let mut params =
-                CertificateParams::new(vec![name.to_string(), "127.0.0.1".to_string()]).unwrap();
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, name);
-            let cert = params.signed_by(&key, &issuer).unwrap();
-            (cert.pem(), key.serialize_pem())
-        };
-        let (cert, key) = leaf(server);
-        let (client_cert, client_key) = leaf(client);
-        Pki {
-            ca: write(dir, "ca.pem", &ca.pem()),
-            cert: write(dir, "cert.pem", &cert),
-            key: write(dir, "key.pem", &key),
-            client_cert: write(dir, "client.pem", &client_cert),
-            client_key: write(dir, "client.key", &client_key),
-        }
-    }
-}
 
 /// A TCP peer that reads what the probe sends first, answers `answer`, then holds the
 /// connection until the probe closes it.
@@ -312,7 +161,7 @@ struct FreeDiameter {
     port: u16,
     tls_port: u16,
     pki: Pki,
-    _daemon: Daemon,
+    _daemon: Server,
 }
 
 impl FreeDiameter {
@@ -345,7 +194,7 @@ impl FreeDiameter {
         let mut command = Command::new("/usr/bin/freeDiameterd");
         command.arg("-c").arg(&config);
         let daemon =
-            Daemon::start("freeDiameterd", command, dir, Ready::Tcp(&[port, tls_port])).await;
+            Server::start("freeDiameterd", command, dir, Ready::Tcp(&[port, tls_port])).await;
         FreeDiameter {
             port,
             tls_port,
@@ -547,11 +396,11 @@ fn diameter_validation() {
 /// `gtp-echo-responder` (osmo-ggsn) on `ip`:2123, answering GTPv1-C and GTPv2-C Echo
 /// Requests with restart counter `recovery`. Its port is fixed, so each test uses its own
 /// loopback address.
-async fn gtp_responder(ip: &str, recovery: u8) -> Daemon {
+async fn gtp_responder(ip: &str, recovery: u8) -> Server {
     let mut command = Command::new("/usr/bin/gtp-echo-responder");
     command.args(["-l", ip, "-R", &recovery.to_string()]);
     let ready = Ready::Probe(gtp(format!("{ip}:2123"), json!({})));
-    Daemon::start("gtp-echo-responder", command, shared_dir(), ready).await
+    Server::start("gtp-echo-responder", command, shared_dir(), ready).await
 }
 
 fn gtp(address: impl Into<String>, extra: Value) -> Value {
@@ -706,7 +555,7 @@ struct FreeRadius {
     auth: u16,
     acct: u16,
     dir: Arc<TempDir>,
-    _daemon: Daemon,
+    _daemon: Server,
 }
 
 impl FreeRadius {
@@ -801,7 +650,7 @@ server default {{
         let mut command = Command::new("/usr/sbin/freeradius");
         command.arg("-X").arg("-d").arg(dir.path());
         let ready = Ready::Log("Ready to process requests");
-        let daemon = Daemon::start("freeradius", command, dir.clone(), ready).await;
+        let daemon = Server::start("freeradius", command, dir.clone(), ready).await;
         FreeRadius {
             auth,
             acct,
@@ -962,7 +811,7 @@ const SIP_PASSWORD: &str = "s3cret sip password";
 /// checking them against one plaintext password (auth's `pv_auth_check`), keeping
 /// bindings in memory (usrloc, registrar). The user `drain` gets 503 with Retry-After,
 /// for REGISTER and OPTIONS.
-async fn kamailio(algorithm: &str) -> (u16, Daemon) {
+async fn kamailio(algorithm: &str) -> (u16, Server) {
     let dir = shared_dir();
     let port = free_port();
     let cfg = write(
@@ -1021,7 +870,7 @@ request_route {{
         .arg(&cfg)
         .arg("-Y")
         .arg(dir.path());
-    let daemon = Daemon::start("kamailio", command, dir.clone(), Ready::Tcp(&[port])).await;
+    let daemon = Server::start("kamailio", command, dir.clone(), Ready::Tcp(&[port])).await;
     (port, daemon)
 }
 
@@ -1111,102 +960,6 @@ fn sip_register_validation() {
 // ---------------------------------------------------------------------------------------
 // smtp submission: Exim with implicit TLS and AUTH
 // ---------------------------------------------------------------------------------------
-
-const SMTP_USER: &str = "probe@vm.example.net";
-const SMTP_PASSWORD: &str = "subm1ssion secret";
-
-struct Exim {
-    submission: u16,
-    implicit: u16,
-    pki: Pki,
-    dir: Arc<TempDir>,
-    _daemon: Daemon,
-}
-
-impl Exim {
-    /// Exim on `submission` (STARTTLS, 587-style) and `implicit` (TLS on connect,
-    /// 465-style), with PLAIN and LOGIN authenticators for one user; `login_only` leaves
-    /// PLAIN out.
-    async fn start(login_only: bool) -> Exim {
-        let dir = shared_dir();
-        let d = dir.path();
-        let pki = Pki::new(d, "localhost", "client.invalid");
-        let spool = d.join("spool");
-        std::fs::create_dir(&spool).unwrap();
-        let chown = Command::new("chown")
-            .arg("Debian-exim:Debian-exim")
-            .args([&spool, &pki.key])
-            .status()
-            .unwrap();
-        assert!(chown.success());
-        let (submission, implicit) = (free_port(), free_port());
-        let check = |user: &str, pass: &str| {
-            format!(
-                "${{if and {{{{eq{{{user}}}{{{SMTP_USER}}}}}{{eq{{{pass}}}{{{SMTP_PASSWORD}}}}}}}}}"
-            )
-        };
-        let plain = format!(
-            "plain:\n  driver = plaintext\n  public_name = PLAIN\n  server_prompts = :\n  \
-             server_condition = {}\n  server_set_id = $auth2\n",
-            check("$auth2", "$auth3")
-        );
-        let login = format!(
-            "login:\n  driver = plaintext\n  public_name = LOGIN\n  \
-             server_prompts = Username:: : Password::\n  server_condition = {}\n  \
-             server_set_id = $auth1\n",
-            check("$auth1", "$auth2")
-        );
-        let config = write(
-            d,
-            "exim.conf",
-            &format!(
-                "primary_hostname = localhost\n\
-                 spool_directory = {spool}\n\
-                 log_file_path = {spool}/%slog\n\
-                 pid_file_path = {spool}/exim.pid\n\
-                 keep_environment =\n\
-                 daemon_smtp_ports = {submission} : {implicit}\n\
-                 tls_on_connect_ports = {implicit}\n\
-                 local_interfaces = <; 127.0.0.1.{submission} ; 127.0.0.1.{implicit}\n\
-                 tls_certificate = {cert}\n\
-                 tls_privatekey = {key}\n\
-                 tls_advertise_hosts = *\n\
-                 auth_advertise_hosts = ${{if eq{{$tls_in_cipher}}{{}}{{}}{{*}}}}\n\
-                 begin acl\nbegin routers\nbegin transports\nbegin authenticators\n{plain}{login}",
-                spool = path_str(&spool),
-                cert = path_str(&pki.cert),
-                key = path_str(&pki.key),
-                plain = if login_only { "" } else { plain.as_str() },
-            ),
-        );
-        let mut command = Command::new("/usr/sbin/exim4");
-        command.arg("-bdf").arg("-C").arg(&config);
-        let ready = Ready::Tcp(&[submission, implicit]);
-        let daemon = Daemon::start("exim", command, dir.clone(), ready).await;
-        Exim {
-            submission,
-            implicit,
-            pki,
-            dir,
-            _daemon: daemon,
-        }
-    }
-
-    fn probe(&self, implicit: bool, password: &str) -> Value {
-        let file = write(
-            self.dir.path(),
-            &format!("pw-{}", fastrand::u32(..)),
-            password,
-        );
-        let (port, tls) = match implicit {
-            true => (self.implicit, "implicit"),
-            false => (self.submission, "starttls"),
-        };
-        json!({ "type": "smtp", "address": format!("127.0.0.1:{port}"), "tls": tls,
-                "ca_file": path_str(&self.pki.ca), "username": SMTP_USER,
-                "password_file": path_str(&file) })
-    }
-}
 
 #[tokio::test]
 async fn smtp_implicit_tls_and_auth_against_exim() {
@@ -1373,7 +1126,7 @@ async fn http_decodes_gzip_and_bounds_the_decoded_body() {
 
 /// dnsmasq on a free port of 127.0.0.1 with only the records given; no upstream, no
 /// hosts file: nothing leaves loopback.
-async fn dnsmasq(records: &[String]) -> (SocketAddr, Daemon) {
+async fn dnsmasq(records: &[String]) -> (SocketAddr, Server) {
     let port = free_port();
     let mut command = Command::new("/usr/sbin/dnsmasq");
     command
@@ -1388,7 +1141,7 @@ async fn dnsmasq(records: &[String]) -> (SocketAddr, Daemon) {
         ])
         .arg(format!("--port={port}"))
         .args(records);
-    let daemon = Daemon::start("dnsmasq", command, shared_dir(), Ready::Tcp(&[port])).await;
+    let daemon = Server::start("dnsmasq", command, shared_dir(), Ready::Tcp(&[port])).await;
     (SocketAddr::from(([127, 0, 0, 1], port)), daemon)
 }
 

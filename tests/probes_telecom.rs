@@ -1,157 +1,31 @@
 //! The telecom probes (`sip`, `imap`, `smtp`, `icmp`) against real servers on loopback
 //!.
 //!
-//! Kamailio, Dovecot and Exim are started here, each with its own configuration in a
-//! temporary directory and on free high ports of 127.0.0.1, waited for by polling their
-//! ports, and stopped when the test drops them; no system instance is used. Hostile peers
+//! Kamailio, Dovecot and Exim are started here (with `common::servers`), each with its own
+//! configuration in a temporary directory and on free high ports of 127.0.0.1, waited for
+//! by polling their ports, and stopped when the test drops them; no system instance is
+//! used. Hostile peers
 //! (garbage, a stall mid-line, an endless line, lost datagrams) are raw sockets started by
 //! the tests. ICMP goes to 127.0.0.1. `.ci/test` installs the Debian packages.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use tocsin::probe::{ProbeConfig, Reason};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 
 mod common;
 use common::probing::{
     GENEROUS, failed, fails_at_deadline, fails_early, free_port, issues_of, ok, path_str, run,
     spec, with, write,
 };
-
-// ---------------------------------------------------------------------------------------
-// Helpers
-// ---------------------------------------------------------------------------------------
-
-/// A server process of ours; stopped (SIGTERM, then SIGKILL) on drop.
-struct Daemon {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-    _dir: Arc<TempDir>,
-}
-
-impl Daemon {
-    /// Starts `command` with its output in `log`, and returns once every port of `ready`
-    /// accepts a connection.
-    async fn start(
-        name: &'static str,
-        mut command: Command,
-        dir: Arc<TempDir>,
-        ready: &[u16],
-    ) -> Daemon {
-        let log = dir.path().join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        command
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} (see .ci/test): {e}"));
-        let mut daemon = Daemon {
-            name,
-            child,
-            log,
-            _dir: dir,
-        };
-        let give_up = Instant::now() + Duration::from_secs(30);
-        for &port in ready {
-            while TcpStream::connect(("127.0.0.1", port)).await.is_err() {
-                if let Ok(Some(status)) = daemon.child.try_wait() {
-                    panic!("{name} exited ({status}):\n{}", daemon.output());
-                }
-                assert!(
-                    Instant::now() < give_up,
-                    "{name} not listening on {port}:\n{}",
-                    daemon.output()
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        daemon
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(Some(_)) = self.child.try_wait() {
-            return;
-        }
-        // SIGTERM lets the master stop its children; SIGKILL would orphan them.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let give_up = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < give_up {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        eprintln!("{} ignored SIGTERM; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A private CA and a server certificate for `localhost` and 127.0.0.1 it signed, as PEM
-/// files readable by the servers' unprivileged processes.
-struct Pki {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
-}
-
-impl Pki {
-    fn new(dir: &Path) -> Pki {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "tocsin telecom test CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
-        let params = CertificateParams::new(names).unwrap();
-        let cert = params
-            .signed_by(&key, &Issuer::from_params(&ca_params, &ca_key))
-            .unwrap();
-        Pki {
-            ca: write(dir, "ca.pem", &ca.pem()),
-            cert: write(dir, "cert.pem", &cert.pem()),
-            key: private(write(dir, "key.pem", &key.serialize_pem())),
-        }
-    }
-}
-
-/// Servers refuse a private key others can read (OpenSMTPD does).
-fn private(path: PathBuf) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    path
-}
-
-/// A temp dir the servers' unprivileged users can traverse.
-fn shared_dir() -> Arc<TempDir> {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    Arc::new(dir)
-}
+use common::servers::{Pki, Ready, Server, shared_dir};
 
 // ---------------------------------------------------------------------------------------
 // Hostile and fault-injecting peers
@@ -237,7 +111,7 @@ struct Kamailio {
     port: u16,
     tls_port: u16,
     pki: Pki,
-    _daemon: Daemon,
+    _daemon: Server,
 }
 
 impl Kamailio {
@@ -245,7 +119,7 @@ impl Kamailio {
     /// user `busy`, which gets 503.
     async fn start() -> Kamailio {
         let dir = shared_dir();
-        let pki = Pki::new(dir.path());
+        let pki = Pki::new(dir.path(), "localhost", "client.invalid");
         let (port, tls_port) = (free_port(), free_port());
         let tls_cfg = write(
             dir.path(),
@@ -299,7 +173,7 @@ request_route {{
             .arg(&cfg)
             .arg("-Y")
             .arg(dir.path());
-        let daemon = Daemon::start("kamailio", command, dir, &[port, tls_port]).await;
+        let daemon = Server::start("kamailio", command, dir, Ready::Tcp(&[port, tls_port])).await;
         Kamailio {
             port,
             tls_port,
@@ -559,7 +433,7 @@ struct Dovecot {
     implicit: u16,
     pki: Pki,
     dir: Arc<TempDir>,
-    _daemon: Daemon,
+    _daemon: Server,
 }
 
 impl Dovecot {
@@ -568,7 +442,7 @@ impl Dovecot {
     async fn start() -> Dovecot {
         let dir = shared_dir();
         let d = dir.path();
-        let pki = Pki::new(d);
+        let pki = Pki::new(d, "localhost", "client.invalid");
         let (plain, implicit) = (free_port(), free_port());
         let passwd = write(
             d,
@@ -634,7 +508,13 @@ service anvil {{
         );
         let mut command = Command::new("/usr/sbin/dovecot");
         command.arg("-F").arg("-c").arg(&config);
-        let daemon = Daemon::start("dovecot", command, dir.clone(), &[plain, implicit]).await;
+        let daemon = Server::start(
+            "dovecot",
+            command,
+            dir.clone(),
+            Ready::Tcp(&[plain, implicit]),
+        )
+        .await;
         Dovecot {
             plain,
             implicit,
@@ -865,7 +745,7 @@ fn smtp(addr: impl Into<String>, extra: Value) -> Value {
 async fn smtp_against_exim() {
     let dir = shared_dir();
     let d = dir.path();
-    let pki = Pki::new(d);
+    let pki = Pki::new(d, "localhost", "client.invalid");
     let spool = d.join("spool");
     std::fs::create_dir(&spool).unwrap();
     // Exim drops to its own user before it reads the key or writes its spool.
@@ -898,7 +778,13 @@ async fn smtp_against_exim() {
     );
     let mut command = Command::new("/usr/sbin/exim4");
     command.arg("-bdf").arg("-C").arg(&config);
-    let _exim = Daemon::start("exim", command, dir.clone(), &[with_tls, without_tls]).await;
+    let _exim = Server::start(
+        "exim",
+        command,
+        dir.clone(),
+        Ready::Tcp(&[with_tls, without_tls]),
+    )
+    .await;
     let tls_addr = format!("127.0.0.1:{with_tls}");
     let ca = path_str(&pki.ca);
 

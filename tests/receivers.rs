@@ -1,6 +1,9 @@
 //! Receivers against real peers: a real Alertmanager lists the alert and sees it resolve;
-//! Slack and PagerDuty payloads; Standard Webhooks signatures checked by the reference
-//! Python library; events pending at `kill -9` are delivered after the restart.
+//! Exim takes the e-mails over STARTTLS and implicit TLS with AUTH and delivers them to a
+//! Maildir, read back here; Slack, PagerDuty, Teams and Opsgenie payloads checked against
+//! their documented fields by loopback servers; a command receiver's program gets the
+//! events on stdin; Standard Webhooks signatures checked by the reference Python library;
+//! events pending at `kill -9` are delivered after the restart.
 
 mod common;
 
@@ -10,10 +13,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::routing::post;
 use tokio::sync::mpsc;
 
+use common::servers::{Exim, SMTP_PASSWORD, SMTP_USER};
 use common::test_config::{ADMIN_TOKEN, TestConfig};
 use common::{Daemon, PATIENCE, Target, metric_sum, path_str, temp_dir, wait_for, write};
 
@@ -157,31 +161,52 @@ async fn a_real_alertmanager_lists_the_alert_then_sees_it_resolved() {
     daemon.stop().await;
 }
 
-/// Records every JSON body POSTed to it.
-async fn recorder() -> (String, mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>) {
+/// One POST a recorder got.
+struct Recorded {
+    uri: Uri,
+    headers: HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Recorded {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+type Recordings = mpsc::UnboundedReceiver<Recorded>;
+
+/// Records every POST to any path, answering 202 (as Teams Workflows and Opsgenie do).
+async fn recorder() -> (String, Recordings) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let app = Router::new().route(
-        "/",
-        post(move |headers: HeaderMap, body: axum::body::Bytes| {
+    let app = Router::new().fallback(post(
+        move |uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
             let tx = tx.clone();
             async move {
-                let _ = tx.send((headers, body.to_vec()));
+                let _ = tx.send(Recorded {
+                    uri,
+                    headers,
+                    body: body.to_vec(),
+                });
                 StatusCode::ACCEPTED
             }
-        }),
-    );
+        },
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
     (url, rx)
 }
 
-async fn next_json(rx: &mut mpsc::UnboundedReceiver<(HeaderMap, Vec<u8>)>) -> serde_json::Value {
-    let (_, body) = tokio::time::timeout(PATIENCE, rx.recv())
+async fn next(rx: &mut Recordings) -> Recorded {
+    tokio::time::timeout(PATIENCE, rx.recv())
         .await
         .expect("timed out waiting for a delivery")
-        .unwrap();
-    serde_json::from_slice(&body).unwrap()
+        .unwrap()
+}
+
+async fn next_json(rx: &mut Recordings) -> serde_json::Value {
+    next(rx).await.json()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,10 +312,7 @@ async fn signatures_verify_with_the_reference_library() {
     );
     let daemon = Daemon::start(&config(dir.path(), &target, &receivers), dir.path()).await;
     target.set_status(503);
-    let (headers, body) = tokio::time::timeout(PATIENCE, hook.recv())
-        .await
-        .expect("a signed delivery")
-        .unwrap();
+    let Recorded { headers, body, .. } = next(&mut hook).await;
     daemon.stop().await;
 
     let header = |name: &str| headers[name].to_str().unwrap().to_string();
@@ -436,4 +458,606 @@ url = "{url}"
             .all(|(id, kind, _)| kind != "incident.opened" || *id == opened_id),
         "a second incident.opened: {later:?}"
     );
+}
+
+/// The incident's id, from the first delivery of the first receiver (`inc-000001-…`).
+fn incident_id_in(text: &str) -> String {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(|w| w.starts_with("inc-000001-"))
+        .unwrap_or_else(|| panic!("no incident id in {text}"))
+        .to_string()
+}
+
+async fn acknowledge(daemon: &Daemon, id: &str) {
+    let acked = reqwest::Client::new()
+        .post(daemon.url(&format!("/api/v1/incidents/{id}/acknowledge")))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({ "by": "alice" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(acked.status(), 200);
+}
+
+// ---------------------------------------------------------------------------------------
+// email: Exim on loopback, the mails read back from its Maildir
+// ---------------------------------------------------------------------------------------
+
+/// A delivered mail: its unfolded headers and its body, as stored.
+struct Mail {
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Mail {
+    fn parse(raw: &str) -> Mail {
+        let raw = raw.replace("\r\n", "\n");
+        let (head, body) = raw
+            .split_once("\n\n")
+            .expect("headers, a blank line, a body");
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in head.lines() {
+            if line.starts_with([' ', '\t']) {
+                let last = headers.last_mut().expect("a continuation follows a header");
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            } else {
+                let (name, value) = line.split_once(':').expect("name: value");
+                headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
+            }
+        }
+        Mail {
+            headers,
+            body: body.to_string(),
+        }
+    }
+
+    /// The one header of this name; panics when it is missing or repeated.
+    fn header(&self, name: &str) -> &str {
+        let found: Vec<&str> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert_eq!(found.len(), 1, "{name}: {found:?}");
+        found[0]
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.headers.iter().any(|(n, _)| n == name)
+    }
+
+    /// The decoded `Subject` (RFC 2047 base64 or Q words, as lettre writes them).
+    fn subject(&self) -> String {
+        decode_words(self.header("subject"))
+    }
+
+    /// The parts of a `multipart/alternative` body: (content type, decoded text).
+    fn parts(&self) -> Vec<(String, String)> {
+        let content_type = self.header("content-type");
+        assert!(
+            content_type.starts_with("multipart/alternative"),
+            "{content_type}"
+        );
+        let boundary = content_type
+            .split("boundary=")
+            .nth(1)
+            .expect("a boundary")
+            .trim_matches('"');
+        let delimiter = format!("--{boundary}");
+        self.body
+            .split(&delimiter)
+            .skip(1)
+            .filter(|p| !p.starts_with("--"))
+            .map(|part| {
+                let part = Mail::parse(part.trim_start_matches('\n'));
+                assert_eq!(part.header("content-transfer-encoding"), "quoted-printable");
+                (
+                    part.header("content-type").to_string(),
+                    quoted_printable(&part.body),
+                )
+            })
+            .collect()
+    }
+}
+
+/// RFC 2047 encoded words (`=?utf-8?b?…?=`, `=?utf-8?q?…?=`); plain words are kept.
+fn decode_words(value: &str) -> String {
+    use base64::Engine as _;
+    let mut out = String::new();
+    let mut last_encoded = false;
+    for word in value.split_whitespace() {
+        let inner = word
+            .strip_prefix("=?")
+            .and_then(|w| w.strip_suffix("?="))
+            .and_then(|w| w.split_once('?'))
+            .and_then(|(_charset, rest)| rest.split_once('?'));
+        match inner {
+            Some((encoding, text)) => {
+                let bytes = if encoding.eq_ignore_ascii_case("b") {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .unwrap()
+                } else {
+                    quoted_printable(&text.replace('_', " ")).into_bytes()
+                };
+                // Space between two encoded words is not text; beside a plain word it is.
+                if !out.is_empty() && !last_encoded {
+                    out.push(' ');
+                }
+                out.push_str(&String::from_utf8(bytes).unwrap());
+                last_encoded = true;
+            }
+            None => {
+                if !out.is_empty() {
+                    out.push(' ');
+                }
+                out.push_str(word);
+                last_encoded = false;
+            }
+        }
+    }
+    out
+}
+
+/// Quoted-printable to text: soft line breaks joined, `=XX` decoded.
+fn quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .filter(|_| bytes[i] == b'=')
+            .and_then(|h| u8::from_str_radix(std::str::from_utf8(h).ok()?, 16).ok());
+        if let Some(b) = hex {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// The mails delivered, each once, once at least `n` are, to both recipients (Exim
+/// delivers a copy to each).
+async fn wait_mails(exim: &Exim, n: usize, what: &str) -> Vec<Mail> {
+    wait_for(what, || async { exim.delivered().len() >= 2 * n }).await;
+    let mut mails: Vec<Mail> = exim.delivered().iter().map(|m| Mail::parse(m)).collect();
+    let mut seen = std::collections::HashSet::new();
+    mails.retain(|m| seen.insert(m.header("message-id").to_string()));
+    mails
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emails_through_exim_form_one_thread_per_incident() {
+    let exim = Exim::start(false).await;
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let password = write(dir.path(), "smtp.password", &format!("{SMTP_PASSWORD}\n"));
+    let wrong = write(dir.path(), "wrong.password", "not the password\n");
+    let receiver = |name: &str, port: u16, tls: &str, password: &std::path::Path| {
+        format!(
+            r#"
+[[receivers]]
+name = "{name}"
+type = "email"
+server = "127.0.0.1:{port}"
+tls = "{tls}"
+ca_file = "{ca}"
+username = "{SMTP_USER}"
+password_file = "{password}"
+from = "tocsin <tocsin@status.example.net>"
+to = ["noc@example.net", "Duty Manager <duty@example.net>"]
+"#,
+            ca = path_str(&exim.pki.ca),
+            password = path_str(password),
+        )
+    };
+    let receivers = receiver("mail-starttls", exim.submission, "starttls", &password)
+        + &receiver("mail-implicit", exim.implicit, "implicit", &password)
+        + &receiver("mail-refused", exim.submission, "starttls", &wrong);
+    let daemon = Daemon::start(&config(dir.path(), &target, &receivers), dir.path()).await;
+    target.set_status(503);
+    let opened = wait_mails(&exim, 2, "two opening mails").await;
+    let id = incident_id_in(&opened[0].subject());
+    acknowledge(&daemon, &id).await;
+    wait_mails(&exim, 4, "two update mails").await;
+    target.set_status(200);
+    let all = wait_mails(&exim, 6, "two resolution mails").await;
+    // Exim refuses the wrong password for good (535): those events are dropped, not retried.
+    wait_for("the refused receiver's three events dropped", || async {
+        let metrics = daemon.metrics().await;
+        metric_sum(
+            &metrics,
+            "tocsin_alert_deliveries_total",
+            &[("receiver", "mail-refused"), ("result", "dropped")],
+        ) == 3.0
+    })
+    .await;
+    let metrics = daemon.metrics().await;
+    daemon.stop().await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "tocsin_alert_deliveries_total",
+            &[("receiver", "mail-refused"), ("result", "retried")],
+        ),
+        0.0,
+        "{metrics}"
+    );
+    // Six mails, each delivered once to each of the two recipients.
+    assert_eq!(all.len(), 6, "{}", exim.log());
+    assert_eq!(exim.delivered().len(), 12, "{}", exim.log());
+    // Both ports were used, each over TLS and with AUTH (P=esmtpsa: ESMTP, TLS, AUTH).
+    let log = exim.log();
+    assert_eq!(log.matches("P=esmtpsa").count(), 6, "{log}");
+    assert!(log.contains("535 Incorrect authentication data"), "{log}");
+    assert!(log.contains(&format!("A=plain:{SMTP_USER}")), "{log}");
+
+    for receiver in ["mail-starttls", "mail-implicit"] {
+        let root = format!("<{id}.{receiver}@status.example.net>");
+        let thread: Vec<&Mail> = all
+            .iter()
+            .filter(|m| {
+                m.header("message-id") == root
+                    || m.has("references") && m.header("references") == root
+            })
+            .collect();
+        assert_eq!(thread.len(), 3, "{receiver}: {}", exim.log());
+        let kind = |word: &str| {
+            let found: Vec<&&Mail> = thread
+                .iter()
+                .filter(|m| m.subject().contains(&format!("{id} {word}:")))
+                .collect();
+            assert_eq!(found.len(), 1, "{receiver}: one `{word}` mail");
+            *found[0]
+        };
+        let (first, update, last) = (kind("opened"), kind("updated"), kind("resolved"));
+        assert_eq!(first.header("message-id"), root);
+        assert!(!first.has("in-reply-to") && !first.has("references"));
+        for reply in [update, last] {
+            assert_eq!(reply.header("in-reply-to"), root);
+            assert_eq!(reply.header("references"), root);
+            let own = reply.header("message-id");
+            assert!(
+                own.starts_with("<evt_") && own.ends_with(&format!(".{id}@status.example.net>")),
+                "{own}"
+            );
+        }
+        for mail in [first, update, last] {
+            assert_eq!(mail.header("from"), "tocsin <tocsin@status.example.net>");
+            let to = mail.header("to");
+            assert!(
+                to == "noc@example.net, \"Duty Manager\" <duty@example.net>",
+                "{to}"
+            );
+            assert_eq!(mail.header("mime-version"), "1.0");
+        }
+        let subject = first.subject();
+        assert!(
+            subject.starts_with(&format!("[sev2] {id} opened: Voicemail — 100 subscribers")),
+            "{subject}"
+        );
+        let link = format!("https://status.example.net/incidents/{id}");
+        let parts = first.parts();
+        assert_eq!(parts.len(), 2, "a text and an HTML part");
+        let (text_type, text) = &parts[0];
+        let (html_type, html) = &parts[1];
+        assert!(
+            text_type.starts_with("text/plain; charset=utf-8"),
+            "{text_type}"
+        );
+        assert!(
+            html_type.starts_with("text/html; charset=utf-8"),
+            "{html_type}"
+        );
+        assert!(text.starts_with(&subject), "{text}");
+        for line in [
+            "Status:          investigating",
+            "Severity:        sev2",
+            "Scope:           localized",
+            "Platforms:       vm-a",
+            "Peak affected:   100",
+            &format!("Details: {link}"),
+        ] {
+            assert!(text.contains(line), "`{line}` missing from:\n{text}");
+        }
+        assert!(
+            text.contains(
+                "Service:         Voicemail (voicemail): 100 affected now, 100 at peak (10%)"
+            ),
+            "{text}"
+        );
+        assert!(html.contains(&format!("<a href=\"{link}\">")), "{html}");
+        assert!(
+            html.contains("<tr><th align=\"left\">Peak affected</th><td>100</td></tr>"),
+            "{html}"
+        );
+        let (_, acked) = &update.parts()[0];
+        assert!(acked.contains("Status:          identified"), "{acked}");
+        let (_, resolved) = &last.parts()[0];
+        assert!(resolved.contains("Resolved:"), "{resolved}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// msteams and opsgenie: documented payloads checked by loopback servers
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teams_cards_and_the_opsgenie_alert_lifecycle() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let (teams_url, mut teams) = recorder().await;
+    let (opsgenie_url, mut opsgenie) = recorder().await;
+    let teams_file = write(
+        dir.path(),
+        "teams.url",
+        &format!("{teams_url}workflows/abc?sig=x"),
+    );
+    let key = write(
+        dir.path(),
+        "opsgenie.key",
+        "eb243592-faa2-4ba2-a551q-1afdf565c889\n",
+    );
+    let receivers = format!(
+        r#"
+[[receivers]]
+name = "teams"
+type = "msteams"
+url_file = "{teams}"
+[[receivers]]
+name = "genie"
+type = "opsgenie"
+url = "{opsgenie_url}"
+api_key_file = "{key}"
+repeat_interval = "1s"
+"#,
+        teams = path_str(&teams_file),
+        key = path_str(&key),
+    );
+    let daemon = Daemon::start(&config(dir.path(), &target, &receivers), dir.path()).await;
+    target.set_status(503);
+
+    let card_message = next(&mut teams).await;
+    assert_eq!(card_message.uri.path(), "/workflows/abc");
+    assert_eq!(card_message.uri.query(), Some("sig=x"));
+    let message = card_message.json();
+    assert_eq!(message["type"], "message");
+    let attachment = &message["attachments"][0];
+    assert_eq!(
+        attachment["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let card = &attachment["content"];
+    assert_eq!(card["type"], "AdaptiveCard");
+    assert_eq!(card["version"], "1.4");
+    assert_eq!(
+        card["$schema"],
+        "http://adaptivecards.io/schemas/adaptive-card.json"
+    );
+    let title = &card["body"][0];
+    assert_eq!(title["type"], "TextBlock");
+    assert_eq!(title["color"], "Attention");
+    assert_eq!(title["wrap"], true);
+    let id = incident_id_in(title["text"].as_str().unwrap());
+    let facts = &card["body"][1];
+    assert_eq!(facts["type"], "FactSet");
+    let fact = |name: &str| {
+        facts["facts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["title"] == name)
+            .unwrap_or_else(|| panic!("no fact {name}: {facts}"))["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(fact("Services"), "Voicemail");
+    assert_eq!(fact("Severity"), "sev2");
+    assert_eq!(fact("Subscribers"), "100 now, 100 at peak (10%)");
+    assert_eq!(fact("Platforms"), "vm-a");
+    let link = format!("https://status.example.net/incidents/{id}");
+    assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
+    assert_eq!(card["actions"][0]["url"], link.as_str());
+
+    let create = next(&mut opsgenie).await;
+    assert_eq!(create.uri.path(), "/v2/alerts");
+    assert_eq!(
+        create.headers["authorization"],
+        "GenieKey eb243592-faa2-4ba2-a551q-1afdf565c889"
+    );
+    assert_eq!(create.headers["content-type"], "application/json");
+    let alert = create.json();
+    assert_eq!(alert["alias"], id.as_str());
+    assert_eq!(alert["priority"], "P2");
+    assert_eq!(alert["source"], "tocsin");
+    assert_eq!(alert["entity"], "voicemail");
+    let text = alert["message"].as_str().unwrap();
+    assert!(text.chars().count() <= 130, "{text}");
+    assert!(
+        text.starts_with(&format!("[sev2] {id} opened: Voicemail")),
+        "{text}"
+    );
+    assert!(
+        alert["description"].as_str().unwrap().ends_with(&link),
+        "{alert}"
+    );
+    assert_eq!(
+        alert["tags"],
+        serde_json::json!(["tocsin", "sev2", "localized", "voicemail"])
+    );
+    let details = alert["details"].as_object().unwrap();
+    assert!(details.values().all(|v| v.is_string()), "{alert}");
+    assert_eq!(details["incident_id"], id.as_str());
+    assert_eq!(details["peak_affected"], "100");
+    assert_eq!(details["link"], link.as_str());
+
+    // Reminders (every second here) add notes to the alert.
+    let alias_path = |action: &str| format!("/v2/alerts/{id}/{action}");
+    let note = next(&mut opsgenie).await;
+    assert_eq!(note.uri.path(), alias_path("notes"));
+    assert_eq!(note.uri.query(), Some("identifierType=alias"));
+    let body = note.json();
+    assert_eq!(body["source"], "tocsin");
+    assert!(
+        body["note"].as_str().unwrap().contains("still open"),
+        "{body}"
+    );
+
+    acknowledge(&daemon, &id).await;
+    let ack = loop {
+        let request = next(&mut opsgenie).await;
+        if request.uri.path() != alias_path("notes") {
+            break request;
+        }
+    };
+    assert_eq!(ack.uri.path(), alias_path("acknowledge"));
+    assert_eq!(ack.uri.query(), Some("identifierType=alias"));
+    assert!(ack.json()["note"].as_str().unwrap().contains(&id));
+    let acked_card = loop {
+        let card = next_json(&mut teams).await;
+        if card["attachments"][0]["content"]["body"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("updated")
+        {
+            break card;
+        }
+    };
+    assert!(
+        acked_card["attachments"][0]["content"]["body"][1]["facts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["title"] == "Status" && f["value"] == "identified"),
+        "{acked_card}"
+    );
+
+    target.set_status(200);
+    // Reminders go on until the resolution: acknowledgements while `identified`, notes
+    // once `monitoring`.
+    let close = loop {
+        let request = next(&mut opsgenie).await;
+        if ![alias_path("acknowledge"), alias_path("notes")]
+            .contains(&request.uri.path().to_string())
+        {
+            break request;
+        }
+    };
+    assert_eq!(close.uri.path(), alias_path("close"));
+    assert!(
+        close.json()["note"].as_str().unwrap().contains("resolved"),
+        "{}",
+        close.json()
+    );
+    let resolved = loop {
+        let card = next_json(&mut teams).await;
+        let content = &card["attachments"][0]["content"]["body"][0];
+        if content["text"].as_str().unwrap().contains("resolved") {
+            break content.clone();
+        }
+    };
+    assert_eq!(resolved["color"], "Good");
+    daemon.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// command: a program gets each event on stdin
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_receiver_gets_each_event_on_stdin() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let events = dir.path().join("events");
+    std::fs::create_dir(&events).unwrap();
+    // Refuses its first event once with EX_TEMPFAIL: the outbox retries it. Each event is
+    // written aside, then renamed, so that the test never reads half of one.
+    let script = write(
+        dir.path(),
+        "page.sh",
+        "#!/bin/sh\n\
+         set -e\n\
+         out=\"$1\"\n\
+         [ \"$2\" = 'two words' ]\n\
+         if [ ! -e \"$out/refused\" ]; then : > \"$out/refused\"; echo busy >&2; exit 75; fi\n\
+         cat > \"$out/$TOCSIN_EVENT_ID.part\"\n\
+         mv \"$out/$TOCSIN_EVENT_ID.part\" \"$out/$TOCSIN_EVENT_ID.$TOCSIN_EVENT_TYPE.json\"\n\
+         echo \"paged $TOCSIN_INCIDENT_ID\"\n",
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let receivers = format!(
+        "[[receivers]]\nname = \"pager\"\ntype = \"command\"\ncommand = [\"{}\", \"{}\", \"two words\"]\n",
+        path_str(&script),
+        path_str(&events),
+    );
+    let daemon = Daemon::start(&config(dir.path(), &target, &receivers), dir.path()).await;
+    let received = || -> Vec<(String, serde_json::Value)> {
+        let mut files: Vec<_> = std::fs::read_dir(&events)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().to_string();
+                (
+                    name,
+                    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap(),
+                )
+            })
+            .collect()
+    };
+    target.set_status(503);
+    wait_for("the opening through the command", || async {
+        received()
+            .iter()
+            .any(|(name, _)| name.ends_with(".incident.opened.json"))
+    })
+    .await;
+    target.set_status(200);
+    wait_for("the resolution through the command", || async {
+        received()
+            .iter()
+            .any(|(name, _)| name.ends_with(".incident.resolved.json"))
+    })
+    .await;
+    let metrics = daemon.metrics().await;
+    daemon.stop().await;
+    for (name, event) in received() {
+        assert_eq!(
+            name,
+            format!(
+                "{}.{}.json",
+                event["id"].as_str().unwrap(),
+                event["type"].as_str().unwrap()
+            )
+        );
+        let id = event["incident"]["id"].as_str().unwrap();
+        assert!(id.starts_with("inc-000001-"), "{event}");
+        assert_eq!(
+            event["incident"]["services"],
+            serde_json::json!(["voicemail"])
+        );
+    }
+    let count = |result| {
+        metric_sum(
+            &metrics,
+            "tocsin_alert_deliveries_total",
+            &[("receiver", "pager"), ("result", result)],
+        )
+    };
+    assert_eq!(count("retried"), 1.0, "{metrics}");
+    assert!(count("delivered") >= 2.0, "{metrics}");
+    assert_eq!(count("dropped"), 0.0, "{metrics}");
 }

@@ -8,6 +8,10 @@
 //! neither another receiver nor probing, and a restart (even `kill -9`) loses nothing.
 
 mod alertmanager;
+mod command;
+mod email;
+mod msteams;
+mod opsgenie;
 pub(crate) mod outbox;
 mod pagerduty;
 pub(crate) mod routing;
@@ -15,6 +19,10 @@ mod slack;
 mod webhook;
 
 pub use alertmanager::AlertmanagerSpec;
+pub use command::CommandSpec;
+pub use email::{EmailSpec, Mailer, MailerConfig, Secret, parse_mailbox};
+pub use msteams::MsteamsSpec;
+pub use opsgenie::{OpsgenieRegion, OpsgenieSpec};
 pub use pagerduty::PagerdutySpec;
 pub use slack::SlackSpec;
 pub use webhook::WebhookSpec;
@@ -29,6 +37,7 @@ use url::Url;
 use crate::clock::Timestamp;
 use crate::event::{AlertEvent, AlertType};
 use crate::incident::Severity;
+use crate::probe::SmtpTls;
 use crate::validation::{Issues, read_secret_file};
 
 /// `[[receivers]]`. Fields that only some types use are checked per type.
@@ -78,6 +87,37 @@ pub struct ReceiverConfig {
     /// `webhook` only: also `vantage.impaired` and `vantage.recovered` (in a cluster).
     #[serde(default)]
     pub vantage_events: bool,
+    /// `email` only: the SMTP server, `host` or `host:port`.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// `email` only: `starttls` (the default), `implicit` (TLS from the first byte) or
+    /// `none`.
+    #[serde(default)]
+    pub tls: Option<SmtpTls>,
+    /// `email` only: AUTH user name; with `password_file`.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// `email` only: the SMTP password, read from this file.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// `email` only: PEM of the CAs to trust instead of the system's.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `email` only: the `From` address.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// `email` only: the recipients.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// `opsgenie` only: the API key (of an API integration), read from this file.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// `opsgenie` only: `us` (the default) or `eu`, the instance of the account.
+    #[serde(default)]
+    pub region: Option<OpsgenieRegion>,
+    /// `command` only: the program and its arguments, run without a shell.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -87,6 +127,10 @@ pub enum ReceiverType {
     Alertmanager,
     Slack,
     Pagerduty,
+    Email,
+    Msteams,
+    Opsgenie,
+    Command,
 }
 
 fn default_min_severity() -> Severity {
@@ -134,6 +178,10 @@ pub enum ReceiverKind {
     Alertmanager(AlertmanagerSpec),
     Slack(SlackSpec),
     Pagerduty(PagerdutySpec),
+    Email(EmailSpec),
+    Msteams(MsteamsSpec),
+    Opsgenie(OpsgenieSpec),
+    Command(CommandSpec),
 }
 
 impl ReceiverSpec {
@@ -172,6 +220,8 @@ pub struct SendContext<'a> {
     pub now: Timestamp,
     /// `server.external_url`, for links back to the incident.
     pub external_url: Option<&'a Url>,
+    /// The receiver's name, for logs and e-mail threads.
+    pub receiver: &'a str,
 }
 
 impl ReceiverKind {
@@ -186,6 +236,10 @@ impl ReceiverKind {
             ReceiverKind::Alertmanager(s) => s.send(event, incident()?, cx).await,
             ReceiverKind::Slack(s) => s.send(event, incident()?, cx).await,
             ReceiverKind::Pagerduty(s) => s.send(event, incident()?, cx).await,
+            ReceiverKind::Email(s) => s.send(event, incident()?, cx).await,
+            ReceiverKind::Msteams(s) => s.send(event, incident()?, cx).await,
+            ReceiverKind::Opsgenie(s) => s.send(event, incident()?, cx).await,
+            ReceiverKind::Command(s) => s.send(event, cx).await,
         }
     }
 }
@@ -217,9 +271,22 @@ impl ReceiverConfig {
             },
         };
         let url_given = self.url.is_some() || self.url_file.is_some();
-        let needs_url = !matches!(self.kind, ReceiverType::Pagerduty);
+        let takes_url = !matches!(self.kind, ReceiverType::Email | ReceiverType::Command);
+        let needs_url =
+            takes_url && !matches!(self.kind, ReceiverType::Pagerduty | ReceiverType::Opsgenie);
         if needs_url && !url_given {
             issues.push(format!("{path}.url"), "missing (or set `url_file`)");
+        }
+        if !takes_url && url_given {
+            let key = if self.url.is_some() {
+                "url"
+            } else {
+                "url_file"
+            };
+            issues.push(
+                format!("{path}.{key}"),
+                format!("not for receivers of type `{}`", type_name(self.kind)),
+            );
         }
         let only_for = |key: &str, given: bool, allowed: ReceiverType, issues: &mut Issues| {
             if given && self.kind != allowed {
@@ -229,6 +296,21 @@ impl ReceiverConfig {
                 );
             }
         };
+        use ReceiverType::{Command, Email, Opsgenie};
+        for (key, given, allowed) in [
+            ("server", self.server.is_some(), Email),
+            ("tls", self.tls.is_some(), Email),
+            ("username", self.username.is_some(), Email),
+            ("password_file", self.password_file.is_some(), Email),
+            ("ca_file", self.ca_file.is_some(), Email),
+            ("from", self.from.is_some(), Email),
+            ("to", !self.to.is_empty(), Email),
+            ("api_key_file", self.api_key_file.is_some(), Opsgenie),
+            ("region", self.region.is_some(), Opsgenie),
+            ("command", self.command.is_some(), Command),
+        ] {
+            only_for(key, given, allowed, issues);
+        }
         only_for(
             "secret_file",
             self.secret_file.is_some(),
@@ -274,6 +356,25 @@ impl ReceiverConfig {
                 pagerduty::PagerdutySpec::build(url, self.routing_key_file.as_deref(), path, issues)
                     .map(ReceiverKind::Pagerduty)
             }
+            ReceiverType::Email => {
+                let mailer = MailerConfig {
+                    server: self.server.clone(),
+                    tls: self.tls,
+                    username: self.username.clone(),
+                    password_file: self.password_file.clone(),
+                    ca_file: self.ca_file.clone(),
+                    from: self.from.clone(),
+                };
+                EmailSpec::build(&mailer, &self.to, path, issues).map(ReceiverKind::Email)
+            }
+            ReceiverType::Msteams => url.map(|url| ReceiverKind::Msteams(MsteamsSpec { url })),
+            ReceiverType::Opsgenie => {
+                OpsgenieSpec::build(url, self.region, self.api_key_file.as_deref(), path, issues)
+                    .map(ReceiverKind::Opsgenie)
+            }
+            ReceiverType::Command => {
+                CommandSpec::build(self.command.as_deref(), path, issues).map(ReceiverKind::Command)
+            }
         };
         if issues.len() > before {
             return None;
@@ -300,6 +401,10 @@ fn type_name(kind: ReceiverType) -> &'static str {
         ReceiverType::Alertmanager => "alertmanager",
         ReceiverType::Slack => "slack",
         ReceiverType::Pagerduty => "pagerduty",
+        ReceiverType::Email => "email",
+        ReceiverType::Msteams => "msteams",
+        ReceiverType::Opsgenie => "opsgenie",
+        ReceiverType::Command => "command",
     }
 }
 
@@ -364,6 +469,19 @@ pub fn backoff(attempt: u32) -> Duration {
     base / 2 + base.mul_f64(fastrand::f64() / 2.0)
 }
 
+/// A time for people and string fields: `2026-07-05T14:00:30Z`, to the second.
+pub(crate) fn utc_seconds(at: Timestamp) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// A unit enum's JSON name (`localized`, `investigating`), for text.
+pub(crate) fn word(value: &impl serde::Serialize) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
 /// A one-line human summary of an incident, for chat and pager receivers.
 pub fn summary_line(event: &AlertEvent, inc: &IncidentView) -> String {
     let names: Vec<&str> = inc.per_service.values().map(|s| s.name.as_str()).collect();
@@ -386,10 +504,7 @@ pub fn summary_line(event: &AlertEvent, inc: &IncidentView) -> String {
         names.join(", "),
         inc.peak_affected,
         share * 100.0,
-        serde_json::to_value(inc.scope)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        word(&inc.scope),
     );
     if !inc.platforms.is_empty() {
         line.push_str(&format!(", platforms {}", inc.platforms.join(", ")));

@@ -217,6 +217,7 @@ impl Deliverer {
                 timeout: self.spec.timeout,
                 now: self.clock.now(),
                 external_url: self.external_url.as_ref(),
+                receiver: &self.spec.name,
             };
             // A receiver that never answers must not hold up shutdown.
             let result = tokio::select! {

@@ -257,10 +257,17 @@ impl FileConfig {
         self.storage.postgres_file.iter_mut().for_each(anchor);
         self.exporter.token_file.iter_mut().for_each(anchor);
         for r in &mut self.receivers {
-            [&mut r.secret_file, &mut r.url_file, &mut r.routing_key_file]
-                .into_iter()
-                .flatten()
-                .for_each(anchor);
+            [
+                &mut r.secret_file,
+                &mut r.url_file,
+                &mut r.routing_key_file,
+                &mut r.password_file,
+                &mut r.ca_file,
+                &mut r.api_key_file,
+            ]
+            .into_iter()
+            .flatten()
+            .for_each(anchor);
         }
         for t in &mut self.targets {
             t.probe.paths_mut().into_iter().for_each(anchor);

@@ -34,6 +34,8 @@ use tokio::time::Instant;
 
 pub(crate) use http::{LOOP_HEADER, loop_marker};
 pub use result::{Failure, LocalCause, PeerInfo, Phases, ProbeResult, Reason, TlsInfo};
+/// How an SMTP session is encrypted; the `email` receiver's `tls` too.
+pub use smtp::SmtpTls;
 
 /// The parsers of what peers send, for the fuzz targets in `fuzz/` only (cargo fuzz builds
 /// with `--cfg fuzzing`): no part of the library's API.

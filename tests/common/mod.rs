@@ -4,6 +4,7 @@
 
 pub mod postgres;
 pub mod probing;
+pub mod servers;
 pub mod test_config;
 
 use std::future::Future;
