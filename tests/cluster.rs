@@ -34,20 +34,43 @@ impl Node {
         targets: &[(&str, String)],
         receiver: &Receiver,
     ) -> Node {
+        Node::start_every(db, vantage, targets, receiver, None)
+    }
+
+    /// As [`Node::start`], probing every `interval` instead of the tests' 100 ms, with the
+    /// default lease.
+    fn start_every(
+        db: &str,
+        vantage: &'static str,
+        targets: &[(&str, String)],
+        receiver: &Receiver,
+        interval: Option<Duration>,
+    ) -> Node {
         let dir = temp_dir();
-        let mut config = TestConfig::new(dir.path())
+        let mut config = TestConfig::new(dir.path());
+        // The tests' short lease, or with a slow interval the daemon's default (10 s).
+        let mut lease = format!(
+            "lease = \"{}ms\"\nheartbeat = \"{}ms\"",
+            LEASE.as_millis(),
+            HEARTBEAT.as_millis()
+        );
+        if let Some(every) = interval {
+            config = config.default("interval", &format!("\"{}ms\"", every.as_millis()));
+            lease.clear();
+        }
+        let mut config = config
             .postgres(db)
             .server("listen", "\"127.0.0.1:0\"")
             .default("failure_threshold", "2")
             .default("success_threshold", "1")
             .default("resolve_after", "\"1s\"")
             .body(&format!(
-                "[vantage]\nname = \"{vantage}\"\n[cluster]\nlease = \"{}ms\"\nheartbeat = \"{}ms\"\n\
-                 [page]\nshow_vantages = true",
-                LEASE.as_millis(),
-                HEARTBEAT.as_millis()
+                "[vantage]\nname = \"{vantage}\"\n[cluster]\n{lease}\n[page]\nshow_vantages = true"
             ))
-            .body("[[services]]\nid = \"voice\"\nsubscribers = 1000");
+            .body(&format!(
+                "[[services]]\nid = \"voice\"\nsubscribers = {}",
+                (targets.len() as u64 * 10).max(1000)
+            ));
         for (id, url) in targets {
             config = config.body(&format!(
                 "[[targets]]\nid = \"{id}\"\nservice = \"voice\"\nsubscribers = 10\n\
@@ -184,9 +207,14 @@ async fn wait_for_members(node: &Node, n: usize) {
 
 /// Reads deliveries until one of `kind` arrives; returns all read.
 async fn until(receiver: &mut Receiver, kind: &str) -> Vec<Delivery> {
+    until_within(receiver, kind, PATIENCE).await
+}
+
+/// As [`until`], waiting up to `patience` for each delivery.
+async fn until_within(receiver: &mut Receiver, kind: &str, patience: Duration) -> Vec<Delivery> {
     let mut got = Vec::new();
     loop {
-        let d = receiver.next().await;
+        let d = receiver.next_within(patience).await;
         let done = d.kind() == kind;
         got.push(d);
         if done {
@@ -237,10 +265,20 @@ async fn stored_incidents(db: &str) -> i64 {
 
 /// Starts paris ×2 and lyon ×1 on `targets` and waits until each sees the three members.
 async fn three_nodes(db: &str, targets: &[(&str, String)], receiver: &Receiver) -> Vec<Node> {
+    three_nodes_every(db, targets, receiver, None).await
+}
+
+/// As [`three_nodes`], probing every `interval`.
+async fn three_nodes_every(
+    db: &str,
+    targets: &[(&str, String)],
+    receiver: &Receiver,
+    interval: Option<Duration>,
+) -> Vec<Node> {
     let nodes = vec![
-        Node::start(db, "paris", targets, receiver),
-        Node::start(db, "paris", targets, receiver),
-        Node::start(db, "lyon", targets, receiver),
+        Node::start_every(db, "paris", targets, receiver, interval),
+        Node::start_every(db, "paris", targets, receiver, interval),
+        Node::start_every(db, "lyon", targets, receiver, interval),
     ];
     for n in &nodes {
         wait_for_members(n, 3).await;
@@ -579,20 +617,26 @@ async fn database_writes(db: &str) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
-/// The database-load figures of `docs/scale.md`: commits and rows per second while 20
-/// targets × 2 vantages are probed every 100 ms with no change, then per target
-/// transition. `cargo test --test cluster database_load -- --ignored --nocapture`.
+/// The database-load figures of `docs/scale.md`: commits and rows per second while
+/// targets × 2 vantages are probed with no change, then per target transition. By default
+/// 20 targets every 100 ms for 20 s; `TOCSIN_LOAD_TARGETS`, `TOCSIN_LOAD_INTERVAL_MS` and
+/// `TOCSIN_LOAD_WINDOW_S` change them.
+/// `cargo test --test cluster database_load -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement (about a minute), not a check"]
 async fn database_load_per_probe_and_per_transition() {
-    const TARGETS: usize = 20;
-    const WINDOW: Duration = Duration::from_secs(20);
+    let setting = |name: &str, default: u64| -> u64 {
+        std::env::var(name).map_or(default, |v| v.parse().expect("a number"))
+    };
+    let targets_n = setting("TOCSIN_LOAD_TARGETS", 20) as usize;
+    let interval = Duration::from_millis(setting("TOCSIN_LOAD_INTERVAL_MS", 100));
+    let window = Duration::from_secs(setting("TOCSIN_LOAD_WINDOW_S", 20));
     let db = postgres::fresh_database(None).await;
     let mut receiver = Receiver::start().await;
     let target = Target::start().await;
-    let ids: Vec<String> = (0..TARGETS).map(|i| format!("t{i}")).collect();
+    let ids: Vec<String> = (0..targets_n).map(|i| format!("t{i}")).collect();
     let targets: Vec<(&str, String)> = ids.iter().map(|id| (id.as_str(), target.url())).collect();
-    let nodes = three_nodes(&db, &targets, &receiver).await;
+    let nodes = three_nodes_every(&db, &targets, &receiver, Some(interval)).await;
     let leader = wait_for_leader(&nodes, &[]).await;
     let probes = |text: &str| metric_sum(text, "tocsin_probes_total", &[]);
     let all_probes = async || {
@@ -602,12 +646,12 @@ async fn database_load_per_probe_and_per_transition() {
         }
         n
     };
-    // Steady: every target up from both vantages.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Steady: every target up from both vantages (its first round of probes done).
+    tokio::time::sleep(Duration::from_secs(3) + interval * 2).await;
     let ((c0, r0), p0) = (database_writes(&db).await, all_probes().await);
-    tokio::time::sleep(WINDOW).await;
+    tokio::time::sleep(window).await;
     let ((c1, r1), p1) = (database_writes(&db).await, all_probes().await);
-    let secs = WINDOW.as_secs_f64();
+    let secs = window.as_secs_f64();
     println!(
         "steady, {} instances: {:.0} probes/s, {:.1} commits/s, {:.1} rows/s ({:.4} rows per probe)",
         nodes.len(),
@@ -620,17 +664,20 @@ async fn database_load_per_probe_and_per_transition() {
     // incident opened and resolved.
     let before = database_writes(&db).await;
     let started = Instant::now();
+    // Detectors need `failure_threshold` intervals, and a slow interval is longer than a
+    // delivery's usual patience.
+    let within = PATIENCE + interval * 4;
     target.set_status(500);
-    until(&mut receiver, "incident.opened").await;
+    until_within(&mut receiver, "incident.opened", within).await;
     target.set_status(200);
-    until(&mut receiver, "incident.resolved").await;
+    until_within(&mut receiver, "incident.resolved", within).await;
     let took = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = database_writes(&db).await;
     let steady_rows = (r1 - r0) as f64 / secs;
     let steady_commits = (c1 - c0) as f64 / secs;
     let spent = took.as_secs_f64() + 3.0;
-    let transitions = (TARGETS * 2 * 2) as f64;
+    let transitions = (targets_n * 2 * 2) as f64;
     println!(
         "{transitions} vantage transitions (and one incident) over {spent:.1} s: {:.2} rows and {:.2} commits per transition above steady",
         ((after.1 - before.1) as f64 - steady_rows * spent) / transitions,
