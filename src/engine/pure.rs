@@ -283,7 +283,10 @@ impl Core {
     /// Re-evaluates incidents against the current group health.
     pub fn update(&mut self, now: Timestamp) -> BookUpdate {
         let topo = Arc::clone(self.topology());
-        self.book.update(&topo, &self.groups, &self.incidents, now)
+        let detectors = &self.detectors;
+        let target_state = |t: usize| detectors[t].state();
+        self.book
+            .update(&topo, &self.groups, &target_state, &self.incidents, now)
     }
 
     /// What time alone does: resolves quiet incidents, re-measures open ones, opens or
