@@ -2127,3 +2127,91 @@ fn a_dependent_failing_later_joins_and_one_failing_alone_opens_its_own() {
     assert_eq!(events(&sim.update("14:20:10")), vec![opened("inc-000002")]);
     assert_eq!(sim.only().services["voice"].through, None);
 }
+
+/// Voicemail's group `vm` has two targets; only `vm-a` depends on the core `resolver`.
+fn target_dependencies() -> Topology {
+    use crate::topology::config::{
+        DefaultsConfig, GroupConfig, ServiceConfig, Tables, TargetConfig, build,
+    };
+    let services: Vec<ServiceConfig> =
+        serde_json::from_value(json!([{"id": "core"}, {"id": "voicemail"}])).unwrap();
+    let groups: Vec<GroupConfig> = serde_json::from_value(json!([
+        {"id": "vm", "service": "voicemail", "subscribers": 1000}
+    ]))
+    .unwrap();
+    let tcp = |address: &str| json!({"type": "tcp", "address": address});
+    let targets: Vec<TargetConfig> = serde_json::from_value(json!([
+        {"id": "resolver", "service": "core", "probe": tcp("dns.example.net:53")},
+        {"id": "vm-a", "groups": ["vm"], "depends_on": ["resolver"], "probe": tcp("a.example.net:143")},
+        {"id": "vm-b", "groups": ["vm"], "probe": tcp("b.example.net:143")},
+    ]))
+    .unwrap();
+    let mut issues = crate::validation::Issues::default();
+    let tables = Tables {
+        defaults: &DefaultsConfig::default(),
+        services: &services,
+        groups: &groups,
+        targets: &targets,
+        maintenances: &[],
+    };
+    let topo = build(&tables, &mut issues);
+    assert!(issues.is_empty(), "{issues}");
+    topo
+}
+
+#[test]
+fn a_group_is_held_only_while_each_of_its_failing_targets_depends_on_one_down() {
+    let topo = target_dependencies();
+    let down = |ids: &'static [&'static str]| {
+        let topo = topo.clone();
+        move |t: usize| {
+            if ids.contains(&topo.targets[t].id.as_str()) {
+                TargetState::Down
+            } else {
+                TargetState::Up
+            }
+        }
+    };
+    let groups_down = |ids: &[&str]| -> Vec<GroupStatus> {
+        topo.groups
+            .iter()
+            .map(|g| GroupStatus {
+                health: if ids.contains(&g.id.as_str()) {
+                    Health::Down
+                } else {
+                    Health::Ok
+                },
+                since: t("14:00:00"),
+            })
+            .collect()
+    };
+    // The resolver and vm-a down: voicemail fails through the resolver.
+    let mut book = IncidentBook::default();
+    let groups = groups_down(&["resolver", "vm"]);
+    let changes = book.update(
+        &topo,
+        &groups,
+        &down(&["resolver", "vm-a"]),
+        &settings(),
+        t("14:00:30"),
+    );
+    assert_eq!(events(&changes), vec![opened("inc-000001")]);
+    assert_eq!(
+        book.open()[0].services["voicemail"].through.as_deref(),
+        Some("resolver")
+    );
+    // vm-b down too, which depends on nothing: voicemail's failure is its own.
+    let mut book = IncidentBook::default();
+    let changes = book.update(
+        &topo,
+        &groups,
+        &down(&["resolver", "vm-a", "vm-b"]),
+        &settings(),
+        t("14:00:30"),
+    );
+    assert_eq!(
+        events(&changes),
+        vec![opened("inc-000001"), opened("inc-000002")]
+    );
+    assert!(book.open().iter().all(|i| i.services.len() == 1));
+}
