@@ -151,7 +151,16 @@ async fn pushed_results_drive_states_incidents_metrics_and_heartbeats() {
     let metrics = daemon.metrics().await;
     let labels = [("target", "sim-north"), ("reason", "missed_heartbeat")];
     assert!(metric_sum(&metrics, "tocsin_probe_failures_total", &labels) >= 3.0);
-    // The target with an hour's interval has missed nothing.
+    // The scheduler never ran a push target (that would be an `internal` failure), and
+    // the target with an hour's interval has missed nothing.
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "tocsin_probe_failures_total",
+            &[("reason", "internal")]
+        ),
+        0.0
+    );
     assert_eq!(target(&daemon, "sim-south").await["state"], "unknown");
     daemon.stop().await;
 }
