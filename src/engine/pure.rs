@@ -43,6 +43,9 @@ pub struct Core {
     /// When each push target's next result is due (`interval + grace` after its last one,
     /// or after the start); `None` for probed targets.
     heartbeats: Vec<Option<Timestamp>>,
+    /// The push targets' indexes: what [`Core::next_heartbeat`] looks at, so that a
+    /// topology without push targets costs nothing.
+    pushed: Vec<usize>,
 }
 
 impl Core {
@@ -62,6 +65,7 @@ impl Core {
             groups: Vec::new(),
             book,
             heartbeats: Vec::new(),
+            pushed: Vec::new(),
         };
         core.adopt(topology, detectors, HashMap::new(), now);
         core
@@ -157,6 +161,9 @@ impl Core {
                 )
             })
             .collect();
+        self.pushed = (0..topo.targets.len())
+            .filter(|&i| self.heartbeats[i].is_some())
+            .collect();
         self.groups = (0..topo.groups.len())
             .map(|g| group_from_detectors(&topo, g, &self.detectors, now))
             .collect();
@@ -189,10 +196,9 @@ impl Core {
     /// The push target whose result is due first, with when; the caller feeds
     /// [`missed_heartbeat`](crate::probe::missed_heartbeat) at that time once it has passed.
     pub fn next_heartbeat(&self) -> Option<(usize, Timestamp)> {
-        self.heartbeats
+        self.pushed
             .iter()
-            .enumerate()
-            .filter_map(|(i, due)| Some((i, (*due)?)))
+            .filter_map(|&i| Some((i, self.heartbeats[i]?)))
             .min_by_key(|&(i, due)| (due, i))
     }
 
