@@ -472,7 +472,18 @@ fn resolve_dependencies(
         let deps = resolve(topo, Dependency::Target(t), path, ids, issues);
         topo.targets[t].depends_on = deps;
     }
-    for cycle in dependency_cycles(topo) {
+    for mut cycle in dependency_cycles(topo) {
+        // Reported where it is written: at a node whose `depends_on` holds its next one (a
+        // group leads to its targets too, which it does not list).
+        let listed = |i: usize| {
+            let next = cycle[(i + 1) % cycle.len()];
+            match cycle[i] {
+                Dependency::Group(g) => topo.groups[g].depends_on.contains(&next),
+                Dependency::Target(_) => true,
+            }
+        };
+        let first = (0..cycle.len()).find(|&i| listed(i)).unwrap_or(0);
+        cycle.rotate_left(first);
         let path = match cycle[0] {
             Dependency::Group(g) => &group_sources[g].0,
             Dependency::Target(t) => &target_sources[t].0,
