@@ -34,17 +34,18 @@ impl Node {
         targets: &[(&str, String)],
         receiver: &Receiver,
     ) -> Node {
-        Node::start_every(db, vantage, targets, receiver, None)
+        Node::start_with(db, vantage, targets, receiver, None, "")
     }
 
-    /// As [`Node::start`], probing every `interval` instead of the tests' 100 ms, with the
-    /// default lease.
-    fn start_every(
+    /// [`Node::start`] probing every `interval` instead of the tests' 100 ms (with the
+    /// default lease), and with more configuration (TOML) after the targets.
+    fn start_with(
         db: &str,
         vantage: &'static str,
         targets: &[(&str, String)],
         receiver: &Receiver,
         interval: Option<Duration>,
+        more: &str,
     ) -> Node {
         let dir = temp_dir();
         let mut config = TestConfig::new(dir.path());
@@ -77,7 +78,7 @@ impl Node {
                  probe = {{ type = \"http\", url = \"{url}\" }}"
             ));
         }
-        config = config.body(&format!(
+        config = config.body(more).body(&format!(
             "[[receivers]]\nname = \"noc\"\ntype = \"webhook\"\nurl = \"{}\"\nvantage_events = true",
             receiver.url()
         ));
@@ -276,9 +277,9 @@ async fn three_nodes_every(
     interval: Option<Duration>,
 ) -> Vec<Node> {
     let nodes = vec![
-        Node::start_every(db, "paris", targets, receiver, interval),
-        Node::start_every(db, "paris", targets, receiver, interval),
-        Node::start_every(db, "lyon", targets, receiver, interval),
+        Node::start_with(db, "paris", targets, receiver, interval, ""),
+        Node::start_with(db, "paris", targets, receiver, interval, ""),
+        Node::start_with(db, "lyon", targets, receiver, interval, ""),
     ];
     for n in &nodes {
         wait_for_members(n, 3).await;
@@ -684,4 +685,73 @@ async fn database_load_per_probe_and_per_transition() {
         ((after.0 - before.0) as f64 - steady_commits * spent) / transitions,
     );
     assert!(nodes[leader].leads().await);
+}
+
+/// A result pushed to one instance is its vantage's result: paris takes the handset's
+/// results and, once they stop, misses its heartbeats, while lyon, never sent one, casts
+/// no vote on it. The leader opens the incident on paris' verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_result_is_the_receiving_vantages_and_so_is_its_silence() {
+    let db = postgres::fresh_database(None).await;
+    let mut receiver = Receiver::start().await;
+    let tokens = temp_dir();
+    let token = common::write(tokens.path(), "sim.token", "handset-token\n");
+    let push = format!(
+        "[[targets]]\nid = \"sim\"\nservice = \"voice\"\nsubscribers = 10\ninterval = \"600ms\"\n\
+         probe = {{ type = \"push\", token_file = \"{}\", grace = \"200ms\" }}",
+        common::path_str(&token)
+    );
+    let nodes = vec![
+        Node::start_with(&db, "paris", &[], &receiver, None, &push),
+        Node::start_with(&db, "lyon", &[], &receiver, None, &push),
+    ];
+    for n in &nodes {
+        wait_for_members(n, 2).await;
+    }
+    let leader = wait_for_leader(&nodes, &[]).await;
+    let post = || async {
+        reqwest::Client::new()
+            .post(format!(
+                "http://{}/api/v1/targets/sim/results",
+                nodes[0].addr
+            ))
+            .bearer_auth("handset-token")
+            .json(&serde_json::json!({"ok": true, "latency_ms": 90}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Pushed while the leader is up: up by paris' vote (lyon live but silent on it).
+    wait_for("sim up on the leader", || async {
+        assert_eq!(post().await, 202);
+        let status = nodes[leader].get("/api/v1/status").await;
+        status.is_some_and(|s| s["targets"][0]["state"] == "up")
+    })
+    .await;
+    // Silence: paris misses two heartbeats (failure_threshold 2), the incident opens.
+    let opened = until(&mut receiver, "incident.opened").await;
+    let incident = &opened.last().unwrap().event["incident"];
+    assert_eq!(incident["services"], serde_json::json!(["voice"]));
+    let (client, connection) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let votes: Vec<(String, String)> = client
+        .query(
+            "SELECT vantage, state FROM vantage_state WHERE target = 'sim'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(votes, [("paris".to_string(), "down".to_string())]);
+    let status = nodes[0].get("/api/v1/status").await.unwrap();
+    assert_eq!(
+        status["targets"][0]["last_result"]["reason"],
+        "missed_heartbeat"
+    );
 }

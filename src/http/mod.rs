@@ -9,6 +9,7 @@
 //! * `statuspage_api`: the Atlassian Statuspage v2 documents (`/api/v2`);
 //! * `feeds`: badges and the Atom history;
 //! * `public`: what the public sees of an incident (name, customer-facing updates);
+//! * `push`: results posted by field probes for `push` targets;
 //! * `exporter`: the blackbox-compatible `/probe` and `[exporter]`;
 //! * `error`: the JSON error shape; `extract`: extractors whose rejections take it;
 //! * `server`: the listener, with its connection limits and bounded shutdown.
@@ -19,6 +20,7 @@ mod exporter;
 mod extract;
 mod feeds;
 mod public;
+mod push;
 mod server;
 mod status_page;
 mod statuspage_api;
@@ -58,6 +60,7 @@ pub(crate) use server::serve;
 pub mod parsers {
     pub use super::api::{ChangeRequest, MaintenanceRequest};
     pub use super::exporter::probe_request;
+    pub use super::push::PushedResult;
 }
 pub use status_page::{PageConfig, PageSpec};
 
@@ -296,6 +299,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/changes",
             get(api::changes).post(api::register_change),
+        )
+        .route(
+            "/api/v1/targets/{id}/results",
+            post(push::post_result).layer(DefaultBodyLimit::max(push::MAX_BODY_BYTES)),
         )
         .route(
             "/api/v1/maintenances",
