@@ -102,12 +102,9 @@ struct Leader {
 
 impl Leader {
     /// One poll's verdicts recorded, the quorum recounted and its changes applied to the
-    /// core, as `Engine::on_news` does. Returns (quorum transitions, incident changes).
-    fn poll(
-        &mut self,
-        votes: &[(usize, TargetState, Timestamp)],
-        now: Timestamp,
-    ) -> (usize, usize) {
+    /// core, as `Engine::on_news` does.
+    fn poll(&mut self, votes: &[(usize, TargetState, Timestamp)], now: Timestamp) -> Polled {
+        let started = Instant::now();
         for &(index, state, since) in votes {
             let id = &self.topology.targets[index].id;
             for v in &self.vantages {
@@ -115,14 +112,43 @@ impl Leader {
             }
         }
         let recount = self.tally.recount(&self.topology, &self.live, now);
-        let mut changes = 0;
+        let tally = started.elapsed();
+        let started = Instant::now();
+        let mut events = 0;
         for (index, verdict) in &recount.verdicts {
             let observed = self
                 .core
                 .set_verdict(*index, verdict.map(|v| (v.state, v.since)), now);
-            changes += observed.changes.events.len();
+            events += observed.changes.events.len();
         }
-        (recount.verdicts.len(), changes)
+        Polled {
+            transitions: recount.verdicts.len(),
+            events,
+            tally,
+            core: started.elapsed(),
+        }
+    }
+}
+
+/// What one poll did, and where its time went.
+#[derive(Default)]
+struct Polled {
+    /// Targets whose quorum changed.
+    transitions: usize,
+    /// Incident events.
+    events: usize,
+    /// Recording the votes and recounting.
+    tally: Duration,
+    /// The core taking the new verdicts (groups, incidents).
+    core: Duration,
+}
+
+impl std::ops::AddAssign for Polled {
+    fn add_assign(&mut self, other: Polled) {
+        self.transitions += other.transitions;
+        self.events += other.events;
+        self.tally += other.tally;
+        self.core += other.core;
     }
 }
 
@@ -163,36 +189,32 @@ fn main() {
     let all_up: Vec<(usize, TargetState, Timestamp)> =
         (0..targets).map(|i| (i, TargetState::Up, t0())).collect();
     let region = Region::new(GLOBAL);
-    let started = Instant::now();
-    let (first, _) = leader.poll(&all_up, now);
-    let first_poll = started.elapsed();
+    let first = leader.poll(&all_up, now);
     let votes_mib = held_mib(&region);
-    assert_eq!(first, targets, "every target gets a verdict");
+    assert_eq!(first.transitions, targets, "every target gets a verdict");
 
     // Nothing changes: what the engine's tick recounts every second.
     let mut steady = Vec::new();
     for _ in 0..STEADY_RUNS {
         now += TimeDelta::seconds(1);
+        let polled = leader.poll(&[], now);
+        assert_eq!(polled.transitions, 0);
         let started = Instant::now();
-        let (changed, _) = leader.poll(&[], now);
         leader.core.tick(now);
-        steady.push(started.elapsed());
-        assert_eq!(changed, 0);
+        steady.push((polled.tally, started.elapsed()));
     }
-    let steady = median(steady);
+    let steady_tally = median(steady.iter().map(|s| s.0).collect());
+    let steady_core = median(steady.iter().map(|s| s.1).collect());
 
     // One target's change per heartbeat, seen by every vantage at once (it applies
     // without settling).
-    let started = Instant::now();
-    let mut trickled = 0;
+    let mut trickle = Polled::default();
     for k in 0..TRICKLE {
         now += TimeDelta::from_std(HEARTBEAT).expect("fits");
         let index = targets - 1 - k * TARGETS_PER_GROUP;
-        let (changed, _) = leader.poll(&[(index, TargetState::Down, now)], now);
-        trickled += changed;
+        trickle += leader.poll(&[(index, TargetState::Down, now)], now);
     }
-    let trickle = started.elapsed();
-    assert_eq!(trickled, TRICKLE);
+    assert_eq!(trickle.transitions, TRICKLE);
 
     // A platform of 1 % of the targets down from every vantage, in one poll; then back.
     let outage: Vec<usize> = (0..(targets / 100).max(1)).collect();
@@ -201,17 +223,13 @@ fn main() {
         .iter()
         .map(|&i| (i, TargetState::Down, now))
         .collect();
-    let started = Instant::now();
-    let (went_down, changes) = leader.poll(&down, now);
-    let mass_down = started.elapsed();
-    assert_eq!(went_down, outage.len());
-    assert!(changes > 0 && !leader.core.open_incidents().is_empty());
+    let mass_down = leader.poll(&down, now);
+    assert_eq!(mass_down.transitions, outage.len());
+    assert!(mass_down.events > 0 && !leader.core.open_incidents().is_empty());
     now += TimeDelta::seconds(120);
     let up: Vec<_> = outage.iter().map(|&i| (i, TargetState::Up, now)).collect();
-    let started = Instant::now();
-    let (came_up, _) = leader.poll(&up, now);
-    let mass_up = started.elapsed();
-    assert_eq!(came_up, outage.len());
+    let mass_up = leader.poll(&up, now);
+    assert_eq!(mass_up.transitions, outage.len());
 
     let per_second = 1.0 + 1.0 / HEARTBEAT.as_secs_f64();
     let rollup_rows = pairs as f64 / 60.0;
@@ -224,23 +242,32 @@ fn main() {
         "votes_bytes_per_pair: {:.0}",
         votes_mib * 1024.0 * 1024.0 / (targets * vantages) as f64
     );
-    println!("first_poll_ms: {:.1}", ms(first_poll));
-    println!("steady_recount_ms: {:.2}", ms(steady));
+    let per = |d: Duration, n: usize| ms(d) / n as f64;
+    println!("first_poll_tally_ms: {:.1}", ms(first.tally));
+    println!("first_poll_core_ms: {:.1}", ms(first.core));
+    println!("steady_recount_ms: {:.3}", ms(steady_tally));
+    println!("steady_core_tick_ms: {:.3}", ms(steady_core));
     println!(
-        "trickle_ms_per_transition: {:.2}",
-        ms(trickle) / TRICKLE as f64
+        "trickle_tally_ms_per_transition: {:.3}",
+        per(trickle.tally, TRICKLE)
     );
     println!(
-        "outage_ms_per_transition: {:.4}",
-        ms(mass_down) / outage.len() as f64
+        "trickle_core_ms_per_transition: {:.3}",
+        per(trickle.core, TRICKLE)
     );
-    println!(
-        "recovery_ms_per_transition: {:.4}",
-        ms(mass_up) / outage.len() as f64
-    );
+    for (name, polled) in [("outage", &mass_down), ("recovery", &mass_up)] {
+        println!(
+            "{name}_tally_ms_per_transition: {:.4}",
+            per(polled.tally, polled.transitions)
+        );
+        println!(
+            "{name}_core_ms_per_transition: {:.4}",
+            per(polled.core, polled.transitions)
+        );
+    }
     println!(
         "idle_leader_core_share: {:.3}",
-        ms(steady) * per_second / 1000.0
+        (ms(steady_tally) * per_second + ms(steady_core)) / 1000.0
     );
     println!("rollup_rows_per_second: {rollup_rows:.0}");
 }
