@@ -250,8 +250,8 @@ impl Engine {
                     }
                     if changed {
                         let now = self.clock.now();
-                        // The quorum once per batch: at a mass outage that is one pass
-                        // over the votes, not one per transition.
+                        // The quorum once per batch (of the targets whose votes changed),
+                        // not once per transition.
                         self.recount(now);
                         self.publish(now);
                     }
