@@ -17,7 +17,7 @@ pub(crate) mod outbox;
 mod pagerduty;
 pub(crate) mod routing;
 mod slack;
-pub mod subscribers;
+pub(crate) mod subscribers;
 mod webhook;
 
 pub use alertmanager::AlertmanagerSpec;
@@ -228,7 +228,7 @@ pub struct SendContext<'a> {
     /// The receiver's name, for logs and e-mail threads.
     pub receiver: &'a str,
     /// Where the subscribers' fan-out queues its notices.
-    pub store: Option<&'a crate::store::Store>,
+    pub(crate) store: Option<&'a crate::store::Store>,
 }
 
 impl ReceiverKind {

@@ -53,6 +53,10 @@ const BATCH: usize = 64;
 const RATE_WINDOW: Duration = Duration::from_secs(3600);
 /// Longest webhook URL and e-mail address taken.
 const MAX_ADDRESS_LEN: usize = 2048;
+/// How long the deliverer sleeps with nothing due: another instance of a cluster may have
+/// queued notices (a maintenance announced through it), and unconfirmed subscriptions
+/// expire.
+const IDLE_POLL: Duration = Duration::from_secs(60);
 
 /// `[subscriptions]`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -534,6 +538,9 @@ pub async fn deliver_notices(d: NoticeDeliverer) {
         tokio::pin!(woken);
         woken.as_mut().enable();
         let now = d.clock.now();
+        let confirm_within =
+            chrono::Duration::from_std(d.spec.confirm_within).unwrap_or(chrono::Duration::MAX);
+        d.store.expire_unconfirmed(now - confirm_within);
         let (due, next) = match d.store.due_notices(now, BATCH).await {
             Ok(found) => found,
             Err(e) => {
@@ -544,7 +551,8 @@ pub async fn deliver_notices(d: NoticeDeliverer) {
         if due.is_empty() {
             let wait = next
                 .and_then(|at| (at - now).to_std().ok())
-                .unwrap_or(Duration::from_secs(24 * 3600));
+                .unwrap_or(IDLE_POLL)
+                .min(IDLE_POLL);
             tokio::select! {
                 _ = d.token.cancelled() => return,
                 _ = woken => {}
@@ -566,14 +574,17 @@ pub async fn deliver_notices(d: NoticeDeliverer) {
             };
             match result {
                 Ok(()) => d.store.notice_done(notice.seq),
+                // The reasons go to debug: an SMTP answer may quote the address.
                 Err(SendError::Permanent(why)) => {
-                    tracing::warn!(subscription = %notice.subscription.id, %why, "notice refused; dropped");
+                    tracing::warn!(subscription = %notice.subscription.id, "notice refused; dropped");
+                    tracing::debug!(subscription = %notice.subscription.id, %why, "refusal");
                     d.store.notice_done(notice.seq);
                 }
                 Err(SendError::Transient(why)) => {
                     let age = (now - notice.queued_at).to_std().unwrap_or_default();
                     if age >= MAX_RETRY_AGE {
-                        tracing::warn!(subscription = %notice.subscription.id, %why, "notice too old to retry; dropped");
+                        tracing::warn!(subscription = %notice.subscription.id, "notice too old to retry; dropped");
+                        tracing::debug!(subscription = %notice.subscription.id, %why, "last failure");
                         d.store.notice_done(notice.seq);
                     } else {
                         let attempts = notice.attempts.saturating_add(1);

@@ -147,7 +147,9 @@ async fn create(
             .send_confirmation(address, &site.server.page_title, &link)
             .await
         {
-            tracing::warn!(subscription = %sub.id, error = %e, "cannot send a confirmation mail");
+            // The reason goes to debug: an SMTP answer may quote the address.
+            tracing::warn!(subscription = %sub.id, "cannot send a confirmation mail");
+            tracing::debug!(subscription = %sub.id, error = %e, "confirmation mail failure");
             state.store.unsubscribe(&sub.id);
             state.store.flush().await?;
             return Err(ApiError::unavailable(
