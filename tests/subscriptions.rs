@@ -6,6 +6,9 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
@@ -406,4 +409,112 @@ max_per_address_per_hour = 3
     assert_eq!(mails_to(&exim, "alice@example.net").len(), 3);
     assert_eq!(mails_to(&exim, "bob@example.net").len(), 1, "data only");
     app.stop().await;
+}
+
+/// A webhook subscriber on loopback that answers the status the test sets and passes on
+/// the events it accepts.
+struct Flaky {
+    url: String,
+    status: Arc<AtomicU16>,
+    attempts: Arc<AtomicUsize>,
+    accepted: tokio::sync::mpsc::UnboundedReceiver<Value>,
+}
+
+impl Flaky {
+    async fn start(status: u16) -> Flaky {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let status = Arc::new(AtomicU16::new(status));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (s, a) = (Arc::clone(&status), Arc::clone(&attempts));
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |body: axum::body::Bytes| {
+                let (s, a, tx) = (Arc::clone(&s), Arc::clone(&a), tx.clone());
+                async move {
+                    a.fetch_add(1, Ordering::SeqCst);
+                    let code = s.load(Ordering::SeqCst);
+                    if code < 300 {
+                        let _ = tx.send(serde_json::from_slice::<Value>(&body).unwrap());
+                    }
+                    axum::http::StatusCode::from_u16(code).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Flaky {
+            url,
+            status,
+            attempts,
+            accepted: rx,
+        }
+    }
+}
+
+/// A notice the subscriber refuses (503) is retried with backoff, and one still queued at
+/// a restart is sent by the next run: notices are kept in the store, not in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_subscriber_is_retried_and_a_restart_loses_nothing() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let mut hook = Flaky::start(503).await;
+    let secret = write(dir.path(), "subscriptions.secret", SECRET);
+    // No mail is sent here: the SMTP server is never reached.
+    let config = || {
+        TestConfig::new(dir.path())
+            .server("external_url", "\"https://status.example.net/\"")
+            .instant_thresholds()
+            .default("resolve_after", "\"1h\"")
+            .body(&format!(
+                r#"
+[[services]]
+id = "voicemail"
+name = "Voicemail"
+subscribers = 1000
+[[targets]]
+id = "vm-a"
+service = "voicemail"
+subscribers = 100
+probe = {{ type = "http", url = "{url}" }}
+
+[subscriptions]
+enabled = true
+server = "127.0.0.1:1"
+tls = "none"
+from = "status@status.example.net"
+secret_file = "{secret}"
+"#,
+                url = target.url(),
+                secret = path_str(&secret),
+            ))
+    };
+    let app = InProcess::start(config(), dir.path()).await;
+    let (status, _, body) = app
+        .request(
+            "POST",
+            "/api/v1/subscriptions",
+            None,
+            Some(json!({"webhook": hook.url, "services": ["voicemail"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    target.set_status(503);
+    wait_for("a retry of the refused notice", || async {
+        hook.attempts.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    app.stop().await;
+
+    // The subscriber comes back while tocsin is down; the next run sends the notice.
+    hook.status.store(204, Ordering::SeqCst);
+    let app = InProcess::start(config(), dir.path()).await;
+    let event = tokio::time::timeout(common::PATIENCE, hook.accepted.recv())
+        .await
+        .expect("the queued notice after the restart")
+        .unwrap();
+    assert_eq!(event["type"], "incident.opened");
+    assert_eq!(event["incident"]["services"][0]["id"], "voicemail");
+    app.stop().await;
+    assert!(hook.accepted.try_recv().is_err(), "sent once");
 }
