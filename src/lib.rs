@@ -19,6 +19,9 @@
 //!              command}
 //! ```
 //!
+//! Results of `push` targets come from probes in the field instead, posted to `http`, which
+//! hands them to the engine as the scheduler's would be.
+//!
 //! # Layers
 //!
 //! From the bottom up. A module imports only modules of lower layers; `tests/layers.rs`
@@ -51,7 +54,8 @@
 //! 13. [`engine`]: the one task that owns detector and incident state around its pure
 //!     [`engine::Core`]; it persists, alerts, counts and publishes snapshots.
 //! 14. `http`: the API, the status page and its subscriptions, the Statuspage documents,
-//!     `/probe`, `/metrics`, and the listener that serves them within its limits.
+//!     `/probe`, `/metrics`, the results field probes post for `push` targets, and the
+//!     listener that serves them within its limits.
 //! 15. [`config`]: the file (the `config` crate, `TOCSIN__…` overrides) assembled from every
 //!     component's config and validated into [`config::Settings`], every problem at once,
 //!     each with its line.
@@ -63,7 +67,11 @@
 //!
 //! * **service**: what a customer buys and feels (`voicemail`, `data`); has a subscriber base.
 //! * **group**: subscribers of one service behind one platform in one region, with a count.
-//! * **target**: one probed endpoint; belongs to one or more groups.
+//! * **target**: one probed endpoint; belongs to one or more groups. A **push target** is
+//!   not probed: probes in the field post its results, and silence past `interval + grace`
+//!   is a `missed_heartbeat` failure.
+//! * **dependency**: a group or target another lists in `depends_on`; while it is down, the
+//!   other's failure joins its incident and the other's receivers are not alerted.
 //! * **vantage**: where probes run from; one instance, or several that split its targets.
 //! * **member**: an instance of a cluster (several instances sharing one PostgreSQL); the
 //!   **leader** is the one member that runs incidents and sends alerts.

@@ -20,7 +20,7 @@ use crate::config::Settings;
 use crate::engine::{Core, TICK};
 use crate::event::AlertType;
 use crate::incident::{BookUpdate, Change, Incident, IncidentBook, IncidentView, Severity};
-use crate::probe::{Phases, ProbeResult, Reason};
+use crate::probe::{Phases, ProbeResult, Reason, missed_heartbeat};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -275,16 +275,53 @@ impl Replay {
         }
     }
 
-    /// Runs the clock from `from` to `to` in engine ticks, while time can change anything.
+    /// Runs the clock from `from` to `to` in engine ticks, while time can change anything;
+    /// push targets miss their heartbeats on the way, at the times they fall due.
     fn advance(&mut self, from: Timestamp, to: Timestamp) {
         let step = chrono::Duration::from_std(TICK).expect("tick fits");
         let mut now = from + step;
-        while now <= to && self.core.is_active() {
-            let changes = self.core.tick(now);
-            self.emit(changes, now);
-            let due = self.routing.tick(self.core.open_incidents(), now);
-            self.write(due);
-            now += step;
+        loop {
+            self.miss_heartbeats(now.min(to));
+            if now > to {
+                break;
+            }
+            if self.core.is_active() {
+                let changes = self.core.tick(now);
+                self.emit(changes, now);
+                let due = self.routing.tick(self.core.open_incidents(), now);
+                self.write(due);
+                now += step;
+                continue;
+            }
+            // Quiet until the next heartbeat falls due, if one does before `to`: on to the
+            // first tick at or after it.
+            match self.core.next_heartbeat().filter(|&(_, due)| due <= to) {
+                Some((_, due)) if due > now => {
+                    let steps = (due - now)
+                        .num_milliseconds()
+                        .div_euclid(step.num_milliseconds());
+                    now += step * i32::try_from(steps).unwrap_or(i32::MAX);
+                    if now < due {
+                        now += step;
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+
+    /// Feeds a missed heartbeat for each push target whose result was due by `until`.
+    fn miss_heartbeats(&mut self, until: Timestamp) {
+        while let Some((index, due)) = self.core.next_heartbeat().filter(|&(_, d)| d <= until) {
+            let target = &self.core.topology().targets[index];
+            let grace = target
+                .probe
+                .pushed()
+                .map_or_else(Default::default, |p| p.grace);
+            let result = missed_heartbeat(target.interval, grace);
+            let observed = self.core.observe(index, due, &result, due);
+            self.emit(observed.changes, due);
         }
     }
 }

@@ -107,6 +107,8 @@ async fn run_clock(
         .targets
         .iter()
         .enumerate()
+        // Push targets report through the API; the engine keeps their heartbeat.
+        .filter(|(_, t)| t.probe.pushed().is_none())
         .map(|(i, t)| Reverse((start + start_offset(&t.id, t.interval), i)))
         .collect();
     while let Some(&Reverse((next, _))) = due.peek() {

@@ -34,27 +34,51 @@ impl Node {
         targets: &[(&str, String)],
         receiver: &Receiver,
     ) -> Node {
+        Node::start_with(db, vantage, targets, receiver, None, "")
+    }
+
+    /// [`Node::start`] probing every `interval` instead of the tests' 100 ms (with the
+    /// default lease), and with more configuration (TOML) after the targets.
+    fn start_with(
+        db: &str,
+        vantage: &'static str,
+        targets: &[(&str, String)],
+        receiver: &Receiver,
+        interval: Option<Duration>,
+        more: &str,
+    ) -> Node {
         let dir = temp_dir();
-        let mut config = TestConfig::new(dir.path())
+        let mut config = TestConfig::new(dir.path());
+        // The tests' short lease, or with a slow interval the daemon's default (10 s).
+        let mut lease = format!(
+            "lease = \"{}ms\"\nheartbeat = \"{}ms\"",
+            LEASE.as_millis(),
+            HEARTBEAT.as_millis()
+        );
+        if let Some(every) = interval {
+            config = config.default("interval", &format!("\"{}ms\"", every.as_millis()));
+            lease.clear();
+        }
+        let mut config = config
             .postgres(db)
             .server("listen", "\"127.0.0.1:0\"")
             .default("failure_threshold", "2")
             .default("success_threshold", "1")
             .default("resolve_after", "\"1s\"")
             .body(&format!(
-                "[vantage]\nname = \"{vantage}\"\n[cluster]\nlease = \"{}ms\"\nheartbeat = \"{}ms\"\n\
-                 [page]\nshow_vantages = true",
-                LEASE.as_millis(),
-                HEARTBEAT.as_millis()
+                "[vantage]\nname = \"{vantage}\"\n[cluster]\n{lease}\n[page]\nshow_vantages = true"
             ))
-            .body("[[services]]\nid = \"voice\"\nsubscribers = 1000");
+            .body(&format!(
+                "[[services]]\nid = \"voice\"\nsubscribers = {}",
+                (targets.len() as u64 * 10).max(1000)
+            ));
         for (id, url) in targets {
             config = config.body(&format!(
                 "[[targets]]\nid = \"{id}\"\nservice = \"voice\"\nsubscribers = 10\n\
                  probe = {{ type = \"http\", url = \"{url}\" }}"
             ));
         }
-        config = config.body(&format!(
+        config = config.body(more).body(&format!(
             "[[receivers]]\nname = \"noc\"\ntype = \"webhook\"\nurl = \"{}\"\nvantage_events = true",
             receiver.url()
         ));
@@ -184,9 +208,14 @@ async fn wait_for_members(node: &Node, n: usize) {
 
 /// Reads deliveries until one of `kind` arrives; returns all read.
 async fn until(receiver: &mut Receiver, kind: &str) -> Vec<Delivery> {
+    until_within(receiver, kind, PATIENCE).await
+}
+
+/// As [`until`], waiting up to `patience` for each delivery.
+async fn until_within(receiver: &mut Receiver, kind: &str, patience: Duration) -> Vec<Delivery> {
     let mut got = Vec::new();
     loop {
-        let d = receiver.next().await;
+        let d = receiver.next_within(patience).await;
         let done = d.kind() == kind;
         got.push(d);
         if done {
@@ -237,10 +266,20 @@ async fn stored_incidents(db: &str) -> i64 {
 
 /// Starts paris ×2 and lyon ×1 on `targets` and waits until each sees the three members.
 async fn three_nodes(db: &str, targets: &[(&str, String)], receiver: &Receiver) -> Vec<Node> {
+    three_nodes_every(db, targets, receiver, None).await
+}
+
+/// As [`three_nodes`], probing every `interval`.
+async fn three_nodes_every(
+    db: &str,
+    targets: &[(&str, String)],
+    receiver: &Receiver,
+    interval: Option<Duration>,
+) -> Vec<Node> {
     let nodes = vec![
-        Node::start(db, "paris", targets, receiver),
-        Node::start(db, "paris", targets, receiver),
-        Node::start(db, "lyon", targets, receiver),
+        Node::start_with(db, "paris", targets, receiver, interval, ""),
+        Node::start_with(db, "paris", targets, receiver, interval, ""),
+        Node::start_with(db, "lyon", targets, receiver, interval, ""),
     ];
     for n in &nodes {
         wait_for_members(n, 3).await;
@@ -579,20 +618,26 @@ async fn database_writes(db: &str) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
-/// The database-load figures of `docs/scale.md`: commits and rows per second while 20
-/// targets × 2 vantages are probed every 100 ms with no change, then per target
-/// transition. `cargo test --test cluster database_load -- --ignored --nocapture`.
+/// The database-load figures of `docs/scale.md`: commits and rows per second while
+/// targets × 2 vantages are probed with no change, then per target transition. By default
+/// 20 targets every 100 ms for 20 s; `TOCSIN_LOAD_TARGETS`, `TOCSIN_LOAD_INTERVAL_MS` and
+/// `TOCSIN_LOAD_WINDOW_S` change them.
+/// `cargo test --test cluster database_load -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement (about a minute), not a check"]
 async fn database_load_per_probe_and_per_transition() {
-    const TARGETS: usize = 20;
-    const WINDOW: Duration = Duration::from_secs(20);
+    let setting = |name: &str, default: u64| -> u64 {
+        std::env::var(name).map_or(default, |v| v.parse().expect("a number"))
+    };
+    let targets_n = setting("TOCSIN_LOAD_TARGETS", 20) as usize;
+    let interval = Duration::from_millis(setting("TOCSIN_LOAD_INTERVAL_MS", 100));
+    let window = Duration::from_secs(setting("TOCSIN_LOAD_WINDOW_S", 20));
     let db = postgres::fresh_database(None).await;
     let mut receiver = Receiver::start().await;
     let target = Target::start().await;
-    let ids: Vec<String> = (0..TARGETS).map(|i| format!("t{i}")).collect();
+    let ids: Vec<String> = (0..targets_n).map(|i| format!("t{i}")).collect();
     let targets: Vec<(&str, String)> = ids.iter().map(|id| (id.as_str(), target.url())).collect();
-    let nodes = three_nodes(&db, &targets, &receiver).await;
+    let nodes = three_nodes_every(&db, &targets, &receiver, Some(interval)).await;
     let leader = wait_for_leader(&nodes, &[]).await;
     let probes = |text: &str| metric_sum(text, "tocsin_probes_total", &[]);
     let all_probes = async || {
@@ -602,12 +647,12 @@ async fn database_load_per_probe_and_per_transition() {
         }
         n
     };
-    // Steady: every target up from both vantages.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Steady: every target up from both vantages (its first round of probes done).
+    tokio::time::sleep(Duration::from_secs(3) + interval * 2).await;
     let ((c0, r0), p0) = (database_writes(&db).await, all_probes().await);
-    tokio::time::sleep(WINDOW).await;
+    tokio::time::sleep(window).await;
     let ((c1, r1), p1) = (database_writes(&db).await, all_probes().await);
-    let secs = WINDOW.as_secs_f64();
+    let secs = window.as_secs_f64();
     println!(
         "steady, {} instances: {:.0} probes/s, {:.1} commits/s, {:.1} rows/s ({:.4} rows per probe)",
         nodes.len(),
@@ -620,21 +665,93 @@ async fn database_load_per_probe_and_per_transition() {
     // incident opened and resolved.
     let before = database_writes(&db).await;
     let started = Instant::now();
+    // Detectors need `failure_threshold` intervals, and a slow interval is longer than a
+    // delivery's usual patience.
+    let within = PATIENCE + interval * 4;
     target.set_status(500);
-    until(&mut receiver, "incident.opened").await;
+    until_within(&mut receiver, "incident.opened", within).await;
     target.set_status(200);
-    until(&mut receiver, "incident.resolved").await;
+    until_within(&mut receiver, "incident.resolved", within).await;
     let took = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = database_writes(&db).await;
     let steady_rows = (r1 - r0) as f64 / secs;
     let steady_commits = (c1 - c0) as f64 / secs;
     let spent = took.as_secs_f64() + 3.0;
-    let transitions = (TARGETS * 2 * 2) as f64;
+    let transitions = (targets_n * 2 * 2) as f64;
     println!(
         "{transitions} vantage transitions (and one incident) over {spent:.1} s: {:.2} rows and {:.2} commits per transition above steady",
         ((after.1 - before.1) as f64 - steady_rows * spent) / transitions,
         ((after.0 - before.0) as f64 - steady_commits * spent) / transitions,
     );
     assert!(nodes[leader].leads().await);
+}
+
+/// A result pushed to one instance is its vantage's result: paris takes the handset's
+/// results and, once they stop, misses its heartbeats, while lyon, never sent one, casts
+/// no vote on it. The leader opens the incident on paris' verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_result_is_the_receiving_vantages_and_so_is_its_silence() {
+    let db = postgres::fresh_database(None).await;
+    let mut receiver = Receiver::start().await;
+    let tokens = temp_dir();
+    let token = common::write(tokens.path(), "sim.token", "handset-token\n");
+    let push = format!(
+        "[[targets]]\nid = \"sim\"\nservice = \"voice\"\nsubscribers = 10\ninterval = \"600ms\"\n\
+         probe = {{ type = \"push\", token_file = \"{}\", grace = \"200ms\" }}",
+        common::path_str(&token)
+    );
+    let nodes = vec![
+        Node::start_with(&db, "paris", &[], &receiver, None, &push),
+        Node::start_with(&db, "lyon", &[], &receiver, None, &push),
+    ];
+    for n in &nodes {
+        wait_for_members(n, 2).await;
+    }
+    let leader = wait_for_leader(&nodes, &[]).await;
+    let post = || async {
+        reqwest::Client::new()
+            .post(format!(
+                "http://{}/api/v1/targets/sim/results",
+                nodes[0].addr
+            ))
+            .bearer_auth("handset-token")
+            .json(&serde_json::json!({"ok": true, "latency_ms": 90}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Pushed while the leader is up: up by paris' vote (lyon live but silent on it).
+    wait_for("sim up on the leader", || async {
+        assert_eq!(post().await, 202);
+        let status = nodes[leader].get("/api/v1/status").await;
+        status.is_some_and(|s| s["targets"][0]["state"] == "up")
+    })
+    .await;
+    // Silence: paris misses two heartbeats (failure_threshold 2), the incident opens.
+    let opened = until(&mut receiver, "incident.opened").await;
+    let incident = &opened.last().unwrap().event["incident"];
+    assert_eq!(incident["services"], serde_json::json!(["voice"]));
+    let (client, connection) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let votes: Vec<(String, String)> = client
+        .query(
+            "SELECT vantage, state FROM vantage_state WHERE target = 'sim'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+    assert_eq!(votes, [("paris".to_string(), "down".to_string())]);
+    let status = nodes[0].get("/api/v1/status").await.unwrap();
+    assert_eq!(
+        status["targets"][0]["last_result"]["reason"],
+        "missed_heartbeat"
+    );
 }

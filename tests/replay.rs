@@ -563,6 +563,77 @@ fn multi_service_national_outage() {
     assert_eq!(inc["suspected_cause"], Value::Null);
 }
 
+/// The core DNS resolver fails at 10:00 for 20 minutes; voicemail (north, vm-a), data
+/// (south, pgw-1) and voice (east, ims-1) depend on it and fail with it. They share no
+/// region or platform, so only `depends_on` puts them together: one incident caused by
+/// the core group, the three services in it through `core-dns` (voice through the
+/// resolver target its handset depends on). Voice's handset pushes a result a minute and
+/// is silent from 10:00 to 10:20: three missed heartbeats (due 10:00:35, 10:01:35,
+/// 10:02:35, failure_threshold 3) take it down.
+#[test]
+fn core_dns_failure_gives_one_incident_caused_by_the_core_group() {
+    let r = replay_scenario("core-dependency");
+    assert_eq!(
+        r.headlines(),
+        [
+            // The resolver's third failure: the core group is down.
+            "incident.opened 2026-07-11T10:01:00Z inc-000001 investigating sev1/critical/national core",
+            // Voicemail (10:01:10) and data (10:01:20) join; one update a minute.
+            "incident.updated 2026-07-11T10:02:00Z inc-000001 investigating sev1/critical/national core,data,voicemail ofcom=met",
+            // Voice's third missed heartbeat (10:00:35, 10:02:05, 10:03:35).
+            "incident.updated 2026-07-11T10:03:35Z inc-000001 investigating sev1/critical/national core,data,voice,voicemail ofcom=met",
+            "incident.updated 2026-07-11T10:06:20Z inc-000001 investigating sev1/critical/national core,data,voice,voicemail eu_enisa=met ofcom=met",
+            "incident.updated 2026-07-11T10:18:20Z inc-000001 investigating sev1/critical/national core,data,voice,voicemail eu_enisa=met ofcom=met+critical",
+            // The handset's second result after its silence (10:21:05) + 5m.
+            "incident.resolved 2026-07-11T10:26:05Z inc-000001 resolved sev1/critical/national core,data,voice,voicemail eu_enisa=met ofcom=met+critical",
+        ]
+    );
+    let inc = r.only_incident();
+    assert_eq!(inc["caused_by"], json!(["core-dns"]));
+    assert_eq!(
+        inc["services"],
+        json!(["core", "data", "voice", "voicemail"])
+    );
+    assert_eq!(inc["per_service"]["core"].get("through"), None);
+    for (service, peak) in [
+        ("voicemail", 3_000_000),
+        ("data", 10_000_000),
+        ("voice", 9_000_000),
+    ] {
+        let s = &inc["per_service"][service];
+        assert_eq!(s["through"], "core-dns", "{service}");
+        assert_eq!(s["peak_affected"], peak, "{service}");
+    }
+    let joined = messages(inc, &["service_joined"]);
+    assert_eq!(joined.len(), 3);
+    assert!(
+        joined
+            .iter()
+            .all(|(_, _, m)| m.contains("through `core-dns`")),
+        "{joined:?}"
+    );
+
+    // The same input without `depends_on`: nothing else relates the four services, and
+    // each opens its own incident.
+    let toml = std::fs::read_to_string(fixture("core-dependency.toml")).unwrap();
+    let token = fixture("sim-east.token");
+    let independent: String = toml
+        .lines()
+        .filter(|l| !l.starts_with("depends_on"))
+        .map(|l| {
+            l.replace(
+                "\"sim-east.token\"",
+                &format!("{:?}", token.display().to_string()),
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let settings = config::load(&ConfigSource::Inline(independent)).unwrap();
+    let input = File::open(fixture("core-dependency.jsonl")).unwrap();
+    let separate = replay(settings, BufReader::new(input));
+    assert_eq!(separate.incidents.len(), 4, "{:#?}", separate.headlines());
+}
+
 /// A target that flaps for half an hour (never 3 failures in a row), then fails for real
 /// with a lone success and one brief two-success recovery inside the outage, then flaps
 /// again: one incident, one `incident.opened`, reopened once without a new alert.

@@ -93,6 +93,7 @@ fn target(id: &str, address: &str) -> Target {
             platform: String::new(),
         },
         vantages: Vec::new(),
+        depends_on: Vec::new(),
     }
 }
 

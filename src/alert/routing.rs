@@ -181,7 +181,9 @@ impl Routing {
                 }
                 continue;
             }
-            if incident.severity < policy.min_severity || !policy.covers(&incident.services) {
+            // Services failing through a dependency are inhibited: only those failing in
+            // their own right route the incident.
+            if incident.severity < policy.min_severity || !policy.covers(&incident.own_services()) {
                 continue;
             }
             let kind = match route.announced.get_mut(&incident.id) {

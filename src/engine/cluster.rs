@@ -110,6 +110,12 @@ impl Clustered {
         }
     }
 
+    /// Whether this instance has a result of target `index` of its own (probed, or pushed
+    /// to it).
+    pub(super) fn has_results(&self, index: usize) -> bool {
+        self.local_at[index].is_some()
+    }
+
     pub fn leads(&self) -> bool {
         self.leading.is_some()
     }

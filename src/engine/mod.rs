@@ -25,6 +25,7 @@ use crate::incident::{
     service_status,
 };
 use crate::metrics::{Metrics, TargetMetrics};
+use crate::probe::{ProbeResult, missed_heartbeat};
 use crate::rollup::{OpenMinute, Rollups};
 use crate::scheduler::ProbeReport;
 use crate::store::{Restored, StorageSpec, Store};
@@ -67,6 +68,13 @@ pub(crate) enum Control {
     RecordChange(Change),
     /// A maintenance window registered through the API (already stored).
     AddMaintenance(MaintenanceWindow),
+    /// A result posted for a push target (`POST /api/v1/targets/{id}/results`), checked
+    /// against the snapshot's topology; dropped if a reload removed the target meanwhile.
+    Pushed {
+        target: String,
+        at: Timestamp,
+        result: ProbeResult,
+    },
     /// `POST /api/v1/incidents/{id}/acknowledge`; answers `None` for no such open incident.
     Acknowledge {
         id: String,
@@ -210,6 +218,7 @@ impl Engine {
                 Some(message) = control.recv() => self.on_control(message),
                 _ = tick.tick() => {
                     let now = self.clock.now();
+                    self.miss_heartbeats(now);
                     // Verdicts contradicted by another vantage settle with time.
                     self.recount(now);
                     let changes = self.core.tick(now);
@@ -315,6 +324,17 @@ impl Engine {
                 );
                 self.apply(changes, now);
             }
+            Control::Pushed { target, at, result } => {
+                let topology = Arc::clone(&self.spec.topology);
+                match topology.target_index(&target) {
+                    Some(index) if topology.targets[index].probe.pushed().is_some() => {
+                        self.on_result(index, at, &result);
+                    }
+                    _ => {
+                        tracing::info!(target_id = %target, "pushed result dropped: no such push target since a reload")
+                    }
+                }
+            }
             Control::RecordChange(change) => {
                 let changes = self.core.record_change(change, now);
                 self.apply(changes, now);
@@ -340,14 +360,39 @@ impl Engine {
         self.publish(now);
     }
 
-    /// Takes one result; true when a target changed state (the snapshot is stale).
+    /// Takes one probe run; true when a target changed state (the snapshot is stale).
     fn on_report(&mut self, report: ProbeReport) -> bool {
         if !Arc::ptr_eq(&report.topology, &self.spec.topology) {
             return false; // from a configuration that has been replaced
         }
-        let index = report.target;
+        self.on_result(report.target, report.started_at, &report.result)
+    }
+
+    /// Feeds a missed heartbeat for each push target whose result is overdue at `now`, at
+    /// the time it fell due. In a cluster, only an instance that has been sent the target's
+    /// results misses them: it records them as its vantage's, as it does pushed results.
+    fn miss_heartbeats(&mut self, now: Timestamp) {
+        while let Some((index, due)) = self.core.next_heartbeat().filter(|&(_, d)| d <= now) {
+            let pushed_here = self.cluster.as_ref().is_none_or(|c| c.has_results(index));
+            if !pushed_here {
+                self.core.postpone_heartbeat(index);
+                continue;
+            }
+            let target = &self.core.topology().targets[index];
+            let grace = target
+                .probe
+                .pushed()
+                .map_or_else(Default::default, |p| p.grace);
+            let result = missed_heartbeat(target.interval, grace);
+            self.on_result(index, due, &result);
+        }
+    }
+
+    /// Takes one result of target `index` (probed, pushed or a missed heartbeat), started
+    /// at `started_at`; true when a target changed state (the snapshot is stale).
+    fn on_result(&mut self, index: usize, started_at: Timestamp, result: &ProbeResult) -> bool {
         let now = self.clock.now();
-        if let Some(cause) = report.result.local() {
+        if let Some(cause) = result.local() {
             // This host could not make the attempt: nothing is known of the target, so its
             // detector, series and rollups do not hear of it. `/readyz` fails meanwhile.
             let target = &self.core.topology().targets[index];
@@ -355,27 +400,21 @@ impl Engine {
                 tracing::warn!(
                     target_id = %target.id,
                     cause = cause.as_str(),
-                    detail = report.result.failure.as_ref().map(|f| f.detail.as_str()),
+                    detail = result.failure.as_ref().map(|f| f.detail.as_str()),
                     "probes cannot run for a reason of this host; no verdict on their targets"
                 );
             }
             return false;
         }
         self.metrics
-            .record_probe(&self.target_metrics[index], &report.result);
-        self.rollups.record(
-            self.core.topology(),
-            index,
-            report.started_at,
-            &report.result,
-        );
+            .record_probe(&self.target_metrics[index], result);
+        self.rollups
+            .record(self.core.topology(), index, started_at, result);
         self.save_rollups(now);
         if self.cluster.is_some() {
-            return self.observe_locally(index, report.started_at, &report.result, now);
+            return self.observe_locally(index, started_at, result, now);
         }
-        let observed = self
-            .core
-            .observe(index, report.started_at, &report.result, now);
+        let observed = self.core.observe(index, started_at, result, now);
         let Some(transition) = observed.transition else {
             return false;
         };
@@ -385,7 +424,7 @@ impl Engine {
             from = transition.from.as_str(),
             to = transition.to.as_str(),
             since = %transition.since,
-            reason = report.result.failure.as_ref().map(|f| f.reason.as_str()),
+            reason = result.failure.as_ref().map(|f| f.reason.as_str()),
             "target state changed"
         );
         self.target_metrics[index].set_state(transition.to);

@@ -40,6 +40,12 @@ pub struct Core {
     last_results: Vec<Option<LastResult>>,
     groups: Vec<GroupStatus>,
     book: IncidentBook,
+    /// When each push target's next result is due (`interval + grace` after its last one,
+    /// or after the start); `None` for probed targets.
+    heartbeats: Vec<Option<Timestamp>>,
+    /// The push targets' indexes: what [`Core::next_heartbeat`] looks at, so that a
+    /// topology without push targets costs nothing.
+    pushed: Vec<usize>,
 }
 
 impl Core {
@@ -58,8 +64,10 @@ impl Core {
             last_results: Vec::new(),
             groups: Vec::new(),
             book,
+            heartbeats: Vec::new(),
+            pushed: Vec::new(),
         };
-        core.adopt(topology, detectors, now);
+        core.adopt(topology, detectors, HashMap::new(), now);
         core
     }
 
@@ -103,6 +111,7 @@ impl Core {
         self.incidents = incidents;
         let detectors = std::mem::take(&mut self.detectors);
         let results = std::mem::take(&mut self.last_results);
+        let heartbeats = std::mem::take(&mut self.heartbeats);
         let ids: Vec<String> = self
             .topology()
             .targets
@@ -110,9 +119,15 @@ impl Core {
             .map(|t| t.id.clone())
             .collect();
         let previous: HashMap<String, Detector> = ids.iter().cloned().zip(detectors).collect();
+        let due: HashMap<String, Timestamp> = ids
+            .iter()
+            .cloned()
+            .zip(heartbeats)
+            .filter_map(|(id, due)| Some((id, due?)))
+            .collect();
         let mut previous_results: HashMap<String, Option<LastResult>> =
             ids.into_iter().zip(results).collect();
-        self.adopt(topology, previous, now);
+        self.adopt(topology, previous, due, now);
         for (t, slot) in self.topology.targets.iter().zip(&mut self.last_results) {
             *slot = previous_results.remove(&t.id).flatten();
         }
@@ -123,6 +138,7 @@ impl Core {
         &mut self,
         topology: Arc<Topology>,
         mut previous: HashMap<String, Detector>,
+        due: HashMap<String, Timestamp>,
         now: Timestamp,
     ) {
         self.topology = topology;
@@ -133,6 +149,21 @@ impl Core {
             .map(|t| previous.remove(&t.id).unwrap_or_default())
             .collect();
         self.last_results = vec![None; topo.targets.len()];
+        self.heartbeats = topo
+            .targets
+            .iter()
+            .map(|t| {
+                let push = t.probe.pushed()?;
+                Some(
+                    due.get(&t.id)
+                        .copied()
+                        .unwrap_or_else(|| later(now, t.interval + push.grace)),
+                )
+            })
+            .collect();
+        self.pushed = (0..topo.targets.len())
+            .filter(|&i| self.heartbeats[i].is_some())
+            .collect();
         self.groups = (0..topo.groups.len())
             .map(|g| group_from_detectors(&topo, g, &self.detectors, now))
             .collect();
@@ -162,8 +193,31 @@ impl Core {
         self.regroup(index, transition, now)
     }
 
-    /// Keeps target `index`'s last result for the status API, without detecting.
+    /// The push target whose result is due first, with when; the caller feeds
+    /// [`missed_heartbeat`](crate::probe::missed_heartbeat) at that time once it has passed.
+    pub fn next_heartbeat(&self) -> Option<(usize, Timestamp)> {
+        self.pushed
+            .iter()
+            .filter_map(|&i| Some((i, self.heartbeats[i]?)))
+            .min_by_key(|&(i, due)| (due, i))
+    }
+
+    /// Moves push target `index`'s due time one `interval + grace` on without a result:
+    /// an instance of a cluster that was never sent its results has none to miss.
+    pub fn postpone_heartbeat(&mut self, index: usize) {
+        let target = &self.topology.targets[index];
+        if let (Some(push), Some(due)) = (target.probe.pushed(), &mut self.heartbeats[index]) {
+            *due = later(*due, target.interval + push.grace);
+        }
+    }
+
+    /// Keeps target `index`'s last result for the status API, without detecting; a push
+    /// target's next result is due `interval + grace` after it.
     pub fn record_result(&mut self, index: usize, at: Timestamp, result: &ProbeResult) {
+        let target = &self.topology.targets[index];
+        if let (Some(push), Some(due)) = (target.probe.pushed(), &mut self.heartbeats[index]) {
+            *due = (*due).max(later(at, target.interval + push.grace));
+        }
         self.last_results[index] = Some(LastResult {
             at,
             ok: result.is_ok(),
@@ -235,7 +289,10 @@ impl Core {
     /// Re-evaluates incidents against the current group health.
     pub fn update(&mut self, now: Timestamp) -> BookUpdate {
         let topo = Arc::clone(self.topology());
-        self.book.update(&topo, &self.groups, &self.incidents, now)
+        let detectors = &self.detectors;
+        let target_state = |t: usize| detectors[t].state();
+        self.book
+            .update(&topo, &self.groups, &target_state, &self.incidents, now)
     }
 
     /// What time alone does: resolves quiet incidents, re-measures open ones, opens or
@@ -256,6 +313,14 @@ impl Core {
     pub fn acknowledge(&mut self, id: &str, by: Option<&str>, now: Timestamp) -> Option<Incident> {
         self.book.acknowledge(id, by, now)
     }
+}
+
+/// `at` plus `d`, saturating at the end of time (never a due time that stays due).
+fn later(at: Timestamp, d: std::time::Duration) -> Timestamp {
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(Timestamp::MAX_UTC)
 }
 
 /// A group's status rebuilt from its targets' detectors (at start and after a reload):

@@ -48,6 +48,12 @@ impl Snapshot {
         &self.topology
     }
 
+    /// When target `id`'s last result was taken, if it has one.
+    pub fn last_result_at(&self, id: &str) -> Option<Timestamp> {
+        let index = self.topology.target_index(id)?;
+        Some(self.targets.get(index)?.last_result.as_ref()?.at)
+    }
+
     pub fn group_views(&self) -> Vec<GroupView> {
         let topo = &self.topology;
         topo.groups

@@ -9,6 +9,7 @@
 //! * `statuspage_api`: the Atlassian Statuspage v2 documents (`/api/v2`);
 //! * `feeds`: badges and the Atom history;
 //! * `subscriptions`: subscribing to the status page, confirming, unsubscribing;
+//! * `push`: results posted by field probes for `push` targets;
 //! * `exporter`: the blackbox-compatible `/probe` and `[exporter]`;
 //! * `error`: the JSON error shape; `extract`: extractors whose rejections take it;
 //! * `server`: the listener, with its connection limits and bounded shutdown.
@@ -18,6 +19,7 @@ mod error;
 mod exporter;
 mod extract;
 mod feeds;
+mod push;
 mod server;
 mod status_page;
 mod statuspage_api;
@@ -60,6 +62,7 @@ pub(crate) use server::serve;
 pub mod parsers {
     pub use super::api::{ChangeRequest, MaintenanceRequest};
     pub use super::exporter::probe_request;
+    pub use super::push::PushedResult;
 }
 pub use status_page::{PageConfig, PageSpec};
 
@@ -304,6 +307,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/changes",
             get(api::changes).post(api::register_change),
+        )
+        .route(
+            "/api/v1/targets/{id}/results",
+            post(push::post_result).layer(DefaultBodyLimit::max(push::MAX_BODY_BYTES)),
         )
         .route(
             "/api/v1/maintenances",

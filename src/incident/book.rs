@@ -12,8 +12,9 @@ use super::model::{
 };
 use super::status::{ComponentStatus, GroupStatus, Health, ServiceImpact, service_status};
 use crate::clock::Timestamp;
+use crate::detector::TargetState;
 use crate::format;
-use crate::topology::Topology;
+use crate::topology::{Dependency, Topology};
 
 /// What an update of the book did: events to alert on, and incidents to persist.
 #[derive(Debug, Default)]
@@ -109,10 +110,12 @@ impl IncidentBook {
     }
 
     /// Applies the current group health at `now`: opens, joins, recovers and reopens.
+    /// `target_state` tells whether a target that others depend on is down.
     pub fn update(
         &mut self,
         topology: &Topology,
         groups: &[GroupStatus],
+        target_state: &dyn Fn(usize) -> TargetState,
         settings: &IncidentSpec,
         now: Timestamp,
     ) -> BookUpdate {
@@ -126,94 +129,41 @@ impl IncidentBook {
             .collect();
         let mut opened: BTreeSet<String> = BTreeSet::new();
 
-        // Services that start failing join a related open incident or open a new one.
+        // Services that start failing join the incident of a dependency that is down, a
+        // related open incident, or open a new one. One held by a dependency whose
+        // incident is not open yet waits for the services that may open it; if none does,
+        // it goes the usual way.
+        let mut held: Vec<(usize, Dependency)> = Vec::new();
         for (si, status) in statuses.iter().enumerate() {
-            let service = &topology.services[si];
-            if !status.status.is_failing()
-                || self
-                    .open
-                    .iter()
-                    .any(|i| i.services.contains_key(&service.id))
-            {
+            if !self.starts_failing(topology, si, status) {
                 continue;
             }
-            let failing: Vec<usize> = service
-                .groups
-                .iter()
-                .copied()
-                .filter(|&g| groups[g].health != Health::Ok)
-                .collect();
-            let onset = failing
-                .iter()
-                .map(|&g| groups[g].since)
-                .min()
-                .unwrap_or(now);
-            let related = self.open.iter_mut().find(|inc| {
-                let close =
-                    (onset - inc.onset_at).abs() <= chrono_duration(settings.correlation_window);
-                close
-                    && failing.iter().any(|&g| {
-                        let grp = &topology.groups[g];
-                        inc.groups.iter().any(|gi| {
-                            (grp.platform.is_some() && gi.platform == grp.platform)
-                                || (grp.region.is_some() && gi.region == grp.region)
-                        })
-                    })
-            });
-            let entry = ServiceEntry {
-                name: service.name.clone(),
-                subscribers: service.subscribers,
-                component_status: status.status,
-                class: service.class,
-            };
-            match related {
-                Some(inc) => {
-                    inc.services.insert(service.id.clone(), entry);
-                    inc.onset_at = inc.onset_at.min(onset);
-                    // Tracked now so that services failing in this same update can
-                    // correlate with this service's groups.
-                    inc.track_groups(topology, groups);
-                    let message = format!("{} joined: {}", service.name, describe(status));
-                    let public = format!("{} is also affected: {}.", service.name, tell(status));
-                    inc.note_public(now, "service_joined", message, public);
-                }
+            match held_by(topology, groups, target_state, si) {
+                Some(d) => held.push((si, d)),
                 None => {
-                    let seq = self.next_seq;
-                    self.next_seq += 1;
-                    let mut inc = Incident {
-                        id: Incident::id_in(&self.epoch, seq),
-                        seq,
-                        status: IncidentStatus::Investigating,
-                        severity: Severity::Sev4,
-                        impact: Impact::None,
-                        scope: Scope::Localized,
-                        platform_concentrated: false,
-                        onset_at: onset,
-                        detected_at: now,
-                        impact_end_at: None,
-                        monitoring_at: None,
-                        resolved_at: None,
-                        services: BTreeMap::from([(service.id.clone(), entry)]),
-                        groups: Vec::new(),
-                        suspected_cause: None,
-                        recurrence: None,
-                        acknowledged_at: None,
-                        reporting: BTreeMap::new(),
-                        announced_affected: None,
-                        timeline: Vec::new(),
-                        steps_omitted: 0,
-                    };
-                    inc.track_groups(topology, groups);
-                    let message = format!("{}: {}", service.name, describe(status));
-                    let public = format!(
-                        "We are investigating a problem with {}: {}.",
-                        service.name,
-                        tell(status)
-                    );
-                    inc.note_public(now, "opened", message, public);
-                    opened.insert(inc.id.clone());
-                    self.open.push(inc);
+                    opened.extend(self.open_or_join(topology, groups, settings, si, status, now))
                 }
+            }
+        }
+        loop {
+            let before_pass = held.len();
+            held.retain(|&(si, d)| {
+                !self.join_dependency(topology, groups, si, d, &statuses[si], now)
+            });
+            if held.len() == before_pass {
+                break;
+            }
+        }
+        for (si, _) in held {
+            if self.starts_failing(topology, si, &statuses[si]) {
+                opened.extend(self.open_or_join(
+                    topology,
+                    groups,
+                    settings,
+                    si,
+                    &statuses[si],
+                    now,
+                ));
             }
         }
 
@@ -315,6 +265,151 @@ impl IncidentBook {
         changes
     }
 
+    /// Whether service `si` fails now and is in no open incident yet.
+    fn starts_failing(&self, topology: &Topology, si: usize, status: &ServiceImpact) -> bool {
+        let id = &topology.services[si].id;
+        status.status.is_failing() && !self.open.iter().any(|i| i.services.contains_key(id))
+    }
+
+    /// Service `si`, failing, joins the open incident of dependency `d`; false when that
+    /// dependency is in no open incident.
+    fn join_dependency(
+        &mut self,
+        topology: &Topology,
+        groups: &[GroupStatus],
+        si: usize,
+        d: Dependency,
+        status: &ServiceImpact,
+        now: Timestamp,
+    ) -> bool {
+        let services: Vec<&str> = topology
+            .dependency_services(d)
+            .into_iter()
+            .map(|s| topology.services[s].id.as_str())
+            .collect();
+        let Some(inc) = self
+            .open
+            .iter_mut()
+            .find(|i| services.iter().any(|s| i.services.contains_key(*s)))
+        else {
+            return false;
+        };
+        let service = &topology.services[si];
+        let through = topology.dependency_id(d).to_string();
+        let onset = failing_onset(topology, groups, si, now);
+        inc.services.insert(
+            service.id.clone(),
+            ServiceEntry {
+                name: service.name.clone(),
+                subscribers: service.subscribers,
+                component_status: status.status,
+                class: service.class,
+                through: Some(through.clone()),
+            },
+        );
+        inc.onset_at = inc.onset_at.min(onset);
+        inc.track_groups(topology, groups);
+        let message = format!(
+            "{} joined through `{through}`, which it depends on: {}",
+            service.name,
+            describe(status)
+        );
+        let public = format!("{} is also affected: {}.", service.name, tell(status));
+        inc.note_public(now, "service_joined", message, public);
+        true
+    }
+
+    /// Service `si`, failing, joins a related open incident (close in time, sharing a
+    /// platform or region) or opens a new one, whose id it returns.
+    fn open_or_join(
+        &mut self,
+        topology: &Topology,
+        groups: &[GroupStatus],
+        settings: &IncidentSpec,
+        si: usize,
+        status: &ServiceImpact,
+        now: Timestamp,
+    ) -> Option<String> {
+        let service = &topology.services[si];
+        let failing: Vec<usize> = service
+            .groups
+            .iter()
+            .copied()
+            .filter(|&g| groups[g].health != Health::Ok)
+            .collect();
+        let onset = failing_onset(topology, groups, si, now);
+        let related = self.open.iter_mut().find(|inc| {
+            let close =
+                (onset - inc.onset_at).abs() <= chrono_duration(settings.correlation_window);
+            close
+                && failing.iter().any(|&g| {
+                    let grp = &topology.groups[g];
+                    inc.groups.iter().any(|gi| {
+                        (grp.platform.is_some() && gi.platform == grp.platform)
+                            || (grp.region.is_some() && gi.region == grp.region)
+                    })
+                })
+        });
+        let entry = ServiceEntry {
+            name: service.name.clone(),
+            subscribers: service.subscribers,
+            component_status: status.status,
+            class: service.class,
+            through: None,
+        };
+        match related {
+            Some(inc) => {
+                inc.services.insert(service.id.clone(), entry);
+                inc.onset_at = inc.onset_at.min(onset);
+                // Tracked now so that services failing in this same update can
+                // correlate with this service's groups.
+                inc.track_groups(topology, groups);
+                let message = format!("{} joined: {}", service.name, describe(status));
+                let public = format!("{} is also affected: {}.", service.name, tell(status));
+                inc.note_public(now, "service_joined", message, public);
+                None
+            }
+            None => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                let mut inc = Incident {
+                    id: Incident::id_in(&self.epoch, seq),
+                    seq,
+                    status: IncidentStatus::Investigating,
+                    severity: Severity::Sev4,
+                    impact: Impact::None,
+                    scope: Scope::Localized,
+                    platform_concentrated: false,
+                    onset_at: onset,
+                    detected_at: now,
+                    impact_end_at: None,
+                    monitoring_at: None,
+                    resolved_at: None,
+                    services: BTreeMap::from([(service.id.clone(), entry)]),
+                    groups: Vec::new(),
+                    suspected_cause: None,
+                    recurrence: None,
+                    acknowledged_at: None,
+                    reporting: BTreeMap::new(),
+                    announced_affected: None,
+                    timeline: Vec::new(),
+                    steps_omitted: 0,
+                };
+                inc.track_groups(topology, groups);
+                let message = format!("{}: {}", service.name, describe(status));
+                let public = format!(
+                    "We are investigating a problem with {}: {}.",
+                    service.name,
+                    tell(status)
+                );
+                inc.note_public(now, "opened", message, public);
+                let id = inc.id.clone();
+                self.open.push(inc);
+                Some(id)
+            }
+        }
+    }
+
     /// Resolves incidents that stayed quiet for `resolve_after`.
     pub fn tick(&mut self, settings: &IncidentSpec, now: Timestamp) -> BookUpdate {
         // What look-backs can still need, with room for incidents that stay open for days.
@@ -352,6 +447,65 @@ impl IncidentBook {
         }
         changes
     }
+}
+
+/// The dependency service `si`'s failure is part of: every failing group of it is held
+/// by one that is down, through its own `depends_on` or that of each of its failing
+/// targets. The first such dependency; `None` when some failure is the service's own.
+fn held_by(
+    topology: &Topology,
+    groups: &[GroupStatus],
+    target_state: &dyn Fn(usize) -> TargetState,
+    si: usize,
+) -> Option<Dependency> {
+    let is_down = |d: &&Dependency| match **d {
+        Dependency::Group(g) => groups[g].health == Health::Down,
+        Dependency::Target(t) => target_state(t) == TargetState::Down,
+    };
+    let mut first = None;
+    for &g in &topology.services[si].groups {
+        if groups[g].health == Health::Ok {
+            continue;
+        }
+        let group = &topology.groups[g];
+        let by = match group.depends_on.iter().find(is_down) {
+            Some(&d) => d,
+            None => {
+                let mut failing = group
+                    .targets
+                    .iter()
+                    .filter(|&&t| {
+                        matches!(target_state(t), TargetState::Down | TargetState::Degraded)
+                    })
+                    .peekable();
+                failing.peek()?;
+                let mut by = None;
+                for &t in failing {
+                    let d = *topology.targets[t].depends_on.iter().find(is_down)?;
+                    by.get_or_insert(d);
+                }
+                by?
+            }
+        };
+        first.get_or_insert(by);
+    }
+    first
+}
+
+/// When service `si`'s current failure began: the earliest onset of its failing groups.
+fn failing_onset(
+    topology: &Topology,
+    groups: &[GroupStatus],
+    si: usize,
+    now: Timestamp,
+) -> Timestamp {
+    topology.services[si]
+        .groups
+        .iter()
+        .filter(|&&g| groups[g].health != Health::Ok)
+        .map(|&g| groups[g].since)
+        .min()
+        .unwrap_or(now)
 }
 
 /// The customers' words for a service's impact.

@@ -167,6 +167,7 @@ mod tests {
                     subscribers: 1000,
                     component_status: ComponentStatus::PartialOutage,
                     class: Default::default(),
+                    through: None,
                 },
             )]),
             groups: vec![GroupImpact {

@@ -119,6 +119,11 @@ pub struct ServiceEntry {
     /// before it existed read as `feature` until the next update refreshes it.
     #[serde(default)]
     pub class: ServiceClass,
+    /// The group or target (id) this service failed through: it joined the incident of a
+    /// dependency that was down, and its own receivers are not alerted. `None` for a
+    /// service failing in its own right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -81,7 +81,19 @@ impl Topo {
             subscribers,
             mode: GroupMode::Any,
             targets: Vec::new(),
+            depends_on: Vec::new(),
         });
+        self
+    }
+
+    /// Makes the group declared last depend on group `on`.
+    fn depends_on(mut self, on: &str) -> Self {
+        let d = self
+            .0
+            .group_index(on)
+            .expect("declare the dependency first");
+        let last = self.0.groups.last_mut().expect("declare the group first");
+        last.depends_on.push(crate::topology::Dependency::Group(d));
         self
     }
 
@@ -184,8 +196,13 @@ impl Sim {
     }
 
     fn update(&mut self, now: &str) -> BookUpdate {
-        self.book
-            .update(&self.topo, &self.groups, &self.settings, t(now))
+        self.book.update(
+            &self.topo,
+            &self.groups,
+            &|_| TargetState::Unknown,
+            &self.settings,
+            t(now),
+        )
     }
 
     fn tick(&mut self, now: &str) -> BookUpdate {
@@ -1431,7 +1448,13 @@ fn default_book_starts_at_inc_000001() {
         since: t("14:00:00"),
     };
     let mut book = IncidentBook::default();
-    let changes = book.update(&topo, &groups, &settings(), t("14:00:30"));
+    let changes = book.update(
+        &topo,
+        &groups,
+        &|_| TargetState::Unknown,
+        &settings(),
+        t("14:00:30"),
+    );
     assert_eq!(events(&changes), vec![opened("inc-000001")]);
 }
 
@@ -2031,4 +2054,164 @@ fn incidents_stored_before_reporting_still_load_and_are_not_reannounced() {
         inc.most_affected_now().map(|(_, n)| n),
         "the current figure is taken as announced, silently"
     );
+}
+
+// === Dependencies ===
+
+/// A core DNS group in no region or platform, and three services that depend on it, each
+/// in a region of its own: nothing but the dependency relates them.
+fn core_and_dependents() -> Topology {
+    Topo::default()
+        .service("core", 1)
+        .group("core-dns", "core", "", "", 1)
+        .service("voicemail", 1_000)
+        .group("vm", "voicemail", "vm-a", "north", 1_000)
+        .depends_on("core-dns")
+        .service("data", 5_000)
+        .group("pgw", "data", "pgw-a", "south", 5_000)
+        .depends_on("core-dns")
+        .service("voice", 8_000)
+        .group("ims", "voice", "ims-a", "east", 8_000)
+        .depends_on("core-dns")
+        .build()
+}
+
+#[test]
+fn dependents_of_a_down_dependency_join_its_incident_in_one_update() {
+    let mut sim = Sim::new(core_and_dependents());
+    // All fail together, the dependents listed before the dependency's service would be
+    // reached in index order: they wait for it.
+    sim.down("vm", "14:00:10");
+    sim.down("pgw", "14:00:10");
+    sim.down("ims", "14:00:20");
+    sim.down("core-dns", "14:00:00");
+    let changes = sim.update("14:00:30");
+    assert_eq!(events(&changes), vec![opened("inc-000001")]);
+    let inc = sim.only();
+    assert_eq!(services(inc), vec!["core", "data", "voice", "voicemail"]);
+    assert_eq!(inc.services["core"].through, None);
+    for s in ["data", "voice", "voicemail"] {
+        assert_eq!(inc.services[s].through.as_deref(), Some("core-dns"), "{s}");
+    }
+    let view = inc.view(t("14:01:00"));
+    assert_eq!(view.caused_by, vec!["core-dns"]);
+    assert_eq!(view.own_services(), vec!["core"]);
+    assert_eq!(view.per_service["voice"].affected, 8_000);
+    assert_eq!(
+        view.per_service["voice"].through.as_deref(),
+        Some("core-dns")
+    );
+}
+
+#[test]
+fn a_dependent_failing_later_joins_and_one_failing_alone_opens_its_own() {
+    let mut sim = Sim::new(core_and_dependents());
+    sim.down("core-dns", "14:00:00");
+    assert_eq!(events(&sim.update("14:00:30")), vec![opened("inc-000001")]);
+    sim.down("vm", "14:02:00");
+    let changes = sim.update("14:02:10");
+    assert!(changes.events.iter().all(|(k, _)| *k != EventKind::Opened));
+    let inc = sim.only();
+    assert!(timeline(inc).contains(&"service_joined"));
+    assert_eq!(
+        inc.services["voicemail"].through.as_deref(),
+        Some("core-dns")
+    );
+    // Once the dependency is up again, a dependent's new failure is its own.
+    sim.recover("core-dns", "14:05:00");
+    sim.recover("vm", "14:05:00");
+    sim.update("14:05:00");
+    sim.tick("14:11:00");
+    assert!(sim.book.open().is_empty());
+    sim.down("ims", "14:20:00");
+    assert_eq!(events(&sim.update("14:20:10")), vec![opened("inc-000002")]);
+    assert_eq!(sim.only().services["voice"].through, None);
+}
+
+/// Voicemail's group `vm` has two targets; only `vm-a` depends on the core `resolver`.
+fn target_dependencies() -> Topology {
+    use crate::topology::config::{
+        DefaultsConfig, GroupConfig, ServiceConfig, Tables, TargetConfig, build,
+    };
+    let services: Vec<ServiceConfig> =
+        serde_json::from_value(json!([{"id": "core"}, {"id": "voicemail"}])).unwrap();
+    let groups: Vec<GroupConfig> = serde_json::from_value(json!([
+        {"id": "vm", "service": "voicemail", "subscribers": 1000}
+    ]))
+    .unwrap();
+    let tcp = |address: &str| json!({"type": "tcp", "address": address});
+    let targets: Vec<TargetConfig> = serde_json::from_value(json!([
+        {"id": "resolver", "service": "core", "probe": tcp("dns.example.net:53")},
+        {"id": "vm-a", "groups": ["vm"], "depends_on": ["resolver"], "probe": tcp("a.example.net:143")},
+        {"id": "vm-b", "groups": ["vm"], "probe": tcp("b.example.net:143")},
+    ]))
+    .unwrap();
+    let mut issues = crate::validation::Issues::default();
+    let tables = Tables {
+        defaults: &DefaultsConfig::default(),
+        services: &services,
+        groups: &groups,
+        targets: &targets,
+        maintenances: &[],
+    };
+    let topo = build(&tables, &mut issues);
+    assert!(issues.is_empty(), "{issues}");
+    topo
+}
+
+#[test]
+fn a_group_is_held_only_while_each_of_its_failing_targets_depends_on_one_down() {
+    let topo = target_dependencies();
+    let down = |ids: &'static [&'static str]| {
+        let topo = topo.clone();
+        move |t: usize| {
+            if ids.contains(&topo.targets[t].id.as_str()) {
+                TargetState::Down
+            } else {
+                TargetState::Up
+            }
+        }
+    };
+    let groups_down = |ids: &[&str]| -> Vec<GroupStatus> {
+        topo.groups
+            .iter()
+            .map(|g| GroupStatus {
+                health: if ids.contains(&g.id.as_str()) {
+                    Health::Down
+                } else {
+                    Health::Ok
+                },
+                since: t("14:00:00"),
+            })
+            .collect()
+    };
+    // The resolver and vm-a down: voicemail fails through the resolver.
+    let mut book = IncidentBook::default();
+    let groups = groups_down(&["resolver", "vm"]);
+    let changes = book.update(
+        &topo,
+        &groups,
+        &down(&["resolver", "vm-a"]),
+        &settings(),
+        t("14:00:30"),
+    );
+    assert_eq!(events(&changes), vec![opened("inc-000001")]);
+    assert_eq!(
+        book.open()[0].services["voicemail"].through.as_deref(),
+        Some("resolver")
+    );
+    // vm-b down too, which depends on nothing: voicemail's failure is its own.
+    let mut book = IncidentBook::default();
+    let changes = book.update(
+        &topo,
+        &groups,
+        &down(&["resolver", "vm-a", "vm-b"]),
+        &settings(),
+        t("14:00:30"),
+    );
+    assert_eq!(
+        events(&changes),
+        vec![opened("inc-000001"), opened("inc-000002")]
+    );
+    assert!(book.open().iter().all(|i| i.services.len() == 1));
 }

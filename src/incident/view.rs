@@ -1,6 +1,6 @@
 //! The incident as JSON: the one shape used by the API, webhooks and replay.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -40,6 +40,10 @@ pub struct IncidentView {
     /// object from [`Incident::view`]; `Option` only so that older serialized views (where
     /// it was null) still read.
     pub reporting: Option<BTreeMap<String, RuleOutcome>>,
+    /// The groups and targets (ids) whose outage other services of it failed through
+    /// (`depends_on`); left out when none did.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub caused_by: Vec<String>,
     /// The change suspected of causing it.
     pub suspected_cause: Option<SuspectedCause>,
     /// Incidents on the same service and platform over 30 days; null when no
@@ -57,6 +61,23 @@ pub struct ServiceFiguresView {
     pub peak_affected: u64,
     pub peak_share: f64,
     pub user_minutes: u64,
+    /// The dependency (group or target id) this service failed through; left out for a
+    /// service failing in its own right.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
+}
+
+impl IncidentView {
+    /// The services failing in their own right: those receivers are routed by. A service
+    /// that failed through a dependency is inhibited, as Alertmanager inhibits an alert
+    /// whose cause already alerts.
+    pub fn own_services(&self) -> Vec<String> {
+        self.services
+            .iter()
+            .filter(|s| self.per_service.get(*s).is_none_or(|f| f.through.is_none()))
+            .cloned()
+            .collect()
+    }
 }
 
 impl Incident {
@@ -97,11 +118,19 @@ impl Incident {
                             peak_affected: f.peak_affected,
                             peak_share: f.peak_share,
                             user_minutes: f.user_minutes.round() as u64,
+                            through: entry.through.clone(),
                         },
                     )
                 })
                 .collect(),
             reporting: Some(self.reporting.clone()),
+            caused_by: self
+                .services
+                .values()
+                .filter_map(|s| s.through.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
             suspected_cause: self.suspected_cause.clone(),
             recurrence: self.recurrence,
             timeline: self.timeline.clone(),

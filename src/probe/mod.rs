@@ -15,6 +15,7 @@ mod http_decode;
 mod icmp;
 mod imap;
 pub mod module;
+mod push;
 mod radius;
 mod result;
 pub(crate) mod sanitize;
@@ -33,6 +34,7 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 pub(crate) use http::{LOOP_HEADER, loop_marker};
+pub use push::{PushSpec, missed_heartbeat};
 pub use result::{Failure, LocalCause, PeerInfo, Phases, ProbeResult, Reason, TlsInfo};
 /// How an SMTP session is encrypted; the `email` receiver's `tls` too.
 pub use smtp::SmtpTls;
@@ -70,6 +72,7 @@ pub enum ProbeConfig {
     Diameter(diameter::DiameterProbeConfig),
     Gtp(gtp::GtpProbeConfig),
     Radius(radius::RadiusProbeConfig),
+    Push(push::PushProbeConfig),
 }
 
 impl ProbeConfig {
@@ -93,6 +96,7 @@ impl ProbeConfig {
                 .into_iter()
                 .chain(&mut c.password_file)
                 .collect(),
+            ProbeConfig::Push(c) => vec![&mut c.token_file],
             ProbeConfig::Dns(_) | ProbeConfig::Icmp(_) | ProbeConfig::Gtp(_) => Vec::new(),
         }
     }
@@ -113,6 +117,7 @@ impl ProbeConfig {
             ProbeConfig::Diameter(c) => c.build(path, issues).map(ProbeSpec::Diameter),
             ProbeConfig::Gtp(c) => c.build(path, issues).map(ProbeSpec::Gtp),
             ProbeConfig::Radius(c) => c.build(path, issues).map(ProbeSpec::Radius),
+            ProbeConfig::Push(c) => c.build(path, issues).map(ProbeSpec::Push),
         }
     }
 }
@@ -131,6 +136,8 @@ pub enum ProbeSpec {
     Diameter(diameter::DiameterSpec),
     Gtp(gtp::GtpSpec),
     Radius(radius::RadiusSpec),
+    /// Results come from the field through the API; the scheduler never runs it.
+    Push(push::PushSpec),
 }
 
 impl ProbeSpec {
@@ -150,6 +157,7 @@ impl ProbeSpec {
             ProbeSpec::Dns(s) => s.server.ip().to_string(),
             ProbeSpec::Icmp(s) => s.host.clone(),
             ProbeSpec::Sip(s) => s.host.clone(),
+            ProbeSpec::Push(_) => String::new(),
         };
         host.trim_start_matches('[')
             .trim_end_matches(']')
@@ -170,6 +178,15 @@ impl ProbeSpec {
             ProbeSpec::Diameter(_) => "diameter",
             ProbeSpec::Gtp(_) => "gtp",
             ProbeSpec::Radius(_) => "radius",
+            ProbeSpec::Push(_) => "push",
+        }
+    }
+
+    /// The push probe's settings, for a target whose results are pushed to it.
+    pub fn pushed(&self) -> Option<&PushSpec> {
+        match self {
+            ProbeSpec::Push(s) => Some(s),
+            _ => None,
         }
     }
 
@@ -223,6 +240,12 @@ impl Prober {
                 ProbeSpec::Diameter(s) => diameter::run(&self.tls, s, deadline).await,
                 ProbeSpec::Gtp(s) => gtp::run(s, deadline).await,
                 ProbeSpec::Radius(s) => radius::run(s, deadline).await,
+                // The scheduler leaves push targets out; `/probe` cannot name one.
+                ProbeSpec::Push(_) => ProbeResult::failure(
+                    Reason::Internal,
+                    "a push target is not probed: its results are posted to it",
+                    Duration::ZERO,
+                ),
             }
         };
         let mut result =

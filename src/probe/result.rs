@@ -27,10 +27,14 @@ pub enum Reason {
     Protocol,
     Auth,
     Internal,
+    /// A push target's result did not arrive within `interval + grace`.
+    MissedHeartbeat,
+    /// A push probe reported a failure without naming a reason.
+    Reported,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Dns,
         Reason::ConnectRefused,
         Reason::ConnectTimeout,
@@ -41,6 +45,8 @@ impl Reason {
         Reason::Protocol,
         Reason::Auth,
         Reason::Internal,
+        Reason::MissedHeartbeat,
+        Reason::Reported,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +61,8 @@ impl Reason {
             Reason::Protocol => "protocol",
             Reason::Auth => "auth",
             Reason::Internal => "internal",
+            Reason::MissedHeartbeat => "missed_heartbeat",
+            Reason::Reported => "reported",
         }
     }
 }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Group, GroupMode, Maintenance, Service, ServiceClass, Target, TargetLabels, Topology};
+use super::{
+    Dependency, Group, GroupMode, Maintenance, Service, ServiceClass, Target, TargetLabels,
+    Topology,
+};
 use crate::clock::Timestamp;
 use crate::probe::ProbeConfig;
 use crate::validation::{Issues, human};
@@ -39,6 +42,9 @@ pub struct GroupConfig {
     pub subscribers: u64,
     #[serde(default)]
     pub mode: GroupMode,
+    /// Groups or targets (by id) whose outage this group's failure is part of.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -140,6 +146,9 @@ pub struct TargetConfig {
     /// The vantages that probe this target; default every vantage.
     #[serde(default)]
     pub vantages: Option<Vec<String>>,
+    /// Groups or targets (by id) whose outage this target's failure is part of.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
     pub probe: ProbeConfig,
 }
 
@@ -176,6 +185,9 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
     }
 
     let mut group_ids = HashMap::new();
+    // Where each built group and target is configured, and what it lists in `depends_on`.
+    let mut group_sources: Vec<(String, &[String])> = Vec::new();
+    let mut target_sources: Vec<(String, &[String])> = Vec::new();
     for (i, g) in file.groups.iter().enumerate() {
         unique(&mut group_ids, &g.id, format!("groups[{i}]"), issues);
         if g.subscribers == 0 {
@@ -196,7 +208,9 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
             subscribers: g.subscribers,
             mode: g.mode,
             targets: Vec::new(),
+            depends_on: Vec::new(),
         });
+        group_sources.push((format!("groups[{i}]"), &g.depends_on));
     }
 
     // Only groups declared under `[[groups]]` can be listed in `targets[].groups`; the
@@ -300,7 +314,9 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
                         subscribers: t.subscribers.unwrap_or(1),
                         mode: GroupMode::Any,
                         targets: Vec::new(),
+                        depends_on: Vec::new(),
                     });
+                    group_sources.push((path.clone(), &[]));
                     groups.push(topo.groups.len() - 1);
                 }
             },
@@ -334,8 +350,18 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
             probe,
             labels,
             vantages,
+            depends_on: Vec::new(),
         });
+        target_sources.push((path, &t.depends_on));
     }
+    resolve_dependencies(
+        &mut topo,
+        &group_sources,
+        &target_sources,
+        &group_ids,
+        &target_ids,
+        issues,
+    );
 
     for (gi, g) in topo.groups.iter().enumerate() {
         topo.services[g.service].groups.push(gi);
@@ -384,6 +410,152 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
     topo.targets.shrink_to_fit();
     topo.groups.shrink_to_fit();
     topo
+}
+
+/// Resolves every `depends_on` to groups (first) or targets, reporting unknown ids, a
+/// group or target depending on itself (or on a group it is in, or a target of its own),
+/// and cycles, each under its key path.
+fn resolve_dependencies(
+    topo: &mut Topology,
+    group_sources: &[(String, &[String])],
+    target_sources: &[(String, &[String])],
+    group_ids: &HashMap<&str, String>,
+    target_ids: &HashMap<&str, String>,
+    issues: &mut Issues,
+) {
+    let resolve =
+        |topo: &Topology, own: Dependency, path: &str, ids: &[String], issues: &mut Issues| {
+            let mut out = Vec::new();
+            for (j, id) in ids.iter().enumerate() {
+                let at = format!("{path}.depends_on[{j}]");
+                let found = topo
+                    .group_index(id)
+                    .map(Dependency::Group)
+                    .or_else(|| topo.target_index(id).map(Dependency::Target));
+                let Some(d) = found else {
+                    // Declared, but not built: its own problem is reported.
+                    if !group_ids.contains_key(id.as_str()) && !target_ids.contains_key(id.as_str())
+                    {
+                        issues.push(at, format!("unknown group or target `{id}`"));
+                    }
+                    continue;
+                };
+                let itself = match (own, d) {
+                    _ if own == d => Some("depends on itself".to_string()),
+                    (Dependency::Target(t), Dependency::Group(g))
+                        if topo.targets[t].groups.contains(&g) =>
+                    {
+                        Some(format!("depends on itself: it is a target of group `{id}`"))
+                    }
+                    (Dependency::Group(g), Dependency::Target(t))
+                        if topo.groups[g].targets.contains(&t) =>
+                    {
+                        Some(format!("depends on itself: `{id}` is one of its targets"))
+                    }
+                    _ => None,
+                };
+                if let Some(message) = itself {
+                    issues.push(at, message);
+                } else if out.contains(&d) {
+                    issues.push(at, format!("`{id}` listed twice"));
+                } else {
+                    out.push(d);
+                }
+            }
+            out
+        };
+    for (g, (path, ids)) in group_sources.iter().enumerate() {
+        let deps = resolve(topo, Dependency::Group(g), path, ids, issues);
+        topo.groups[g].depends_on = deps;
+    }
+    for (t, (path, ids)) in target_sources.iter().enumerate() {
+        let deps = resolve(topo, Dependency::Target(t), path, ids, issues);
+        topo.targets[t].depends_on = deps;
+    }
+    for mut cycle in dependency_cycles(topo) {
+        // Reported where it is written: at a node whose `depends_on` holds its next one (a
+        // group leads to its targets too, which it does not list).
+        let listed = |i: usize| {
+            let next = cycle[(i + 1) % cycle.len()];
+            match cycle[i] {
+                Dependency::Group(g) => topo.groups[g].depends_on.contains(&next),
+                Dependency::Target(_) => true,
+            }
+        };
+        let first = (0..cycle.len()).find(|&i| listed(i)).unwrap_or(0);
+        cycle.rotate_left(first);
+        let path = match cycle[0] {
+            Dependency::Group(g) => &group_sources[g].0,
+            Dependency::Target(t) => &target_sources[t].0,
+        };
+        let names: Vec<String> = cycle
+            .iter()
+            .chain(cycle.first())
+            .map(|&d| format!("`{}`", topo.dependency_id(d)))
+            .collect();
+        issues.push(
+            format!("{path}.depends_on"),
+            format!("dependency cycle: {}", names.join(" → ")),
+        );
+    }
+}
+
+/// The cycles of the dependency graph, each once: a group leads to what it depends on and
+/// to its targets (its failure is theirs), a target to what it depends on.
+fn dependency_cycles(topo: &Topology) -> Vec<Vec<Dependency>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        OnPath,
+        Done,
+    }
+    let node = |d: Dependency| match d {
+        Dependency::Group(g) => g,
+        Dependency::Target(t) => topo.groups.len() + t,
+    };
+    let next = |d: Dependency| -> Vec<Dependency> {
+        match d {
+            Dependency::Group(g) => {
+                let group = &topo.groups[g];
+                let members = group.targets.iter().map(|&t| Dependency::Target(t));
+                group.depends_on.iter().copied().chain(members).collect()
+            }
+            Dependency::Target(t) => topo.targets[t].depends_on.clone(),
+        }
+    };
+    let mut marks = vec![Mark::New; topo.groups.len() + topo.targets.len()];
+    let mut cycles = Vec::new();
+    let starts = (0..topo.groups.len())
+        .map(Dependency::Group)
+        .chain((0..topo.targets.len()).map(Dependency::Target));
+    for start in starts {
+        if marks[node(start)] != Mark::New {
+            continue;
+        }
+        // Iterative depth-first search: the path, and each node's successors left.
+        let mut path: Vec<(Dependency, Vec<Dependency>)> = vec![(start, next(start))];
+        marks[node(start)] = Mark::OnPath;
+        while let Some((d, left)) = path.last_mut() {
+            let d = *d;
+            let Some(n) = left.pop() else {
+                marks[node(d)] = Mark::Done;
+                path.pop();
+                continue;
+            };
+            match marks[node(n)] {
+                Mark::New => {
+                    marks[node(n)] = Mark::OnPath;
+                    path.push((n, next(n)));
+                }
+                Mark::OnPath => {
+                    let from = path.iter().position(|(p, _)| *p == n).expect("on the path");
+                    cycles.push(path[from..].iter().map(|(p, _)| *p).collect());
+                }
+                Mark::Done => {}
+            }
+        }
+    }
+    cycles
 }
 
 fn check_defaults(d: &DefaultsConfig, issues: &mut Issues) {

@@ -24,6 +24,16 @@ pub enum ServiceClass {
     Feature,
 }
 
+/// What a group or target depends on (`depends_on`): while it is down, their failures
+/// join its incident instead of opening their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    /// Index into [`Topology::groups`].
+    Group(usize),
+    /// Index into [`Topology::targets`].
+    Target(usize),
+}
+
 /// How a group's targets combine.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -56,6 +66,8 @@ pub struct Group {
     pub mode: GroupMode,
     /// Indexes into [`Topology::targets`].
     pub targets: Vec<usize>,
+    /// While one of these is down, this group's failure is theirs.
+    pub depends_on: Vec<Dependency>,
 }
 
 /// A target with its effective settings (defaults applied) and validated probe.
@@ -74,6 +86,8 @@ pub struct Target {
     pub labels: TargetLabels,
     /// The vantages that probe it; empty: every vantage.
     pub vantages: Vec<String>,
+    /// While one of these is down, this target's failure is theirs.
+    pub depends_on: Vec<Dependency>,
 }
 
 impl Target {
@@ -132,6 +146,26 @@ impl Topology {
 
     pub fn target_index(&self, id: &str) -> Option<usize> {
         self.targets.iter().position(|t| t.id == id)
+    }
+
+    /// The id a dependency is configured by.
+    pub fn dependency_id(&self, d: Dependency) -> &str {
+        match d {
+            Dependency::Group(g) => &self.groups[g].id,
+            Dependency::Target(t) => &self.targets[t].id,
+        }
+    }
+
+    /// The services a dependency's failure shows in, whose incident its dependents join.
+    pub fn dependency_services(&self, d: Dependency) -> Vec<usize> {
+        match d {
+            Dependency::Group(g) => vec![self.groups[g].service],
+            Dependency::Target(t) => self.targets[t]
+                .groups
+                .iter()
+                .map(|&g| self.groups[g].service)
+                .collect(),
+        }
     }
 
     /// This topology with windows from the API added (services no longer configured are

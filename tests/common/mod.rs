@@ -313,7 +313,12 @@ impl Receiver {
 
     /// The next delivery; panics after [`PATIENCE`].
     pub async fn next(&mut self) -> Delivery {
-        tokio::time::timeout(PATIENCE, self.deliveries.recv())
+        self.next_within(PATIENCE).await
+    }
+
+    /// The next delivery; panics after `patience`.
+    pub async fn next_within(&mut self, patience: Duration) -> Delivery {
+        tokio::time::timeout(patience, self.deliveries.recv())
             .await
             .expect("timed out waiting for a webhook")
             .expect("receiver closed")

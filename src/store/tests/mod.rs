@@ -151,6 +151,7 @@ fn incident(id: &str, seq: u64, services: &[&str], onset: Timestamp) -> Incident
                     subscribers: 1000,
                     component_status: ComponentStatus::PartialOutage,
                     class: Default::default(),
+                    through: None,
                 };
                 (s.to_string(), entry)
             })
