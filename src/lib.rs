@@ -14,9 +14,9 @@
 //!       ▼               ▼                    ▼                       ▼
 //!    metrics   alert::{routing, outbox,   store::{sqlite, http::{api, status_page,
 //!              webhook, alertmanager,     postgres}      statuspage_api,
-//!              slack, pagerduty, email,                         exporter, feeds}
-//!              msteams, opsgenie,
-//!              command}
+//!              slack, pagerduty, email,                         exporter, feeds,
+//!              msteams, opsgenie,                               subscriptions}
+//!              command, subscribers}
 //! ```
 //!
 //! Results of `push` targets come from probes in the field instead, posted to `http`, which
