@@ -189,6 +189,7 @@ impl App {
         let hangups = signal(SignalKind::hangup()).map_err(AppError::Signal)?;
 
         let alert_tracker = TaskTracker::new();
+        let notices = Arc::new(tokio::sync::Notify::new());
         let deliveries = Deliveries {
             receivers: settings.receivers.clone(),
             store: store.clone(),
@@ -196,6 +197,7 @@ impl App {
             clock,
             external_url: settings.server.external_url.clone(),
             tracker: alert_tracker.clone(),
+            notices: Arc::clone(&notices),
         };
         let me = Identity {
             instance_id: instance_id(),
@@ -271,6 +273,8 @@ impl App {
             in_flight,
             exporter_slots: Arc::default(),
             writes: Arc::default(),
+            notices: Arc::clone(&notices),
+            subscribe_limit: Arc::default(),
             clock,
         });
         let reloader = Reloader {
@@ -283,6 +287,7 @@ impl App {
             clock,
             store,
             alert_tracker: alert_tracker.clone(),
+            notices,
         };
         Ok(App {
             router,
@@ -431,6 +436,8 @@ struct Reloader {
     clock: Clock,
     store: Store,
     alert_tracker: TaskTracker,
+    /// Wakes the subscribers' notice deliverer of whichever configuration runs.
+    notices: Arc<tokio::sync::Notify>,
 }
 
 impl Reloader {
@@ -495,6 +502,7 @@ impl Reloader {
             clock: self.clock,
             external_url: new.server.external_url.clone(),
             tracker: self.alert_tracker.clone(),
+            notices: Arc::clone(&self.notices),
         };
         let old = std::mem::replace(generation, Generation::start_paused());
         old.stop().await;

@@ -14,9 +14,9 @@
 //!       ▼               ▼                    ▼                       ▼
 //!    metrics   alert::{routing, outbox,   store::{sqlite, http::{api, status_page,
 //!              webhook, alertmanager,     postgres}      statuspage_api,
-//!              slack, pagerduty, email,                         exporter, feeds}
-//!              msteams, opsgenie,
-//!              command}
+//!              slack, pagerduty, email,                         exporter, feeds,
+//!              msteams, opsgenie,                               subscriptions}
+//!              command, subscribers}
 //! ```
 //!
 //! Results of `push` targets come from probes in the field instead, posted to `http`, which
@@ -40,21 +40,22 @@
 //! 5. [`cluster`]: pure decisions of several instances: rendezvous hashing of targets
 //!    over a vantage's members, quorum across vantages, impaired vantages; `[cluster]`.
 //! 6. [`incident`]: pure incident engine (component status, figures, severity, scope,
-//!    reporting rules, suspected cause).
+//!    reporting rules, suspected cause) and what the public sees of an incident.
 //! 7. `rollup`: pure per-minute/hour/day aggregates of results and service status time
 //!    (uptime, response times).
 //! 8. `event`: the alert event queued for receivers.
 //! 9. [`metrics`]: the Prometheus registry and the compact per-target series.
 //! 10. `store`: persistence (SQLite, or a PostgreSQL several instances share, with the
 //!     cluster's leases), one writer per store.
-//! 11. [`alert`]: routing, the durable outbox and one file per receiver type.
+//! 11. [`alert`]: routing, the durable outbox and one file per receiver type; the status
+//!     page's subscribers, with their own queue of notices.
 //! 12. [`scheduler`]: one clock task spawning a task per probe run, a bound on probes in
 //!     flight, a hard deadline each; it sends `ProbeReport`s.
 //! 13. [`engine`]: the one task that owns detector and incident state around its pure
 //!     [`engine::Core`]; it persists, alerts, counts and publishes snapshots.
-//! 14. `http`: the API, the status page, the Statuspage documents, `/probe`, `/metrics`,
-//!     the results field probes post for `push` targets, and the listener that serves them
-//!     within its limits.
+//! 14. `http`: the API, the status page and its subscriptions, the Statuspage documents,
+//!     `/probe`, `/metrics`, the results field probes post for `push` targets, and the
+//!     listener that serves them within its limits.
 //! 15. [`config`]: the file (the `config` crate, `TOCSIN__…` overrides) assembled from every
 //!     component's config and validated into [`config::Settings`], every problem at once,
 //!     each with its line.

@@ -319,6 +319,7 @@ fn the_example_documents_every_key() {
         ("targets", "[[targets]]\nzzz = 1".to_string()),
         ("maintenances", "[[maintenances]]\nzzz = 1".to_string()),
         ("receivers", "[[receivers]]\nzzz = 1".to_string()),
+        ("subscriptions", "[subscriptions]\nzzz = 1".to_string()),
         (
             "http probe",
             format!("{target}probe = {{ type = \"http\", zzz = 1 }}"),

@@ -168,6 +168,7 @@ mod tests {
             now: "2026-07-05T14:00:00Z".parse().unwrap(),
             external_url: None,
             receiver: "test",
+            store: None,
         };
         let event = AlertEvent {
             kind: AlertType::VantageImpaired,

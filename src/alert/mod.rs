@@ -4,7 +4,8 @@
 //! `min_severity`, `send_resolved`, announcements, `update_interval`, reminders) and writes
 //! them to the outbox in the store, in the same transaction as the incident. `outbox` runs
 //! one deliverer per receiver that sends the receiver's rows in order and deletes each only
-//! after a 2xx, retrying with exponential backoff and jitter. A dead receiver delays
+//! after a 2xx, retrying with exponential backoff and jitter. `subscribers` is the status
+//! page's subscriptions: a receiver of its own that fans out to a queue per subscriber. A dead receiver delays
 //! neither another receiver nor probing, and a restart (even `kill -9`) loses nothing.
 
 mod alertmanager;
@@ -16,6 +17,7 @@ pub(crate) mod outbox;
 mod pagerduty;
 pub(crate) mod routing;
 mod slack;
+pub(crate) mod subscribers;
 mod webhook;
 
 pub use alertmanager::AlertmanagerSpec;
@@ -25,6 +27,7 @@ pub use msteams::MsteamsSpec;
 pub use opsgenie::{OpsgenieRegion, OpsgenieSpec};
 pub use pagerduty::PagerdutySpec;
 pub use slack::SlackSpec;
+pub use subscribers::{SubscriptionsConfig, SubscriptionsSpec};
 pub use webhook::WebhookSpec;
 
 use crate::incident::IncidentView;
@@ -182,6 +185,8 @@ pub enum ReceiverKind {
     Msteams(MsteamsSpec),
     Opsgenie(OpsgenieSpec),
     Command(CommandSpec),
+    /// `[subscriptions]`: the fan-out to the status page's subscribers.
+    Subscribers(SubscriptionsSpec),
 }
 
 impl ReceiverSpec {
@@ -222,6 +227,8 @@ pub struct SendContext<'a> {
     pub external_url: Option<&'a Url>,
     /// The receiver's name, for logs and e-mail threads.
     pub receiver: &'a str,
+    /// Where the subscribers' fan-out queues its notices.
+    pub(crate) store: Option<&'a crate::store::Store>,
 }
 
 impl ReceiverKind {
@@ -240,6 +247,7 @@ impl ReceiverKind {
             ReceiverKind::Msteams(s) => s.send(event, incident()?, cx).await,
             ReceiverKind::Opsgenie(s) => s.send(event, incident()?, cx).await,
             ReceiverKind::Command(s) => s.send(event, cx).await,
+            ReceiverKind::Subscribers(s) => s.send(event, incident()?, cx).await,
         }
     }
 }

@@ -12,7 +12,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use url::Url;
 
-use super::{ReceiverSpec, SendContext, SendError, backoff};
+use super::subscribers::{NoticeDeliverer, deliver_notices};
+use super::{ReceiverKind, ReceiverSpec, SendContext, SendError, backoff};
 use crate::clock::Clock;
 use crate::event::AlertType;
 use crate::metrics::Metrics;
@@ -38,6 +39,8 @@ pub struct Deliveries {
     pub clock: Clock,
     pub external_url: Option<Url>,
     pub tracker: TaskTracker,
+    /// Wakes the subscribers' notice deliverer: the fan-out and the API queue notices.
+    pub notices: Arc<Notify>,
 }
 
 impl Deliveries {
@@ -49,6 +52,7 @@ impl Deliveries {
             self.clock,
             self.external_url.clone(),
             &self.tracker,
+            &self.notices,
         )
     }
 }
@@ -62,7 +66,8 @@ impl Outbox {
         }
     }
 
-    /// Starts one deliverer per receiver; what is already queued goes out at once.
+    /// Starts one deliverer per receiver, and the subscribers' notice deliverer when they
+    /// are enabled; what is already queued goes out at once.
     pub fn start(
         receivers: &[ReceiverSpec],
         store: &Store,
@@ -70,6 +75,7 @@ impl Outbox {
         clock: Clock,
         external_url: Option<Url>,
         tracker: &TaskTracker,
+        notices: &Arc<Notify>,
     ) -> Outbox {
         store.discard_receivers_except(receivers.iter().map(|r| r.name.clone()).collect());
         // Redirects are not followed: on a 301 or 302 a client turns the POST into a GET
@@ -92,8 +98,20 @@ impl Outbox {
                 wake: Arc::clone(&wake),
                 token: token.clone(),
                 sent: VecDeque::new(),
+                notices: Arc::clone(notices),
             };
             tracker.spawn(deliverer.run());
+            if let ReceiverKind::Subscribers(subscriptions) = &spec.kind {
+                tracker.spawn(deliver_notices(NoticeDeliverer {
+                    spec: subscriptions.clone(),
+                    store: store.clone(),
+                    http: http.clone(),
+                    clock,
+                    external_url: external_url.clone(),
+                    wake: Arc::clone(notices),
+                    token: token.clone(),
+                }));
+            }
         }
         Outbox { wake, token }
     }
@@ -121,6 +139,7 @@ struct Deliverer {
     token: CancellationToken,
     /// When the last sends went out, for `max_per_minute`.
     sent: VecDeque<Instant>,
+    notices: Arc<Notify>,
 }
 
 impl Deliverer {
@@ -218,6 +237,7 @@ impl Deliverer {
                 now: self.clock.now(),
                 external_url: self.external_url.as_ref(),
                 receiver: &self.spec.name,
+                store: Some(&self.store),
             };
             // A receiver that never answers must not hold up shutdown.
             let result = tokio::select! {
@@ -228,6 +248,9 @@ impl Deliverer {
             let event = &row.event.id;
             match result {
                 Ok(()) => {
+                    if matches!(self.spec.kind, ReceiverKind::Subscribers(_)) {
+                        self.notices.notify_waiters();
+                    }
                     self.count("delivered");
                     tracing::debug!(receiver = %self.spec.name, %event, "alert delivered");
                     return Ok(());

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::alert::{ReceiverConfig, ReceiverSpec};
+use crate::alert::{ReceiverConfig, ReceiverSpec, SubscriptionsConfig, SubscriptionsSpec};
 use crate::cluster::{ClusterConfig, ClusterSpec};
 use crate::engine::EngineSpec;
 use crate::http::{
@@ -73,6 +73,8 @@ pub struct FileConfig {
     pub modules: BTreeMap<String, ModuleConfig>,
     #[serde(default)]
     pub exporter: ExporterConfig,
+    #[serde(default)]
+    pub subscriptions: SubscriptionsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -111,8 +113,11 @@ pub struct Settings {
     /// `[cluster]`: leases of the instances sharing a PostgreSQL store.
     pub cluster: ClusterSpec,
     pub topology: Arc<Topology>,
+    /// With the subscribers' own receiver when `[subscriptions]` is enabled.
     pub receivers: Vec<ReceiverSpec>,
     pub incidents: IncidentSpec,
+    /// `[subscriptions]`, when enabled.
+    pub subscriptions: Option<SubscriptionsSpec>,
 }
 
 impl Settings {
@@ -136,6 +141,7 @@ impl Settings {
             topology: Arc::clone(&self.topology),
             page: self.page.clone(),
             exporter: self.exporter.clone(),
+            subscriptions: self.subscriptions.clone(),
         }
     }
 }
@@ -269,6 +275,11 @@ impl FileConfig {
             .flatten()
             .for_each(anchor);
         }
+        let s = &mut self.subscriptions;
+        [&mut s.password_file, &mut s.ca_file, &mut s.secret_file]
+            .into_iter()
+            .flatten()
+            .for_each(anchor);
         for t in &mut self.targets {
             t.probe.paths_mut().into_iter().for_each(anchor);
         }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{FileConfig, Settings};
+use crate::alert::subscribers;
 use crate::probe::module;
 use crate::topology::config::{self as topology, Tables};
 use crate::validation::Issues;
@@ -32,6 +33,15 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
     let mut receiver_names = HashMap::new();
     for (i, r) in file.receivers.iter().enumerate() {
         let path = format!("receivers[{i}]");
+        if r.name == subscribers::RECEIVER {
+            issues.push(
+                format!("{path}.name"),
+                format!(
+                    "`{}` is the name of the subscribers' own receiver ([subscriptions]): choose another",
+                    subscribers::RECEIVER
+                ),
+            );
+        }
         if let Some(first) = receiver_names.insert(r.name.as_str(), i) {
             issues.push(
                 format!("{path}.name"),
@@ -50,6 +60,8 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
             receivers.push(spec);
         }
     }
+    let subscriptions = file.subscriptions.build("subscriptions", &mut issues);
+    receivers.extend(subscriptions.as_ref().map(|s| s.receiver()));
     let modules = module::build_all(&file.modules, &mut issues);
     let exporter = file.exporter.build("exporter", &mut issues);
     if !issues.is_empty() {
@@ -71,5 +83,6 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
         topology: Arc::new(topology),
         receivers,
         incidents,
+        subscriptions,
     })
 }

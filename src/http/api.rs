@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 
 use super::extract::{JsonBody, PathParams, QueryParams};
 use super::{ApiError, AppState, authorize};
+use crate::alert::subscribers::announce_maintenance;
 use crate::clock::{Timestamp, check_input_time};
 use crate::engine::{ClusterView, Control, GroupView, ServiceView, TargetView};
 use crate::incident::{Change, IncidentView};
@@ -510,5 +511,15 @@ pub async fn add_maintenance(
         .send(Control::AddMaintenance(window.clone()))
         .await
         .map_err(|_| ApiError::unavailable("shutting down"))?;
+    if site.subscriptions.is_some() {
+        let names = site
+            .topology
+            .services
+            .iter()
+            .map(|s| (s.id.clone(), s.name.clone()))
+            .collect();
+        announce_maintenance(&state.store, &window, &names, state.clock.now()).await?;
+        state.notices.notify_waiters();
+    }
     Ok((StatusCode::CREATED, Json(window)))
 }

@@ -8,10 +8,10 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::extract::PathParams;
-use super::public::{escape, incident_name, public_updates};
 use super::{ApiError, AppState};
 use crate::format;
 use crate::incident::ComponentStatus;
+use crate::incident::public::{escape, incident_name, public_updates};
 use crate::store::IncidentFilter;
 
 /// `GET /badge/{service}.svg`.

@@ -8,7 +8,7 @@
 //! * `status_page`: the HTML status page and incident pages;
 //! * `statuspage_api`: the Atlassian Statuspage v2 documents (`/api/v2`);
 //! * `feeds`: badges and the Atom history;
-//! * `public`: what the public sees of an incident (name, customer-facing updates);
+//! * `subscriptions`: subscribing to the status page, confirming, unsubscribing;
 //! * `push`: results posted by field probes for `push` targets;
 //! * `exporter`: the blackbox-compatible `/probe` and `[exporter]`;
 //! * `error`: the JSON error shape; `extract`: extractors whose rejections take it;
@@ -19,11 +19,11 @@ mod error;
 mod exporter;
 mod extract;
 mod feeds;
-mod public;
 mod push;
 mod server;
 mod status_page;
 mod statuspage_api;
+mod subscriptions;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -40,6 +40,8 @@ use serde::Deserialize;
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use url::Url;
 
+use crate::alert::SubscriptionsSpec;
+use crate::alert::subscribers::HourlyLimit;
 use crate::clock::{Clock, Timestamp};
 use crate::engine::{Control, Snapshot};
 use crate::metrics::Metrics;
@@ -231,6 +233,8 @@ pub struct SiteSpec {
     pub page: PageSpec,
     /// `[exporter]`: who may make `/probe` probe what.
     pub exporter: ExporterSpec,
+    /// `[subscriptions]`, when enabled.
+    pub subscriptions: Option<SubscriptionsSpec>,
 }
 
 /// A reload request from `POST /-/reload`; answered with the validation errors, if any.
@@ -255,6 +259,10 @@ pub struct AppState {
     /// Held by the write endpoints that create by id, from looking the id up to storing,
     /// so that two requests with one id cannot both create it.
     pub writes: Arc<tokio::sync::Mutex<()>>,
+    /// Wakes the subscribers' notice deliverer after a maintenance announcement is queued.
+    pub notices: Arc<tokio::sync::Notify>,
+    /// Subscription requests per address (hashed) and hour.
+    pub subscribe_limit: Arc<std::sync::Mutex<HourlyLimit>>,
     /// When this process started (Statuspage `created_at` of components).
     pub started: Timestamp,
     /// True once the store is open and the schedulers run.
@@ -307,6 +315,13 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/maintenances",
             get(api::maintenances).post(api::add_maintenance),
+        )
+        .route("/api/v1/subscriptions", post(subscriptions::subscribe_json))
+        .route("/subscriptions", post(subscriptions::subscribe_form))
+        .route("/subscriptions/confirm", get(subscriptions::confirm))
+        .route(
+            "/subscriptions/unsubscribe",
+            get(subscriptions::unsubscribe).post(subscriptions::unsubscribe),
         )
         .route("/api/v2/summary.json", get(statuspage_api::summary))
         .route("/api/v2/status.json", get(statuspage_api::status))

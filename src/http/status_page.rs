@@ -17,12 +17,12 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use super::extract::PathParams;
-use super::public::{escape, incident_name, public_updates};
 use super::{AppState, api};
 use crate::clock::Timestamp;
 use crate::engine::ClusterView;
 use crate::engine::cluster::VantageStatus;
 use crate::format;
+use crate::incident::public::{escape, incident_name, public_updates};
 use crate::incident::{ComponentStatus, IncidentStatus, IncidentView};
 use crate::rollup::{ServiceHistory, Uptime};
 use crate::store::IncidentFilter;
@@ -174,7 +174,27 @@ footer{margin:2rem 0 1rem;color:var(--muted);font-size:.9rem}
 @media (prefers-color-scheme:dark){:root{--fg:#e6edf3;--muted:#9198a1;--line:#3d444d;--bg:#0d1117}.figures li{background:#151b23}a{color:#4493f8}}
 "#;
 
-fn head(out: &mut String, title: &str, refresh: bool) {
+/// The subscription form: a plain POST, no script.
+fn subscribe_form(out: &mut String, services: &[crate::topology::Service]) {
+    out.push_str(
+        r#"<h2 id="subscribe">Get updates</h2><form method="post" action="/subscriptions">
+<p><label>E-mail address <input type="email" name="email" required maxlength="254" autocomplete="email"></label></p>
+<fieldset><legend>Services (none ticked: all)</legend>"#,
+    );
+    for s in services {
+        let _ = write!(
+            out,
+            r#"<label><input type="checkbox" name="service" value="{}"> {}</label> "#,
+            escape(&s.id),
+            escape(&s.name)
+        );
+    }
+    out.push_str(
+        r#"</fieldset><p><button type="submit">Subscribe</button> <span class="muted">We send a confirmation link first; every mail has an unsubscribe link.</span></p></form>"#,
+    );
+}
+
+pub(super) fn head(out: &mut String, title: &str, refresh: bool) {
     let refresh = if refresh {
         r#"<meta http-equiv="refresh" content="30">"#
     } else {
@@ -452,6 +472,9 @@ pub async fn index(State(state): State<AppState>) -> Response {
     }
     for inc in recent {
         incident_section(&mut out, &inc.view(now), page, false);
+    }
+    if site.subscriptions.is_some() {
+        subscribe_form(&mut out, &site.topology.services);
     }
     let _ = write!(
         out,

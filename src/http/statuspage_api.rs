@@ -5,10 +5,10 @@ use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
 
-use super::public::{incident_name, public_updates};
 use super::{ApiError, AppState};
 use crate::clock::Timestamp;
 use crate::engine::{ServiceView, Snapshot};
+use crate::incident::public::{incident_name, public_updates};
 use crate::incident::{ComponentStatus, Impact, IncidentStatus, IncidentView};
 use crate::store::IncidentFilter;
 

@@ -10,12 +10,14 @@
 //! * `assess`: scope, severity, impact, reporting rules, suspected cause;
 //! * `book`: the open incidents and how each update changes them;
 //! * [`cause`], [`reporting`]: changes and recurrence, regulatory rule sets;
-//! * `view`: the incident as JSON.
+//! * `view`: the incident as JSON;
+//! * [`public`]: what customers see of it (the status page, subscribers).
 
 mod assess;
 mod book;
 pub mod cause;
 mod model;
+pub mod public;
 pub mod reporting;
 mod status;
 mod view;

@@ -1,5 +1,6 @@
 //! Persistence: target detector states, incidents (open and past), changes, maintenance
-//! windows, the alert outbox, routing state, rollups, and what vantages report. SQLite is
+//! windows, the alert outbox, routing state, rollups, what vantages report, and the
+//! status page's subscriptions with the notices queued for them. SQLite is
 //! the embedded default ([`sqlite`]); several instances share a PostgreSQL ([`postgres`]),
 //! which also holds the cluster's leases ([`Cluster`]).
 //!
@@ -129,6 +130,45 @@ pub struct Pending {
     pub queued_at: Timestamp,
 }
 
+/// A subscription to the public updates, as stored. The address lives only here: deleting
+/// the subscription deletes it, and the notices queued for it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub channel: Channel,
+    /// Service ids; every service when empty.
+    pub services: Vec<String>,
+    pub created_at: Timestamp,
+    /// Double opt-in: nothing but the confirmation is sent until the link is followed.
+    pub confirmed: bool,
+}
+
+/// Where a subscriber's notices go.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", content = "address", rename_all = "snake_case")]
+pub enum Channel {
+    Email(String),
+    Webhook(String),
+}
+
+/// Which of a subscription's two tokens a link carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Confirm,
+    Unsubscribe,
+}
+
+/// A notice waiting for its subscriber.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    pub seq: i64,
+    pub subscription: Subscription,
+    /// The public payload (JSON), rendered when it was queued.
+    pub body: String,
+    pub queued_at: Timestamp,
+    pub attempts: u32,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
     /// `Some(true)` open only, `Some(false)` resolved only.
@@ -250,6 +290,57 @@ impl Store {
         self.send(Write::DiscardReceiversExcept(names));
     }
 
+    /// Stores a new subscription with the hashes of its tokens (`None`: confirmed already).
+    pub fn subscribe(
+        &self,
+        subscription: &Subscription,
+        confirm_hash: Option<String>,
+        unsubscribe_hash: String,
+    ) {
+        self.send(Write::Subscribe {
+            subscription: Box::new(subscription.clone()),
+            confirm_hash,
+            unsubscribe_hash,
+        });
+    }
+
+    pub fn confirm_subscription(&self, id: &str) {
+        self.send(Write::ConfirmSubscription(id.to_string()));
+    }
+
+    /// Deletes a subscription, its address and what is queued for it.
+    pub fn unsubscribe(&self, id: &str) {
+        self.send(Write::Unsubscribe(id.to_string()));
+    }
+
+    /// Deletes the subscriptions created before `before` and never confirmed.
+    pub fn expire_unconfirmed(&self, before: Timestamp) {
+        self.send(Write::ExpireUnconfirmed(before.timestamp()));
+    }
+
+    /// Queues one notice (`body`, JSON) per subscription id.
+    pub fn queue_notices(&self, subscriptions: Vec<String>, body: String, at: Timestamp) {
+        self.send(Write::Notices {
+            subscriptions,
+            body,
+            at: at.timestamp(),
+        });
+    }
+
+    /// Removes a notice sent (or given up on).
+    pub fn notice_done(&self, seq: i64) {
+        self.send(Write::NoticeDone(seq));
+    }
+
+    /// Puts a notice off until `due`, after `attempts` failed attempts.
+    pub fn notice_retry(&self, seq: i64, due: Timestamp, attempts: u32) {
+        self.send(Write::NoticeRetry {
+            seq,
+            due: due.timestamp(),
+            attempts,
+        });
+    }
+
     pub fn save_maintenance(&self, window: &MaintenanceWindow) {
         self.send(Write::Maintenance(window.clone()));
     }
@@ -316,6 +407,30 @@ impl Store {
         limit: usize,
     ) -> Result<(Vec<Pending>, usize), StoreError> {
         read!(self, r => r.pending(receiver, limit))
+    }
+
+    /// The subscription whose `kind` token hashes to `hash`.
+    pub async fn subscription_by_token(
+        &self,
+        kind: TokenKind,
+        hash: String,
+    ) -> Result<Option<Subscription>, StoreError> {
+        read!(self, r => r.subscription_by_token(kind, hash))
+    }
+
+    /// The confirmed subscriptions, oldest first.
+    pub async fn confirmed_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        read!(self, r => r.confirmed_subscriptions())
+    }
+
+    /// Up to `limit` notices due at `now`, oldest first, and when the next one not yet due
+    /// is.
+    pub async fn due_notices(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<(Vec<Notice>, Option<Timestamp>), StoreError> {
+        read!(self, r => r.due_notices(now.timestamp(), limit))
     }
 
     /// Maintenance windows registered through the API, by start.

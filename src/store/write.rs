@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{RouteState, StoreError, VantageState};
+use super::{RouteState, StoreError, Subscription, VantageState};
 use crate::clock::Timestamp;
 use crate::event::AlertEvent;
 use crate::incident::{Change, Incident, IncidentStatus};
@@ -52,6 +52,26 @@ pub(super) enum Write {
         rollups: i64,
     },
     VantageState(VantageState),
+    Subscribe {
+        subscription: Box<Subscription>,
+        confirm_hash: Option<String>,
+        unsubscribe_hash: String,
+    },
+    ConfirmSubscription(String),
+    Unsubscribe(String),
+    /// Deletes unconfirmed subscriptions created before this Unix time.
+    ExpireUnconfirmed(i64),
+    Notices {
+        subscriptions: Vec<String>,
+        body: String,
+        at: i64,
+    },
+    NoticeDone(i64),
+    NoticeRetry {
+        seq: i64,
+        due: i64,
+        attempts: u32,
+    },
     VantageRollups {
         vantage: String,
         minute: ClosedMinute,

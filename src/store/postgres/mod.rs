@@ -28,8 +28,8 @@ use super::cluster::parse_state;
 use super::health::Health;
 use super::write::Queued;
 use super::{
-    IncidentFilter, Pending, PostgresUrl, Reported, Restored, RouteState, StoreError,
-    VantageMinute, VantageState,
+    IncidentFilter, Notice, Pending, PostgresUrl, Reported, Restored, RouteState, StoreError,
+    Subscription, TokenKind, VantageMinute, VantageState,
 };
 use crate::clock::Timestamp;
 use crate::incident::{Change, Incident, PastIncident};
@@ -150,6 +150,65 @@ impl Reader {
             });
         }
         Ok((out, total as usize))
+    }
+
+    pub(super) async fn subscription_by_token(
+        &self,
+        kind: TokenKind,
+        hash: String,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let sql = match kind {
+            TokenKind::Confirm => "SELECT body FROM subscription WHERE confirm_hash = $1",
+            TokenKind::Unsubscribe => "SELECT body FROM subscription WHERE unsubscribe_hash = $1",
+        };
+        let client = self.pool.get().await?;
+        let rows = query(&client, sql, &[&hash]).await?;
+        Ok(bodies(rows)?.into_iter().next())
+    }
+
+    pub(super) async fn confirmed_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = query(
+            &client,
+            "SELECT body FROM subscription WHERE confirmed ORDER BY created_at, id",
+            &[],
+        )
+        .await?;
+        bodies(rows)
+    }
+
+    pub(super) async fn due_notices(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<(Vec<Notice>, Option<Timestamp>), StoreError> {
+        let client = self.pool.get().await?;
+        let rows = query(
+            &client,
+            "SELECT n.seq, n.queued_at, n.attempts, n.body, s.body
+             FROM subscription_notice n JOIN subscription s ON s.id = n.subscription
+             WHERE n.due_at <= $1 ORDER BY n.seq LIMIT $2",
+            &[&now, &(limit as i64)],
+        )
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            out.push(Notice {
+                seq: row.get(0),
+                queued_at: super::utc(row.get(1)),
+                attempts: u32::try_from(row.get::<_, i64>(2)).unwrap_or(u32::MAX),
+                body: row.get(3),
+                subscription: serde_json::from_str(row.get::<_, &str>(4))?,
+            });
+        }
+        let next: Option<i64> = query(
+            &client,
+            "SELECT MIN(due_at) FROM subscription_notice WHERE due_at > $1",
+            &[&now],
+        )
+        .await?[0]
+            .get(0);
+        Ok((out, next.map(super::utc)))
     }
 
     pub(super) async fn maintenances(&self) -> Result<Vec<MaintenanceWindow>, StoreError> {

@@ -142,6 +142,31 @@ INSERT INTO store_epoch (epoch)
     SELECT CASE WHEN EXISTS (SELECT 1 FROM incident) THEN '' ELSE substr(md5(random()::TEXT || clock_timestamp()::TEXT), 1, 8) END;
 ",
     },
+    // The status page's subscriptions (the only place their addresses are kept) and the
+    // notices queued for them; times are Unix seconds.
+    Migration {
+        version: 6,
+        name: "subscriptions",
+        sql: "
+CREATE TABLE subscription (
+    id                TEXT PRIMARY KEY,
+    confirm_hash      TEXT UNIQUE,
+    unsubscribe_hash  TEXT NOT NULL UNIQUE,
+    confirmed         BOOLEAN NOT NULL,
+    created_at        BIGINT NOT NULL,
+    body              TEXT NOT NULL
+);
+CREATE TABLE subscription_notice (
+    seq           BIGSERIAL PRIMARY KEY,
+    subscription  TEXT NOT NULL REFERENCES subscription (id) ON DELETE CASCADE,
+    queued_at     BIGINT NOT NULL,
+    due_at        BIGINT NOT NULL,
+    attempts      BIGINT NOT NULL DEFAULT 0,
+    body          TEXT NOT NULL
+);
+CREATE INDEX subscription_notice_due ON subscription_notice (due_at);
+",
+    },
 ];
 
 /// Serializes instances migrating the same database ("tocsin" in ASCII).

@@ -11,9 +11,9 @@ use tokio::sync::mpsc;
 
 use super::rollups::{write_rollups, write_vantage_rollups};
 use super::{execute, query};
-use crate::store::StoreError;
 use crate::store::health::{Backoff, Health};
 use crate::store::write::{Batch, Fence, Outcome, Queued, Refused, Write, Writes, status_str};
+use crate::store::{StoreError, Subscription};
 
 /// Holds while `holder` leads `scope` with `token`. `FOR SHARE` keeps the row as it is
 /// until this transaction ends: a successor's takeover waits for the commit, so it reads
@@ -305,6 +305,91 @@ async fn write_one(tx: &Transaction<'_>, write: &Write) -> Result<(), StoreError
         }
         Write::VantageRollups { vantage, minute } => {
             write_vantage_rollups(tx, vantage, minute).await?
+        }
+        Write::Subscribe {
+            subscription: sub,
+            confirm_hash,
+            unsubscribe_hash,
+        } => {
+            execute(
+                tx,
+                "INSERT INTO subscription
+                    (id, confirm_hash, unsubscribe_hash, confirmed, created_at, body)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &sub.id,
+                    confirm_hash,
+                    unsubscribe_hash,
+                    &sub.confirmed,
+                    &sub.created_at.timestamp(),
+                    &serde_json::to_string(&sub)?,
+                ],
+            )
+            .await?;
+        }
+        Write::ConfirmSubscription(id) => {
+            let rows = query(tx, "SELECT body FROM subscription WHERE id = $1", &[id]).await?;
+            if let Some(row) = rows.first() {
+                let mut sub: Subscription = serde_json::from_str(row.get::<_, &str>(0))?;
+                sub.confirmed = true;
+                execute(
+                    tx,
+                    "UPDATE subscription SET confirmed = TRUE, confirm_hash = NULL, body = $2
+                     WHERE id = $1",
+                    &[id, &serde_json::to_string(&sub)?],
+                )
+                .await?;
+            }
+        }
+        Write::Unsubscribe(id) => {
+            execute(
+                tx,
+                "DELETE FROM subscription_notice WHERE subscription = $1",
+                &[id],
+            )
+            .await?;
+            execute(tx, "DELETE FROM subscription WHERE id = $1", &[id]).await?;
+        }
+        Write::ExpireUnconfirmed(before) => {
+            execute(
+                tx,
+                "DELETE FROM subscription_notice WHERE subscription IN
+                    (SELECT id FROM subscription WHERE NOT confirmed AND created_at < $1)",
+                &[before],
+            )
+            .await?;
+            execute(
+                tx,
+                "DELETE FROM subscription WHERE NOT confirmed AND created_at < $1",
+                &[before],
+            )
+            .await?;
+        }
+        Write::Notices {
+            subscriptions,
+            body,
+            at,
+        } => {
+            for id in subscriptions {
+                execute(
+                    tx,
+                    "INSERT INTO subscription_notice (subscription, queued_at, due_at, body)
+                     SELECT id, $2, $2, $3 FROM subscription WHERE id = $1",
+                    &[id, at, body],
+                )
+                .await?;
+            }
+        }
+        Write::NoticeDone(seq) => {
+            execute(tx, "DELETE FROM subscription_notice WHERE seq = $1", &[seq]).await?;
+        }
+        Write::NoticeRetry { seq, due, attempts } => {
+            execute(
+                tx,
+                "UPDATE subscription_notice SET due_at = $2, attempts = $3 WHERE seq = $1",
+                &[seq, due, &i64::from(*attempts)],
+            )
+            .await?;
         }
     }
     Ok(())

@@ -27,8 +27,8 @@ use super::cluster::parse_state;
 use super::health::Health;
 use super::write::Queued;
 use super::{
-    IncidentFilter, Pending, Reported, Restored, RouteState, StoreError, VantageMinute,
-    VantageState,
+    IncidentFilter, Notice, Pending, Reported, Restored, RouteState, StoreError, Subscription,
+    TokenKind, VantageMinute, VantageState,
 };
 use crate::clock::Timestamp;
 use crate::incident::{Change, Incident, PastIncident};
@@ -162,6 +162,77 @@ impl Reader {
                 });
             }
             Ok((out, total as usize))
+        })
+        .await
+    }
+
+    pub(super) async fn subscription_by_token(
+        &self,
+        kind: TokenKind,
+        hash: String,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let sql = match kind {
+            TokenKind::Confirm => "SELECT body FROM subscription WHERE confirm_hash = ?1",
+            TokenKind::Unsubscribe => "SELECT body FROM subscription WHERE unsubscribe_hash = ?1",
+        };
+        self.read(move |conn| {
+            let body: Option<String> = conn.query_row(sql, [&hash], |r| r.get(0)).optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
+    pub(super) async fn confirmed_subscriptions(&self) -> Result<Vec<Subscription>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT body FROM subscription WHERE confirmed ORDER BY created_at, id")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            let mut out = Vec::new();
+            for body in rows {
+                out.push(serde_json::from_str(&body?)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn due_notices(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<(Vec<Notice>, Option<Timestamp>), StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT n.seq, n.queued_at, n.attempts, n.body, s.body
+                 FROM subscription_notice n JOIN subscription s ON s.id = n.subscription
+                 WHERE n.due_at <= ?1 ORDER BY n.seq LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![now, limit as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (seq, queued_at, attempts, body, sub) = row?;
+                out.push(Notice {
+                    seq,
+                    subscription: serde_json::from_str(&sub)?,
+                    body,
+                    queued_at: super::utc(queued_at),
+                    attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                });
+            }
+            let next: Option<i64> = conn.query_row(
+                "SELECT MIN(due_at) FROM subscription_notice WHERE due_at > ?1",
+                [now],
+                |r| r.get(0),
+            )?;
+            Ok((out, next.map(super::utc)))
         })
         .await
     }

@@ -151,6 +151,31 @@ INSERT INTO store_epoch (epoch)
     SELECT CASE WHEN EXISTS (SELECT 1 FROM incident) THEN '' ELSE lower(hex(randomblob(4))) END;
 ",
     },
+    // The status page's subscriptions (the only place their addresses are kept) and the
+    // notices queued for them; times are Unix seconds.
+    Migration {
+        version: 6,
+        name: "subscriptions",
+        sql: "
+CREATE TABLE subscription (
+    id                TEXT PRIMARY KEY,
+    confirm_hash      TEXT UNIQUE,
+    unsubscribe_hash  TEXT NOT NULL UNIQUE,
+    confirmed         BOOLEAN NOT NULL,
+    created_at        INTEGER NOT NULL,
+    body              TEXT NOT NULL
+);
+CREATE TABLE subscription_notice (
+    seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+    subscription  TEXT NOT NULL REFERENCES subscription (id) ON DELETE CASCADE,
+    queued_at     INTEGER NOT NULL,
+    due_at        INTEGER NOT NULL,
+    attempts      INTEGER NOT NULL DEFAULT 0,
+    body          TEXT NOT NULL
+);
+CREATE INDEX subscription_notice_due ON subscription_notice (due_at);
+",
+    },
 ];
 
 /// Applies the migrations `conn`'s database lacks, each in its own transaction.

@@ -7,14 +7,14 @@
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::mpsc;
 
 use super::rollups::{write_rollups, write_vantage_rollups};
 use super::time_text;
-use crate::store::StoreError;
 use crate::store::health::{Backoff, Health};
 use crate::store::write::{Batch, Outcome, Queued, Refused, Write, Writes, status_str};
+use crate::store::{StoreError, Subscription};
 
 /// The writer thread: blocks for one write, then takes everything queued behind it and
 /// commits the batch in one transaction, retrying it until it is. Ends when every handle
@@ -187,6 +187,81 @@ fn write_batch(conn: &mut Connection, writes: &Writes) -> Result<(), StoreError>
             }
             Write::VantageRollups { vantage, minute } => {
                 write_vantage_rollups(&tx, vantage, minute)?
+            }
+            Write::Subscribe {
+                subscription: sub,
+                confirm_hash,
+                unsubscribe_hash,
+            } => {
+                tx.execute(
+                    "INSERT INTO subscription
+                        (id, confirm_hash, unsubscribe_hash, confirmed, created_at, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        sub.id,
+                        confirm_hash,
+                        unsubscribe_hash,
+                        sub.confirmed,
+                        sub.created_at.timestamp(),
+                        serde_json::to_string(&sub)?
+                    ],
+                )?;
+            }
+            Write::ConfirmSubscription(id) => {
+                let body: Option<String> = tx
+                    .query_row("SELECT body FROM subscription WHERE id = ?1", [id], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if let Some(body) = body {
+                    let mut sub: Subscription = serde_json::from_str(&body)?;
+                    sub.confirmed = true;
+                    tx.execute(
+                        "UPDATE subscription SET confirmed = TRUE, confirm_hash = NULL, body = ?2
+                         WHERE id = ?1",
+                        params![id, serde_json::to_string(&sub)?],
+                    )?;
+                }
+            }
+            Write::Unsubscribe(id) => {
+                tx.execute(
+                    "DELETE FROM subscription_notice WHERE subscription = ?1",
+                    [id],
+                )?;
+                tx.execute("DELETE FROM subscription WHERE id = ?1", [id])?;
+            }
+            Write::ExpireUnconfirmed(before) => {
+                tx.execute(
+                    "DELETE FROM subscription_notice WHERE subscription IN
+                        (SELECT id FROM subscription WHERE NOT confirmed AND created_at < ?1)",
+                    [before],
+                )?;
+                tx.execute(
+                    "DELETE FROM subscription WHERE NOT confirmed AND created_at < ?1",
+                    [before],
+                )?;
+            }
+            Write::Notices {
+                subscriptions,
+                body,
+                at,
+            } => {
+                for id in subscriptions {
+                    tx.execute(
+                        "INSERT INTO subscription_notice (subscription, queued_at, due_at, body)
+                         SELECT id, ?2, ?2, ?3 FROM subscription WHERE id = ?1",
+                        params![id, at, body],
+                    )?;
+                }
+            }
+            Write::NoticeDone(seq) => {
+                tx.execute("DELETE FROM subscription_notice WHERE seq = ?1", [seq])?;
+            }
+            Write::NoticeRetry { seq, due, attempts } => {
+                tx.execute(
+                    "UPDATE subscription_notice SET due_at = ?2, attempts = ?3 WHERE seq = ?1",
+                    params![seq, due, attempts],
+                )?;
             }
         }
     }

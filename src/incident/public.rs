@@ -1,8 +1,9 @@
-//! What the public sees of an incident, shared by the status page, the Statuspage API
-//! and the Atom feed: its name, the customer-facing updates, and escaping for HTML and XML.
+//! What the public sees of an incident, shared by the status page, the Statuspage API,
+//! the Atom feed and the subscribers' notices: its name, the customer-facing updates, and
+//! escaping for HTML and XML. Never platforms, regions, causes or regulatory figures.
 
+use super::{ComponentStatus, Impact, IncidentView};
 use crate::clock::Timestamp;
-use crate::incident::{ComponentStatus, Impact, IncidentView};
 
 /// "Voicemail: partial outage", "Voicemail, Mobile data: major outage".
 pub fn incident_name(view: &IncidentView) -> String {
