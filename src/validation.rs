@@ -108,6 +108,27 @@ pub fn one_of(candidates: &[&str]) -> String {
     sorted.join(", ")
 }
 
+/// A password or key read from a `*_file`: never shows up in `Debug` output (logs,
+/// `check-config`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: String) -> Secret {
+        Secret(secret)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
 /// Reads a `*_file` secret: trimmed, non-empty.
 pub fn read_secret_file(path: &Path) -> Result<String, String> {
     match std::fs::read_to_string(path) {

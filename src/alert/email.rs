@@ -24,7 +24,7 @@ use crate::event::{AlertEvent, AlertType};
 use crate::format;
 use crate::incident::IncidentView;
 use crate::probe::SmtpTls;
-use crate::validation::{Issues, read_secret_file};
+use crate::validation::{Issues, Secret};
 
 /// The SMTP keys as a file writes them, wherever they appear (a receiver's table).
 #[derive(Debug, Clone)]
@@ -36,16 +36,6 @@ pub struct MailerConfig {
     pub password_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
     pub from: Option<String>,
-}
-
-/// A secret that never shows up in `Debug` output.
-#[derive(Clone, PartialEq)]
-pub struct Secret(String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
 }
 
 /// A validated SMTP submission setup that sends prepared messages.
@@ -74,31 +64,13 @@ impl MailerConfig {
                 .map_err(|e| issues.push(format!("{path}.server"), e))
                 .ok(),
         };
-        let login = match (&self.username, &self.password_file) {
-            (None, None) => None,
-            (Some(user), Some(file)) => {
-                if user.is_empty() {
-                    issues.push(format!("{path}.username"), "must not be empty");
-                }
-                if tls == SmtpTls::None {
-                    issues.push(
-                        format!("{path}.username"),
-                        "AUTH would send the password in clear: set tls = \"starttls\" or \"implicit\"",
-                    );
-                }
-                read_secret_file(file)
-                    .map(|p| (user.clone(), Secret(p)))
-                    .map_err(|e| issues.push(format!("{path}.password_file"), e))
-                    .ok()
-            }
-            _ => {
-                issues.push(
-                    path.to_string(),
-                    "set both `username` and `password_file`, or neither",
-                );
-                None
-            }
-        };
+        let login = crate::probe::smtp_login(
+            self.username.as_deref(),
+            self.password_file.as_deref(),
+            tls,
+            path,
+            issues,
+        );
         let ca_pem = match &self.ca_file {
             None => None,
             Some(_) if tls == SmtpTls::None => {
@@ -253,7 +225,10 @@ impl Mailer {
             });
         }
         if let Some((user, password)) = &self.login {
-            builder = builder.credentials(Credentials::new(user.clone(), password.0.clone()));
+            builder = builder.credentials(Credentials::new(
+                user.clone(),
+                password.expose().to_string(),
+            ));
         }
         Ok(builder.build())
     }

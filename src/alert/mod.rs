@@ -22,7 +22,7 @@ mod webhook;
 
 pub use alertmanager::AlertmanagerSpec;
 pub use command::CommandSpec;
-pub use email::{EmailSpec, Mailer, MailerConfig, Secret, parse_mailbox};
+pub use email::{EmailSpec, Mailer, MailerConfig, parse_mailbox};
 pub use msteams::MsteamsSpec;
 pub use opsgenie::{OpsgenieRegion, OpsgenieSpec};
 pub use pagerduty::PagerdutySpec;

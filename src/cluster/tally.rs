@@ -331,7 +331,7 @@ fn put(votes: &mut Vec<(VantageId, Seen)>, vantage: VantageId, seen: Seen) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::detector::TargetState::{Degraded, Down, Unknown, Up};
 
@@ -340,7 +340,7 @@ mod tests {
     }
 
     /// `targets` targets probed every second from every vantage.
-    fn topology(targets: usize) -> Topology {
+    pub(crate) fn topology(targets: usize) -> Topology {
         let mut toml =
             String::from("[storage]\nsqlite = \"unused.db\"\n[[services]]\nid = \"web\"\n");
         for i in 0..targets {

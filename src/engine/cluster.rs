@@ -692,23 +692,11 @@ pub(crate) async fn run_membership(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::tally::tests::topology;
     use crate::metrics::Metrics;
 
     fn at(s: i64) -> Timestamp {
         chrono::DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
-    }
-
-    fn topology(targets: usize) -> Topology {
-        let mut toml =
-            String::from("[storage]\nsqlite = \"unused.db\"\n[[services]]\nid = \"web\"\n");
-        for i in 0..targets {
-            toml.push_str(&format!(
-                "[[targets]]\nid = \"t{i}\"\nservice = \"web\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n\
-                 probe = {{ type = \"tcp\", address = \"127.0.0.1:9\" }}\n"
-            ));
-        }
-        let settings = crate::config::load(&crate::config::ConfigSource::Inline(toml)).unwrap();
-        (*settings.topology).clone()
     }
 
     fn member(id: &str, vantage: &str) -> Member {

@@ -13,7 +13,7 @@ use super::conn::{self, Lines, Step, fail};
 use super::result::{Phases, ProbeResult, Reason, TlsInfo};
 use super::sanitize::{Secrets, peer_text};
 use super::tls::{self, TlsClients, Trust};
-use crate::validation::{Issues, read_secret_file};
+use crate::validation::{Issues, Secret, read_secret_file};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,16 +56,6 @@ pub enum ImapTls {
     None,
 }
 
-/// A password that never shows up in `Debug` output (specs end up in logs).
-#[derive(Clone)]
-pub struct Password(String);
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(…)")
-    }
-}
-
 /// A validated IMAP probe.
 #[derive(Debug, Clone)]
 pub struct ImapSpec {
@@ -74,7 +64,7 @@ pub struct ImapSpec {
     /// Server name and trust; set unless `tls = "none"`.
     pub tls_client: Option<(ServerName<'static>, Trust)>,
     pub username: String,
-    pub password: Password,
+    pub password: Secret,
     /// The password in every form a detail must not show it in.
     pub secrets: Secrets,
     pub mailbox: String,
@@ -95,7 +85,7 @@ impl ImapProbeConfig {
             issues.push(format!("{path}.username"), "must not be empty");
         }
         let password = match read_secret_file(&self.password_file) {
-            Ok(p) => Some(Password(p)),
+            Ok(p) => Some(Secret::new(p)),
             Err(e) => {
                 issues.push(format!("{path}.password_file"), e);
                 None
@@ -136,7 +126,7 @@ impl ImapProbeConfig {
             tls: self.tls,
             tls_client,
             username: self.username.clone(),
-            secrets: Secrets::new([&password.0]),
+            secrets: Secrets::new([password.expose()]),
             password,
             mailbox: self.mailbox.clone(),
             source_address,
@@ -252,7 +242,7 @@ async fn authenticated<S: AsyncRead + AsyncWrite + Unpin>(
     deadline: Instant,
 ) -> Step<()> {
     if greeting == Greeting::Ok {
-        let args = [spec.username.as_bytes(), spec.password.0.as_bytes()];
+        let args = [spec.username.as_bytes(), spec.password.expose().as_bytes()];
         let (status, text) = command(&mut lines, spec, "t2", "LOGIN", &args, deadline).await?;
         match status {
             Status::Ok => {}

@@ -37,7 +37,7 @@ pub(crate) use http::{LOOP_HEADER, loop_marker};
 pub use push::{PushSpec, missed_heartbeat};
 pub use result::{Failure, LocalCause, PeerInfo, Phases, ProbeResult, Reason, TlsInfo};
 /// How an SMTP session is encrypted; the `email` receiver's `tls` too.
-pub use smtp::SmtpTls;
+pub use smtp::{SmtpTls, login as smtp_login};
 
 /// The parsers of what peers send, for the fuzz targets in `fuzz/` only (cargo fuzz builds
 /// with `--cfg fuzzing`): no part of the library's API.

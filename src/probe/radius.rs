@@ -23,7 +23,7 @@ use super::conn::{self, Step, fail};
 use super::result::{Phases, ProbeResult, Reason};
 use super::sanitize::excerpt;
 use super::udp::{self, Schedule, Verdict};
-use crate::validation::{Issues, read_secret_file};
+use crate::validation::{Issues, Secret, read_secret_file};
 
 /// RFC 2865 §3: the largest packet.
 pub const MAX_PACKET_BYTES: usize = 4096;
@@ -87,16 +87,6 @@ pub struct RadiusProbeConfig {
     pub source_address: Option<String>,
 }
 
-/// A shared secret or password that never shows up in `Debug` output.
-#[derive(Clone)]
-pub struct Secret(Vec<u8>);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(…)")
-    }
-}
-
 /// A validated RADIUS probe.
 #[derive(Debug, Clone)]
 pub struct RadiusSpec {
@@ -138,7 +128,7 @@ impl RadiusProbeConfig {
                         );
                         None
                     }
-                    Ok(p) => Some((name.clone(), Secret(p.into_bytes()))),
+                    Ok(p) => Some((name.clone(), Secret::new(p))),
                     Err(e) => {
                         issues.push(format!("{path}.password_file"), e);
                         None
@@ -167,7 +157,7 @@ impl RadiusProbeConfig {
         }
         Some(RadiusSpec {
             address: self.address.clone(),
-            secret: Secret(secret?.into_bytes()),
+            secret: Secret::new(secret?),
             service: self.service,
             user,
             nas_identifier,
@@ -291,7 +281,11 @@ fn request(spec: &RadiusSpec, id: u8, authenticator: &[u8; 16]) -> Vec<u8> {
     p.extend_from_slice(authenticator);
     if let Some((name, password)) = &spec.user {
         attribute(&mut p, attr::USER_NAME, name.as_bytes());
-        let hidden = hide_password(&password.0, &spec.secret.0, authenticator);
+        let hidden = hide_password(
+            password.expose().as_bytes(),
+            spec.secret.expose().as_bytes(),
+            authenticator,
+        );
         attribute(&mut p, attr::USER_PASSWORD, &hidden);
     }
     attribute(&mut p, attr::NAS_IDENTIFIER, spec.nas_identifier.as_bytes());
@@ -299,7 +293,7 @@ fn request(spec: &RadiusSpec, id: u8, authenticator: &[u8; 16]) -> Vec<u8> {
     attribute(&mut p, attr::MESSAGE_AUTHENTICATOR, &[0; 16]);
     let length = (p.len() as u16).to_be_bytes();
     p[2..4].copy_from_slice(&length);
-    let mac = hmac_md5(&spec.secret.0, &p);
+    let mac = hmac_md5(spec.secret.expose().as_bytes(), &p);
     p[mac_at..mac_at + 16].copy_from_slice(&mac);
     p
 }
@@ -363,7 +357,7 @@ async fn exchange(
         match parse_packet(d) {
             Err(e) => Verdict::Garbage(format!("not a RADIUS packet: {e}")),
             Ok(p) if p.identifier != id => Verdict::Stray,
-            Ok(p) if !verify(&p, d, &spec.secret.0, &authenticator) => Verdict::Ours(Err(fail(
+            Ok(p) if !verify(&p, d, spec.secret.expose().as_bytes(), &authenticator) => Verdict::Ours(Err(fail(
                 Reason::Protocol,
                 "the answer's authenticator does not verify: is the shared secret the server's?",
             ))),
@@ -426,9 +420,9 @@ mod tests {
     fn spec(user: Option<(&str, &str)>) -> RadiusSpec {
         RadiusSpec {
             address: "127.0.0.1:1812".into(),
-            secret: Secret(b"xyzzy5461".to_vec()),
+            secret: Secret::new("xyzzy5461".into()),
             service: Service::Auth,
-            user: user.map(|(u, p)| (u.to_string(), Secret(p.as_bytes().to_vec()))),
+            user: user.map(|(u, p)| (u.to_string(), Secret::new(p.to_string()))),
             nas_identifier: "tocsin".into(),
             source_address: None,
         }
@@ -462,7 +456,10 @@ mod tests {
             let at = p.message_authenticator_at.unwrap();
             let mut zeroed = bytes.clone();
             zeroed[at..at + 16].fill(0);
-            assert_eq!(hmac_md5(&spec.secret.0, &zeroed)[..], bytes[at..at + 16]);
+            assert_eq!(
+                hmac_md5(spec.secret.expose().as_bytes(), &zeroed)[..],
+                bytes[at..at + 16]
+            );
         }
     }
 
@@ -475,11 +472,16 @@ mod tests {
         let ra = Md5::new()
             .chain_update(&answer[..4])
             .chain_update(request_auth)
-            .chain_update(&spec.secret.0)
+            .chain_update(spec.secret.expose().as_bytes())
             .finalize();
         answer[4..20].copy_from_slice(&ra);
         let p = parse_packet(&answer).unwrap();
-        assert!(verify(&p, &answer, &spec.secret.0, &request_auth));
+        assert!(verify(
+            &p,
+            &answer,
+            spec.secret.expose().as_bytes(),
+            &request_auth
+        ));
         assert!(!verify(&p, &answer, b"other", &request_auth));
         assert!(judge(&spec, &p).is_ok());
     }

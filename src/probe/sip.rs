@@ -25,7 +25,7 @@ use super::sip_digest::{self, Challenge};
 use super::sip_locate::{self, Transport};
 use super::tls::{self, TlsClients, Trust};
 use super::udp;
-use crate::validation::{Issues, read_secret_file};
+use crate::validation::{Issues, Secret, read_secret_file};
 
 /// RFC 3261 §17.1.1.1: first retransmission interval over UDP.
 const T1: Duration = Duration::from_millis(500);
@@ -98,16 +98,6 @@ impl Method {
     }
 }
 
-/// A digest password that never shows up in `Debug` output.
-#[derive(Clone)]
-pub struct Password(String);
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(…)")
-    }
-}
-
 /// A validated SIP probe.
 #[derive(Debug, Clone)]
 pub struct SipSpec {
@@ -121,7 +111,7 @@ pub struct SipSpec {
     pub valid_status: Option<Vec<u16>>,
     pub alive_codes: Vec<u16>,
     pub username: Option<String>,
-    pub password: Option<Password>,
+    pub password: Option<Secret>,
     pub from: Option<String>,
     pub to: String,
     pub source_address: Option<IpAddr>,
@@ -175,7 +165,7 @@ impl SipProbeConfig {
                 None
             }
             Some(file) => read_secret_file(file)
-                .map(Password)
+                .map(Secret::new)
                 .map_err(|e| issues.push(format!("{path}.password_file"), e))
                 .ok(),
         };
@@ -778,7 +768,7 @@ async fn bind(
     loop {
         let mut extra = contact.clone();
         if let Some((challenge, proxy)) = &auth.challenge {
-            let password = spec.password.as_ref().map_or("", |p| p.0.as_str());
+            let password = spec.password.as_ref().map_or("", Secret::expose);
             auth.nc += 1;
             let value = sip_digest::authorization(
                 challenge,

@@ -4,7 +4,7 @@
 //! 3207). No mail is sent.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -17,7 +17,7 @@ use super::conn::{self, Lines, Step, fail};
 use super::result::{Phases, ProbeResult, Reason, TlsInfo};
 use super::sanitize::excerpt;
 use super::tls::{self, TlsClients, Trust};
-use crate::validation::{Issues, read_secret_file};
+use crate::validation::{Issues, Secret, read_secret_file};
 
 /// Lines accepted in one multi-line reply; real EHLO replies have about a dozen.
 const MAX_REPLY_LINES: usize = 1000;
@@ -63,16 +63,6 @@ pub enum SmtpTls {
     Implicit,
 }
 
-/// A password that never shows up in `Debug` output.
-#[derive(Clone)]
-pub struct Password(String);
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(…)")
-    }
-}
-
 /// A validated SMTP probe.
 #[derive(Debug, Clone)]
 pub struct SmtpSpec {
@@ -82,7 +72,7 @@ pub struct SmtpSpec {
     pub starttls: Option<(ServerName<'static>, Trust)>,
     pub helo_name: String,
     /// User name and password for AUTH.
-    pub login: Option<(String, Password)>,
+    pub login: Option<(String, Secret)>,
     pub source_address: Option<IpAddr>,
 }
 
@@ -121,31 +111,13 @@ impl SmtpProbeConfig {
             }
             (mode, false) => mode.unwrap_or_default(),
         };
-        let login = match (&self.username, &self.password_file) {
-            (None, None) => None,
-            (Some(user), Some(file)) => {
-                if user.is_empty() {
-                    issues.push(format!("{path}.username"), "must not be empty");
-                }
-                if tls_mode == SmtpTls::None {
-                    issues.push(
-                        format!("{path}.username"),
-                        "AUTH would send the password in clear: set tls = \"starttls\" or \"implicit\"",
-                    );
-                }
-                read_secret_file(file)
-                    .map(|p| (user.clone(), Password(p)))
-                    .map_err(|e| issues.push(format!("{path}.password_file"), e))
-                    .ok()
-            }
-            _ => {
-                issues.push(
-                    path.to_string(),
-                    "set both `username` and `password_file`, or neither",
-                );
-                None
-            }
-        };
+        let login = login(
+            self.username.as_deref(),
+            self.password_file.as_deref(),
+            tls_mode,
+            path,
+            issues,
+        );
         let starttls = if tls_mode != SmtpTls::None {
             let name = host.and_then(|host| {
                 let name = tls::server_name(host);
@@ -290,7 +262,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
         .flatten()
         .collect();
     let answer = if mechanisms.iter().any(|m| m == "PLAIN") {
-        let token = BASE64.encode(format!("\0{user}\0{}", password.0));
+        let token = BASE64.encode(format!("\0{user}\0{}", password.expose()));
         let command = format!("AUTH PLAIN {token}\r\n");
         lines
             .send(command.as_bytes(), deadline, "AUTH PLAIN")
@@ -301,7 +273,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
             .send(b"AUTH LOGIN\r\n", deadline, "AUTH LOGIN")
             .await?;
         let mut answer = reply(lines, deadline, "the answer to AUTH LOGIN").await?;
-        for secret in [user.as_str(), password.0.as_str()] {
+        for secret in [user.as_str(), password.expose()] {
             if answer.code != 334 {
                 break;
             }
@@ -468,6 +440,42 @@ pub fn parse_replies(bytes: &[u8]) -> Step<Vec<Reply>> {
         }
     }
     Ok(replies)
+}
+
+/// AUTH's `username` and `password_file` (of a probe or a mailer): both or neither, and
+/// never over a connection without TLS.
+pub fn login(
+    username: Option<&str>,
+    password_file: Option<&Path>,
+    tls: SmtpTls,
+    path: &str,
+    issues: &mut Issues,
+) -> Option<(String, Secret)> {
+    match (username, password_file) {
+        (None, None) => None,
+        (Some(user), Some(file)) => {
+            if user.is_empty() {
+                issues.push(format!("{path}.username"), "must not be empty");
+            }
+            if tls == SmtpTls::None {
+                issues.push(
+                    format!("{path}.username"),
+                    "AUTH would send the password in clear: set tls = \"starttls\" or \"implicit\"",
+                );
+            }
+            read_secret_file(file)
+                .map(|p| (user.to_string(), Secret::new(p)))
+                .map_err(|e| issues.push(format!("{path}.password_file"), e))
+                .ok()
+        }
+        _ => {
+            issues.push(
+                path.to_string(),
+                "set both `username` and `password_file`, or neither",
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
