@@ -14,93 +14,26 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
+use common::mail::Mail;
 use common::servers::{Exim, SMTP_PASSWORD, SMTP_USER};
 use common::test_config::{ADMIN_TOKEN, TestConfig};
 use common::{InProcess, Receiver, Target, json, path_str, temp_dir, wait_for, write};
 
 const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
-/// A delivered mail: its unfolded headers and its decoded text.
-struct Mail {
-    headers: Vec<(String, String)>,
-    text: String,
-}
-
-impl Mail {
-    fn parse(raw: &str) -> Mail {
-        let raw = raw.replace("\r\n", "\n");
-        let (head, body) = raw
-            .split_once("\n\n")
-            .expect("headers, a blank line, a body");
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for line in head.lines() {
-            if line.starts_with([' ', '\t']) {
-                let last = headers.last_mut().expect("a continuation follows a header");
-                last.1.push(' ');
-                last.1.push_str(line.trim());
-            } else {
-                let (name, value) = line.split_once(':').expect("name: value");
-                headers.push((name.to_ascii_lowercase(), value.trim().to_string()));
-            }
-        }
-        let encoding = headers
-            .iter()
-            .find(|(n, _)| n == "content-transfer-encoding")
-            .map(|(_, v)| v.to_ascii_lowercase())
-            .unwrap_or_default();
-        let text = match encoding.as_str() {
-            "quoted-printable" => quoted_printable(body),
-            "base64" => String::from_utf8(
-                base64::engine::general_purpose::STANDARD
-                    .decode(body.split_whitespace().collect::<String>())
-                    .unwrap(),
-            )
-            .unwrap(),
-            _ => body.to_string(),
-        };
-        Mail { headers, text }
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_else(|| panic!("no {name} header"))
-    }
-
-    /// The path and query of the first link under the external URL to `path`.
-    fn link(&self, path: &str) -> String {
-        let prefix = format!("https://status.example.net{path}");
-        let start = self
-            .text
-            .find(&prefix)
-            .unwrap_or_else(|| panic!("no {prefix} link in:\n{}", self.text));
-        let link: String = self.text[start..]
-            .chars()
-            .take_while(|c| !c.is_whitespace())
-            .collect();
-        link.trim_start_matches("https://status.example.net")
-            .to_string()
-    }
-}
-
-fn quoted_printable(body: &str) -> String {
-    let joined = body.replace("=\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-            out.push(u8::from_str_radix(hex, 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
+/// The path and query of the first link in `mail` under the external URL to `path`.
+fn link(mail: &Mail, path: &str) -> String {
+    let text = mail.text();
+    let prefix = format!("https://status.example.net{path}");
+    let start = text
+        .find(&prefix)
+        .unwrap_or_else(|| panic!("no {prefix} link in:\n{text}"));
+    let link: String = text[start..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect();
+    link.trim_start_matches("https://status.example.net")
+        .to_string()
 }
 
 /// The mails delivered to `to` so far.
@@ -282,7 +215,7 @@ max_per_address_per_hour = 3
     assert_eq!(status, 404);
     for mail in [&alice_confirm[0], &bob_confirm[0]] {
         let (status, _, page) = app
-            .request("GET", &mail.link("/subscriptions/confirm"), None, None)
+            .request("GET", &link(mail, "/subscriptions/confirm"), None, None)
             .await;
         assert_eq!(status, 200, "{page}");
         assert!(page.contains("Subscription confirmed"));
@@ -343,8 +276,8 @@ max_per_address_per_hour = 3
             .header("list-unsubscribe")
             .contains("/subscriptions/unsubscribe?token=")
     );
-    assert!(opened.text.contains("We are") || opened.text.contains("investigating"));
-    assert_public(&opened.text);
+    assert!(opened.text().contains("We are") || opened.text().contains("investigating"));
+    assert_public(&opened.text());
     let mut opened_hooks = Vec::new();
     while opened_hooks.len() < 2 {
         let d = hooks.next().await;
@@ -369,7 +302,7 @@ max_per_address_per_hour = 3
     let (status, _, page) = app
         .request(
             "GET",
-            &opened.link("/subscriptions/unsubscribe"),
+            &link(opened, "/subscriptions/unsubscribe"),
             None,
             None,
         )
