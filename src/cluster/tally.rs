@@ -24,6 +24,9 @@ pub struct Tally {
     /// Part of how long a contradicted verdict waits: two heartbeats for the verdicts to
     /// be read (plus two intervals of the target for its vantages' detectors to spread).
     heartbeat: Duration,
+    /// How long a suspect vantage waits to be reported impaired: as a contradicted verdict
+    /// of the slowest target. Set with the configuration, not worked out at each recount.
+    impaired_after: chrono::TimeDelta,
     /// Vantage names; a vote names its vantage by index.
     names: Vec<String>,
     /// Target index by id, in the configuration in effect.
@@ -77,6 +80,7 @@ impl Tally {
     pub fn new(topology: &Topology, heartbeat: Duration) -> Tally {
         let mut tally = Tally {
             heartbeat,
+            impaired_after: chrono::TimeDelta::zero(),
             names: Vec::new(),
             index: HashMap::new(),
             votes: Vec::new(),
@@ -130,6 +134,14 @@ impl Tally {
             .iter()
             .map(|t| verdicts.remove(&t.id).flatten())
             .collect();
+        let slowest = topology
+            .targets
+            .iter()
+            .map(|t| t.interval)
+            .max()
+            .unwrap_or_default();
+        self.impaired_after = chrono::TimeDelta::from_std(slowest * 2 + self.heartbeat * 2)
+            .unwrap_or(chrono::TimeDelta::MAX);
         self.changed.clear();
         self.waiting.clear();
         self.everything = true;
@@ -195,18 +207,6 @@ impl Tally {
         }
     }
 
-    /// How long a suspect vantage waits to be reported impaired: as a contradicted verdict.
-    fn settle(&self, topology: &Topology) -> chrono::TimeDelta {
-        let interval = topology
-            .targets
-            .iter()
-            .map(|t| t.interval)
-            .max()
-            .unwrap_or_default();
-        chrono::TimeDelta::from_std(interval * 2 + self.heartbeat * 2)
-            .unwrap_or(chrono::TimeDelta::MAX)
-    }
-
     /// Brings impaired vantages and the quorum of the targets that need it up to date over
     /// the `live` vantages; returns the targets whose verdict changed, and the vantages
     /// found impaired (`true`) or recovered.
@@ -248,11 +248,10 @@ impl Tally {
         for v in alone {
             self.suspects.entry(v.clone()).or_insert(now);
         }
-        let settle = self.settle(topology);
         let impaired: BTreeSet<String> = self
             .suspects
             .iter()
-            .filter(|(_, since)| now - **since >= settle)
+            .filter(|(_, since)| now - **since >= self.impaired_after)
             .map(|(v, _)| v.clone())
             .collect();
 
