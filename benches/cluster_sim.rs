@@ -114,13 +114,11 @@ impl Leader {
         let recount = self.tally.recount(&self.topology, &self.live, now);
         let tally = started.elapsed();
         let started = Instant::now();
-        let mut events = 0;
         for (index, verdict) in &recount.verdicts {
-            let observed = self
-                .core
+            self.core
                 .set_verdict(*index, verdict.map(|v| (v.state, v.since)), now);
-            events += observed.changes.events.len();
         }
+        let events = self.core.settle(now).events.len();
         Polled {
             transitions: recount.verdicts.len(),
             events,

@@ -320,8 +320,9 @@ impl Replay {
                 .pushed()
                 .map_or_else(Default::default, |p| p.grace);
             let result = missed_heartbeat(target.interval, grace);
-            let observed = self.core.observe(index, due, &result, due);
-            self.emit(observed.changes, due);
+            self.core.observe(index, due, &result);
+            let changes = self.core.settle(due);
+            self.emit(changes, due);
         }
     }
 }
@@ -402,8 +403,10 @@ pub fn run(
                 let index = *targets
                     .get(&target)
                     .ok_or_else(|| bad(format!("unknown target `{target}`")))?;
-                let observed = r.core.observe(index, at, &result, at);
-                r.emit(observed.changes, at);
+                // Each recorded result is settled on its own: a line is one moment.
+                r.core.observe(index, at, &result);
+                let changes = r.core.settle(at);
+                r.emit(changes, at);
             }
             EntryKind::Change(change) => {
                 let changes = r.core.record_change(change, at);

@@ -1443,8 +1443,8 @@ fn check_core(
             now += tick;
         }
         last = at;
-        let observed = core.observe(target, at, &result_of(kind), at);
-        watch.changes(&observed.changes)?;
+        core.observe(target, at, &result_of(kind));
+        watch.changes(&core.settle(at))?;
         watch.state(&core, at)?;
     }
     prop_assert!(

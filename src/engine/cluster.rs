@@ -422,10 +422,10 @@ impl Engine {
             }
         }
         for (index, verdict) in verdicts {
-            let observed = self
+            let transition = self
                 .core
                 .set_verdict(index, verdict.map(|v| (v.state, v.since)), now);
-            if let Some(t) = observed.transition {
+            if let Some(t) = transition {
                 tracing::info!(
                     target_id = %topology.targets[index].id,
                     from = t.from.as_str(),
@@ -434,10 +434,10 @@ impl Engine {
                     "target state changed by quorum"
                 );
             }
-            if !observed.changes.is_empty() {
-                self.apply(observed.changes, now);
-            }
         }
+        // Once for all the verdicts: a quorum turning thousands of targets down together
+        // is one evaluation of the incidents.
+        self.settle(now);
     }
 
     pub(super) fn on_news(&mut self, news: News, now: Timestamp) {

@@ -32,7 +32,7 @@ use crate::store::{Restored, StorageSpec, Store};
 use crate::topology::{MaintenanceWindow, Topology};
 pub use cluster::{ClusterView, Identity};
 use cluster::{Clustered, News};
-pub use pure::{Core, LastResult, Observed};
+pub use pure::{Core, LastResult};
 use snapshot::TargetLive;
 pub use snapshot::{GroupView, ServiceView, Snapshot, TargetView};
 
@@ -250,9 +250,10 @@ impl Engine {
                     }
                     if changed {
                         let now = self.clock.now();
-                        // The quorum once per batch (of the targets whose votes changed),
-                        // not once per transition.
+                        // The quorum and the incidents once per batch (of the targets whose
+                        // votes or states changed), not once per transition.
                         self.recount(now);
+                        self.settle(now);
                         self.publish(now);
                     }
                 }
@@ -357,7 +358,14 @@ impl Engine {
                 let _ = reply.send(acknowledged.map(|i| i.view(now)));
             }
         }
+        self.settle(now);
         self.publish(now);
+    }
+
+    /// Evaluates incidents after the targets' changes of a batch, and acts on what changed.
+    fn settle(&mut self, now: Timestamp) {
+        let changes = self.core.settle(now);
+        self.apply(changes, now);
     }
 
     /// Takes one probe run; true when a target changed state (the snapshot is stale).
@@ -414,8 +422,7 @@ impl Engine {
         if self.cluster.is_some() {
             return self.observe_locally(index, started_at, result, now);
         }
-        let observed = self.core.observe(index, started_at, result, now);
-        let Some(transition) = observed.transition else {
+        let Some(transition) = self.core.observe(index, started_at, result) else {
             return false;
         };
         let target = &self.core.topology().targets[index];
@@ -430,9 +437,6 @@ impl Engine {
         self.target_metrics[index].set_state(transition.to);
         self.store
             .save_target(&target.id, &self.core.detectors()[index]);
-        if !observed.changes.is_empty() {
-            self.apply(observed.changes, now);
-        }
         true
     }
 

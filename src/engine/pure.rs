@@ -26,13 +26,6 @@ pub struct LastResult {
     pub latency_seconds: f64,
 }
 
-/// What one result did.
-#[derive(Debug, Default)]
-pub struct Observed {
-    pub transition: Option<Transition>,
-    pub changes: BookUpdate,
-}
-
 pub struct Core {
     topology: Arc<Topology>,
     incidents: IncidentSpec,
@@ -46,6 +39,9 @@ pub struct Core {
     /// The push targets' indexes: what [`Core::next_heartbeat`] looks at, so that a
     /// topology without push targets costs nothing.
     pushed: Vec<usize>,
+    /// A group's health changed since incidents were last evaluated: [`Core::settle`]
+    /// has work to do.
+    unsettled: bool,
 }
 
 impl Core {
@@ -66,6 +62,7 @@ impl Core {
             book,
             heartbeats: Vec::new(),
             pushed: Vec::new(),
+            unsettled: false,
         };
         core.adopt(topology, detectors, HashMap::new(), now);
         core
@@ -169,15 +166,16 @@ impl Core {
             .collect();
     }
 
-    /// Feeds one result of target `index`, started at `at`; incidents are evaluated at
-    /// `now` (the time the engine learns of it).
+    /// Feeds one result of target `index`, started at `at`, and returns the target's
+    /// transition. Incidents are evaluated by the next [`Core::settle`], once for every
+    /// result of a batch: ten thousand targets failing together are one evaluation, not
+    /// ten thousand.
     pub fn observe(
         &mut self,
         index: usize,
         at: Timestamp,
         result: &ProbeResult,
-        now: Timestamp,
-    ) -> Observed {
+    ) -> Option<Transition> {
         let topo = Arc::clone(self.topology());
         let target = &topo.targets[index];
         self.record_result(index, at, result);
@@ -187,10 +185,9 @@ impl Core {
             degraded_latency: target.degraded_latency,
         };
         let observation = Observation::of(result, target.degraded_latency);
-        let Some(transition) = self.detectors[index].observe(observation, at, &thresholds) else {
-            return Observed::default();
-        };
-        self.regroup(index, transition, now)
+        let transition = self.detectors[index].observe(observation, at, &thresholds)?;
+        self.regroup(index, transition);
+        Some(transition)
     }
 
     /// The push target whose result is due first, with when; the caller feeds
@@ -232,18 +229,19 @@ impl Core {
         self.book = book;
     }
 
-    /// Takes target `index`'s state as decided elsewhere (the quorum of vantages): the
-    /// leader of several instances feeds verdicts, not results. `None`: nobody votes.
+    /// Takes target `index`'s state as decided elsewhere (the quorum of vantages) at
+    /// `now`: the leader of several instances feeds verdicts, not results. `None`: nobody
+    /// votes. Like [`Core::observe`], it leaves incidents to [`Core::settle`].
     pub fn set_verdict(
         &mut self,
         index: usize,
         verdict: Option<(TargetState, Timestamp)>,
         now: Timestamp,
-    ) -> Observed {
+    ) -> Option<Transition> {
         let (to, since) = verdict.unwrap_or((TargetState::Unknown, now));
         let from = self.detectors[index].state();
         if from == to {
-            return Observed::default();
+            return None;
         }
         self.detectors[index] = Detector::decided(to, since);
         let transition = Transition {
@@ -252,14 +250,14 @@ impl Core {
             since,
             at: now,
         };
-        self.regroup(index, transition, now)
+        self.regroup(index, transition);
+        Some(transition)
     }
 
     /// Re-evaluates the groups of target `index` after its `transition`.
-    fn regroup(&mut self, index: usize, transition: Transition, now: Timestamp) -> Observed {
+    fn regroup(&mut self, index: usize, transition: Transition) {
         let topo = Arc::clone(self.topology());
         let target = &topo.targets[index];
-        let mut group_changed = false;
         for &g in &target.groups {
             let health = Health::of_group(
                 topo.groups[g].mode,
@@ -273,21 +271,23 @@ impl Core {
                     health,
                     since: transition.since,
                 };
-                group_changed = true;
+                self.unsettled = true;
             }
         }
-        Observed {
-            transition: Some(transition),
-            changes: if group_changed {
-                self.update(now)
-            } else {
-                BookUpdate::default()
-            },
+    }
+
+    /// Evaluates incidents at `now` if a group's health changed since they last were.
+    pub fn settle(&mut self, now: Timestamp) -> BookUpdate {
+        if self.unsettled {
+            self.update(now)
+        } else {
+            BookUpdate::default()
         }
     }
 
     /// Re-evaluates incidents against the current group health.
     pub fn update(&mut self, now: Timestamp) -> BookUpdate {
+        self.unsettled = false;
         let topo = Arc::clone(self.topology());
         let detectors = &self.detectors;
         let target_state = |t: usize| detectors[t].state();

@@ -1,7 +1,7 @@
 //! The book of open incidents: opens, joins, recovers, reopens and resolves them as group
 //! health and time change, and says what each update did ([`BookUpdate`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use super::IncidentSpec;
@@ -565,6 +565,14 @@ impl Incident {
 
     pub(super) fn track_groups(&mut self, topology: &Topology, groups: &[GroupStatus]) -> bool {
         let mut changed = false;
+        // Where each group already tracked is in `self.groups`, by topology index: one
+        // pass, not a scan per group (an outage can take in tens of thousands).
+        let mut tracked: HashMap<usize, usize> = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| Some((topology.group_index(&g.group)?, i)))
+            .collect();
         for service in self.services.keys().cloned().collect::<Vec<_>>() {
             let Some(si) = topology.service_index(&service) else {
                 continue;
@@ -572,11 +580,11 @@ impl Incident {
             for &gi in &topology.services[si].groups {
                 let group = &topology.groups[gi];
                 let status = groups[gi];
-                let existing = self.groups.iter().position(|g| g.group == group.id);
-                let entry = match (existing, status.health) {
-                    (Some(i), _) => &mut self.groups[i],
+                let entry = match (tracked.get(&gi), status.health) {
+                    (Some(&i), _) => &mut self.groups[i],
                     (None, Health::Ok) => continue,
                     (None, _) => {
+                        tracked.insert(gi, self.groups.len());
                         self.groups.push(GroupImpact {
                             group: group.id.clone(),
                             service: service.clone(),

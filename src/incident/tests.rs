@@ -121,7 +121,9 @@ impl Topo {
         self
     }
 
-    fn build(self) -> Topology {
+    fn build(mut self) -> Topology {
+        // Indexed while it grew: index the finished lists.
+        self.0.ids = Default::default();
         self.0
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    Dependency, Group, GroupMode, Maintenance, Service, ServiceClass, Target, TargetLabels,
+    Dependency, Group, GroupMode, Ids, Maintenance, Service, ServiceClass, Target, TargetLabels,
     Topology,
 };
 use crate::clock::Timestamp;
@@ -409,6 +409,8 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
     // Built by pushing: give back the growth slack (up to half of a large topology).
     topo.targets.shrink_to_fit();
     topo.groups.shrink_to_fit();
+    // Lookups while building indexed lists still growing: index the finished ones.
+    topo.ids = Ids::default();
     topo
 }
 

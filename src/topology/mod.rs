@@ -8,6 +8,8 @@
 
 pub mod config;
 
+use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -133,19 +135,59 @@ pub struct Topology {
     pub maintenances: Vec<Maintenance>,
     /// `defaults.quorum`: vantages that must agree; 0 for a majority of those voting.
     pub quorum: u32,
+    /// Where each id is, for the lookups the incident engine makes on every update.
+    pub ids: Ids,
+}
+
+/// Positions by id of a topology's services, groups and targets, built on the first
+/// lookup. An index that no longer covers its list (the topology grew since, as while it
+/// is built) is not used: the lookup scans instead.
+#[derive(Debug, Clone, Default)]
+pub struct Ids(OnceLock<IdMaps>);
+
+#[derive(Debug, Clone)]
+struct IdMaps {
+    services: HashMap<String, usize>,
+    groups: HashMap<String, usize>,
+    targets: HashMap<String, usize>,
+}
+
+/// The first position of each id, as a scan finds it.
+fn positions<'a>(ids: impl Iterator<Item = &'a String>) -> HashMap<String, usize> {
+    let mut map = HashMap::new();
+    for (i, id) in ids.enumerate() {
+        map.entry(id.clone()).or_insert(i);
+    }
+    map
+}
+
+/// `id`'s position from `map` when it covers all `len` entries of the list.
+fn look_up(map: &HashMap<String, usize>, len: usize, id: &str) -> Option<Option<usize>> {
+    (map.len() == len).then(|| map.get(id).copied())
 }
 
 impl Topology {
     pub fn service_index(&self, id: &str) -> Option<usize> {
-        self.services.iter().position(|s| s.id == id)
+        look_up(&self.id_maps().services, self.services.len(), id)
+            .unwrap_or_else(|| self.services.iter().position(|s| s.id == id))
     }
 
     pub fn group_index(&self, id: &str) -> Option<usize> {
-        self.groups.iter().position(|g| g.id == id)
+        look_up(&self.id_maps().groups, self.groups.len(), id)
+            .unwrap_or_else(|| self.groups.iter().position(|g| g.id == id))
     }
 
     pub fn target_index(&self, id: &str) -> Option<usize> {
-        self.targets.iter().position(|t| t.id == id)
+        look_up(&self.id_maps().targets, self.targets.len(), id)
+            .unwrap_or_else(|| self.targets.iter().position(|t| t.id == id))
+    }
+
+    fn id_maps(&self) -> &IdMaps {
+        self.ids.0.get_or_init(|| IdMaps {
+            services: positions(self.services.iter().map(|s| &s.id)),
+            groups: positions(self.groups.iter().map(|g| &g.id)),
+            targets: positions(self.targets.iter().map(|t| &t.id)),
+        })
     }
 
     /// The id a dependency is configured by.
