@@ -215,7 +215,13 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
 
     // Only groups declared under `[[groups]]` can be listed in `targets[].groups`; the
     // implicit groups of `service` targets are their own.
-    let explicit_groups = topo.groups.len();
+    let explicit_groups: HashMap<String, usize> = topo
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (g.id.clone(), i))
+        .rev() // the first of a duplicated id, as a scan finds it
+        .collect();
     let d = file.defaults;
     let mut target_ids = HashMap::new();
     for (i, t) in file.targets.iter().enumerate() {
@@ -273,10 +279,7 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
                     }
                 }
                 for (j, gid) in t.groups.iter().enumerate() {
-                    match topo.groups[..explicit_groups]
-                        .iter()
-                        .position(|g| g.id == *gid)
-                    {
+                    match explicit_groups.get(gid).copied() {
                         Some(g) if !groups.contains(&g) => groups.push(g),
                         Some(_) => issues.push(
                             format!("{path}.groups[{j}]"),
@@ -409,8 +412,10 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
     // Built by pushing: give back the growth slack (up to half of a large topology).
     topo.targets.shrink_to_fit();
     topo.groups.shrink_to_fit();
-    // Lookups while building indexed lists still growing: index the finished ones.
+    // Lookups while building indexed lists still growing: index the finished ones, now
+    // rather than at the first incident.
     topo.ids = Ids::default();
+    topo.index();
     topo
 }
 

@@ -182,6 +182,11 @@ impl Topology {
             .unwrap_or_else(|| self.targets.iter().position(|t| t.id == id))
     }
 
+    /// Builds the index of ids now, so that the first lookup does not wait for it.
+    pub fn index(&self) {
+        self.id_maps();
+    }
+
     fn id_maps(&self) -> &IdMaps {
         self.ids.0.get_or_init(|| IdMaps {
             services: positions(self.services.iter().map(|s| &s.id)),
