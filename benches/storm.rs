@@ -3,19 +3,18 @@
 //!
 //! `benches/storm.sh [TARGETS] [ROUNDS] [INTERVAL_S]` (default 10 000 targets, 3 storms,
 //! every 5 s) runs `cargo bench --bench storm -- TARGETS ROUNDS INTERVAL_S` and prints one
-//! `name: value` line per
-//! figure: each storm's figures beside the steady state's, measured in the same run, and
-//! their ratio. Under `cargo test` it runs one storm of 40 targets every 1 s on the debug
-//! build, and
-//! checks only that the storm did what it claims (one incident, opened and resolved).
+//! `name: value` line per figure: each storm's figures beside the steady state's, measured
+//! in the same run, and their ratio. Under `cargo test` it runs one storm of 40 targets
+//! every 1 s on the debug build, and checks only that the storm did what it claims (one
+//! incident, opened and delivered).
 //!
 //! The topology: 20 services × 10 regions × 5 platforms (1 000 groups; fewer when there
 //! are fewer targets), targets spread evenly over the groups, the default thresholds,
-//! `resolve_after = "10s"`, one webhook receiver on loopback with
-//! `update_interval = "0s"` (every event goes out at once, so the outbox's drain is seen).
-//! This process serves the targets (200, or 503 during a storm) and the webhook, reads
-//! the daemon's JSON log, asks for `/` and `/api/v1/status` one after the other all along,
-//! and samples the daemon's CPU and RSS from `/proc`.
+//! `resolve_after = "10s"`, one webhook receiver on loopback with `update_interval = "0s"`
+//! (every event goes out at once, so the outbox's drain is seen). This process serves the
+//! targets (200, or 503 during a storm) and the webhook, reads the daemon's JSON log, asks
+//! for `/` and `/api/v1/status` one after the other all along, and samples the daemon's CPU
+//! and RSS from `/proc`.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::SocketAddr;
