@@ -68,7 +68,7 @@ pub async fn board(State(state): State<AppState>, headers: HeaderMap) -> Respons
         out.push_str(r#"<p class="muted">None.</p>"#);
     }
     for inc in &resolved {
-        incident_card(&mut out, &inc.view(now), now, false);
+        incident_card(&mut out, &inc.view(now), now, true);
     }
     if session.role == Role::Operator {
         change_form(&mut out, &session, None);

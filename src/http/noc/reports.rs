@@ -590,8 +590,7 @@ mod tests {
         crate::replay::run(settings, std::io::BufReader::new(input), &mut output).unwrap();
         let last = output
             .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .last()
+            .rfind(|l| !l.is_empty())
             .unwrap();
         let summary: serde_json::Value = serde_json::from_slice(last).unwrap();
         serde_json::from_value(summary["incidents"][0].clone()).unwrap()
