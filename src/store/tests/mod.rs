@@ -396,6 +396,7 @@ async fn a_database_keeps_the_epoch_it_was_created_with(kind: Kind) {
     // Back to version 4, as a database from before epochs (and what came after).
     db.execute(
         "DROP TABLE store_epoch; DROP TABLE subscription_notice; DROP TABLE subscription;
+         DROP TABLE console_session;
          DELETE FROM schema_migrations WHERE version >= 5",
     )
     .await;
