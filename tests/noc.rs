@@ -5,6 +5,8 @@
 //!   (403), and so is a viewer's; the session cookie's flags (`Secure` once the console
 //!   is reached over HTTPS); wrong passwords; a service named `<script>` escaped on
 //!   every page; sessions outlive a restart.
+//! * Actions and reports over HTTP: the suspected cause confirmed (and the draft saying
+//!   so), a maintenance from the form, the drafts as JSON and text, the login limit.
 //! * The operator's flow in headless Chromium driven by playwright-core
 //!   (`tests/noc_browser`, installed by the README's test command): log in, see the open
 //!   incident and its countdown, acknowledge, register a change, post an update and find it
@@ -497,5 +499,164 @@ async fn an_operator_acts_in_a_real_browser() {
 
     let changes = daemon.get_json("/api/v1/changes").await;
     assert_eq!(changes["changes"][0]["platform"], "vm-a");
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cause_verdicts_maintenances_drafts_and_the_login_limit() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let daemon = Daemon::start(&config(dir.path(), &target), dir.path()).await;
+    let created = client()
+        .post(daemon.url("/api/v1/changes"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"id": "chg-42", "platform": "vm-a", "summary": "messaging <update>"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    target.set_status(503);
+    let id = open_incident(&daemon).await;
+    wait_for("the change as suspected cause, ofcom met", || async {
+        let inc = daemon.get_json(&format!("/api/v1/incidents/{id}")).await;
+        inc["suspected_cause"]["change_id"] == "chg-42"
+            && inc["reporting"]["ofcom"]["status"] == "met"
+    })
+    .await;
+    let alice = Browser {
+        cookie: cookie_value(&login(&daemon, "alice", ALICE_PASSWORD).await.unwrap()),
+    };
+    let page = alice.page(&daemon, &format!("/noc/incidents/{id}")).await;
+    assert!(
+        page.contains("change chg-42"),
+        "the suspected cause is shown"
+    );
+    let token = csrf(&page);
+
+    // The draft before and after the verdict.
+    let draft = |when: &'static str| {
+        let path = format!("/noc/incidents/{id}/notifications/ofcom.json");
+        let alice = &alice;
+        let daemon = &daemon;
+        async move {
+            let response = alice.get(daemon, &path).await;
+            assert_eq!(response.status(), 200, "{when}");
+            response.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let before = draft("before").await;
+    assert_eq!(before["regime"], "ofcom");
+    assert_eq!(before["peak_affected"], 900_000);
+    assert_eq!(
+        before["geographic_area"]["regions"],
+        serde_json::json!([EVIL, "north", "south"])
+    );
+    let cause = before["cause_category"].as_str().unwrap();
+    assert!(
+        cause.starts_with("Undetermined") && cause.contains("chg-42 (messaging <update>)"),
+        "{cause}"
+    );
+    let response = alice
+        .post(
+            &daemon,
+            &format!("/noc/incidents/{id}/cause"),
+            &[("csrf", &token), ("verdict", "confirmed")],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let after = draft("after").await;
+    assert!(
+        after["cause_category"]
+            .as_str()
+            .unwrap()
+            .ends_with("confirmed"),
+        "{after}"
+    );
+    let text = alice
+        .get(
+            &daemon,
+            &format!("/noc/incidents/{id}/notifications/ofcom.txt"),
+        )
+        .await;
+    assert_eq!(text.headers()["content-type"], "text/plain; charset=utf-8");
+    let text = text.text().await.unwrap();
+    assert!(text.starts_with("DRAFT — Ofcom incident report"), "{text}");
+    assert!(text.contains("End customers affected: 900000"), "{text}");
+    let not_met = alice
+        .get(
+            &daemon,
+            &format!("/noc/incidents/{id}/notifications/fcc_nors.json"),
+        )
+        .await;
+    assert_eq!(not_met.status(), 404, "fcc_nors is not met within seconds");
+    let response = alice
+        .post(
+            &daemon,
+            &format!("/noc/incidents/{id}/cause"),
+            &[("csrf", &token), ("verdict", "maybe")],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+
+    // A maintenance from the form: stored as from the API, noted in the open incident.
+    let starts = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let ends = (chrono::Utc::now() + chrono::Duration::days(1) + chrono::Duration::hours(2))
+        .format("%Y-%m-%dT%H:%M")
+        .to_string();
+    let response = alice
+        .post(
+            &daemon,
+            "/noc/maintenances",
+            &[
+                ("csrf", &token),
+                ("service", "voicemail"),
+                ("starts_at", &starts),
+                ("ends_at", &ends),
+                ("summary", "vm-a repair"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    let windows = daemon.get_json("/api/v1/maintenances").await;
+    assert_eq!(windows["maintenances"][0]["summary"], "vm-a repair");
+    assert_eq!(
+        windows["maintenances"][0]["services"],
+        serde_json::json!(["voicemail"])
+    );
+    let response = alice
+        .post(
+            &daemon,
+            "/noc/maintenances",
+            &[
+                ("csrf", &token),
+                ("service", "voicemail"),
+                ("starts_at", "tomorrow"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 400);
+    let incident = daemon.get_json(&format!("/api/v1/incidents/{id}")).await;
+    let events: Vec<&str> = incident["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.contains(&"cause_confirmed") && events.contains(&"maintenance_scheduled"),
+        "{events:?}"
+    );
+
+    // 20 attempts per name and hour, then 429 even with the right password.
+    for _ in 0..20 {
+        assert_eq!(login(&daemon, "victor", "guess").await, Err(401));
+    }
+    assert_eq!(login(&daemon, "victor", VICTOR_PASSWORD).await, Err(429));
+    assert!(
+        login(&daemon, "alice", ALICE_PASSWORD).await.is_ok(),
+        "other names still log in"
+    );
     daemon.stop().await;
 }
