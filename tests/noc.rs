@@ -6,7 +6,8 @@
 //!   is reached over HTTPS); wrong passwords; a service named `<script>` escaped on
 //!   every page; sessions outlive a restart.
 //! * Actions and reports over HTTP: the suspected cause confirmed (and the draft saying
-//!   so), a maintenance from the form, the drafts as JSON and text, the login limit.
+//!   so), a maintenance from the form, the drafts as JSON and text, the login limit; a
+//!   posted update reaching a webhook subscriber at once.
 //! * The operator's flow in headless Chromium driven by playwright-core
 //!   (`tests/noc_browser`, installed by the README's test command): log in, see the open
 //!   incident and its countdown, acknowledge, register a change, post an update and find it
@@ -658,5 +659,70 @@ async fn cause_verdicts_maintenances_drafts_and_the_login_limit() {
         login(&daemon, "alice", ALICE_PASSWORD).await.is_ok(),
         "other names still log in"
     );
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_posted_update_reaches_subscribers_at_once() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let secret = write(
+        dir.path(),
+        "subscriptions.secret",
+        "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+    );
+    let toml = config(dir.path(), &target).body(&format!(
+        r#"
+[subscriptions]
+enabled = true
+server = "127.0.0.1:1"
+tls = "none"
+from = "status@status.example.net"
+secret_file = "{}"
+"#,
+        path_str(&secret)
+    ));
+    let daemon = Daemon::start(&toml, dir.path()).await;
+    let mut hooks = common::Receiver::start().await;
+    let subscribed = client()
+        .post(daemon.url("/api/v1/subscriptions"))
+        .json(&serde_json::json!({"webhook": hooks.url(), "services": ["voicemail"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(subscribed.status(), 201);
+    target.set_status(503);
+    let id = open_incident(&daemon).await;
+    while hooks.next().await.kind() != "incident.opened" {}
+
+    let alice = Browser {
+        cookie: cookie_value(&login(&daemon, "alice", ALICE_PASSWORD).await.unwrap()),
+    };
+    let token = csrf(&alice.page(&daemon, &format!("/noc/incidents/{id}")).await);
+    let text = "Engineers are on site; next update at 15:00.";
+    let response = alice
+        .post(
+            &daemon,
+            &format!("/noc/incidents/{id}/updates"),
+            &[("csrf", &token), ("text", text)],
+        )
+        .await;
+    assert_eq!(response.status(), 303);
+    loop {
+        let notice = hooks.next().await;
+        let updates = notice.event["incident"]["updates"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if updates.iter().any(|u| u["text"] == text) {
+            assert_eq!(notice.kind(), "incident.updated");
+            let body = String::from_utf8(notice.body).unwrap();
+            assert!(
+                !body.contains("alice"),
+                "who posted it is the operators' business"
+            );
+            break;
+        }
+    }
     daemon.stop().await;
 }
