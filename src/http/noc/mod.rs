@@ -279,6 +279,15 @@ pub(crate) fn timeline(out: &mut String, view: &IncidentView) {
     out.push_str("</table>");
 }
 
+/// The snake_case JSON name of an enum value (`investigating`, `distributed`), as the
+/// API writes it.
+pub(crate) fn word<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 /// A time as the console writes it: UTC, to the second, the regulators' clock.
 pub(crate) fn utc(t: Timestamp) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()

@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use super::{
     AppState, Found, Role, Session, auth, cause_verdict, countdown, find_incident, page, timeline,
-    utc,
+    utc, word,
 };
 use crate::engine::ClusterView;
 use crate::engine::cluster::VantageStatus;
@@ -101,13 +101,13 @@ fn incident_card(out: &mut String, view: &IncidentView, now: crate::clock::Times
     } else {
         format!("{} — {name}", escape(&view.id))
     };
-    let status = serde_plain(&view.status);
+    let status = word(&view.status);
     let _ = write!(
         out,
         r#"<section class="card {class}"><h3>{title}</h3><p><b>{status}</b> · {severity} · impact {impact} · scope {scope}{concentrated} · started {onset}</p><ul class="figures">"#,
         severity = view.severity.as_str(),
-        impact = serde_plain(&view.impact),
-        scope = serde_plain(&view.scope),
+        impact = word(&view.impact),
+        scope = word(&view.scope),
         concentrated = if view.platform_concentrated {
             " (one platform)"
         } else {
@@ -233,14 +233,6 @@ fn reporting_table(out: &mut String, view: &IncidentView, now: crate::clock::Tim
         );
     }
     out.push_str("</table>");
-}
-
-/// The snake_case JSON name of an enum value (`investigating`, `distributed`).
-fn serde_plain<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// Subscribers of down groups by region and service, now: a table whose cells say the

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::{AppState, Found, auth, cause_verdict, find_incident, page, timeline, utc};
+use super::{AppState, Found, auth, cause_verdict, find_incident, page, timeline, utc, word};
 use crate::clock::Timestamp;
 use crate::format;
 use crate::http::extract::PathParams;
@@ -73,13 +73,6 @@ pub struct AffectedService {
 pub struct GeographicArea {
     pub regions: Vec<String>,
     pub scope: String,
-}
-
-fn plain<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 /// The cause category the forms ask for: known when an operator confirmed the suspected
@@ -143,7 +136,7 @@ pub fn draft(view: &IncidentView, regime: &str, change_summary: Option<&str>) ->
             .collect::<Vec<_>>()
             .join(", "),
         view.regions.len(),
-        plain(&view.scope),
+        word(&view.scope),
         format::duration(Duration::from_secs(view.duration_seconds)),
         if view.impact_end_at.is_none() {
             " so far (ongoing)"
@@ -170,7 +163,7 @@ pub fn draft(view: &IncidentView, regime: &str, change_summary: Option<&str>) ->
         services_affected: services,
         geographic_area: GeographicArea {
             regions: view.regions.clone(),
-            scope: plain(&view.scope),
+            scope: word(&view.scope),
         },
         peak_affected: view.peak_affected,
         user_minutes: view.user_minutes,
@@ -507,9 +500,9 @@ pub async fn postmortem(
         ),
         (
             "Severity / impact",
-            format!("{} / {}", view.severity.as_str(), plain(&view.impact)),
+            format!("{} / {}", view.severity.as_str(), word(&view.impact)),
         ),
-        ("Scope", plain(&view.scope)),
+        ("Scope", word(&view.scope)),
         ("Regions", view.regions.join(", ")),
         ("Platforms", view.platforms.join(", ")),
     ];
