@@ -124,6 +124,12 @@ pub enum AppError {
     Serve(std::io::Error),
 }
 
+/// The argon2 hash of a console password, as `server.users_file` takes it
+/// (`tocsin hash-password`).
+pub fn hash_password(password: &str) -> String {
+    crate::http::hash_password(password)
+}
+
 /// Runs the daemon on `listener` until `shutdown` is cancelled. `source` is where a
 /// reload reads the configuration again; `settings` is its current, validated content.
 pub async fn run(
@@ -275,6 +281,7 @@ impl App {
             writes: Arc::default(),
             notices: Arc::clone(&notices),
             subscribe_limit: Arc::default(),
+            login_limit: Arc::default(),
             clock,
         });
         let reloader = Reloader {

@@ -15,7 +15,7 @@
 //!    metrics   alert::{routing, outbox,   store::{sqlite, http::{api, status_page,
 //!              webhook, alertmanager,     postgres}      statuspage_api,
 //!              slack, pagerduty, email,                         exporter, feeds,
-//!              msteams, opsgenie,                               subscriptions}
+//!              msteams, opsgenie,                               subscriptions, noc}
 //!              command, subscribers}
 //! ```
 //!
@@ -54,7 +54,8 @@
 //! 13. [`engine`]: the one task that owns detector and incident state around its pure
 //!     [`engine::Core`]; it persists, alerts, counts and publishes snapshots.
 //! 14. `http`: the API, the status page and its subscriptions, the Statuspage documents,
-//!     `/probe`, `/metrics`, the results field probes post for `push` targets, and the
+//!     `/probe`, `/metrics`, the results field probes post for `push` targets, the NOC
+//!     console (`/noc`: sessions, the incident board, actions, regulator drafts), and the
 //!     listener that serves them within its limits.
 //! 15. [`config`]: the file (the `config` crate, `TOCSIN__…` overrides) assembled from every
 //!     component's config and validated into [`config::Settings`], every problem at once,
@@ -83,6 +84,9 @@
 //! * **change**: a software update, deploy or configuration change, registered through the
 //!   API; the suspected cause of incidents that follow it.
 //! * **receiver**: where alerts go.
+//! * **NOC console**: the operators' pages under `/noc`, behind a login (the admin token,
+//!   or a **console user** of `server.users_file`, `viewer` or `operator`); a **session**
+//!   is the cookie a login gives, kept in the store.
 //! * **`*Config` / `*Spec`**: a table as the file writes it / what it validated into; the
 //!   whole validated file is [`config::Settings`].
 

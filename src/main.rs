@@ -95,6 +95,9 @@ enum Command {
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Read a password on standard input (one line) and print its argon2 hash, for a line
+    /// `name:role:HASH` of `server.users_file`.
+    HashPassword,
     /// Self-contained demo: simulated endpoints, a realistic outage, the status page.
     Demo {
         /// Where the status page and API listen.
@@ -127,6 +130,7 @@ fn main() -> ExitCode {
             Ok(false) => ExitCode::from(1),
             Err(e) => exit(Err(e)),
         },
+        Command::HashPassword => exit(hash_password()),
         Command::Run { config } => exit(runtime().and_then(|rt| rt.block_on(run(config)))),
         Command::Demo { listen, speed } => exit(runtime().and_then(|rt| {
             rt.block_on(async {
@@ -158,6 +162,20 @@ fn exit(result: anyhow::Result<()>) -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password on standard input")?;
+    let password = line.trim_end_matches(['\r', '\n']);
+    anyhow::ensure!(
+        !password.is_empty(),
+        "the password on standard input is empty"
+    );
+    println!("{}", tocsin::app::hash_password(password));
+    Ok(())
 }
 
 fn check_config(path: PathBuf) -> ExitCode {

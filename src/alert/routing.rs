@@ -154,6 +154,12 @@ impl Routing {
         self.dispatch(EventKind::Updated, incident, now, true)
     }
 
+    /// An operator posted a customer-facing update: like an acknowledgement, an update to
+    /// every receiver at once, so that subscribers read it without waiting.
+    pub fn posted(&mut self, incident: &IncidentView, now: Timestamp) -> Routed {
+        self.dispatch(EventKind::Updated, incident, now, true)
+    }
+
     fn dispatch(
         &mut self,
         kind: EventKind,

@@ -259,6 +259,7 @@ impl FileConfig {
             }
         };
         self.server.admin_token_file.iter_mut().for_each(anchor);
+        self.server.users_file.iter_mut().for_each(anchor);
         self.storage.sqlite.iter_mut().for_each(anchor);
         self.storage.postgres_file.iter_mut().for_each(anchor);
         self.exporter.token_file.iter_mut().for_each(anchor);

@@ -81,6 +81,16 @@ pub(crate) enum Control {
         by: Option<String>,
         reply: oneshot::Sender<Option<IncidentView>>,
     },
+    /// A step an operator adds to an open incident's timeline from the console: with
+    /// `public`, a customer-facing update (sent to receivers at once); answers `None` for
+    /// no such open incident.
+    Annotate {
+        id: String,
+        event: &'static str,
+        message: String,
+        public: Option<String>,
+        reply: oneshot::Sender<Option<IncidentView>>,
+    },
 }
 
 pub(crate) struct Engine {
@@ -356,6 +366,29 @@ impl Engine {
                     self.enqueue(routed, now);
                 }
                 let _ = reply.send(acknowledged.map(|i| i.view(now)));
+            }
+            Control::Annotate { id, reply, .. } if !self.leads() => {
+                tracing::info!(incident = %id, "console step refused: not the leader");
+                let _ = reply.send(None);
+            }
+            Control::Annotate {
+                id,
+                event,
+                message,
+                public,
+                reply,
+            } => {
+                let announce = public.is_some();
+                let noted = self.core.annotate(&id, event, message, public, now);
+                if let Some(inc) = &noted {
+                    tracing::info!(incident = %inc.id, event, "console step noted");
+                    self.store.save_incident(inc);
+                    if announce {
+                        let routed = self.routing.posted(&inc.view(now), now);
+                        self.enqueue(routed, now);
+                    }
+                }
+                let _ = reply.send(noted.map(|i| i.view(now)));
             }
         }
         self.settle(now);

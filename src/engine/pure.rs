@@ -313,6 +313,18 @@ impl Core {
     pub fn acknowledge(&mut self, id: &str, by: Option<&str>, now: Timestamp) -> Option<Incident> {
         self.book.acknowledge(id, by, now)
     }
+
+    /// See [`IncidentBook::annotate`].
+    pub fn annotate(
+        &mut self,
+        id: &str,
+        event: &str,
+        message: String,
+        public: Option<String>,
+        now: Timestamp,
+    ) -> Option<Incident> {
+        self.book.annotate(id, event, message, public, now)
+    }
 }
 
 /// `at` plus `d`, saturating at the end of time (never a due time that stays due).

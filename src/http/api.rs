@@ -172,6 +172,16 @@ pub async fn acknowledge(
 ) -> Result<Json<IncidentView>, ApiError> {
     authorize(&state, &headers)?;
     let by = body.and_then(|JsonBody(b)| b.by);
+    Ok(Json(acknowledge_as(&state, id, by).await?))
+}
+
+/// Acknowledges open incident `id` on behalf of `by`, for the API and the console alike:
+/// `409` when it is resolved, `404` when there is none.
+pub(crate) async fn acknowledge_as(
+    state: &AppState,
+    id: String,
+    by: Option<String>,
+) -> Result<IncidentView, ApiError> {
     let (reply, answer) = oneshot::channel();
     state
         .engine
@@ -183,7 +193,7 @@ pub async fn acknowledge(
         .await
         .map_err(|_| ApiError::unavailable("shutting down"))?;
     match answer.await {
-        Ok(Some(view)) => Ok(Json(view)),
+        Ok(Some(view)) => Ok(view),
         Ok(None) => match state.store.incident(id.clone()).await? {
             Some(_) => Err(ApiError::conflict(format!("incident `{id}` is resolved"))),
             None => Err(ApiError::not_found(format!("no incident `{id}`"))),
@@ -196,11 +206,11 @@ pub async fn acknowledge(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRequest {
-    id: Option<String>,
-    platform: Option<String>,
-    service: Option<String>,
-    summary: String,
-    at: Option<Timestamp>,
+    pub(crate) id: Option<String>,
+    pub(crate) platform: Option<String>,
+    pub(crate) service: Option<String>,
+    pub(crate) summary: String,
+    pub(crate) at: Option<Timestamp>,
 }
 
 impl ChangeRequest {
@@ -268,6 +278,16 @@ pub async fn register_change(
 ) -> Result<(StatusCode, Json<Change>), ApiError> {
     authorize(&state, &headers)?;
     let JsonBody(request) = body?;
+    let (status, change) = store_change(&state, request).await?;
+    Ok((status, Json(change)))
+}
+
+/// Registers the change `request` describes, for the API and the console alike: the status
+/// says whether it was new (`201`) or the retry of a stored one (`200`).
+pub(crate) async fn store_change(
+    state: &AppState,
+    request: ChangeRequest,
+) -> Result<(StatusCode, Change), ApiError> {
     let explicit_id = request.id.is_some();
     let dated = request.at.is_some();
     let change = request
@@ -280,7 +300,7 @@ pub async fn register_change(
             && stored.summary == change.summary
             && (!dated || change.at == stored.at);
         return if same {
-            Ok((StatusCode::OK, Json(stored)))
+            Ok((StatusCode::OK, stored))
         } else {
             Err(ApiError::conflict(format!(
                 "change `{}` exists with other content; use another id",
@@ -295,7 +315,7 @@ pub async fn register_change(
         .send(Control::RecordChange(change.clone()))
         .await
         .map_err(|_| ApiError::unavailable("shutting down"))?;
-    Ok((StatusCode::CREATED, Json(change)))
+    Ok((StatusCode::CREATED, change))
 }
 
 /// A time as the API writes it in messages.
@@ -395,12 +415,12 @@ pub async fn maintenances(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MaintenanceRequest {
-    id: Option<String>,
-    services: Vec<String>,
-    starts_at: Timestamp,
-    ends_at: Timestamp,
+    pub(crate) id: Option<String>,
+    pub(crate) services: Vec<String>,
+    pub(crate) starts_at: Timestamp,
+    pub(crate) ends_at: Timestamp,
     #[serde(default)]
-    summary: String,
+    pub(crate) summary: String,
 }
 
 /// How far ahead a maintenance may start: further is a typo, or an attempt to silence a
@@ -470,6 +490,7 @@ impl MaintenanceRequest {
 }
 
 /// `201` with a new window; `200` with the stored one when the id exists with the same
+/// content; `409` when it exists otherwise.
 pub async fn add_maintenance(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -477,6 +498,16 @@ pub async fn add_maintenance(
 ) -> Result<(StatusCode, Json<MaintenanceWindow>), ApiError> {
     authorize(&state, &headers)?;
     let JsonBody(request) = body?;
+    let (status, window) = store_maintenance(&state, request).await?;
+    Ok((status, Json(window)))
+}
+
+/// Adds the window `request` describes and announces it to subscribers, for the API and
+/// the console alike; the status as [`store_change`]'s.
+pub(crate) async fn store_maintenance(
+    state: &AppState,
+    request: MaintenanceRequest,
+) -> Result<(StatusCode, MaintenanceWindow), ApiError> {
     let site = state.site.borrow().clone();
     let explicit_id = request.id.is_some();
     let window = request
@@ -496,7 +527,7 @@ pub async fn add_maintenance(
             && stored.ends_at == window.ends_at
             && stored.summary == window.summary;
         return if same {
-            Ok((StatusCode::OK, Json(stored)))
+            Ok((StatusCode::OK, stored))
         } else {
             Err(ApiError::conflict(format!(
                 "maintenance `{}` exists with other content; use another id",
@@ -521,5 +552,5 @@ pub async fn add_maintenance(
         announce_maintenance(&state.store, &window, &names, state.clock.now()).await?;
         state.notices.notify_waiters();
     }
-    Ok((StatusCode::CREATED, Json(window)))
+    Ok((StatusCode::CREATED, window))
 }

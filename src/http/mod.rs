@@ -9,6 +9,8 @@
 //! * `statuspage_api`: the Atlassian Statuspage v2 documents (`/api/v2`);
 //! * `feeds`: badges and the Atom history;
 //! * `subscriptions`: subscribing to the status page, confirming, unsubscribing;
+//! * `noc`: the operators' console (`/noc`): login and sessions, the incident board,
+//!   actions, regulator notification drafts and post-mortems, the targets view;
 //! * `push`: results posted by field probes for `push` targets;
 //! * `exporter`: the blackbox-compatible `/probe` and `[exporter]`;
 //! * `error`: the JSON error shape; `extract`: extractors whose rejections take it;
@@ -19,6 +21,7 @@ mod error;
 mod exporter;
 mod extract;
 mod feeds;
+mod noc;
 mod push;
 mod server;
 mod status_page;
@@ -53,6 +56,7 @@ use crate::validation::{Issues, read_secret_file};
 
 pub use error::ApiError;
 pub use exporter::{ExporterConfig, ExporterSpec};
+pub use noc::hash_password;
 pub use server::ListenerSpec;
 pub(crate) use server::serve;
 
@@ -82,6 +86,9 @@ pub struct ServerConfig {
     /// Bearer token for write endpoints; they answer 403 when unset.
     #[serde(default)]
     pub admin_token_file: Option<PathBuf>,
+    /// The NOC console's users: `name:role:argon2 hash` lines (roles `viewer`, `operator`).
+    #[serde(default)]
+    pub users_file: Option<PathBuf>,
     /// Connections served at once; more wait in the listen backlog.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -106,6 +113,7 @@ impl Default for ServerConfig {
             page_title: default_page_title(),
             external_url: None,
             admin_token_file: None,
+            users_file: None,
             max_connections: default_max_connections(),
             header_read_timeout: default_header_read_timeout(),
             idle_timeout: default_idle_timeout(),
@@ -143,6 +151,8 @@ pub struct ServerSpec {
     pub page_title: String,
     pub external_url: Option<Url>,
     pub admin_token: Option<String>,
+    /// The console's users (`server.users_file`); none when unset.
+    pub users: Vec<noc::ConsoleUser>,
     /// Read when the listener starts: changes need a restart.
     pub listener: ListenerSpec,
 }
@@ -182,6 +192,27 @@ impl ServerConfig {
                 }
             },
         };
+        let users = match &self.users_file {
+            None => Vec::new(),
+            Some(file) => match std::fs::read_to_string(file) {
+                Ok(text) => match noc::parse_users(&text) {
+                    Ok(users) => users,
+                    Err(problems) => {
+                        for problem in problems {
+                            issues.push(format!("{path}.users_file"), problem);
+                        }
+                        Vec::new()
+                    }
+                },
+                Err(e) => {
+                    issues.push(
+                        format!("{path}.users_file"),
+                        format!("cannot read {}: {e}", file.display()),
+                    );
+                    Vec::new()
+                }
+            },
+        };
         if self.max_connections == 0 {
             issues.push(format!("{path}.max_connections"), "must be at least 1");
         }
@@ -208,6 +239,7 @@ impl ServerConfig {
             page_title: self.page_title.clone(),
             external_url,
             admin_token,
+            users,
             listener: ListenerSpec {
                 max_connections: self.max_connections,
                 header_read_timeout: self.header_read_timeout,
@@ -263,6 +295,8 @@ pub struct AppState {
     pub notices: Arc<tokio::sync::Notify>,
     /// Subscription requests per address (hashed) and hour.
     pub subscribe_limit: Arc<std::sync::Mutex<HourlyLimit>>,
+    /// Console login attempts per name and hour.
+    pub login_limit: Arc<std::sync::Mutex<HourlyLimit>>,
     /// When this process started (Statuspage `created_at` of components).
     pub started: Timestamp,
     /// True once the store is open and the schedulers run.
@@ -343,6 +377,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v2/scheduled-maintenances/active.json",
             get(statuspage_api::active_maintenances),
         )
+        .merge(noc::routes())
         .fallback(|| async { ApiError::not_found("no such path") })
         .method_not_allowed_fallback(|| async {
             ApiError::method_not_allowed("this path does not take that method")

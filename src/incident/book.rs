@@ -101,6 +101,25 @@ impl IncidentBook {
         Some(inc.clone())
     }
 
+    /// Adds an operator's step to open incident `id`'s timeline: with `public`, a
+    /// customer-facing update; without, a note for operators. `None` for no such open
+    /// incident.
+    pub fn annotate(
+        &mut self,
+        id: &str,
+        event: &str,
+        message: String,
+        public: Option<String>,
+        now: Timestamp,
+    ) -> Option<Incident> {
+        let inc = self.open.iter_mut().find(|i| i.id == id)?;
+        match public {
+            Some(text) => inc.note_public(now, event, message, text),
+            None => inc.note(now, event, message),
+        }
+        Some(inc.clone())
+    }
+
     pub fn open(&self) -> &[Incident] {
         &self.open
     }

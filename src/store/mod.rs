@@ -1,6 +1,7 @@
 //! Persistence: target detector states, incidents (open and past), changes, maintenance
-//! windows, the alert outbox, routing state, rollups, what vantages report, and the
-//! status page's subscriptions with the notices queued for them. SQLite is
+//! windows, the alert outbox, routing state, rollups, what vantages report, the
+//! status page's subscriptions with the notices queued for them, and the NOC console's
+//! sessions. SQLite is
 //! the embedded default ([`sqlite`]); several instances share a PostgreSQL ([`postgres`]),
 //! which also holds the cluster's leases ([`Cluster`]).
 //!
@@ -169,6 +170,18 @@ pub struct Notice {
     pub attempts: u32,
 }
 
+/// A NOC console session, kept in the store so that it outlives a restart and every
+/// instance of a cluster knows it. It is stored under the SHA-256 of its id: a leaked
+/// database opens no session.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConsoleSession {
+    pub user: String,
+    /// `viewer` or `operator`.
+    pub role: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct IncidentFilter {
     /// `Some(true)` open only, `Some(false)` resolved only.
@@ -325,6 +338,29 @@ impl Store {
             body,
             at: at.timestamp(),
         });
+    }
+
+    /// Stores a console session under `hash` (of its id), and forgets those expired at `now`.
+    pub fn save_session(&self, hash: &str, session: &ConsoleSession, now: Timestamp) {
+        self.send(Write::SaveSession {
+            hash: hash.to_string(),
+            session: Box::new(session.clone()),
+            now: now.timestamp(),
+        });
+    }
+
+    /// Ends the session stored under `hash` (a logout).
+    pub fn delete_session(&self, hash: &str) {
+        self.send(Write::DeleteSession(hash.to_string()));
+    }
+
+    /// The session stored under `hash`, unless it has expired at `now`.
+    pub async fn session(
+        &self,
+        hash: String,
+        now: Timestamp,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        read!(self, r => r.session(hash, now.timestamp()))
     }
 
     /// Removes a notice sent (or given up on).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{RouteState, StoreError, Subscription, VantageState};
+use super::{ConsoleSession, RouteState, StoreError, Subscription, VantageState};
 use crate::clock::Timestamp;
 use crate::event::AlertEvent;
 use crate::incident::{Change, Incident, IncidentStatus};
@@ -76,6 +76,13 @@ pub(super) enum Write {
         vantage: String,
         minute: ClosedMinute,
     },
+    /// A console session under the hash of its id; sessions expired at `now` go with it.
+    SaveSession {
+        hash: String,
+        session: Box<ConsoleSession>,
+        now: i64,
+    },
+    DeleteSession(String),
 }
 
 impl Write {

@@ -28,8 +28,8 @@ use super::cluster::parse_state;
 use super::health::Health;
 use super::write::Queued;
 use super::{
-    IncidentFilter, Notice, Pending, PostgresUrl, Reported, Restored, RouteState, StoreError,
-    Subscription, TokenKind, VantageMinute, VantageState,
+    ConsoleSession, IncidentFilter, Notice, Pending, PostgresUrl, Reported, Restored, RouteState,
+    StoreError, Subscription, TokenKind, VantageMinute, VantageState,
 };
 use crate::clock::Timestamp;
 use crate::incident::{Change, Incident, PastIncident};
@@ -163,6 +163,21 @@ impl Reader {
         };
         let client = self.pool.get().await?;
         let rows = query(&client, sql, &[&hash]).await?;
+        Ok(bodies(rows)?.into_iter().next())
+    }
+
+    pub(super) async fn session(
+        &self,
+        hash: String,
+        now: i64,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = query(
+            &client,
+            "SELECT body FROM console_session WHERE hash = $1 AND expires_at > $2",
+            &[&hash, &now],
+        )
+        .await?;
         Ok(bodies(rows)?.into_iter().next())
     }
 

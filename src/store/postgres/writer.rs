@@ -383,6 +383,28 @@ async fn write_one(tx: &Transaction<'_>, write: &Write) -> Result<(), StoreError
         Write::NoticeDone(seq) => {
             execute(tx, "DELETE FROM subscription_notice WHERE seq = $1", &[seq]).await?;
         }
+        Write::SaveSession { hash, session, now } => {
+            execute(
+                tx,
+                "DELETE FROM console_session WHERE expires_at <= $1",
+                &[now],
+            )
+            .await?;
+            execute(
+                tx,
+                "INSERT INTO console_session (hash, expires_at, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (hash) DO UPDATE SET expires_at = $2, body = $3",
+                &[
+                    hash,
+                    &session.expires_at.timestamp(),
+                    &serde_json::to_string(&session)?,
+                ],
+            )
+            .await?;
+        }
+        Write::DeleteSession(hash) => {
+            execute(tx, "DELETE FROM console_session WHERE hash = $1", &[hash]).await?;
+        }
         Write::NoticeRetry { seq, due, attempts } => {
             execute(
                 tx,

@@ -27,8 +27,8 @@ use super::cluster::parse_state;
 use super::health::Health;
 use super::write::Queued;
 use super::{
-    IncidentFilter, Notice, Pending, Reported, Restored, RouteState, StoreError, Subscription,
-    TokenKind, VantageMinute, VantageState,
+    ConsoleSession, IncidentFilter, Notice, Pending, Reported, Restored, RouteState, StoreError,
+    Subscription, TokenKind, VantageMinute, VantageState,
 };
 use crate::clock::Timestamp;
 use crate::incident::{Change, Incident, PastIncident};
@@ -177,6 +177,24 @@ impl Reader {
         };
         self.read(move |conn| {
             let body: Option<String> = conn.query_row(sql, [&hash], |r| r.get(0)).optional()?;
+            Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
+        })
+        .await
+    }
+
+    pub(super) async fn session(
+        &self,
+        hash: String,
+        now: i64,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        self.read(move |conn| {
+            let body: Option<String> = conn
+                .query_row(
+                    "SELECT body FROM console_session WHERE hash = ?1 AND expires_at > ?2",
+                    params![hash, now],
+                    |r| r.get(0),
+                )
+                .optional()?;
             Ok(body.map(|b| serde_json::from_str(&b)).transpose()?)
         })
         .await

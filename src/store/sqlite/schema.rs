@@ -176,6 +176,19 @@ CREATE TABLE subscription_notice (
 CREATE INDEX subscription_notice_due ON subscription_notice (due_at);
 ",
     },
+    // The NOC console's sessions, under the SHA-256 of their ids; times are Unix seconds.
+    Migration {
+        version: 7,
+        name: "console_sessions",
+        sql: "
+CREATE TABLE console_session (
+    hash        TEXT PRIMARY KEY,
+    expires_at  INTEGER NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX console_session_expires ON console_session (expires_at);
+",
+    },
 ];
 
 /// Applies the migrations `conn`'s database lacks, each in its own transaction.

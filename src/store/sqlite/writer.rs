@@ -257,6 +257,21 @@ fn write_batch(conn: &mut Connection, writes: &Writes) -> Result<(), StoreError>
             Write::NoticeDone(seq) => {
                 tx.execute("DELETE FROM subscription_notice WHERE seq = ?1", [seq])?;
             }
+            Write::SaveSession { hash, session, now } => {
+                tx.execute("DELETE FROM console_session WHERE expires_at <= ?1", [now])?;
+                tx.execute(
+                    "INSERT INTO console_session (hash, expires_at, body) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (hash) DO UPDATE SET expires_at = ?2, body = ?3",
+                    params![
+                        hash,
+                        session.expires_at.timestamp(),
+                        serde_json::to_string(&session)?
+                    ],
+                )?;
+            }
+            Write::DeleteSession(hash) => {
+                tx.execute("DELETE FROM console_session WHERE hash = ?1", [hash])?;
+            }
             Write::NoticeRetry { seq, due, attempts } => {
                 tx.execute(
                     "UPDATE subscription_notice SET due_at = ?2, attempts = ?3 WHERE seq = ?1",

@@ -236,7 +236,45 @@ on_both_backends!(
     routing_state_round_trips_and_older_rows_read_as_not_waiting,
     a_database_keeps_the_epoch_it_was_created_with,
     subscriptions_confirm_queue_retry_and_delete_with_their_address,
+    console_sessions_outlive_a_restart_until_they_expire_or_end,
 );
+
+/// A console session is found by its hash from any handle on the database (another
+/// instance, or this one after a restart) until it expires or is deleted; saving one
+/// forgets those already expired.
+async fn console_sessions_outlive_a_restart_until_they_expire_or_end(kind: Kind) {
+    let db = TestDb::new(kind).await;
+    let (store, _) = db.open().await;
+    let now = ago(0).trunc_subsecs(0);
+    let session = |user: &str, lasts: i64| ConsoleSession {
+        user: user.into(),
+        role: "operator".into(),
+        created_at: now,
+        expires_at: now + chrono::Duration::seconds(lasts),
+    };
+    store.save_session("h-alice", &session("alice", 3600), now);
+    store.save_session("h-bob", &session("bob", 60), now);
+    store.flush().await.unwrap();
+    drop(store);
+
+    let (store, _) = db.open().await;
+    assert_eq!(
+        store.session("h-alice".into(), now).await.unwrap(),
+        Some(session("alice", 3600))
+    );
+    assert_eq!(store.session("h-nobody".into(), now).await.unwrap(), None);
+    let later = now + chrono::Duration::seconds(120);
+    assert_eq!(store.session("h-bob".into(), later).await.unwrap(), None);
+    store.save_session("h-carol", &session("carol", 3600), later);
+    store.delete_session("h-alice");
+    store.flush().await.unwrap();
+    assert_eq!(store.session("h-alice".into(), now).await.unwrap(), None);
+    assert_eq!(
+        db.scalar("SELECT COUNT(*) FROM console_session").await,
+        1,
+        "bob's expired session went when carol's was saved"
+    );
+}
 
 fn subscription(id: &str, email: &str, at: Timestamp) -> Subscription {
     Subscription {
@@ -358,6 +396,7 @@ async fn a_database_keeps_the_epoch_it_was_created_with(kind: Kind) {
     // Back to version 4, as a database from before epochs (and what came after).
     db.execute(
         "DROP TABLE store_epoch; DROP TABLE subscription_notice; DROP TABLE subscription;
+         DROP TABLE console_session;
          DELETE FROM schema_migrations WHERE version >= 5",
     )
     .await;
