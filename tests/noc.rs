@@ -387,6 +387,13 @@ async fn sessions_csrf_roles_cookies_and_escaping() {
         .page(&daemon, "/noc/targets?state=down&service=voicemail")
         .await;
     assert!(targets.contains("vm-a-store") && !targets.contains("evil-www"));
+    // Its groups, down, with their subscribers and targets; the other service's are not.
+    assert!(
+        targets.contains("<tr><td>vm-a-north</td><td>DOWN</td>")
+            && targets.contains("<td>450\u{202f}000</td><td>1 of 1</td></tr>"),
+        "{targets}"
+    );
+    assert!(targets.contains("2 of 3 groups.") && !targets.contains("evil-group"));
 
     // Logging out ends the session, here and for any copy of the cookie.
     let response = alice

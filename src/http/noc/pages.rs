@@ -15,8 +15,9 @@ use super::{
     AppState, Found, Role, Session, auth, cause_verdict, countdown, find_incident, page, timeline,
     utc, word,
 };
-use crate::engine::ClusterView;
+use crate::detector::TargetState;
 use crate::engine::cluster::VantageStatus;
+use crate::engine::{ClusterView, GroupView, TargetView};
 use crate::format;
 use crate::http::extract::{PathParams, QueryParams};
 use crate::incident::cause::Confidence;
@@ -435,8 +436,8 @@ fn actions(out: &mut String, view: &IncidentView, session: &Session) {
     change_form(out, session, Some(&view.id));
 }
 
-/// `GET /noc/targets?service=&region=&platform=&state=`: every target's state, reason,
-/// last result and groups, filtered.
+/// `GET /noc/targets?service=&region=&platform=&state=`: the groups' health and every
+/// target's state, reason and last result, filtered.
 #[derive(Debug, Default, Deserialize)]
 pub struct TargetFilter {
     #[serde(default)]
@@ -498,7 +499,8 @@ pub async fn targets(
     out.push_str(
         r#"<button type="submit">Filter</button> <a href="/noc/targets">all</a></p></form>"#,
     );
-    out.push_str("<table><tr><th>Target</th><th>State</th><th>Since</th><th>Service</th><th>Region</th><th>Platform</th><th>Probe</th><th>Last result</th><th>Vantage</th></tr>");
+    groups_table(&mut out, &topology, &snap.group_views(), &views, &filter);
+    out.push_str("<h2>Targets</h2><table><tr><th>Target</th><th>State</th><th>Since</th><th>Service</th><th>Region</th><th>Platform</th><th>Probe</th><th>Last result</th><th>Vantage</th></tr>");
     let has = |list: &str, wanted: &str| wanted.is_empty() || list.split(',').any(|v| v == wanted);
     let mut shown = 0;
     for (t, v) in topology.targets.iter().zip(&views) {
@@ -551,6 +553,63 @@ pub async fn targets(
         topology.targets.len()
     );
     page(&state, StatusCode::OK, "Targets", Some(&session), &out)
+}
+
+/// The groups the filter selects (a group's state is its health: `up` for ok), with the
+/// subscribers behind each and how many of its targets are down.
+fn groups_table(
+    out: &mut String,
+    topology: &Topology,
+    groups: &[GroupView],
+    targets: &[TargetView],
+    filter: &TargetFilter,
+) {
+    let is = |value: Option<&String>, wanted: &str| {
+        wanted.is_empty() || value.is_some_and(|v| v == wanted)
+    };
+    out.push_str("<h2>Groups</h2><table><tr><th>Group</th><th>State</th><th>Since</th><th>Service</th><th>Region</th><th>Platform</th><th>Subscribers</th><th>Targets down</th></tr>");
+    let mut shown = 0;
+    for (g, view) in topology.groups.iter().zip(groups) {
+        let state = match view.health {
+            Health::Ok => "up",
+            Health::Degraded => "degraded",
+            Health::Down => "down",
+        };
+        if !(is(Some(&view.service), &filter.service)
+            && is(view.region.as_ref(), &filter.region)
+            && is(view.platform.as_ref(), &filter.platform)
+            && (filter.state.is_empty() || filter.state == state))
+        {
+            continue;
+        }
+        shown += 1;
+        let down = g
+            .targets
+            .iter()
+            .filter(|&&t| targets[t].state == TargetState::Down)
+            .count();
+        let since = if view.health == Health::Ok {
+            String::new()
+        } else {
+            utc(view.since)
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{id}</td><td>{word}</td><td>{since}</td><td>{service}</td><td>{region}</td><td>{platform}</td><td>{subscribers}</td><td>{down} of {total}</td></tr>",
+            id = escape(&view.id),
+            word = if state == "down" { "DOWN" } else { state },
+            service = escape(&view.service),
+            region = escape(view.region.as_deref().unwrap_or("")),
+            platform = escape(view.platform.as_deref().unwrap_or("")),
+            subscribers = format::count(view.subscribers),
+            total = g.targets.len(),
+        );
+    }
+    let _ = write!(
+        out,
+        r#"</table><p class="muted">{shown} of {} groups.</p>"#,
+        topology.groups.len()
+    );
 }
 
 fn select<'a>(out: &mut String, name: &str, current: &str, values: impl Iterator<Item = &'a str>) {
