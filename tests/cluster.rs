@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::test_config::TestConfig;
+use common::console;
+use common::test_config::{ADMIN_TOKEN, TestConfig};
 use common::{Delivery, PATIENCE, Receiver, Target, metric_sum, postgres, temp_dir, wait_for};
 use serde_json::Value;
 
@@ -61,6 +62,7 @@ impl Node {
         }
         let mut config = config
             .postgres(db)
+            .admin_token()
             .server("listen", "\"127.0.0.1:0\"")
             .default("failure_threshold", "2")
             .default("success_threshold", "1")
@@ -450,6 +452,34 @@ async fn a_broken_path_from_one_vantage_impairs_it_and_pages_nobody() {
         .await
         .unwrap();
     assert!(page.contains("Impaired: its own path fails"), "{page}");
+    // The console of a follower shows what each vantage says of each target, from the
+    // store: lyon down (with its minutes' failures once written), paris up.
+    let follower = (leader + 1) % nodes.len();
+    let cookie = console::cookie_value(
+        &console::login(nodes[follower].addr, "", ADMIN_TOKEN)
+            .await
+            .unwrap(),
+    );
+    let targets = console::client()
+        .get(format!("http://{}/noc/targets", nodes[follower].addr))
+        .header("cookie", format!("tocsin_noc={cookie}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (_, target_table) = targets.split_once("<h2>Targets</h2>").unwrap();
+    for id in ids {
+        let row = target_table
+            .split("<tr>")
+            .find(|r| r.starts_with(&format!("<td>{id}</td>")))
+            .unwrap_or_else(|| panic!("{id} listed: {targets}"));
+        assert!(
+            row.contains("lyon: DOWN since") && row.contains("paris: up since"),
+            "{row}"
+        );
+    }
     // Lyon sees every target down, paris up: the quorum without lyon says up.
     for _ in 0..10 {
         let s = nodes[leader].get("/api/v1/status").await.unwrap();

@@ -18,9 +18,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::console::{client, cookie_value, csrf, form_body, login, set_cookie};
 use common::test_config::{ADMIN_TOKEN, TestConfig};
 use common::{Daemon, Target, path_str, temp_dir, wait_for, write};
-use reqwest::redirect::Policy;
 
 const ALICE_PASSWORD: &str = "correct horse battery staple";
 const VICTOR_PASSWORD: &str = "viewer only";
@@ -95,76 +95,6 @@ probe = {{ type = "http", url = "{url}" }}
 "#,
             url = target.url(),
         ))
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// The `name=value` of a `Set-Cookie` header, and its attributes.
-fn set_cookie<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
-    response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-}
-
-fn cookie_value(header: &str) -> String {
-    header
-        .split(';')
-        .next()
-        .unwrap()
-        .split_once('=')
-        .unwrap()
-        .1
-        .to_string()
-}
-
-/// The value of the first hidden `csrf` field of a page.
-fn csrf(html: &str) -> String {
-    let at = html
-        .find(r#"name="csrf" value=""#)
-        .expect("a form with a CSRF token");
-    let rest = &html[at + r#"name="csrf" value=""#.len()..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
-/// Logs in through the form: the session cookie header (with its attributes), or the
-/// status of a refused login.
-async fn login(daemon: &Daemon, user: &str, password: &str) -> Result<String, u16> {
-    let client = client();
-    let form = client.get(daemon.url("/noc/login")).send().await.unwrap();
-    assert_eq!(form.status(), 200);
-    let login_cookie = cookie_value(set_cookie(&form, "tocsin_noc_login").unwrap());
-    let token = csrf(&form.text().await.unwrap());
-    let response = client
-        .post(daemon.url("/noc/login"))
-        .header("cookie", format!("tocsin_noc_login={login_cookie}"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(form_body(&[
-            ("user", user),
-            ("password", password),
-            ("csrf", &token),
-        ]))
-        .send()
-        .await
-        .unwrap();
-    if response.status() != 303 {
-        return Err(response.status().as_u16());
-    }
-    assert_eq!(response.headers()["location"], "/noc");
-    Ok(set_cookie(&response, "tocsin_noc").unwrap().to_string())
-}
-
-fn form_body(fields: &[(&str, &str)]) -> String {
-    url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(fields)
-        .finish()
 }
 
 struct Browser {
@@ -248,9 +178,9 @@ async fn sessions_csrf_roles_cookies_and_escaping() {
     assert_eq!(forged.get(&daemon, "/noc").await.status(), 303);
 
     // Wrong passwords, unknown names, a login without the form's token.
-    assert_eq!(login(&daemon, "alice", "wrong").await, Err(401));
-    assert_eq!(login(&daemon, "nobody", ALICE_PASSWORD).await, Err(401));
-    assert_eq!(login(&daemon, "", "not-the-token").await, Err(401));
+    assert_eq!(login(daemon.addr, "alice", "wrong").await, Err(401));
+    assert_eq!(login(daemon.addr, "nobody", ALICE_PASSWORD).await, Err(401));
+    assert_eq!(login(daemon.addr, "", "not-the-token").await, Err(401));
     let response = anonymous
         .post(daemon.url("/noc/login"))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -265,7 +195,7 @@ async fn sessions_csrf_roles_cookies_and_escaping() {
 
     // The cookie: HttpOnly, SameSite=Strict, under /noc, with an expiry; not Secure over
     // plain HTTP.
-    let header = login(&daemon, "alice", ALICE_PASSWORD).await.unwrap();
+    let header = login(daemon.addr, "alice", ALICE_PASSWORD).await.unwrap();
     for flag in ["HttpOnly", "SameSite=Strict", "Path=/noc", "Max-Age=43200"] {
         assert!(header.contains(flag), "{flag} missing from {header}");
     }
@@ -294,7 +224,7 @@ async fn sessions_csrf_roles_cookies_and_escaping() {
         let response = alice.post(&daemon, "/noc/changes", &fields).await;
         assert_eq!(response.status(), 403, "{fields:?}");
     }
-    let victor_header = login(&daemon, "victor", VICTOR_PASSWORD).await.unwrap();
+    let victor_header = login(daemon.addr, "victor", VICTOR_PASSWORD).await.unwrap();
     let victor = Browser {
         cookie: cookie_value(&victor_header),
     };
@@ -421,7 +351,7 @@ async fn the_cookie_is_secure_behind_https() {
     let target = Target::start().await;
     let toml = config(dir.path(), &target).server("external_url", "\"https://noc.example.net\"");
     let daemon = Daemon::start(&toml, dir.path()).await;
-    let header = login(&daemon, "", ADMIN_TOKEN).await.unwrap();
+    let header = login(daemon.addr, "", ADMIN_TOKEN).await.unwrap();
     assert!(header.contains("; Secure"), "{header}");
     daemon.stop().await;
 }
@@ -532,7 +462,7 @@ async fn cause_verdicts_maintenances_drafts_and_the_login_limit() {
     })
     .await;
     let alice = Browser {
-        cookie: cookie_value(&login(&daemon, "alice", ALICE_PASSWORD).await.unwrap()),
+        cookie: cookie_value(&login(daemon.addr, "alice", ALICE_PASSWORD).await.unwrap()),
     };
     let page = alice.page(&daemon, &format!("/noc/incidents/{id}")).await;
     assert!(
@@ -659,11 +589,14 @@ async fn cause_verdicts_maintenances_drafts_and_the_login_limit() {
 
     // 20 attempts per name and hour, then 429 even with the right password.
     for _ in 0..20 {
-        assert_eq!(login(&daemon, "victor", "guess").await, Err(401));
+        assert_eq!(login(daemon.addr, "victor", "guess").await, Err(401));
     }
-    assert_eq!(login(&daemon, "victor", VICTOR_PASSWORD).await, Err(429));
+    assert_eq!(
+        login(daemon.addr, "victor", VICTOR_PASSWORD).await,
+        Err(429)
+    );
     assert!(
-        login(&daemon, "alice", ALICE_PASSWORD).await.is_ok(),
+        login(daemon.addr, "alice", ALICE_PASSWORD).await.is_ok(),
         "other names still log in"
     );
     daemon.stop().await;
@@ -704,7 +637,7 @@ secret_file = "{}"
     let id = open_incident(&daemon).await;
 
     let alice = Browser {
-        cookie: cookie_value(&login(&daemon, "alice", ALICE_PASSWORD).await.unwrap()),
+        cookie: cookie_value(&login(daemon.addr, "alice", ALICE_PASSWORD).await.unwrap()),
     };
     let token = csrf(&alice.page(&daemon, &format!("/noc/incidents/{id}")).await);
     let text = "Engineers are on site; next update at 15:00.";

@@ -88,13 +88,6 @@ impl Store {
     }
 
     /// Every vantage's minute rows starting at or after `start` (Unix seconds).
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "per-vantage minute figures are read by tests only so far"
-        )
-    )]
     pub async fn vantage_minutes(&self, start: i64) -> Result<Vec<VantageMinute>, StoreError> {
         match &self.reader {
             Reader::Sqlite(r) => r.vantage_minutes(start).await,

@@ -2,6 +2,7 @@
 //! controls, and a webhook receiver that records what it gets.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod console;
 pub mod mail;
 pub mod postgres;
 pub mod probing;

@@ -499,7 +499,22 @@ pub async fn targets(
     out.push_str(
         r#"<button type="submit">Filter</button> <a href="/noc/targets">all</a></p></form>"#,
     );
-    groups_table(&mut out, &topology, &snap.group_views(), &views, &filter);
+    groups_table(&mut out, topology, &snap.group_views(), &views, &filter);
+    // In a cluster, what each vantage says of each target, from the store.
+    let by_vantage = match &snap.cluster {
+        Some(_) => match vantage_results(&state.store, snap.generated_at).await {
+            Ok(results) => Some(results),
+            Err(e) => {
+                let _ = write!(
+                    out,
+                    r#"<p class="muted">The vantages' results could not be read: {}.</p>"#,
+                    escape(&e.to_string())
+                );
+                None
+            }
+        },
+        None => None,
+    };
     out.push_str("<h2>Targets</h2><table><tr><th>Target</th><th>State</th><th>Since</th><th>Service</th><th>Region</th><th>Platform</th><th>Probe</th><th>Last result</th><th>Vantage</th></tr>");
     let has = |list: &str, wanted: &str| wanted.is_empty() || list.split(',').any(|v| v == wanted);
     let mut shown = 0;
@@ -544,7 +559,17 @@ pub async fn targets(
             platform = escape(&t.labels.platform),
             probe = escape(v.probe),
             last = escape(&last),
-            vantage = escape(vantage),
+            vantage = match &by_vantage {
+                Some(results) => results
+                    .get(&t.id)
+                    .map(|r| r
+                        .iter()
+                        .map(|line| escape(line))
+                        .collect::<Vec<_>>()
+                        .join("<br>"))
+                    .unwrap_or_else(|| "no vantage has reported".to_string()),
+                None => escape(vantage),
+            },
         );
     }
     let _ = write!(
@@ -553,6 +578,57 @@ pub async fn targets(
         topology.targets.len()
     );
     page(&state, StatusCode::OK, "Targets", Some(&session), &out)
+}
+
+/// Each vantage's verdict on each target, with its latest stored minute (probes,
+/// failures, mean latency), by target id: one line per vantage.
+async fn vantage_results(
+    store: &crate::store::Store,
+    now: crate::clock::Timestamp,
+) -> Result<BTreeMap<String, Vec<String>>, crate::store::StoreError> {
+    let states = store
+        .vantage_states(crate::clock::Timestamp::UNIX_EPOCH)
+        .await?;
+    // The minute rows of the last few minutes: the latest of each (target, vantage).
+    let recent = (now - chrono::Duration::minutes(3)).timestamp();
+    let mut minutes: BTreeMap<(String, String), crate::store::VantageMinute> = BTreeMap::new();
+    for m in store.vantage_minutes(recent).await? {
+        let key = (m.target.clone(), m.vantage.clone());
+        if minutes.get(&key).is_none_or(|old| old.start < m.start) {
+            minutes.insert(key, m);
+        }
+    }
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for reported in states {
+        let v = reported.state;
+        let word = match v.state {
+            TargetState::Down => "DOWN",
+            other => other.as_str(),
+        };
+        let mut line = format!("{}: {word} since {}", v.vantage, utc(v.since));
+        if let Some(m) = minutes.get(&(v.target.clone(), v.vantage.clone())) {
+            let mean = if m.probes > 0 {
+                format!(
+                    ", mean {}",
+                    format::latency(m.latency_sum / m.probes as f64)
+                )
+            } else {
+                String::new()
+            };
+            let _ = write!(
+                line,
+                "; minute of {}: {} probes, {} failed{mean}",
+                utc(chrono::DateTime::from_timestamp(m.start, 0).unwrap_or(now)),
+                m.probes,
+                m.failures
+            );
+        }
+        out.entry(v.target).or_default().push(line);
+    }
+    for lines in out.values_mut() {
+        lines.sort();
+    }
+    Ok(out)
 }
 
 /// The groups the filter selects (a group's state is its health: `up` for ok), with the
