@@ -41,6 +41,9 @@ pub struct IncidentBook {
     changes: Vec<Change>,
     /// Incidents of the last 30 days, for recurrence.
     history: Vec<PastIncident>,
+    /// Services failing outside every open incident that may still join one, and when
+    /// each was first seen so (`group_wait`).
+    waiting: HashMap<String, Timestamp>,
 }
 
 impl Default for IncidentBook {
@@ -59,6 +62,7 @@ impl IncidentBook {
             epoch: String::new(),
             changes: Vec::new(),
             history: Vec::new(),
+            waiting: HashMap::new(),
         }
     }
 
@@ -147,6 +151,11 @@ impl IncidentBook {
             .map(|i| (i.headline(), i.clone()))
             .collect();
         let mut opened: BTreeSet<String> = BTreeSet::new();
+        // Groups that failed since the last update are part of their incidents before
+        // failing services look for a related one.
+        for inc in &mut self.open {
+            inc.track_groups(topology, groups);
+        }
 
         // Services that start failing join the incident of a dependency that is down, a
         // related open incident, or open a new one. One held by a dependency whose
@@ -186,6 +195,14 @@ impl IncidentBook {
             }
         }
 
+        let open = &self.open;
+        self.waiting.retain(|id, _| {
+            topology.service_index(id).is_some_and(|si| {
+                statuses[si].status.is_failing()
+                    && !open.iter().any(|i| i.services.contains_key(id))
+            })
+        });
+
         let mut changes = BookUpdate::default();
         let past: Vec<PastIncident> = self
             .history
@@ -194,7 +211,7 @@ impl IncidentBook {
             .chain(self.open.iter().map(PastIncident::of))
             .collect();
         for inc in &mut self.open {
-            let mut changed = inc.track_groups(topology, groups);
+            let mut changed = false;
             // A group whose failure began before the onset (targets on longer intervals,
             // or a degradation that opened the incident first) moves the onset back.
             if let Some(first) = inc
@@ -357,7 +374,7 @@ impl IncidentBook {
             .filter(|&g| groups[g].health != Health::Ok)
             .collect();
         let onset = failing_onset(topology, groups, si, now);
-        let related = self.open.iter_mut().find(|inc| {
+        let related = self.open.iter().position(|inc| {
             let close =
                 (onset - inc.onset_at).abs() <= chrono_duration(settings.correlation_window);
             close
@@ -377,7 +394,9 @@ impl IncidentBook {
             through: None,
         };
         match related {
-            Some(inc) => {
+            None if self.waits(&service.id, onset, settings, now) => None,
+            Some(i) => {
+                let inc = &mut self.open[i];
                 inc.services.insert(service.id.clone(), entry);
                 inc.onset_at = inc.onset_at.min(onset);
                 // Tracked now so that services failing in this same update can
@@ -427,6 +446,31 @@ impl IncidentBook {
                 Some(id)
             }
         }
+    }
+
+    /// Whether service `id`, failing since `onset` and related to no open incident, waits
+    /// before opening its own: an open incident close enough in time may still come to
+    /// share a platform or region with it, as an outage spreading over the probe interval
+    /// shows more of itself. With nothing open it never waits: the first alert goes out at
+    /// once.
+    fn waits(
+        &mut self,
+        id: &str,
+        onset: Timestamp,
+        settings: &IncidentSpec,
+        now: Timestamp,
+    ) -> bool {
+        let window = chrono_duration(settings.correlation_window);
+        if settings.group_wait.is_zero()
+            || !self
+                .open
+                .iter()
+                .any(|inc| (onset - inc.onset_at).abs() <= window)
+        {
+            return false;
+        }
+        let since = *self.waiting.entry(id.to_string()).or_insert(now);
+        now - since < chrono_duration(settings.group_wait)
     }
 
     /// Resolves incidents that stayed quiet for `resolve_after`.

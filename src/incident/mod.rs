@@ -46,6 +46,11 @@ pub struct IncidentsConfig {
     /// region with it, join that incident.
     #[serde(default = "default_correlation_window", with = "humantime_serde")]
     pub correlation_window: Duration,
+    /// A service failing while a related incident may still form waits this long to join
+    /// one before it opens its own: a national outage is one incident, not one per service
+    /// whose first failing group happened to share nothing with the first incident's.
+    #[serde(default = "default_group_wait", with = "humantime_serde")]
+    pub group_wait: Duration,
     /// An open incident whose affected subscribers grow or fall by this fraction of the
     /// last announced figure is news (`incident.updated`), like a new region, platform or
     /// service: an outage spreading one region at a time is announced as it spreads.
@@ -57,6 +62,7 @@ impl Default for IncidentsConfig {
     fn default() -> Self {
         Self {
             correlation_window: default_correlation_window(),
+            group_wait: default_group_wait(),
             affected_change: default_affected_change(),
         }
     }
@@ -64,6 +70,10 @@ impl Default for IncidentsConfig {
 
 fn default_correlation_window() -> Duration {
     Duration::from_secs(15 * 60)
+}
+
+fn default_group_wait() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_affected_change() -> f64 {
@@ -76,6 +86,7 @@ const MAX_AFFECTED_CHANGE: f64 = 10.0;
 #[derive(Debug, Clone, PartialEq)]
 pub struct IncidentSpec {
     pub correlation_window: Duration,
+    pub group_wait: Duration,
     /// Fraction of the last announced affected figure that makes a change news.
     pub affected_change: f64,
     pub resolve_after: Duration,
@@ -84,10 +95,11 @@ pub struct IncidentSpec {
 }
 
 impl Default for IncidentSpec {
-    /// The defaults of the configuration: 15m, 25%, 5m, every built-in rule set.
+    /// The defaults of the configuration: 15m, 30s, 25%, 5m, every built-in rule set.
     fn default() -> Self {
         Self {
             correlation_window: default_correlation_window(),
+            group_wait: default_group_wait(),
             affected_change: default_affected_change(),
             resolve_after: Duration::from_secs(5 * 60),
             reporting: ReportingSpec::default(),
@@ -106,6 +118,7 @@ impl IncidentsConfig {
     ) -> Option<IncidentSpec> {
         let reporting = reporting.build("reporting", issues);
         let change = self.affected_change;
+        let mut valid = true;
         if !(change > 0.0 && change <= MAX_AFFECTED_CHANGE) {
             issues.push(
                 "incidents.affected_change",
@@ -114,10 +127,25 @@ impl IncidentsConfig {
                      {MAX_AFFECTED_CHANGE}; 0.25 is 25%)"
                 ),
             );
+            valid = false;
+        }
+        if self.group_wait > self.correlation_window {
+            issues.push(
+                "incidents.group_wait",
+                format!(
+                    "must be at most correlation_window ({}): a service waits only for an \
+                     incident it can still join",
+                    humantime::format_duration(self.correlation_window)
+                ),
+            );
+            valid = false;
+        }
+        if !valid {
             return None;
         }
         Some(IncidentSpec {
             correlation_window: self.correlation_window,
+            group_wait: self.group_wait,
             affected_change: change,
             resolve_after,
             reporting: reporting?,

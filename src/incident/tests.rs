@@ -26,6 +26,7 @@ fn mins(n: u64) -> Duration {
 fn settings() -> IncidentSpec {
     IncidentSpec {
         correlation_window: mins(15),
+        group_wait: Duration::from_secs(30),
         affected_change: 0.25,
         resolve_after: mins(5),
         reporting: ReportingSpec::default(),
@@ -1329,7 +1330,16 @@ fn correlation_joins_within_window_sharing_platform_or_region() {
             assert_eq!(inc.onset_at, t("14:00:00").min(t(since)), "{label}");
             assert_eq!(inc.groups.len(), 2, "{label}");
         } else {
-            assert_eq!(events(&changes), vec![opened("inc-000002")], "{label}");
+            // Close enough in time to become related, b waits `group_wait` first.
+            let close = (t(since) - t("14:00:00")).abs() <= chrono::Duration::minutes(15);
+            let later = sim.update("14:41:00");
+            let (at_once, waited) = if close {
+                (vec![], vec![opened("inc-000002")])
+            } else {
+                (vec![opened("inc-000002")], vec![])
+            };
+            assert_eq!(events(&changes), at_once, "{label}");
+            assert_eq!(events(&later), waited, "{label}");
             let open = sim.book.open();
             assert_eq!(ids(open), ["inc-000001", "inc-000002"], "{label}");
             assert_eq!(services(&open[0]), ["a"], "{label}");
@@ -1337,6 +1347,66 @@ fn correlation_joins_within_window_sharing_platform_or_region() {
             assert_eq!(open[1].onset_at, t(since), "{label}");
         }
     }
+}
+
+#[test]
+fn a_service_failing_apart_waits_to_join_as_the_outage_spreads() {
+    // Two services over two platforms × two regions, and one on a platform and region of
+    // its own.
+    let mut topo = Topo::default().service("a", 1_000).service("b", 1_000);
+    for (p, r) in [("p1", "r1"), ("p1", "r2"), ("p2", "r1"), ("p2", "r2")] {
+        topo = topo.group(&format!("a-{p}-{r}"), "a", p, r, 100).group(
+            &format!("b-{p}-{r}"),
+            "b",
+            p,
+            r,
+            100,
+        );
+    }
+    let topo = topo
+        .service("c", 1_000)
+        .group("c1", "c", "p3", "r3", 100)
+        .build();
+    let mut sim = Sim::new(topo);
+    // Nothing is open: the first failure opens at once.
+    sim.down("a-p1-r1", "14:00:00");
+    assert_eq!(events(&sim.update("14:00:00")), vec![opened("inc-000001")]);
+    // b's first failing group shares nothing with the incident yet, nor does c's.
+    sim.down("b-p2-r2", "14:00:02");
+    sim.down("c1", "14:00:02");
+    let changes = sim.update("14:00:02");
+    assert!(changes.events.iter().all(|(k, _)| *k != EventKind::Opened));
+    assert_eq!(services(sim.only()), ["a"]);
+    // The outage reaches a's groups on b's platform: b joins, c still waits.
+    sim.down("a-p2-r2", "14:00:04");
+    assert_eq!(events(&sim.update("14:00:04")), vec![updated("inc-000001")]);
+    assert_eq!(services(sim.only()), ["a", "b"]);
+    assert!(timeline(sim.only()).contains(&"service_joined"));
+    assert!(sim.update("14:00:31").events.is_empty());
+    // c's wait is over: its failure is its own.
+    assert_eq!(events(&sim.update("14:00:32")), vec![opened("inc-000002")]);
+    let open = sim.book.open();
+    assert_eq!(services(&open[1]), ["c"]);
+    assert_eq!(open[1].onset_at, t("14:00:02"));
+    assert_eq!(open[1].detected_at, t("14:00:32"));
+}
+
+#[test]
+fn without_group_wait_a_service_failing_apart_opens_at_once() {
+    let topo = Topo::default()
+        .service("a", 1_000)
+        .group("a1", "a", "p1", "r1", 100)
+        .service("b", 1_000)
+        .group("b1", "b", "p2", "r2", 100)
+        .build();
+    let mut sim = Sim::new(topo);
+    sim.settings.group_wait = Duration::ZERO;
+    sim.down("a1", "14:00:00");
+    sim.down("b1", "14:00:00");
+    assert_eq!(
+        events(&sim.update("14:00:00")),
+        vec![opened("inc-000001"), opened("inc-000002")]
+    );
 }
 
 #[test]
@@ -1423,6 +1493,9 @@ fn ids_are_sequential_and_zero_padded() {
         sim.down(g, at);
         sim.update(at);
     }
+    // b and c waited `group_wait` to join a related incident; none formed.
+    sim.update("14:01:30");
+    sim.update("14:02:30");
     assert_eq!(
         ids(sim.book.open()),
         ["inc-000001", "inc-000002", "inc-000003"]
@@ -1511,8 +1584,10 @@ fn restore_continues_sequence_without_reannouncing() {
         ..Sim::new(topo)
     };
     other.down("o1", "14:03:00");
+    // It might still join the restored incident, so it waits `group_wait` first.
+    assert!(other.update("14:03:30").events.is_empty());
     assert_eq!(
-        events(&other.update("14:03:30")),
+        events(&other.update("14:04:00")),
         vec![opened("inc-000008")]
     );
 
@@ -2204,16 +2279,18 @@ fn a_group_is_held_only_while_each_of_its_failing_targets_depends_on_one_down() 
     );
     // vm-b down too, which depends on nothing: voicemail's failure is its own.
     let mut book = IncidentBook::default();
-    let changes = book.update(
-        &topo,
-        &groups,
-        &down(&["resolver", "vm-a", "vm-b"]),
-        &settings(),
-        t("14:00:30"),
-    );
-    assert_eq!(
-        events(&changes),
-        vec![opened("inc-000001"), opened("inc-000002")]
-    );
+    let update = |book: &mut IncidentBook, now: &str| {
+        let changes = book.update(
+            &topo,
+            &groups,
+            &down(&["resolver", "vm-a", "vm-b"]),
+            &settings(),
+            t(now),
+        );
+        events(&changes)
+    };
+    assert_eq!(update(&mut book, "14:00:30"), vec![opened("inc-000001")]);
+    // Unrelated to the resolver's incident, it opens its own after `group_wait`.
+    assert_eq!(update(&mut book, "14:01:00"), vec![opened("inc-000002")]);
     assert!(book.open().iter().all(|i| i.services.len() == 1));
 }
