@@ -136,12 +136,11 @@ async fn run(targets: usize, rounds: usize, interval: Duration, benching: bool) 
     // Long enough for every target to reach its threshold, and for the incident after.
     let storm_window = interval * (FAILURE_THRESHOLD + 1) + Duration::from_secs(5);
 
-    let load = tokio::spawn(page_load(
-        client.clone(),
+    let load = PageLoad::start(
         base.clone(),
         Arc::clone(&bench.phase),
         Arc::clone(&bench.seen),
-    ));
+    );
     let sampler = tokio::spawn(sample_rss(
         daemon.pid(),
         Arc::clone(&bench.phase),
@@ -186,7 +185,7 @@ async fn run(targets: usize, rounds: usize, interval: Duration, benching: bool) 
         });
         bench.set_phase(Phase::Steady);
     }
-    load.abort();
+    load.stop();
     sampler.abort();
     daemon.stop();
 
@@ -478,14 +477,45 @@ async fn wait_for_memory(seen: &Mutex<Seen>, since: Instant) -> Option<Duration>
     }
 }
 
-/// Asks for the page and the status API one after the other, for as long as it runs.
+/// Asks for the page and the status API one after the other until stopped, from a thread
+/// of its own: on the runtime that serves the targets and the webhook, its timings would
+/// include that runtime's queue.
+struct PageLoad {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl PageLoad {
+    fn start(base: String, phase: Arc<AtomicU8>, seen: Arc<Mutex<Seen>>) -> PageLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(page_load(base, phase, seen, stopping));
+        });
+        PageLoad { stop, thread }
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.join().expect("the page load thread ends");
+    }
+}
+
 async fn page_load(
-    client: reqwest::Client,
     base: String,
     phase: Arc<AtomicU8>,
     seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
 ) {
-    loop {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client");
+    while !stop.load(Ordering::SeqCst) {
         for path in ["/", "/api/v1/status"] {
             let p = Phase::of(phase.load(Ordering::SeqCst));
             let started = Instant::now();

@@ -10,8 +10,6 @@ use crate::rollup::{
     UPTIME_WINDOWS, Uptime, cover, status_from_rank, status_rank,
 };
 
-use super::StoreError;
-
 /// Days in [`ServiceHistory::days`].
 const HISTORY_DAYS: i64 = 90;
 
@@ -34,13 +32,14 @@ pub(super) fn seconds(values: [f64; 5]) -> Seconds {
     }
 }
 
-/// An incident as far as a service's history needs it.
-#[derive(serde::Deserialize)]
+/// An incident as far as a service's history needs it: its row's `id`, `onset_unix`,
+/// `resolved_unix` and services, never its body (an outage's body holds every group's
+/// periods and can be large).
 pub(super) struct IncidentSpan {
-    id: String,
-    onset_at: Timestamp,
-    resolved_at: Option<Timestamp>,
-    services: HashMap<String, serde::de::IgnoredAny>,
+    pub id: String,
+    pub onset: i64,
+    pub resolved: Option<i64>,
+    pub services: Vec<String>,
 }
 
 /// The stretch a history covers, ending `now`.
@@ -60,25 +59,6 @@ impl HistoryWindow {
             first_day: today - (HISTORY_DAYS - 1) * DAY,
             first_hour: Resolution::Hour.floor(now.timestamp()) - 23 * HOUR,
         }
-    }
-
-    /// The incidents (stored bodies, by sequence) that touch the window. The incident
-    /// table has no time column: every body is read, once for all services.
-    pub fn spans(
-        &self,
-        bodies: impl IntoIterator<Item = Result<String, StoreError>>,
-    ) -> Result<Vec<IncidentSpan>, StoreError> {
-        let mut spans = Vec::new();
-        for body in bodies {
-            let span: IncidentSpan = serde_json::from_str(&body?)?;
-            if span
-                .resolved_at
-                .is_none_or(|t| t.timestamp() >= self.first_day)
-            {
-                spans.push(span);
-            }
-        }
-        Ok(spans)
     }
 
     /// One service's history from its day rows (start → seconds, worst status rank) and
@@ -102,7 +82,7 @@ impl HistoryWindow {
         }
         let mine: Vec<&IncidentSpan> = spans
             .iter()
-            .filter(|s| s.services.contains_key(service))
+            .filter(|s| s.services.iter().any(|id| id == service))
             .collect();
         let days = (0..HISTORY_DAYS)
             .map(|i| {
@@ -119,8 +99,8 @@ impl HistoryWindow {
                     incidents: mine
                         .iter()
                         .filter(|s| {
-                            s.onset_at.timestamp() < start + DAY
-                                && s.resolved_at.unwrap_or(self.now).timestamp() >= start
+                            s.onset < start + DAY
+                                && s.resolved.unwrap_or(self.now.timestamp()) >= start
                         })
                         .map(|s| s.id.clone())
                         .collect(),

@@ -14,7 +14,7 @@ use crate::rollup::{
 };
 use crate::store::StoreError;
 use crate::store::history::{
-    HistoryWindow, SECONDS_COLUMNS, SECONDS_SUMS, UptimeSums, seconds, uptime_reads,
+    HistoryWindow, IncidentSpan, SECONDS_COLUMNS, SECONDS_SUMS, UptimeSums, seconds, uptime_reads,
 };
 use crate::store::utc;
 
@@ -246,8 +246,21 @@ pub(super) async fn read_history(
     open: &OpenMinute,
 ) -> Result<Vec<ServiceHistory>, StoreError> {
     let window = HistoryWindow::ending(now);
-    let bodies = query(client, "SELECT body FROM incident ORDER BY seq", &[]).await?;
-    let spans = window.spans(bodies.iter().map(|r| Ok(r.get::<_, String>(0))))?;
+    let spans: Vec<IncidentSpan> = query(
+        client,
+        "SELECT id, onset_unix, resolved_unix, services FROM incident
+         WHERE resolved_unix IS NULL OR resolved_unix >= $1 ORDER BY seq",
+        &[&window.first_day],
+    )
+    .await?
+    .iter()
+    .map(|r| IncidentSpan {
+        id: r.get(0),
+        onset: r.get(1),
+        resolved: r.get(2),
+        services: r.get(3),
+    })
+    .collect();
     let service = kind(Subject::Service);
     let mut days: HashMap<String, HashMap<i64, (Seconds, Option<i64>)>> = HashMap::new();
     for row in query(

@@ -180,6 +180,20 @@ CREATE TABLE console_session (
 CREATE INDEX console_session_expires ON console_session (expires_at);
 ",
     },
+    // When each incident began and ended, as Unix seconds beside its body: the page's
+    // history reads the incidents of its window without parsing every body ever stored.
+    Migration {
+        version: 8,
+        name: "incident_span",
+        sql: "
+ALTER TABLE incident ADD COLUMN onset_unix BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN resolved_unix BIGINT;
+UPDATE incident SET
+    onset_unix = FLOOR(EXTRACT(EPOCH FROM (body::jsonb ->> 'onset_at')::timestamptz)),
+    resolved_unix = FLOOR(EXTRACT(EPOCH FROM (body::jsonb ->> 'resolved_at')::timestamptz));
+CREATE INDEX incident_resolved ON incident (resolved_unix);
+",
+    },
 ];
 
 /// Serializes instances migrating the same database ("tocsin" in ASCII).

@@ -186,16 +186,20 @@ async fn write_one(tx: &Transaction<'_>, write: &Write) -> Result<(), StoreError
             let services: Vec<&str> = inc.services.keys().map(String::as_str).collect();
             execute(
                 tx,
-                "INSERT INTO incident (id, seq, status, services, body)
-                 VALUES ($1, $2, $3, $4, $5)
+                "INSERT INTO incident (id, seq, status, services, body, onset_unix,
+                    resolved_unix)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (id) DO UPDATE SET status = excluded.status,
-                    services = excluded.services, body = excluded.body",
+                    services = excluded.services, body = excluded.body,
+                    onset_unix = excluded.onset_unix, resolved_unix = excluded.resolved_unix",
                 &[
                     &inc.id,
                     &(inc.seq as i64),
                     &status_str(inc.status),
                     &services,
                     &serde_json::to_string(&inc)?,
+                    &inc.onset_at.timestamp(),
+                    &inc.resolved_at.map(|t| t.timestamp()),
                 ],
             )
             .await?;

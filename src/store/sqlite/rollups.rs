@@ -13,7 +13,7 @@ use crate::rollup::{
 };
 use crate::store::StoreError;
 use crate::store::history::{
-    HistoryWindow, SECONDS_COLUMNS, SECONDS_SUMS, UptimeSums, seconds, uptime_reads,
+    HistoryWindow, IncidentSpan, SECONDS_COLUMNS, SECONDS_SUMS, UptimeSums, seconds, uptime_reads,
 };
 use crate::store::utc;
 
@@ -82,9 +82,25 @@ pub(super) fn read_history(
     open: &OpenMinute,
 ) -> Result<Vec<ServiceHistory>, StoreError> {
     let window = HistoryWindow::ending(now);
-    let mut stmt = conn.prepare("SELECT body FROM incident ORDER BY seq")?;
-    let bodies = stmt.query_map([], |r| r.get::<_, String>(0))?;
-    let spans = window.spans(bodies.map(|b| b.map_err(StoreError::from)))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, onset_unix, resolved_unix, services FROM incident
+         WHERE resolved_unix IS NULL OR resolved_unix >= ?1 ORDER BY seq",
+    )?;
+    let spans = stmt
+        .query_map([window.first_day], |r| {
+            Ok(IncidentSpan {
+                id: r.get(0)?,
+                onset: r.get(1)?,
+                resolved: r.get(2)?,
+                services: r
+                    .get::<_, String>(3)?
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
     let mut days = conn.prepare_cached(&format!(
         "SELECT start, worst, {SECONDS_COLUMNS} FROM rollup_day
          WHERE kind = ?1 AND id = ?2 AND start >= ?3"

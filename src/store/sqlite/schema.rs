@@ -189,6 +189,20 @@ CREATE TABLE console_session (
 CREATE INDEX console_session_expires ON console_session (expires_at);
 ",
     },
+    // When each incident began and ended, as Unix seconds beside its body: the page's
+    // history reads the incidents of its window without parsing every body ever stored.
+    Migration {
+        version: 8,
+        name: "incident_span",
+        sql: "
+ALTER TABLE incident ADD COLUMN onset_unix INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE incident ADD COLUMN resolved_unix INTEGER;
+UPDATE incident SET
+    onset_unix = CAST(strftime('%s', json_extract(body, '$.onset_at')) AS INTEGER),
+    resolved_unix = CAST(strftime('%s', json_extract(body, '$.resolved_at')) AS INTEGER);
+CREATE INDEX incident_resolved ON incident (resolved_unix);
+",
+    },
 ];
 
 /// Applies the migrations `conn`'s database lacks, each in its own transaction.

@@ -63,16 +63,21 @@ fn write_batch(conn: &mut Connection, writes: &Writes) -> Result<(), StoreError>
                     inc.services.keys().cloned().collect::<Vec<_>>().join(",")
                 );
                 tx.execute(
-                    "INSERT INTO incident (id, seq, status, services, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5)
+                    "INSERT INTO incident (id, seq, status, services, body, onset_unix,
+                        resolved_unix)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                      ON CONFLICT (id) DO UPDATE SET status = excluded.status,
-                        services = excluded.services, body = excluded.body",
+                        services = excluded.services, body = excluded.body,
+                        onset_unix = excluded.onset_unix,
+                        resolved_unix = excluded.resolved_unix",
                     params![
                         inc.id,
                         inc.seq as i64,
                         status_str(inc.status),
                         services,
-                        serde_json::to_string(&inc)?
+                        serde_json::to_string(&inc)?,
+                        inc.onset_at.timestamp(),
+                        inc.resolved_at.map(|t| t.timestamp()),
                     ],
                 )?;
             }

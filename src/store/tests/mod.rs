@@ -396,7 +396,9 @@ async fn a_database_keeps_the_epoch_it_was_created_with(kind: Kind) {
     // Back to version 4, as a database from before epochs (and what came after).
     db.execute(
         "DROP TABLE store_epoch; DROP TABLE subscription_notice; DROP TABLE subscription;
-         DROP TABLE console_session;
+         DROP TABLE console_session; DROP INDEX incident_resolved;
+         ALTER TABLE incident DROP COLUMN onset_unix;
+         ALTER TABLE incident DROP COLUMN resolved_unix;
          DELETE FROM schema_migrations WHERE version >= 5",
     )
     .await;

@@ -1,7 +1,7 @@
 //! Rollups written and read back: minutes added into hour and day rows (histograms
 //! merged), uptime windows, history, retention.
 
-use super::{Kind, TestDb, t};
+use super::{Kind, TestDb, incident, t};
 use crate::incident::ComponentStatus;
 use crate::rollup::{ClosedMinute, Counters, OpenMinute, Row, Seconds, ServiceHistory, Subject};
 use std::collections::HashMap;
@@ -210,28 +210,64 @@ async fn retention_removes_old_rows_and_keeps_recent_ones(kind: Kind) {
 
 async fn history_lists_the_incidents_touching_each_day(kind: Kind) {
     let db = TestDb::new(kind).await;
-    let (store, _) = db.open().await;
+    drop(db.open().await);
+    // A database from before the span columns (version 7): incidents with a body only,
+    // which the migration reads the span from.
+    db.execute(
+        "DROP INDEX incident_resolved; ALTER TABLE incident DROP COLUMN onset_unix;
+         ALTER TABLE incident DROP COLUMN resolved_unix;
+         DELETE FROM schema_migrations WHERE version >= 8",
+    )
+    .await;
     let incidents = [
         // Across midnight into the first of March.
-        r#"{"id":"inc-1","onset_at":"2026-02-28T23:50:00Z","resolved_at":"2026-03-01T00:10:00Z","services":{"voicemail":{}}}"#,
+        (
+            "inc-1",
+            &["voicemail"][..],
+            "2026-02-28T23:50:00Z",
+            Some("2026-03-01T00:10:00.250Z"),
+        ),
         // Still open.
-        r#"{"id":"inc-2","onset_at":"2026-03-02T00:01:00Z","resolved_at":null,"services":{"voicemail":{},"web":{}}}"#,
-        r#"{"id":"inc-3","onset_at":"2026-03-01T05:00:00Z","resolved_at":"2026-03-01T06:00:00Z","services":{"web":{}}}"#,
+        (
+            "inc-2",
+            &["voicemail", "web"],
+            "2026-03-02T00:01:00.5Z",
+            None,
+        ),
+        (
+            "inc-3",
+            &["web"],
+            "2026-03-01T05:00:00Z",
+            Some("2026-03-01T06:00:00Z"),
+        ),
         // Over before the 90 days.
-        r#"{"id":"inc-0","onset_at":"2025-06-01T00:00:00Z","resolved_at":"2025-06-01T01:00:00Z","services":{"voicemail":{}}}"#,
+        (
+            "inc-0",
+            &["voicemail"],
+            "2025-06-01T00:00:00Z",
+            Some("2025-06-01T01:00:00Z"),
+        ),
     ];
-    // Bodies with only what a history reads.
-    let no_services = match kind {
-        Kind::Sqlite => "''",
-        Kind::Postgres => "'{}'",
-    };
-    for (seq, body) in incidents.iter().enumerate() {
+    for (seq, (id, services, onset, resolved)) in incidents.iter().enumerate() {
+        let mut inc = incident(id, seq as u64, services, t(onset));
+        inc.resolved_at = resolved.map(t);
+        let body = serde_json::to_string(&inc).unwrap();
+        let services = match kind {
+            Kind::Sqlite => format!("',{},'", services.join(",")),
+            Kind::Postgres => format!("ARRAY['{}']", services.join("','")),
+        };
         db.execute(&format!(
             "INSERT INTO incident (id, seq, status, services, body)
-             VALUES ('x{seq}', {seq}, 'resolved', {no_services}, '{body}')"
+             VALUES ('{id}', {seq}, 'resolved', {services}, '{body}')"
         ))
         .await;
     }
+    let (store, _) = db.open().await;
+    // And one written since, resolved on the last day.
+    let mut since = incident("inc-4", 9, &["web"], t("2026-03-02T08:00:00Z"));
+    since.resolved_at = Some(t("2026-03-02T09:00:00Z"));
+    store.save_incident(&since);
+    store.flush().await.unwrap();
     let now = t("2026-03-02T12:00:00Z");
     let all = store
         .services_history(
@@ -251,6 +287,6 @@ async fn history_lists_the_incidents_touching_each_day(kind: Kind) {
     assert_eq!(ids(vm, 88), "inc-1");
     assert_eq!(ids(vm, 89), "inc-2");
     assert_eq!(ids(web, 88), "inc-3");
-    assert_eq!(ids(web, 89), "inc-2");
+    assert_eq!(ids(web, 89), "inc-2,inc-4");
     assert!(vm.days[..87].iter().all(|d| d.incidents.is_empty()));
 }
