@@ -180,6 +180,7 @@ async fn run(targets: usize, rounds: usize, interval: Duration, benching: bool) 
             round,
             failed_at,
             recovered,
+            recovered_at,
             window,
             settled,
         });
@@ -199,6 +200,7 @@ struct Storm {
     failed_at: DateTime<Utc>,
     /// When the targets answered 200 again.
     recovered: DateTime<Utc>,
+    recovered_at: Instant,
     window: Window,
     /// From the recovery to RSS back within 5 % of its steady peak; `None` when it was
     /// not within [`SETTLE_LIMIT`].
@@ -354,6 +356,20 @@ fn report(steady: &Window, storms: &[Storm], seen: &Seen, benching: bool) {
         println!(
             "storm_{r}_outbox_drain_ms: {} (first event queued to nothing undelivered, during the failure)",
             figure(drain)
+        );
+        let after = |s: u64| {
+            let at = storm.recovered_at + Duration::from_secs(s);
+            seen.rss.iter().find(|sample| sample.0 >= at).map_or_else(
+                || "-".to_string(),
+                |sample| format!("{:.1}", sample.2 as f64 / 1024.0),
+            )
+        };
+        println!(
+            "storm_{r}_rss_after_recovery_mib: 10s {} 30s {} 60s {} (steady peak {:.1})",
+            after(10),
+            after(30),
+            after(60),
+            rss_peak(Phase::Steady)
         );
         println!(
             "storm_{r}_settled_s: {}",

@@ -540,6 +540,20 @@ async fn a_leader_paused_past_its_lease_steps_down_and_rejoins() {
             .is_some_and(|v| v["incidents"][0]["id"] == id)
     })
     .await;
+    // Only the leader changes incidents: the follower says where to acknowledge.
+    let id = id.as_str().unwrap();
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "http://{}/api/v1/incidents/{id}/acknowledge",
+            nodes[old].addr
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 409);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("open on the cluster's leader"), "{body}");
 
     a.set_status(200);
     seen.extend(until(&mut receiver, "incident.resolved").await);

@@ -14,7 +14,7 @@ use super::{ApiError, AppState, authorize};
 use crate::alert::subscribers::announce_maintenance;
 use crate::clock::{Timestamp, check_input_time};
 use crate::engine::{ClusterView, Control, GroupView, ServiceView, TargetView};
-use crate::incident::{Change, IncidentView};
+use crate::incident::{Change, IncidentStatus, IncidentView};
 use crate::rollup::{ServiceHistory, Uptime};
 use crate::store::IncidentFilter;
 use crate::topology::{MaintenanceWindow, Topology};
@@ -176,7 +176,8 @@ pub async fn acknowledge(
 }
 
 /// Acknowledges open incident `id` on behalf of `by`, for the API and the console alike:
-/// `409` when it is resolved, `404` when there is none.
+/// `409` when it is resolved or open on another instance (a cluster's leader alone
+/// changes incidents), `404` when there is none.
 pub(crate) async fn acknowledge_as(
     state: &AppState,
     id: String,
@@ -195,7 +196,13 @@ pub(crate) async fn acknowledge_as(
     match answer.await {
         Ok(Some(view)) => Ok(view),
         Ok(None) => match state.store.incident(id.clone()).await? {
-            Some(_) => Err(ApiError::conflict(format!("incident `{id}` is resolved"))),
+            Some(inc) if inc.status == IncidentStatus::Resolved => {
+                Err(ApiError::conflict(format!("incident `{id}` is resolved")))
+            }
+            Some(_) => Err(ApiError::conflict(format!(
+                "incident `{id}` is open on the cluster's leader, not on this instance: \
+                 acknowledge it there"
+            ))),
             None => Err(ApiError::not_found(format!("no incident `{id}`"))),
         },
         Err(_) => Err(ApiError::unavailable("shutting down")),
