@@ -1169,11 +1169,9 @@ mod tests {
                 "{name} is written"
             );
         }
-        assert_eq!(
-            value(&text, &format!("tocsin_probe_duration_seconds{{target=\"b\",service=\"voice\",region=\"fr\",platform=\"ims\",probe=\"tcp\",vantage=\"local\"}}")).as_deref(),
-            Some("5")
-        );
-        // b's series go when it is up again, and come back with it down.
+        let duration = r#"tocsin_probe_duration_seconds{target="b",service="voice",region="fr",platform="ims",probe="tcp",vantage="local"}"#;
+        assert_eq!(value(&text, duration).as_deref(), Some("5"));
+        // A target's series go once it is up, and come when it leaves up.
         let rows = metrics.set_targets(&grouped(), "local");
         rows[1].set_state(TargetState::Up);
         rows[2].set_state(TargetState::Up);
