@@ -61,8 +61,9 @@ pub enum PerTarget {
     /// Every target, every per-target family.
     #[default]
     All,
-    /// Targets not `up` (unknown, degraded, down), and only the gauges: a counter whose
-    /// series comes and goes loses the increase between scrapes at each edge.
+    /// Targets not `up` (unknown, degraded, down) that this instance has a result for, and
+    /// only the gauges: a counter whose series comes and goes loses the increase between
+    /// scrapes at each edge.
     NotUp,
     /// None: the aggregates only.
     Off,
@@ -531,6 +532,13 @@ impl TargetMetrics {
     pub fn set_state(&self, state: TargetState) {
         self.state.store(state_index(state), Ordering::Relaxed);
     }
+
+    /// Whether this instance has had a result for the target. One that never has (probed
+    /// from other vantages, or by another member of this one) stays `unknown` for good:
+    /// neither `not_up` nor the counts of targets list it.
+    fn has_result(&self) -> bool {
+        self.succeeded.load(Ordering::Relaxed) + self.failed.load(Ordering::Relaxed) > 0
+    }
 }
 
 /// Upper bounds (seconds) of the aggregates' latency buckets: from a loopback answer to a
@@ -667,7 +675,7 @@ impl TargetTable {
             PerTarget::NotUp => table
                 .rows
                 .iter()
-                .filter(|r| r.state.load(Ordering::Relaxed) != up)
+                .filter(|r| r.state.load(Ordering::Relaxed) != up && r.has_result())
                 .map(|r| &**r)
                 .collect(),
             PerTarget::Off => Vec::new(),
@@ -680,6 +688,9 @@ impl TargetTable {
         let mut groups = vec![[0u64; TargetState::ALL.len()]; table.groups.len()];
         let mut services = vec![[0u64; TargetState::ALL.len()]; table.services.len()];
         for (row, links) in table.rows.iter().zip(&table.links) {
+            if !row.has_result() {
+                continue;
+            }
             let state = usize::from(row.state.load(Ordering::Relaxed));
             for &g in &links.groups {
                 groups[g as usize][state] += 1;
@@ -762,7 +773,7 @@ fn render_rows(out: &mut String, rows: &[&TargetMetrics], counters: bool) {
 }
 
 /// The families of one kind of aggregate (`prefix` `tocsin_group` or `tocsin_service`),
-/// with `states` the count of its targets in each state, by index into `list`.
+/// with `states` the count of its targets with a result in each state, by index into `list`.
 fn render_aggregates(
     out: &mut String,
     prefix: &str,
@@ -808,7 +819,7 @@ fn render_aggregates(
         sample(out, &format!("{name}_count"), &a.labels, "", "", count);
     }
     let name = format!("{prefix}_targets");
-    let help = format!("Targets of the {what}, by state after thresholds.");
+    let help = format!("Targets of the {what} probed here, by state after thresholds.");
     family(out, &name, "gauge", &help);
     for (a, counts) in list.iter().zip(states) {
         for (state, n) in TargetState::ALL.iter().zip(counts) {
@@ -1050,7 +1061,8 @@ mod tests {
             probe = { type = "tcp", address = "127.0.0.1:1" }
         "#;
 
-    /// `a` up after a 30 ms success, `b` down after a timeout, `c` unknown, unprobed.
+    /// `a` up after a 30 ms success, `b` down after a timeout, `c` still unknown after a
+    /// refused connection.
     fn probed(per_target: PerTarget) -> Metrics {
         let metrics = Metrics::new();
         metrics.configure(&MetricsSpec { per_target });
@@ -1061,6 +1073,8 @@ mod tests {
         let timeout = ProbeResult::failure(Reason::Timeout, "", Duration::from_secs(5));
         metrics.record_probe(&rows[1], &timeout);
         rows[1].set_state(TargetState::Down);
+        let refused = ProbeResult::failure(Reason::ConnectRefused, "", Duration::ZERO);
+        metrics.record_probe(&rows[2], &refused);
         rows[2].set_state(TargetState::Unknown);
         metrics
     }
@@ -1082,7 +1096,7 @@ mod tests {
                 let at = |line: String| value(&text, &line);
                 let probes = format!("{prefix}_probes_total{{{labels},result=");
                 assert_eq!(at(format!("{probes}\"success\"}}")).as_deref(), Some("1"));
-                assert_eq!(at(format!("{probes}\"failure\"}}")).as_deref(), Some("1"));
+                assert_eq!(at(format!("{probes}\"failure\"}}")).as_deref(), Some("2"));
                 let failures = format!("{prefix}_probe_failures_total{{{labels},reason=");
                 assert_eq!(at(format!("{failures}\"timeout\"}}")).as_deref(), Some("1"));
                 assert_eq!(
@@ -1144,7 +1158,7 @@ mod tests {
         let text = probed(PerTarget::All).render();
         for name in PER_TARGET {
             let expected = if name == "tocsin_probe_failures_total" {
-                vec!["b"]
+                vec!["b", "c"]
             } else {
                 vec!["a", "b", "c"]
             };
@@ -1187,6 +1201,25 @@ mod tests {
             targets_with(&metrics.render(), "tocsin_target_state"),
             ["a"]
         );
+    }
+
+    #[test]
+    fn targets_without_a_result_are_neither_listed_by_not_up_nor_counted() {
+        let metrics = Metrics::new();
+        metrics.configure(&MetricsSpec {
+            per_target: PerTarget::NotUp,
+        });
+        let rows = metrics.set_targets(&topology(&["elsewhere"]), "local");
+        rows[0].set_state(TargetState::Unknown);
+        let text = metrics.render();
+        assert!(!text.contains("target=\""), "{text}");
+        let unknown = r#"tocsin_service_targets{service="web",vantage="local",state="unknown"}"#;
+        assert_eq!(value(&text, unknown).as_deref(), Some("0"));
+        let timeout = ProbeResult::failure(Reason::Timeout, "", Duration::from_secs(1));
+        metrics.record_probe(&rows[0], &timeout);
+        let text = metrics.render();
+        assert_eq!(targets_with(&text, "tocsin_target_state"), ["elsewhere"]);
+        assert_eq!(value(&text, unknown).as_deref(), Some("1"));
     }
 
     #[test]
