@@ -506,7 +506,7 @@ fn metrics(c: &mut Criterion) {
     for targets in [1_000, 10_000] {
         let settings = settings(targets);
         let metrics = Metrics::new();
-        let rows = metrics.set_targets(&settings.topology.targets, "local");
+        let rows = metrics.set_targets(&settings.topology, "local");
         let (ok, failed) = (ok_result(), failed_result());
         // One target in fifty failing, so failure-reason series exist as in real life.
         for (i, row) in rows.iter().enumerate() {

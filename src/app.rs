@@ -180,6 +180,7 @@ impl App {
             ..settings.server.listener
         };
         let metrics = Arc::new(Metrics::new());
+        metrics.configure(&settings.metrics);
         metrics.config_reload_ok.set(1);
         metrics
             .config_reload_timestamp
@@ -523,6 +524,7 @@ impl Reloader {
         }
         *generation = Generation::start(&new, ctx);
         self.site.send_replace(Arc::new(new.site()));
+        self.metrics.configure(&new.metrics);
         self.current = new;
         self.metrics.config_reload_ok.set(1);
         self.metrics

@@ -30,6 +30,7 @@ use crate::http::{
     ExporterConfig, ExporterSpec, PageConfig, PageSpec, ServerConfig, ServerSpec, SiteSpec,
 };
 use crate::incident::{IncidentSpec, IncidentsConfig, ReportingConfig};
+use crate::metrics::{MetricsConfig, MetricsSpec};
 use crate::probe::module::{ModuleConfig, ModuleSpec};
 pub use crate::store::Backend as StorageBackend;
 use crate::store::{StorageConfig, StorageSpec};
@@ -75,6 +76,8 @@ pub struct FileConfig {
     pub exporter: ExporterConfig,
     #[serde(default)]
     pub subscriptions: SubscriptionsConfig,
+    #[serde(default)]
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -118,6 +121,8 @@ pub struct Settings {
     pub incidents: IncidentSpec,
     /// `[subscriptions]`, when enabled.
     pub subscriptions: Option<SubscriptionsSpec>,
+    /// `[metrics]`: which series `/metrics` writes.
+    pub metrics: MetricsSpec,
 }
 
 impl Settings {

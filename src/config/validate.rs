@@ -84,5 +84,6 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
         receivers,
         incidents,
         subscriptions,
+        metrics: file.metrics.build(),
     })
 }

@@ -196,9 +196,7 @@ impl Engine {
                 }
             }
         }
-        self.target_metrics = self
-            .metrics
-            .set_targets(&topology.targets, &self.spec.vantage);
+        self.target_metrics = self.metrics.set_targets(&topology, &self.spec.vantage);
         for (tm, d) in self.target_metrics.iter().zip(self.core.detectors()) {
             tm.set_state(d.state());
         }
