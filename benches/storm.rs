@@ -479,11 +479,16 @@ async fn wait_for_memory(seen: &Mutex<Seen>, since: Instant) -> Option<Duration>
             .max()?
     };
     loop {
-        let latest = seen.lock().unwrap().rss.last().copied();
-        if let Some((at, _, kib)) = latest
-            && at >= since
-            && (kib as f64) <= steady as f64 * 1.05
-        {
+        // The first sample since the recovery back within 5 % of the steady peak, even when
+        // it is older than the latest: the wait for the incidents to resolve comes first.
+        let back = seen
+            .lock()
+            .unwrap()
+            .rss
+            .iter()
+            .find(|(at, _, kib)| *at >= since && (*kib as f64) <= steady as f64 * 1.05)
+            .map(|(at, _, _)| *at);
+        if let Some(at) = back {
             return Some(at - since);
         }
         if since.elapsed() > SETTLE_LIMIT {
