@@ -13,19 +13,26 @@
 # server's own CPU per request is printed as the baseline: a prober cannot cost less than
 # the client half of a request.
 #
+# Before the daemon starts, `tocsin check-config` of the file: its wall time and peak RSS,
+# next to those of the empty file (the baseline). After the window, a reload (`POST
+# /-/reload`) of the same file: how long it takes, the probes per second around it, and
+# whether each target kept its schedule, read from the target server's request log (every
+# target probes its own `/health?t=N`, every request is logged with its time).
+#
 # Then, when `prometheus` and `prometheus-blackbox-exporter` (or upstream's
 # `blackbox_exporter`) are installed, tocsin is stopped and the blackbox_exporter +
 # Prometheus stack probes the same target server, TARGETS targets at the same interval, for
 # the same SECONDS (one stack after the other: they never compete for the cores). It prints
 # the same figures prefixed `blackbox_` and the ratios to tocsin. Set
-# TOCSIN_BENCH_BLACKBOX=0 to skip that half.
+# TOCSIN_BENCH_BLACKBOX=0 to skip that half. TOCSIN_BIN=/path/to/tocsin runs another build
+# of the daemon (a before/after) instead of building this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 targets=${1:-1000}
 interval=${2:-1}
 seconds=${3:-30}
-bin=${CARGO_TARGET_DIR:-target}/release/tocsin
+bin=${TOCSIN_BIN:-${CARGO_TARGET_DIR:-target}/release/tocsin}
 work=$(mktemp -d "${TMPDIR:-/tmp}/tocsin-scale-bench.XXXXXX")
 pids=()
 
@@ -68,7 +75,7 @@ wait_for() {   # what, pid, command...: polls the command for up to 60 s while p
     return 1
 }
 
-cargo build --release --quiet
+[ -n "${TOCSIN_BIN:-}" ] || cargo build --release --quiet
 target_port=$(free_port)
 if command -v nginx >/dev/null 2>&1; then
     mkdir -p "$work/nginx"
@@ -79,7 +86,8 @@ pid $work/nginx/nginx.pid;
 error_log $work/nginx/error.log crit;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    log_format at '\$msec \$arg_t';
+    access_log $work/requests.log at buffer=256k flush=1s;
     client_body_temp_path $work/nginx; proxy_temp_path $work/nginx;
     fastcgi_temp_path $work/nginx; uwsgi_temp_path $work/nginx; scgi_temp_path $work/nginx;
     server { listen 127.0.0.1:$target_port; location /health { return 200 "ok\n"; } }
@@ -90,8 +98,12 @@ CONF
 else
     python3 -c "
 import http.server, socketserver
+import threading, time, urllib.parse
+log, lock = open('$work/requests.log', 'a', buffering=1), threading.Lock()
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        t = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query).get('t', ['-'])[0]
+        with lock: log.write(f'{time.time():.3f} {t}\n')
         self.send_response(200); self.send_header('Content-Length', '3'); self.end_headers(); self.wfile.write(b'ok\n')
     def log_message(self, *a): pass
 socketserver.ThreadingTCPServer.allow_reuse_address = True
@@ -112,12 +124,13 @@ write_config() {   # file, targets, port
 import sys
 path, n, port, work, interval, target = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 with open(path, "w") as f:
-    f.write(f'[server]\nlisten = "127.0.0.1:{port}"\n[storage]\nsqlite = "{work}/{port}.db"\n')
+    f.write(f'[server]\nlisten = "127.0.0.1:{port}"\nadmin_token_file = "{work}/token"\n')
+    f.write(f'[storage]\nsqlite = "{work}/{port}.db"\n')
     f.write(f'[defaults]\ninterval = "{interval}s"\ntimeout = "{float(interval) * 0.8}s"\n')
     f.write('[[services]]\nid = "web"\nsubscribers = 1000000\n')
     for i in range(n):
         f.write(f'[[targets]]\nid = "t{i:05}"\nservice = "web"\n')
-        f.write(f'probe = {{ type = "http", url = "http://127.0.0.1:{target}/health" }}\n')
+        f.write(f'probe = {{ type = "http", url = "http://127.0.0.1:{target}/health?t={i}" }}\n')
 PY
 }
 start_tocsin() {   # config, port; sets $started
@@ -128,9 +141,25 @@ start_tocsin() {   # config, port; sets $started
 }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
 
+head -c 32 /dev/urandom | base64 > "$work/token"   # for POST /-/reload
+chmod 600 "$work/token"
+# `tocsin check-config`: wall seconds, CPU seconds and peak RSS (KiB) of the child, from
+# getrusage (CPU too: wall time says little on a machine shared with builds).
+check_config() {
+    python3 - "$bin" "$1" <<'PY'
+import resource, subprocess, sys, time
+t = time.perf_counter()
+subprocess.run([sys.argv[1], "check-config", "--config", sys.argv[2]], check=True,
+               stdout=subprocess.DEVNULL)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(f"{time.perf_counter() - t:.3f} {r.ru_utime + r.ru_stime:.3f} {r.ru_maxrss}")
+PY
+}
+
 # The empty daemon, for the RSS baseline.
 empty_port=$(free_port)
 write_config "$work/empty.toml" 0 "$empty_port"
+read -r empty_check_s empty_check_cpu empty_check_kib < <(check_config "$work/empty.toml")
 start_tocsin "$work/empty.toml" "$empty_port"
 empty_pid=$started
 sleep 2
@@ -139,6 +168,7 @@ stop "$empty_pid"
 
 port=$(free_port)
 write_config "$work/scale.toml" "$targets" "$port"
+read -r check_s check_cpu check_kib < <(check_config "$work/scale.toml")
 start_tocsin "$work/scale.toml" "$port"
 pid=$started
 sleep "$interval"   # every target has had its first run placed
@@ -174,6 +204,15 @@ lag_buckets > "$work/lag"
 for _ in $(seq 10); do
     curl -s -o /dev/null -w '%{time_total} %{size_download}\n' "http://127.0.0.1:$port/metrics"
 done > "$work/render"
+
+# A reload of the same file: the requests the target server logged from 10 s before it to
+# two intervals after it say what it did to the schedule.
+sleep 10
+reload0=$(date +%s.%N)
+curl -sf -X POST -H "Authorization: Bearer $(cat "$work/token")" \
+    "http://127.0.0.1:$port/-/reload" > /dev/null
+reload1=$(date +%s.%N)
+python3 -c "import time; time.sleep(2 * $interval + 2)"   # the log is flushed every second
 stop "$pid"   # the blackbox stack below must not compete with it
 
 python3 - "$targets" "$interval" "$window0" "$window1" "$probes0" "$probes1" "$cpu0" "$cpu1" "$hz" \
@@ -235,6 +274,45 @@ if render_ms:
 print(f"metrics_bytes:        {metrics_bytes}")
 with open(figures, "w") as f:
     f.write(f"{us_per_success} {rss}\n")
+PY
+python3 - "$interval" "$check_s" "$check_kib" "$empty_check_s" "$empty_check_kib" \
+    "$reload0" "$reload1" "$check_cpu" "$empty_check_cpu" "$work/requests.log" <<'PY'
+import sys, collections
+interval, check_s, check_kib, empty_s, empty_kib, r0, r1, cpu, empty_cpu = map(float, sys.argv[1:10])
+print(f"config_check_s:       {check_s:.2f} (tocsin check-config; empty file {empty_s:.2f})")
+print(f"config_check_cpu_s:   {cpu:.2f} (user + system; empty file {empty_cpu:.2f})")
+print(f"config_check_peak_mib: {check_kib / 1024:.1f} (empty file {empty_kib / 1024:.1f})")
+print(f"reload_s:             {r1 - r0:.2f} (POST /-/reload of the same file, until answered)")
+# Requests the target server logged: per second, and per target in time order.
+before, after = r0 - 10, r1 + 2 * interval
+per_second = collections.Counter()
+runs = collections.defaultdict(list)
+for line in open(sys.argv[10]):
+    at, _, target = line.partition(" ")
+    at = float(at)
+    if before <= at < after:
+        per_second[int(at - before)] += 1
+        runs[target].append(at)
+steady = sum(per_second[s] for s in range(10)) / 10
+span = range(10, int(after - before))
+low = min((per_second[s] for s in span), default=0)
+print(f"reload_probes_per_s:  min {low} in a second from the reload to two intervals after it, "
+      f"{steady:.0f} over the 10 s before (ratio {low / steady if steady else float('nan'):.2f})")
+# A target that keeps its schedule runs one interval after its run before the reload.
+# Its spacings over the reload: much longer is a run lost, much shorter a run doubled.
+late = doubled = 0
+longest = 0.0
+for times in runs.values():
+    times.sort()
+    gaps = [b - a for a, b in zip(times, times[1:]) if b > r0 - interval and a < r1 + interval]
+    if not gaps:
+        continue
+    longest = max(longest, max(gaps))
+    late += any(g > 1.5 * interval for g in gaps)
+    doubled += any(g < 0.5 * interval for g in gaps)
+print(f"reload_targets_late:  {late} (a run more than 1.5 intervals after the one before)")
+print(f"reload_targets_doubled: {doubled} (a run less than half an interval after the one before)")
+print(f"reload_longest_gap_intervals: {longest / interval:.2f}")
 PY
 
 # ---------------------------------------------------------------------------------------

@@ -259,8 +259,9 @@ impl App {
             metrics: Arc::clone(&metrics),
             clock,
             assignment,
+            epoch: tokio::time::Instant::now(),
         };
-        let generation = Generation::start(&settings, &scheduler_ctx);
+        let generation = Generation::start(&settings, &scheduler_ctx, scheduler_ctx.epoch);
 
         let (site_tx, site_rx) = watch::channel(Arc::new(settings.site()));
         let (ready_tx, ready_rx) = watch::channel(true);
@@ -406,17 +407,21 @@ struct Generation {
 }
 
 impl Generation {
-    fn start(settings: &Settings, ctx: &SchedulerContext) -> Self {
+    /// `from`: when the generation before stopped making runs.
+    fn start(settings: &Settings, ctx: &SchedulerContext, from: tokio::time::Instant) -> Self {
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
-        scheduler::spawn(&settings.topology, ctx, &tracker, &token);
+        scheduler::spawn(&settings.topology, ctx, &tracker, &token, from);
         Generation { tracker, token }
     }
 
-    async fn stop(self) {
+    /// Returns when it stopped making runs, for the next generation to take over from.
+    async fn stop(self) -> tokio::time::Instant {
+        let stopped = tokio::time::Instant::now();
         self.token.cancel();
         self.tracker.close();
         self.tracker.wait().await;
+        stopped
     }
 }
 
@@ -513,7 +518,7 @@ impl Reloader {
             notices: Arc::clone(&self.notices),
         };
         let old = std::mem::replace(generation, Generation::start_paused());
-        old.stop().await;
+        let stopped = old.stop().await;
         if self
             .control
             .send(Control::Reconfigure(Arc::new(new.engine()), deliveries))
@@ -522,7 +527,7 @@ impl Reloader {
         {
             return Err("the engine has stopped".to_string());
         }
-        *generation = Generation::start(&new, ctx);
+        *generation = Generation::start(&new, ctx, stopped);
         self.site.send_replace(Arc::new(new.site()));
         self.metrics.configure(&new.metrics);
         self.current = new;

@@ -1,9 +1,10 @@
 //! The scheduler: runs every target's probe on its own interval.
 //!
 //! One clock task per configuration keeps every target's next run in a heap and spawns a
-//! task for each run when it is due. Each target's first run sits at a stable offset within
-//! its interval (a hash of the id) so ten thousand targets do not fire at second 0. A global
-//! semaphore bounds probes in flight; [`Prober::run`] enforces each deadline.
+//! task for each run when it is due. Each target runs on a grid of its interval anchored at
+//! the daemon's start plus a stable offset (a hash of the id), so ten thousand targets do
+//! not fire at second 0 and a reload leaves a target that stays on the runs it had. A
+//! global semaphore bounds probes in flight; [`Prober::run`] enforces each deadline.
 //! The scheduler knows nothing of incidents: it sends [`ProbeReport`]s to the engine.
 
 use std::cmp::Reverse;
@@ -44,24 +45,30 @@ pub struct SchedulerContext {
     pub clock: Clock,
     /// Which targets this instance probes; a run of any other is skipped.
     pub assignment: watch::Receiver<Arc<Assignment>>,
+    /// Where every target's grid is anchored (the daemon's start), the same for each
+    /// configuration it runs.
+    pub epoch: Instant,
 }
 
 /// Starts the clock of `topology`: one task that sleeps until the next due target and
 /// spawns its probe. A task per probe run rather than one per target: a probe's future is
 /// about 9 KB (hyper and rustls state), which a parked per-target task would hold all the
-/// time; a target between runs costs an entry in a heap. Everything stops when `token` is
+/// time; a target between runs costs an entry in a heap. Runs planned before `from` are not
+/// made: the clock of the configuration before made them. Everything stops when `token` is
 /// cancelled.
 pub fn spawn(
     topology: &Arc<Topology>,
     ctx: &SchedulerContext,
     tracker: &TaskTracker,
     token: &CancellationToken,
+    from: Instant,
 ) {
     tracker.spawn(run_clock(
         Arc::clone(topology),
         Arc::new(ctx.clone()),
         tracker.clone(),
         token.clone(),
+        from,
     ));
 }
 
@@ -73,6 +80,17 @@ pub fn start_offset(target_id: &str, interval: Duration) -> Duration {
     });
     let nanos = interval.as_nanos().clamp(1, u128::from(u64::MAX)) as u64;
     Duration::from_nanos(hash % nanos)
+}
+
+/// A target's first run in a clock that takes over at `from`: the first slot of its grid
+/// (`epoch` plus its offset, every `interval`) not before `from`.
+fn first_run(epoch: Instant, id: &str, interval: Duration, from: Instant) -> Instant {
+    let first = instant_after(epoch, start_offset(id, interval));
+    if first >= from {
+        first
+    } else {
+        next_run(first, interval, from)
+    }
 }
 
 /// The first planned run of `interval`'s grid (anchored at `planned`) that is not before
@@ -96,8 +114,8 @@ async fn run_clock(
     ctx: Arc<SchedulerContext>,
     tracker: TaskTracker,
     token: CancellationToken,
+    from: Instant,
 ) {
-    let start = Instant::now();
     let running: Arc<[AtomicBool]> = topology
         .targets
         .iter()
@@ -109,7 +127,7 @@ async fn run_clock(
         .enumerate()
         // Push targets report through the API; the engine keeps their heartbeat.
         .filter(|(_, t)| t.probe.pushed().is_none())
-        .map(|(i, t)| Reverse((start + start_offset(&t.id, t.interval), i)))
+        .map(|(i, t)| Reverse((first_run(ctx.epoch, &t.id, t.interval, from), i)))
         .collect();
     while let Some(&Reverse((next, _))) = due.peek() {
         tokio::select! {
@@ -241,6 +259,23 @@ mod tests {
         assert!(next_run(t0, Duration::MAX, t0) > t0 + 1000 * second);
     }
 
+    #[test]
+    fn a_reloaded_clock_keeps_each_target_on_its_grid() {
+        let epoch = Instant::now();
+        let interval = Duration::from_secs(30);
+        let offset = start_offset("kept", interval);
+        // At the start: the offset itself.
+        assert_eq!(first_run(epoch, "kept", interval, epoch), epoch + offset);
+        // Taking over 100 s later: the next slot of the same grid, not a new phase.
+        let from = epoch + Duration::from_secs(100);
+        let first = first_run(epoch, "kept", interval, from);
+        assert!(first >= from && first < from + interval);
+        assert_eq!((first - epoch - offset).as_nanos() % interval.as_nanos(), 0);
+        // A slot exactly at the takeover is still made.
+        let slot = epoch + offset + 4 * interval;
+        assert_eq!(first_run(epoch, "kept", interval, slot), slot);
+    }
+
     /// A run that outlasts its interval makes the clock skip the runs planned meanwhile
     /// (counted), and the schedule resumes on its grid; a healthy target beside it keeps
     /// every run. Virtual time: the silent peer's timeout elapses without waiting.
@@ -274,10 +309,11 @@ mod tests {
             metrics: Arc::clone(&metrics),
             clock: Clock::system(),
             assignment: crate::cluster::shard::Assignment::alone("test", "default").fixed(),
+            epoch: Instant::now(),
         };
         let tracker = TaskTracker::new();
         let token = CancellationToken::new();
-        spawn(&topology, &ctx, &tracker, &token);
+        spawn(&topology, &ctx, &tracker, &token, ctx.epoch);
 
         let start = Instant::now();
         let mut runs = [Vec::new(), Vec::new()];

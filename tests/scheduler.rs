@@ -115,10 +115,11 @@ async fn run_with(permits: usize) -> (usize, f64) {
         metrics: Arc::clone(&metrics),
         clock: Clock::system(),
         assignment: tocsin::cluster::shard::Assignment::alone("test", "default").fixed(),
+        epoch: tokio::time::Instant::now(),
     };
     let tracker = TaskTracker::new();
     let token = CancellationToken::new();
-    scheduler::spawn(&topology, &ctx, &tracker, &token);
+    scheduler::spawn(&topology, &ctx, &tracker, &token, ctx.epoch);
     for _ in 0..4 {
         let report = tokio::time::timeout(Duration::from_secs(30), results.recv())
             .await

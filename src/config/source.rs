@@ -6,7 +6,14 @@
 //! bytes that are not UTF-8 as U+FFFD and keeps no position. Ours records each value's byte
 //! offset as the value's `origin` (what `config` keeps it for: where a value comes from), so
 //! `config`'s merge, not ours, decides what the environment overrides.
+//!
+//! A file of 100 000 targets is 10 MB: parsed whole, toml's tokens, events and tables took
+//! ~40 bytes per byte of it, and `config` would copy the list into its `Value`s. So
+//! a large file is parsed in pieces (a piece starts at an `[[array]]` header), and a
+//! top-level array that no variable writes under goes around `config`'s merge, straight
+//! into its [`Node`]s.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -88,35 +95,63 @@ pub(super) enum Place {
 
 /// Reads the file and the environment into one tree.
 pub(super) fn read(source: &ConfigSource) -> Result<Tree, ConfigError> {
-    let name = source.to_string();
-    let owned;
-    let text = match source {
-        ConfigSource::File(path) => {
-            owned = read_text(path, &name)?;
-            owned.as_str()
-        }
-        ConfigSource::Inline(text) => text.as_str(),
-    };
+    Text::read(source)?.tree()
+}
+
+/// The file's text, kept to read the tree from it again.
+pub(super) struct Text<'s> {
+    name: String,
+    text: Cow<'s, str>,
+}
+
+impl<'s> Text<'s> {
+    pub(super) fn read(source: &'s ConfigSource) -> Result<Self, ConfigError> {
+        let name = source.to_string();
+        let text = match source {
+            ConfigSource::File(path) => Cow::Owned(read_text(path, &name)?),
+            ConfigSource::Inline(text) => Cow::Borrowed(text.as_str()),
+        };
+        Ok(Self { name, text })
+    }
+
+    /// The text and the environment as one tree: the same tree each time, as long as the
+    /// environment stays the same.
+    pub(super) fn tree(&self) -> Result<Tree, ConfigError> {
+        tree(self.name.clone(), &self.text)
+    }
+}
+
+fn tree(name: String, text: &str) -> Result<Tree, ConfigError> {
     let lines = Lines::new(name, text);
     let (file, tables) = parse(&lines, text)?;
+    let env = env_variables();
+    let (around, through): (Vec<_>, Vec<_>) = file.into_iter().partition(|(key, node)| {
+        matches!(node.kind, Kind::Array(_)) && !env.keys().any(|path| sets_under(path, key))
+    });
+    let through = Parsed(through.into_iter().map(|(k, n)| (k, value(n))).collect());
     // No `try_parsing`: a variable stays the string it is ("007" is not 7) until the key it
     // sets says what type it wants (`Kind::Str`).
     let merged = ::config::Config::builder()
-        .add_source(file)
+        .add_source(through)
         .add_source(
             Environment::with_prefix("TOCSIN")
                 .prefix_separator("__")
                 .separator("__"),
         )
         .build()?;
-    let origins = Origins {
-        tables,
-        env: env_variables(),
-    };
-    Ok(Tree {
-        root: node(merged.cache, "", &origins),
-        lines,
-    })
+    let origins = Origins { tables, env };
+    let mut root = node(merged.cache, "", &origins);
+    if let Kind::Table(entries) = &mut root.kind {
+        entries.extend(around);
+        sort_entries(entries);
+    }
+    Ok(Tree { root, lines })
+}
+
+/// Whether the variable setting `path` writes at or under the top-level `key`.
+fn sets_under(path: &str, key: &str) -> bool {
+    path.strip_prefix(key)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
 }
 
 /// The file's text, refused when it is not UTF-8 (the first bad byte, where it is).
@@ -146,22 +181,20 @@ fn read_text(path: &Path, name: &str) -> Result<String, ConfigError> {
     })
 }
 
-/// The file as `config` values whose origin is their byte offset, with the offsets of its
-/// tables by path; or every syntax error the parser recovers from, one `name:line: …` line
-/// each.
-fn parse(lines: &Lines, text: &str) -> Result<(Parsed, Tables), ConfigError> {
-    let (table, errors) = DeTable::parse_recoverable(text);
-    let mut convert = Convert {
-        errors: errors
-            .iter()
-            .map(|e| (e.span().map_or(0, |s| s.start), e.message().to_string()))
-            .collect(),
-        tables: HashMap::new(),
-    };
-    let file = convert.table(Some(""), table.into_inner());
+/// The file's top-level entries, each value's origin its byte offset, with the offsets of
+/// its tables by path; or every syntax error the parser recovers from, one `name:line: …`
+/// line each.
+fn parse(lines: &Lines, text: &str) -> Result<(Vec<(String, Node)>, Tables), ConfigError> {
+    let mut convert = in_pieces(text).unwrap_or_else(|| {
+        let mut convert = Convert::default();
+        let file = convert.document(text, 0);
+        convert.file = file;
+        convert
+    });
     let mut syntax = convert.errors;
     if syntax.is_empty() {
-        return Ok((Parsed(file), convert.tables));
+        sort_entries(&mut convert.file);
+        return Ok((convert.file, convert.tables));
     }
     syntax.sort();
     syntax.dedup();
@@ -170,6 +203,74 @@ fn parse(lines: &Lines, text: &str) -> Result<(Parsed, Tables), ConfigError> {
         .map(|(offset, message)| format!("{}: invalid TOML: {message}", lines.at(*offset)))
         .collect();
     Err(ConfigError::Syntax(errors.join("\n")))
+}
+
+/// A piece is at least this long: short enough that parsing one holds a few MB, long enough
+/// that pieces are few.
+const PIECE: usize = 64 * 1024;
+
+/// The file parsed piece by piece, each from an `[[array]]` header line at least [`PIECE`]
+/// bytes after the start of the one before; `None` when that is not the same as parsing it
+/// whole. A piece then has a syntax error (a cut inside a multi-line string or array leaves
+/// the piece before it unterminated), or two pieces write the same top-level key other than
+/// by `[[key]]` headers, which the whole file may refuse: the caller parses it whole, for
+/// the same tree or the same errors.
+fn in_pieces(text: &str) -> Option<Convert> {
+    let mut cuts = vec![0];
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if offset >= cuts[cuts.len() - 1] + PIECE && array_header(line) {
+            cuts.push(offset);
+        }
+        offset += line.len();
+    }
+    if cuts.len() == 1 {
+        return None;
+    }
+    cuts.push(text.len());
+    let mut convert = Convert::default();
+    for piece in cuts.windows(2) {
+        let entries = convert.document(&text[piece[0]..piece[1]], piece[0]);
+        if !convert.errors.is_empty() {
+            return None;
+        }
+        for (key, node) in entries {
+            match convert.file.iter_mut().find(|(k, _)| *k == key) {
+                None => convert.file.push((key, node)),
+                Some((_, before)) => {
+                    let headers = made_by_headers(text, before);
+                    match (&mut before.kind, node.kind) {
+                        (Kind::Array(items), Kind::Array(more)) if headers => items.extend(more),
+                        _ => return None,
+                    }
+                }
+            }
+        }
+    }
+    Some(convert)
+}
+
+/// `[[targets]]`: the header of an array of tables, a bare key (comment allowed).
+fn array_header(line: &str) -> bool {
+    let line = line.split('#').next().unwrap_or_default().trim();
+    line.strip_prefix("[[")
+        .and_then(|rest| rest.strip_suffix("]]"))
+        .map(str::trim)
+        .is_some_and(|key| {
+            !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        })
+}
+
+/// Whether the top-level array `node` was made by `[[key]]` headers rather than written
+/// `key = [ … ]`: its key sits in brackets.
+fn made_by_headers(text: &str, node: &Node) -> bool {
+    match node.origin {
+        Origin::File(at) => text[..at].trim_end().ends_with('['),
+        _ => false,
+    }
 }
 
 impl Tree {
@@ -254,54 +355,76 @@ impl Source for Parsed {
 /// their origin.
 type Tables = HashMap<String, usize>;
 
-/// TOML values into `config` values, each with its offset as origin.
+/// TOML values into [`Node`]s, each with its offset as origin.
+#[derive(Default)]
 struct Convert {
+    /// The top-level entries converted so far.
+    file: Vec<(String, Node)>,
     /// Syntax errors; a number out of range is one here (as for `config`'s own TOML source).
     errors: Vec<(usize, String)>,
     tables: Tables,
 }
 
 impl Convert {
-    /// `path`: the table's key path, `None` inside an array (the array keeps its values).
-    fn table(&mut self, path: Option<&str>, table: DeTable<'_>) -> Map<String, Value> {
-        table
-            .into_iter()
-            .map(|(key, value)| {
-                let at = key.span().start;
-                let key = key.into_inner().into_owned();
-                let child = path.map(|p| join(p, &key));
-                let value = self.value(child.as_deref(), at, value.into_inner());
-                (key, value)
-            })
-            .collect()
+    /// The top-level entries of `text`, which starts at byte `base` of the file.
+    fn document(&mut self, text: &str, base: usize) -> Vec<(String, Node)> {
+        let (table, errors) = DeTable::parse_recoverable(text);
+        self.errors.extend(errors.iter().map(|e| {
+            (
+                base + e.span().map_or(0, |s| s.start),
+                e.message().to_string(),
+            )
+        }));
+        self.table(Some(""), base, table.into_inner())
     }
 
-    fn value(&mut self, path: Option<&str>, at: usize, value: DeValue<'_>) -> Value {
+    /// `path`: the table's key path, `None` inside an array (the array keeps its values).
+    fn table(
+        &mut self,
+        path: Option<&str>,
+        base: usize,
+        table: DeTable<'_>,
+    ) -> Vec<(String, Node)> {
+        let mut entries: Vec<(String, Node)> = table
+            .into_iter()
+            .map(|(key, value)| {
+                let at = base + key.span().start;
+                let key = key.into_inner().into_owned();
+                let child = path.map(|p| join(p, &key));
+                let value = self.value(child.as_deref(), base, at, value.into_inner());
+                (key, value)
+            })
+            .collect();
+        sort_entries(&mut entries);
+        entries
+    }
+
+    fn value(&mut self, path: Option<&str>, base: usize, at: usize, value: DeValue<'_>) -> Node {
         let kind = match value {
-            DeValue::String(s) => ValueKind::String(s.into_owned()),
+            DeValue::String(s) => Kind::Str(s.into_owned()),
             DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
-                Ok(i) => ValueKind::I64(i),
+                Ok(i) => Kind::Int(i),
                 Err(e) => {
                     self.errors
                         .push((at, format!("integer {}: {e}", i.as_str())));
-                    ValueKind::I64(0)
+                    Kind::Int(0)
                 }
             },
             DeValue::Float(f) => match f.as_str().parse() {
-                Ok(f) => ValueKind::Float(f),
+                Ok(f) => Kind::Float(f),
                 Err(e) => {
                     self.errors.push((at, format!("float {}: {e}", f.as_str())));
-                    ValueKind::Float(0.0)
+                    Kind::Float(0.0)
                 }
             },
-            DeValue::Boolean(b) => ValueKind::Boolean(b),
-            DeValue::Datetime(d) => ValueKind::String(d.to_string()),
-            DeValue::Array(items) => ValueKind::Array(
+            DeValue::Boolean(b) => Kind::Bool(b),
+            DeValue::Datetime(d) => Kind::Str(d.to_string()),
+            DeValue::Array(items) => Kind::Array(
                 items
                     .into_iter()
                     .map(|item| {
-                        let at = item.span().start;
-                        self.value(None, at, item.into_inner())
+                        let at = base + item.span().start;
+                        self.value(None, base, at, item.into_inner())
                     })
                     .collect(),
             ),
@@ -309,11 +432,45 @@ impl Convert {
                 if let Some(path) = path {
                     self.tables.insert(path.to_string(), at);
                 }
-                ValueKind::Table(self.table(path, table))
+                Kind::Table(self.table(path, base, table))
             }
         };
-        Value::new(Some(&at.to_string()), kind)
+        Node {
+            origin: Origin::File(at),
+            kind,
+        }
     }
+}
+
+/// A node read from the file as a `config` value, its offset as origin.
+fn value(node: Node) -> Value {
+    let origin = match node.origin {
+        Origin::File(at) => Some(at.to_string()),
+        Origin::Env(_) | Origin::Implied => None,
+    };
+    let kind = match node.kind {
+        Kind::Str(s) => ValueKind::String(s),
+        Kind::Int(i) => ValueKind::I64(i),
+        Kind::Float(f) => ValueKind::Float(f),
+        Kind::Bool(b) => ValueKind::Boolean(b),
+        Kind::Table(entries) => {
+            ValueKind::Table(entries.into_iter().map(|(k, n)| (k, value(n))).collect())
+        }
+        Kind::Array(items) => ValueKind::Array(items.into_iter().map(value).collect()),
+    };
+    Value::new(origin.as_ref(), kind)
+}
+
+/// A table's entries in file order, then those from the environment, then implied ones.
+fn sort_entries(entries: &mut [(String, Node)]) {
+    entries.sort_by(|(a, x), (b, y)| {
+        let rank = |n: &Node| match n.origin {
+            Origin::File(offset) => (0, offset),
+            Origin::Env(_) => (1, 0),
+            Origin::Implied => (2, 0),
+        };
+        rank(x).cmp(&rank(y)).then_with(|| a.cmp(b))
+    });
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -372,14 +529,7 @@ fn node(value: Value, path: &str, origins: &Origins) -> Node {
                     (key, node)
                 })
                 .collect();
-            entries.sort_by(|(a, x), (b, y)| {
-                let rank = |n: &Node| match n.origin {
-                    Origin::File(offset) => (0, offset),
-                    Origin::Env(_) => (1, 0),
-                    Origin::Implied => (2, 0),
-                };
-                rank(x).cmp(&rank(y)).then_with(|| a.cmp(b))
-            });
+            sort_entries(&mut entries);
             Kind::Table(entries)
         }
         ValueKind::Array(items) => Kind::Array(
@@ -428,6 +578,55 @@ mod tests {
         assert_eq!(line("targets[0]"), "<embedded>:4");
         assert_eq!(line("targets[0].probe.address"), "<embedded>:7");
         assert_eq!(line("storage.sqlite"), "<embedded>", "nowhere in the file");
+    }
+
+    /// A file parsed in pieces reads as the same tree as parsed whole, or is parsed whole.
+    #[test]
+    fn pieces_read_as_the_whole_file() {
+        let whole = |text: &str| {
+            let mut convert = Convert::default();
+            let mut file = convert.document(text, 0);
+            sort_entries(&mut file);
+            (format!("{file:?}"), convert.tables, convert.errors)
+        };
+        let pieces = |text: &str| {
+            in_pieces(text).map(|mut convert| {
+                sort_entries(&mut convert.file);
+                (
+                    format!("{:?}", convert.file),
+                    convert.tables,
+                    convert.errors,
+                )
+            })
+        };
+        let mut text = String::from("[server]\nlisten = \"127.0.0.1:1\"\n");
+        for i in 0..3000 {
+            text.push_str(&format!(
+                "[[targets]]\nid = \"t{i}\"\nservice = \"web\"\n\
+                 [targets.probe]\ntype = \"http\"\nurl = \"http://h/{i}\"\n"
+            ));
+            if i == 1500 {
+                text.push_str("[[services]]\nid = \"web\"\n[storage]\nsqlite = \"s\"\n");
+            }
+        }
+        assert!(text.len() > 3 * PIECE);
+        assert_eq!(pieces(&text), Some(whole(&text)));
+
+        // A table written twice, in two pieces: refused by the file parsed whole.
+        let twice = format!("{text}[storage]\nsqlite = \"t\"\n");
+        assert_eq!(pieces(&twice), None);
+        assert!(!whole(&twice).2.is_empty());
+        // An array written `key = [ … ]`, then extended by headers a piece later.
+        let inline = format!("targets = []\n{text}");
+        assert_eq!(pieces(&inline), None);
+        assert!(!whole(&inline).2.is_empty());
+        // Header lines inside a multi-line string: a piece cut there is unterminated.
+        let string = format!(
+            "{text}note = \"\"\"\n{}\"\"\"\n",
+            "[[targets]]\n".repeat(PIECE)
+        );
+        assert_eq!(pieces(&string), None);
+        assert!(whole(&string).2.is_empty());
     }
 
     #[test]

@@ -222,6 +222,11 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
         .map(|(i, g)| (g.id.clone(), i))
         .rev() // the first of a duplicated id, as a scan finds it
         .collect();
+    // Every target has a place, and a `service` one an implicit group: no growth slack to
+    // give back, nor a large list copied as it grows.
+    topo.targets.reserve_exact(file.targets.len());
+    topo.groups
+        .reserve_exact(file.targets.iter().filter(|t| t.service.is_some()).count());
     let d = file.defaults;
     let mut target_ids = HashMap::new();
     for (i, t) in file.targets.iter().enumerate() {
