@@ -37,6 +37,10 @@ const RESOLVE_AFTER: Duration = Duration::from_secs(10);
 const FAILURE_THRESHOLD: u32 = 3;
 /// The steady window before the first storm.
 const STEADY_WINDOW: Duration = Duration::from_secs(10);
+/// Running before the steady window, when benching: past the first minute's rollups and
+/// the runtime threads' first heaps, the steady figures (RSS above all) are those of a
+/// daemon that has run a while, not of one just started.
+const WARM_UP: Duration = Duration::from_secs(70);
 /// How long memory may take to come back after a storm before the bench says it did not.
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
@@ -48,6 +52,8 @@ enum Phase {
     Steady = 1,
     Storm = 2,
     Recovery = 3,
+    /// After a storm's recovery, until the next: steady again, but not the baseline.
+    Between = 4,
 }
 
 impl Phase {
@@ -56,6 +62,7 @@ impl Phase {
             1 => Phase::Steady,
             2 => Phase::Storm,
             3 => Phase::Recovery,
+            4 => Phase::Between,
             _ => Phase::Warming,
         }
     }
@@ -147,6 +154,9 @@ async fn run(targets: usize, rounds: usize, interval: Duration, benching: bool) 
         Arc::clone(&bench.seen),
     ));
 
+    if benching {
+        tokio::time::sleep(WARM_UP).await;
+    }
     bench.set_phase(Phase::Steady);
     let steady = Window::measure(&client, &base, daemon.pid(), STEADY_WINDOW).await;
     let mut storms = Vec::new();
@@ -184,7 +194,7 @@ async fn run(targets: usize, rounds: usize, interval: Duration, benching: bool) 
             window,
             settled,
         });
-        bench.set_phase(Phase::Steady);
+        bench.set_phase(Phase::Between);
     }
     load.stop();
     sampler.abort();
