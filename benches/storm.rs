@@ -172,7 +172,8 @@ async fn run(targets: usize, rounds: usize, interval: Duration, benching: bool) 
         // Resolved: every incident the storm opened has been resolved at the sink.
         wait_until(
             "the storm's incidents resolved",
-            Duration::from_secs(180),
+            // Up, then `resolve_after`: a few intervals when they are long.
+            Duration::from_secs(180).max(interval * 6),
             || {
                 let seen = Arc::clone(&bench.seen);
                 async move { open_after(&seen.lock().unwrap().deliveries, failed_at).is_empty() }
