@@ -39,8 +39,18 @@ const FAILURE_THRESHOLD: u32 = 3;
 const STEADY_WINDOW: Duration = Duration::from_secs(10);
 /// Running before the steady window, when benching: past the first minute's rollups and
 /// the runtime threads' first heaps, the steady figures (RSS above all) are those of a
-/// daemon that has run a while, not of one just started.
-const WARM_UP: Duration = Duration::from_secs(70);
+/// daemon that has run a while, not of one just started. `TOCSIN_STORM_WARM_UP` (seconds)
+/// shortens it for a smoke run.
+fn warm_up() -> Duration {
+    let seconds = std::env::var("TOCSIN_STORM_WARM_UP")
+        .ok()
+        .map(|s| {
+            s.parse()
+                .expect("TOCSIN_STORM_WARM_UP is a number of seconds")
+        })
+        .unwrap_or(70);
+    Duration::from_secs(seconds)
+}
 /// How long memory may take to come back after a storm before the bench says it did not.
 const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
@@ -155,7 +165,7 @@ async fn run(targets: usize, rounds: usize, interval: Duration, benching: bool) 
     ));
 
     if benching {
-        tokio::time::sleep(WARM_UP).await;
+        tokio::time::sleep(warm_up()).await;
     }
     bench.set_phase(Phase::Steady);
     let steady = Window::measure(&client, &base, daemon.pid(), STEADY_WINDOW).await;
