@@ -189,7 +189,7 @@ CREATE INDEX console_session_expires ON console_session (expires_at);
 ALTER TABLE incident ADD COLUMN onset_unix BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN resolved_unix BIGINT;
 UPDATE incident SET
-    onset_unix = FLOOR(EXTRACT(EPOCH FROM (body::jsonb ->> 'onset_at')::timestamptz)),
+    onset_unix = COALESCE(FLOOR(EXTRACT(EPOCH FROM (body::jsonb ->> 'onset_at')::timestamptz)), 0),
     resolved_unix = FLOOR(EXTRACT(EPOCH FROM (body::jsonb ->> 'resolved_at')::timestamptz));
 CREATE INDEX incident_resolved ON incident (resolved_unix);
 ",

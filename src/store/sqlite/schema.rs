@@ -198,7 +198,7 @@ CREATE INDEX console_session_expires ON console_session (expires_at);
 ALTER TABLE incident ADD COLUMN onset_unix INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE incident ADD COLUMN resolved_unix INTEGER;
 UPDATE incident SET
-    onset_unix = CAST(strftime('%s', json_extract(body, '$.onset_at')) AS INTEGER),
+    onset_unix = COALESCE(CAST(strftime('%s', json_extract(body, '$.onset_at')) AS INTEGER), 0),
     resolved_unix = CAST(strftime('%s', json_extract(body, '$.resolved_at')) AS INTEGER);
 CREATE INDEX incident_resolved ON incident (resolved_unix);
 ",
