@@ -21,6 +21,9 @@ fn config(dir: &std::path::Path, target: &Target) -> TestConfig {
             r#"
 [page]
 time_zone = "Europe/Paris"
+# The two services fail together apart: two incidents at once, not after `group_wait`.
+[incidents]
+group_wait = "0s"
 [[services]]
 id = "voicemail"
 name = "Voicemail"
