@@ -195,13 +195,20 @@ impl IncidentBook {
             }
         }
 
-        let open = &self.open;
-        self.waiting.retain(|id, _| {
-            topology.service_index(id).is_some_and(|si| {
-                statuses[si].status.is_failing()
-                    && !open.iter().any(|i| i.services.contains_key(id))
+        // A service waits only while it still fails outside every open incident.
+        let done: Vec<String> = self
+            .waiting
+            .keys()
+            .filter(|id| {
+                !topology
+                    .service_index(id)
+                    .is_some_and(|si| self.starts_failing(topology, si, &statuses[si]))
             })
-        });
+            .cloned()
+            .collect();
+        for id in done {
+            self.waiting.remove(&id);
+        }
 
         let mut changes = BookUpdate::default();
         let past: Vec<PastIncident> = self

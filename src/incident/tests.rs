@@ -1392,6 +1392,27 @@ fn a_service_failing_apart_waits_to_join_as_the_outage_spreads() {
 }
 
 #[test]
+fn a_service_that_recovers_while_waiting_waits_anew_when_it_fails_again() {
+    let topo = Topo::default()
+        .service("a", 1_000)
+        .group("a1", "a", "p1", "r1", 100)
+        .service("b", 1_000)
+        .group("b1", "b", "p2", "r2", 100)
+        .build();
+    let mut sim = Sim::new(topo);
+    sim.down("a1", "14:00:00");
+    sim.update("14:00:00");
+    sim.down("b1", "14:00:02");
+    sim.update("14:00:02");
+    sim.recover("b1", "14:00:10");
+    sim.update("14:00:10");
+    // Failing again, it waits `group_wait` from now, not from its first failure.
+    sim.down("b1", "14:01:00");
+    assert_eq!(events(&sim.update("14:01:00")), vec![]);
+    assert_eq!(events(&sim.update("14:01:30")), vec![opened("inc-000002")]);
+}
+
+#[test]
 fn without_group_wait_a_service_failing_apart_opens_at_once() {
     let topo = Topo::default()
         .service("a", 1_000)
