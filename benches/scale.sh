@@ -24,7 +24,8 @@
 # Prometheus stack probes the same target server, TARGETS targets at the same interval, for
 # the same SECONDS (one stack after the other: they never compete for the cores). It prints
 # the same figures prefixed `blackbox_` and the ratios to tocsin. Set
-# TOCSIN_BENCH_BLACKBOX=0 to skip that half. TOCSIN_BIN=/path/to/tocsin runs another build
+# TOCSIN_BENCH_BLACKBOX=0 to skip that half. TOCSIN_BENCH_SCRAPE=S scrapes /metrics with gzip
+# every S seconds during the window, as a Prometheus does, and prints those scrapes' times. TOCSIN_BIN=/path/to/tocsin runs another build
 # of the daemon (a before/after) instead of building this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -182,6 +183,19 @@ failures0=$(metric "$port" 'tocsin_probes_total{.*result="failure"')
 cpu0=$(ticks "$pid"); server0=$(ticks "$server_pid")
 rss0=$(rss_kib "$pid")
 lag_buckets > "$work/lag0"
+# TOCSIN_BENCH_SCRAPE=S: a Prometheus-like scrape (gzip asked for) every S seconds during
+# the window, so that the lag and CPU figures include what serving it costs.
+scraper=
+: > "$work/scrapes"
+if [ "${TOCSIN_BENCH_SCRAPE:-0}" != 0 ]; then
+    while :; do
+        curl -s -H 'Accept-Encoding: gzip' -o /dev/null -w '%{time_total} %{size_download}\n' \
+            "http://127.0.0.1:$port/metrics" >> "$work/scrapes"
+        sleep "$TOCSIN_BENCH_SCRAPE"
+    done &
+    scraper=$!
+    pids+=("$scraper")
+fi
 # RSS ten times over the window (whole seconds), to see whether memory stays flat.
 step=$(( seconds >= 10 ? seconds / 10 : 1 ))
 slept=0
@@ -192,6 +206,7 @@ while [ "$slept" -lt "$seconds" ]; do
     slept=$(( slept + nap ))
     rss_kib "$pid" >> "$work/rss_samples"
 done
+[ -z "$scraper" ] || stop "$scraper"
 window1=$(date +%s.%N)   # like window0, just before the probes counter is read
 probes1=$(metric "$port" 'tocsin_probes_total')
 skipped1=$(metric "$port" 'tocsin_scheduler_skipped_total')
@@ -275,6 +290,15 @@ print(f"metrics_bytes:        {metrics_bytes}")
 with open(figures, "w") as f:
     f.write(f"{us_per_success} {rss}\n")
 PY
+if [ -s "$work/scrapes" ]; then
+    sort -n "$work/scrapes" | awk -v every="$TOCSIN_BENCH_SCRAPE" '
+        { ms[NR] = $1 * 1000; bytes = $2 }
+        END {
+            printf "scrape_gzip_ms_p50:   %.1f (%d scrapes in the window, one every %s s, gzip)\n", ms[int((NR + 1) / 2)], NR, every
+            printf "scrape_gzip_ms_max:   %.1f\n", ms[NR]
+            printf "scrape_gzip_bytes:    %d\n", bytes
+        }'
+fi
 python3 - "$interval" "$check_s" "$check_kib" "$empty_check_s" "$empty_check_kib" \
     "$reload0" "$reload1" "$check_cpu" "$empty_check_cpu" "$work/requests.log" <<'PY'
 import sys, collections

@@ -333,16 +333,28 @@ impl Metrics {
         self.per_target.store(index as u8, Ordering::Relaxed);
     }
 
-    /// The text exposition format, for `GET /metrics`.
+    /// The text exposition format, whole.
     pub fn render(&self) -> String {
+        let mut text = String::new();
+        self.render_to(&mut |piece| text.push_str(piece));
+        text
+    }
+
+    /// The text exposition format for `GET /metrics`, handed to `sink` in pieces of about
+    /// [`PIECE_BYTES`] as it is written: at 100 000 targets the text is ~100 MB, which a
+    /// scrape then never holds, nor allocates and frees, at once.
+    pub fn render_to(&self, sink: &mut dyn FnMut(&str)) {
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
-        let mut text = String::from_utf8(out).expect("the text format is UTF-8");
+        let mut text = Spill {
+            text: String::from_utf8(out).expect("the text format is UTF-8"),
+            sink,
+        };
         let per_target = PerTarget::ALL[usize::from(self.per_target.load(Ordering::Relaxed))];
         self.targets.render(&mut text, per_target);
-        text
+        text.finish();
     }
 
     /// Makes the targets of `topology` the targets with series. A target whose labels and
@@ -666,46 +678,92 @@ fn state_index(state: TargetState) -> u8 {
 impl TargetTable {
     /// Appends the per-target families `per_target` asks for, then the aggregates, in the
     /// text format (version 0.0.4).
-    fn render(&self, out: &mut String, per_target: PerTarget) {
-        // Held while rendering: only a reload writes it; probes touch the atomics.
-        let table = self.table.read().expect("metrics lock");
+    fn render(&self, out: &mut Spill, per_target: PerTarget) {
         let up = state_index(TargetState::Up);
-        let rows: Vec<&TargetMetrics> = match per_target {
-            PerTarget::All => table.rows.iter().map(|r| &**r).collect(),
-            PerTarget::NotUp => table
-                .rows
-                .iter()
-                .filter(|r| r.state.load(Ordering::Relaxed) != up && r.has_result())
-                .map(|r| &**r)
-                .collect(),
-            PerTarget::Off => Vec::new(),
+        // Read under the lock, written after it: a slow scraper never holds up a reload.
+        let (rows, groups, services, group_states, service_states) = {
+            let table = self.table.read().expect("metrics lock");
+            let rows: Vec<Arc<TargetMetrics>> = match per_target {
+                PerTarget::All => table.rows.clone(),
+                PerTarget::NotUp => table
+                    .rows
+                    .iter()
+                    .filter(|r| r.state.load(Ordering::Relaxed) != up && r.has_result())
+                    .cloned()
+                    .collect(),
+                PerTarget::Off => Vec::new(),
+            };
+            let mut groups = vec![[0u64; TargetState::ALL.len()]; table.groups.len()];
+            let mut services = vec![[0u64; TargetState::ALL.len()]; table.services.len()];
+            for (row, links) in table.rows.iter().zip(&table.links) {
+                if !row.has_result() {
+                    continue;
+                }
+                let state = usize::from(row.state.load(Ordering::Relaxed));
+                for &g in &links.groups {
+                    groups[g as usize][state] += 1;
+                }
+                for &s in &links.services {
+                    services[s as usize][state] += 1;
+                }
+            }
+            (
+                rows,
+                table.groups.clone(),
+                table.services.clone(),
+                groups,
+                services,
+            )
         };
-        // About 110 bytes per line, eight lines per target.
-        out.reserve(rows.len() * 8 * (rows.first().map_or(0, |r| r.labels.len()) + 40));
         if !rows.is_empty() {
             render_rows(out, &rows, per_target == PerTarget::All);
         }
-        let mut groups = vec![[0u64; TargetState::ALL.len()]; table.groups.len()];
-        let mut services = vec![[0u64; TargetState::ALL.len()]; table.services.len()];
-        for (row, links) in table.rows.iter().zip(&table.links) {
-            if !row.has_result() {
-                continue;
-            }
-            let state = usize::from(row.state.load(Ordering::Relaxed));
-            for &g in &links.groups {
-                groups[g as usize][state] += 1;
-            }
-            for &s in &links.services {
-                services[s as usize][state] += 1;
-            }
+        render_aggregates(out, "tocsin_group", "group", &groups, &group_states);
+        render_aggregates(out, "tocsin_service", "service", &services, &service_states);
+    }
+}
+
+/// Bytes of text written before they are handed on.
+pub const PIECE_BYTES: usize = 256 * 1024;
+
+/// The text being written, handed to `sink` each time it reaches [`PIECE_BYTES`] (checked
+/// after each sample) and at the end.
+struct Spill<'a> {
+    text: String,
+    sink: &'a mut dyn FnMut(&str),
+}
+
+impl Spill<'_> {
+    fn check(&mut self) {
+        if self.text.len() >= PIECE_BYTES {
+            (self.sink)(&self.text);
+            self.text.clear();
         }
-        render_aggregates(out, "tocsin_group", "group", &table.groups, &groups);
-        render_aggregates(out, "tocsin_service", "service", &table.services, &services);
+    }
+
+    fn finish(self) {
+        if !self.text.is_empty() {
+            (self.sink)(&self.text);
+        }
+    }
+}
+
+impl std::ops::Deref for Spill<'_> {
+    type Target = String;
+
+    fn deref(&self) -> &String {
+        &self.text
+    }
+}
+
+impl std::ops::DerefMut for Spill<'_> {
+    fn deref_mut(&mut self) -> &mut String {
+        &mut self.text
     }
 }
 
 /// The per-target families of `rows`: the gauges, and the counters when `counters`.
-fn render_rows(out: &mut String, rows: &[&TargetMetrics], counters: bool) {
+fn render_rows(out: &mut Spill, rows: &[Arc<TargetMetrics>], counters: bool) {
     family(
         out,
         "tocsin_probe_success",
@@ -775,7 +833,7 @@ fn render_rows(out: &mut String, rows: &[&TargetMetrics], counters: bool) {
 /// The families of one kind of aggregate (`prefix` `tocsin_group` or `tocsin_service`),
 /// with `states` the count of its targets with a result in each state, by index into `list`.
 fn render_aggregates(
-    out: &mut String,
+    out: &mut Spill,
     prefix: &str,
     what: &str,
     list: &[Arc<Aggregate>],
@@ -847,7 +905,7 @@ impl<'a> Header<'a> {
         }
     }
 
-    fn write(&mut self, out: &mut String) {
+    fn write(&mut self, out: &mut Spill) {
         if !self.written {
             family(out, self.name, self.kind, self.help);
             self.written = true;
@@ -857,7 +915,7 @@ impl<'a> Header<'a> {
 
 /// The `reason` series of `counts` that have counted.
 fn failures(
-    out: &mut String,
+    out: &mut Spill,
     header: &mut Header,
     labels: &str,
     counts: &[AtomicU64; Reason::ALL.len()],
@@ -877,20 +935,22 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 /// One line: `name{labels[,extra="value"]} count`.
 fn sample(
-    out: &mut String,
+    out: &mut Spill,
     name: &str,
     labels: &str,
     extra: &str,
     value: &str,
     count: impl std::fmt::Display,
 ) {
-    out.push_str(name);
-    out.push('{');
-    out.push_str(labels);
+    let text = &mut out.text;
+    text.push_str(name);
+    text.push('{');
+    text.push_str(labels);
     if !extra.is_empty() {
-        let _ = write!(out, ",{extra}=\"{value}\"");
+        let _ = write!(text, ",{extra}=\"{value}\"");
     }
-    let _ = writeln!(out, "}} {count}");
+    let _ = writeln!(text, "}} {count}");
+    out.check();
 }
 
 #[cfg(test)]
@@ -964,6 +1024,34 @@ mod tests {
             text.matches("# TYPE tocsin_probes_total counter").count(),
             1
         );
+    }
+
+    #[test]
+    fn the_text_comes_in_pieces_cut_at_line_ends() {
+        let ids: Vec<String> = (0..2_000).map(|i| format!("t{i}")).collect();
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let metrics = Metrics::new();
+        let rows = metrics.set_targets(&topology(&ids), "local");
+        for row in &rows {
+            metrics.record_probe(
+                row,
+                &ProbeResult::success(Duration::ZERO, Phases::default()),
+            );
+        }
+        let mut pieces = Vec::new();
+        metrics.render_to(&mut |piece| pieces.push(piece.to_string()));
+        assert!(pieces.len() > 2, "{} pieces", pieces.len());
+        for piece in &pieces {
+            assert!(piece.ends_with('\n'));
+            // A piece is handed on once a sample takes it past the size.
+            let longest_line = piece.lines().map(str::len).max().unwrap_or(0);
+            assert!(
+                piece.len() < PIECE_BYTES + longest_line + 1,
+                "{}",
+                piece.len()
+            );
+        }
+        assert_eq!(pieces.concat(), metrics.render());
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -37,22 +38,30 @@ pub struct ServiceStatus {
     pub uptime: Uptime,
 }
 
-pub async fn status(State(state): State<AppState>) -> Result<Json<StatusResponse>, ApiError> {
+/// Built and written on the blocking pool: at 100 000 targets the document is tens of
+/// megabytes, and the runtime threads start the probes.
+pub async fn status(State(state): State<AppState>) -> Result<Response, ApiError> {
     let snap = state.snapshot.borrow().clone();
     let mut uptimes = uptimes(&state).await?;
-    Ok(Json(StatusResponse {
-        generated_at: snap.generated_at,
-        services: snap
-            .services
-            .iter()
-            .map(|s| ServiceStatus {
-                uptime: uptimes.remove(&s.id).unwrap_or_default(),
-                view: s.clone(),
-            })
-            .collect(),
-        groups: snap.group_views(),
-        targets: snap.target_views(),
-    }))
+    let written = tokio::task::spawn_blocking(move || {
+        serde_json::to_vec(&StatusResponse {
+            generated_at: snap.generated_at,
+            services: snap
+                .services
+                .iter()
+                .map(|s| ServiceStatus {
+                    uptime: uptimes.remove(&s.id).unwrap_or_default(),
+                    view: s.clone(),
+                })
+                .collect(),
+            groups: snap.group_views(),
+            targets: snap.target_views(),
+        })
+    })
+    .await
+    .map_err(|_| ApiError::unavailable("shutting down"))?
+    .map_err(|e| ApiError::internal(format!("writing the status: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], written).into_response())
 }
 
 /// `GET /api/v1/cluster`: members, vantages, the leader and its token, as this instance

@@ -14,9 +14,11 @@
 //! * `push`: results posted by field probes for `push` targets;
 //! * `exporter`: the blackbox-compatible `/probe` and `[exporter]`;
 //! * `error`: the JSON error shape; `extract`: extractors whose rejections take it;
+//! * `compress`: gzip of large bodies off the runtime threads;
 //! * `server`: the listener, with its connection limits and bounded shutdown.
 
 pub mod api;
+mod compress;
 mod error;
 mod exporter;
 mod extract;
@@ -383,6 +385,7 @@ pub fn router(state: AppState) -> Router {
             ApiError::method_not_allowed("this path does not take that method")
         })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(compress::gzip_large_bodies))
         // The page with 90-day bars is mostly repeated markup: gzip cuts it about tenfold.
         .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
@@ -391,11 +394,28 @@ pub fn router(state: AppState) -> Router {
 /// Largest request body read: the API's bodies are a few hundred bytes.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
-async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-        state.metrics.render(),
-    )
+/// Written and gzipped on the blocking pool as it is sent: at 100 000 targets the text is
+/// ~100 MB, and the runtime threads start the probes.
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    let metrics = Arc::clone(&state.metrics);
+    let gzip = compress::accepts_gzip(&headers);
+    let body = compress::streamed(gzip, move |sink| metrics.render_to(sink));
+    let mut response = ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response();
+    if gzip {
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
+        headers.insert(
+            header::VARY,
+            header::HeaderValue::from_static("accept-encoding"),
+        );
+    }
+    response
 }
 
 /// Ready once the store is open and the schedulers run, while the store keeps what it is

@@ -7,7 +7,9 @@
 //! the customer-facing updates. Subscriber counts, platforms, suspected causes and
 //! regulatory detail are the operator's, shown only when `[page]` says so.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -17,15 +19,16 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 
 use super::extract::PathParams;
-use super::{AppState, api};
+use super::{ApiError, AppState, SiteSpec, api};
 use crate::clock::Timestamp;
-use crate::engine::ClusterView;
 use crate::engine::cluster::VantageStatus;
+use crate::engine::{ClusterView, Snapshot};
 use crate::format;
 use crate::incident::public::{escape, incident_name, public_updates};
-use crate::incident::{ComponentStatus, IncidentStatus, IncidentView};
+use crate::incident::{ComponentStatus, Incident, IncidentStatus, IncidentView};
 use crate::rollup::{ServiceHistory, Uptime};
 use crate::store::IncidentFilter;
+use crate::topology::MaintenanceWindow;
 use crate::validation::Issues;
 
 /// `[page]`: what the public status page, its feed and the Statuspage API show. The
@@ -340,7 +343,6 @@ fn vantages(out: &mut String, cluster: &ClusterView) {
 pub async fn index(State(state): State<AppState>) -> Response {
     let snap = state.snapshot.borrow().clone();
     let site = state.site.borrow().clone();
-    let (title, page) = (&site.server.page_title, &site.page);
     let now = state.clock.now();
     let past = state
         .store
@@ -352,7 +354,51 @@ pub async fn index(State(state): State<AppState>) -> Response {
         .await
         .unwrap_or_default();
     let windows = api::all_maintenances(&state).await.unwrap_or_default();
+    let ids: Vec<String> = snap.services.iter().map(|s| s.id.clone()).collect();
+    let histories = state
+        .store
+        .services_history(ids, now, snap.open_minute.clone())
+        .await
+        .unwrap_or_default();
+    let uptimes = api::uptimes(&state).await.unwrap_or_default();
+    let data = PageData {
+        snap,
+        site,
+        now,
+        past,
+        windows,
+        histories,
+        uptimes,
+    };
+    // Thousands of services make megabytes of markup: the runtime threads start the probes.
+    match tokio::task::spawn_blocking(move || render_index(data)).await {
+        Ok(page) => Html(page).into_response(),
+        Err(_) => ApiError::unavailable("shutting down").into_response(),
+    }
+}
 
+/// What the page shows, read from the snapshot and the store.
+struct PageData {
+    snap: Arc<Snapshot>,
+    site: Arc<SiteSpec>,
+    now: Timestamp,
+    past: Vec<Incident>,
+    windows: Vec<MaintenanceWindow>,
+    histories: Vec<ServiceHistory>,
+    uptimes: HashMap<String, Uptime>,
+}
+
+fn render_index(data: PageData) -> String {
+    let PageData {
+        snap,
+        site,
+        now,
+        past,
+        windows,
+        histories,
+        uptimes,
+    } = data;
+    let (title, page) = (&site.server.page_title, &site.page);
     let mut out = String::with_capacity(16 * 1024);
     head(&mut out, title, true);
     let worst = snap.services.iter().map(|s| s.status).max();
@@ -376,13 +422,6 @@ pub async fn index(State(state): State<AppState>) -> Response {
         }
     }
 
-    let ids: Vec<String> = snap.services.iter().map(|s| s.id.clone()).collect();
-    let histories = state
-        .store
-        .services_history(ids, now, snap.open_minute.clone())
-        .await
-        .unwrap_or_default();
-    let uptimes = api::uptimes(&state).await.unwrap_or_default();
     out.push_str(r#"<h2>Services</h2><ul class="services">"#);
     for (i, s) in snap.services.iter().enumerate() {
         let (symbol, label) = status_label(s.status);
@@ -481,7 +520,7 @@ pub async fn index(State(state): State<AppState>) -> Response {
         r#"</main><footer>Updated {} · <a href="/history.atom">Atom feed</a> · <a href="/api/v2/summary.json">Statuspage API</a></footer></body></html>"#,
         escape(&page.time(snap.generated_at))
     );
-    Html(out).into_response()
+    out
 }
 
 pub async fn incident(
