@@ -207,17 +207,19 @@ pub enum ConfigError {
 pub fn load(source: &ConfigSource) -> Result<Settings, ConfigError> {
     let text = source::Text::read(source)?;
     let tree = text.tree()?;
-    let (file, report) = schema::deserialize::<FileConfig>(&tree.root);
-    // The tree weighs more than what is built from it (about 1 KB a target): it goes before
-    // that is built, and issues are placed on the tree read again from the same text.
-    drop(tree);
+    // The tree weighs more than what is built from it (about 1 KB a target): it goes as it
+    // is read, each target's nodes once that target is deserialized, and issues are placed
+    // on the tree read again from the same text.
+    let (file, targets, report) =
+        schema::deserialize_apart::<FileConfig, TargetConfig>(tree.into_root(), "targets");
     let semantic = file.map(|mut file| {
+        file.targets = targets;
         if let ConfigSource::File(path) = source
             && let Some(dir) = path.parent()
         {
             file.anchor_files(dir);
         }
-        validate::validate(&file)
+        validate::validate(file)
     });
     let semantic = match semantic {
         Some(Ok(settings)) if report.is_empty() => return Ok(settings),

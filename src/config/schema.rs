@@ -42,6 +42,43 @@ pub(super) fn deserialize<T: de::DeserializeOwned>(root: &Node) -> (Option<T>, R
     (value, report.into_inner())
 }
 
+/// Deserializes `root` as a `T`, and its top-level array `key` apart as a list of `E`,
+/// each element's nodes dropped once it is read: the largest part of the tree (the
+/// `[[targets]]` of a large file) is never held next to all that is built from it. The
+/// same values and the same report as when `T` reads the array itself (its field left to
+/// its default here), as long as that field is `#[serde(default)]`.
+pub(super) fn deserialize_apart<T: de::DeserializeOwned, E: de::DeserializeOwned>(
+    mut root: Node,
+    key: &str,
+) -> (Option<T>, Vec<E>, Report) {
+    let items = match &mut root.kind {
+        Kind::Table(entries) => entries
+            .iter()
+            .position(|(k, node)| k == key && matches!(node.kind, Kind::Array(_)))
+            .map(|at| entries.remove(at).1),
+        _ => None,
+    };
+    let report = RefCell::new(Report::default());
+    let value = collect(&root, &Path::Root, &report);
+    drop(root);
+    let array = Path::Key(&Path::Root, key);
+    let mut list = Vec::new();
+    if let Some(Node {
+        kind: Kind::Array(items),
+        ..
+    }) = items
+    {
+        list.reserve_exact(items.len());
+        for (i, node) in items.into_iter().enumerate() {
+            match collect(&node, &Path::Index(&array, i), &report) {
+                Some(element) => list.push(element),
+                None => report.borrow_mut().left_out(&array, i),
+            }
+        }
+    }
+    (value, list, report.into_inner())
+}
+
 /// What deserialization found and what it had to replace.
 #[derive(Debug, Default)]
 pub(super) struct Report {
@@ -123,6 +160,12 @@ impl Report {
         let holder = holder(path);
         self.tainted
             .insert(if holder.is_empty() { path } else { holder }.to_string());
+    }
+
+    /// Element `i` of the array at `array` could not be built: it is left out.
+    fn left_out(&mut self, array: &Path<'_>, i: usize) {
+        self.unreadable(&Path::Index(array, i).to_string());
+        self.dropped.entry(array.to_string()).or_default().insert(i);
     }
 
     /// Key paths within `text` in the file's numbering: index `i` of an array with elements
@@ -845,13 +888,7 @@ impl<'de> SeqAccess<'de> for ArrayAccess<'_> {
             if let Some(value) = collect(node, &path, self.ctx) {
                 return Ok(Some(value));
             }
-            let mut report = self.ctx.borrow_mut();
-            report.unreadable(&path.to_string());
-            report
-                .dropped
-                .entry(self.path.to_string())
-                .or_default()
-                .insert(i);
+            self.ctx.borrow_mut().left_out(self.path, i);
         }
         Ok(None)
     }

@@ -274,6 +274,11 @@ fn made_by_headers(text: &str, node: &Node) -> bool {
 }
 
 impl Tree {
+    /// The merged values, without what it takes to place issues.
+    pub(super) fn into_root(self) -> Node {
+        self.root
+    }
+
     /// Where the value at `path` (`targets[3].probe.url`) is written: the line of its key,
     /// or the variable that set it. A key that is not written (missing, or left to its
     /// default) is placed at the nearest table that is.

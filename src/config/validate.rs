@@ -10,7 +10,8 @@ use crate::probe::module;
 use crate::topology::config::{self as topology, Tables};
 use crate::validation::Issues;
 
-pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
+/// Takes the file: the topology is built from its targets as they go.
+pub(super) fn validate(file: FileConfig) -> Result<Settings, Issues> {
     let mut issues = Issues::default();
     let server = file.server.build("server", &mut issues);
     let page = file.page.build("page", &mut issues);
@@ -20,11 +21,11 @@ pub(super) fn validate(file: &FileConfig) -> Result<Settings, Issues> {
         .incidents
         .build(file.defaults.resolve_after, &file.reporting, &mut issues);
     let topology = topology::build(
-        &Tables {
+        Tables {
             defaults: &file.defaults,
             services: &file.services,
             groups: &file.groups,
-            targets: &file.targets,
+            targets: file.targets,
             maintenances: &file.maintenances,
         },
         &mut issues,

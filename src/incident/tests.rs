@@ -2249,10 +2249,10 @@ fn target_dependencies() -> Topology {
         defaults: &DefaultsConfig::default(),
         services: &services,
         groups: &groups,
-        targets: &targets,
+        targets,
         maintenances: &[],
     };
-    let topo = build(&tables, &mut issues);
+    let topo = build(tables, &mut issues);
     assert!(issues.is_empty(), "{issues}");
     topo
 }

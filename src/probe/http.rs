@@ -115,12 +115,9 @@ pub struct HttpSpec {
     pub method: Method,
     pub headers: HeaderMap,
     pub body: Option<String>,
-    /// `None` means any 2xx.
-    pub valid_status: Option<Vec<u16>>,
-    pub body_contains: Option<String>,
-    pub body_regex: Option<Regex>,
-    pub json_path: Option<JsonPath>,
-    pub json_equals: Option<serde_json::Value>,
+    /// `None` (most probes): any 2xx, the body unread. Boxed: rarely set, and a topology
+    /// holds a spec per target.
+    pub checks: Option<Box<ResponseChecks>>,
     pub follow_redirects: bool,
     pub trust: Trust,
     pub cert_expiry_warning: Option<Duration>,
@@ -130,6 +127,24 @@ pub struct HttpSpec {
     /// Credentials the request carries (`Authorization`, `Proxy-Authorization` headers),
     /// which no detail may show.
     pub secrets: Secrets,
+}
+
+/// What a response must be beyond a 2xx status.
+#[derive(Debug, Clone)]
+pub struct ResponseChecks {
+    /// `None` means any 2xx.
+    pub valid_status: Option<Vec<u16>>,
+    pub body_contains: Option<String>,
+    pub body_regex: Option<Regex>,
+    pub json_path: Option<JsonPath>,
+    pub json_equals: Option<serde_json::Value>,
+}
+
+impl ResponseChecks {
+    /// Whether the body is read for a check (`json_equals` needs `json_path`).
+    fn reads_body(&self) -> bool {
+        self.body_contains.is_some() || self.body_regex.is_some() || self.json_path.is_some()
+    }
 }
 
 impl HttpProbeConfig {
@@ -248,17 +263,21 @@ impl HttpProbeConfig {
             .iter()
             .filter_map(|name| headers.get(name)?.to_str().ok())
             .flat_map(authorization_secrets);
+        let checks = ResponseChecks {
+            valid_status: (!self.valid_status.is_empty()).then(|| self.valid_status.clone()),
+            body_contains: self.body_contains.clone(),
+            body_regex,
+            json_path,
+            json_equals: self.json_equals.clone(),
+        };
         Some(HttpSpec {
             secrets: Secrets::new(secrets),
             url: url?,
             method: method?,
             headers,
             body: self.body.clone(),
-            valid_status: (!self.valid_status.is_empty()).then(|| self.valid_status.clone()),
-            body_contains: self.body_contains.clone(),
-            body_regex,
-            json_path,
-            json_equals: self.json_equals.clone(),
+            checks: (checks.valid_status.is_some() || checks.reads_body())
+                .then(|| Box::new(checks)),
             follow_redirects: self.follow_redirects,
             trust: trust?,
             cert_expiry_warning: self.cert_expiry_warning,
@@ -506,7 +525,8 @@ async fn exchange(
 
     let status = hop.response.status().as_u16();
     *status_code = Some(status);
-    let status_ok = match &spec.valid_status {
+    let checks = spec.checks.as_deref();
+    let status_ok = match checks.and_then(|c| c.valid_status.as_ref()) {
         Some(valid) => valid.contains(&status),
         None => (200..300).contains(&status),
     };
@@ -514,12 +534,12 @@ async fn exchange(
         return Err(fail(Reason::Status, format!("status {status}")));
     }
 
-    let keep_body =
-        spec.body_contains.is_some() || spec.body_regex.is_some() || spec.json_path.is_some();
+    let body_checks = checks.filter(|c| c.reads_body());
+    let keep_body = body_checks.is_some();
     let decoder = decoder(spec, &hop.response, keep_body)?;
     let body = read_body(hop, spec.max_body_bytes, keep_body, decoder, deadline).await?;
-    if keep_body {
-        check_body(spec, &body)?;
+    if let Some(checks) = body_checks {
+        check_body(checks, &spec.secrets, &body)?;
     }
     Ok(())
 }
@@ -607,10 +627,10 @@ async fn read_body(
     }
 }
 
-fn check_body(spec: &HttpSpec, body: &[u8]) -> Result<(), Failure> {
+fn check_body(checks: &ResponseChecks, secrets: &Secrets, body: &[u8]) -> Result<(), Failure> {
     let text = String::from_utf8_lossy(body);
-    let quoted = || format!("; the body starts `{}`", peer_text(body, &spec.secrets));
-    if let Some(needle) = &spec.body_contains
+    let quoted = || format!("; the body starts `{}`", peer_text(body, secrets));
+    if let Some(needle) = &checks.body_contains
         && !text.contains(needle.as_str())
     {
         return Err(fail(
@@ -618,7 +638,7 @@ fn check_body(spec: &HttpSpec, body: &[u8]) -> Result<(), Failure> {
             format!("body does not contain {needle:?}{}", quoted()),
         ));
     }
-    if let Some(re) = &spec.body_regex
+    if let Some(re) = &checks.body_regex
         && !re.is_match(&text)
     {
         return Err(fail(
@@ -626,7 +646,7 @@ fn check_body(spec: &HttpSpec, body: &[u8]) -> Result<(), Failure> {
             format!("body does not match /{re}/{}", quoted()),
         ));
     }
-    if let Some(path) = &spec.json_path {
+    if let Some(path) = &checks.json_path {
         let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
             fail(
                 Reason::Assertion,
@@ -637,10 +657,10 @@ fn check_body(spec: &HttpSpec, body: &[u8]) -> Result<(), Failure> {
         if nodes.is_empty() {
             return Err(fail(Reason::Assertion, format!("{path} matches nothing")));
         }
-        if let Some(expected) = &spec.json_equals
+        if let Some(expected) = &checks.json_equals
             && let Some(other) = nodes.iter().find(|n| **n != expected)
         {
-            let other = peer_text(other.to_string().as_bytes(), &spec.secrets);
+            let other = peer_text(other.to_string().as_bytes(), secrets);
             return Err(fail(
                 Reason::Assertion,
                 format!("{path} is {other}, not {expected}"),
@@ -736,7 +756,10 @@ mod tests {
         c.body_contains = Some("ready".into());
         let spec = c.build("p", &mut Issues::default()).unwrap();
         let body = format!("GET / HTTP/1.1\r\nauthorization: Basic {token}\r\n\r\nS3CRET-PW");
-        let detail = check_body(&spec, body.as_bytes()).unwrap_err().detail;
+        let checks = spec.checks.as_deref().expect("a body check");
+        let detail = check_body(checks, &spec.secrets, body.as_bytes())
+            .unwrap_err()
+            .detail;
         assert!(detail.starts_with("body does not contain \"ready\"; the body starts `GET"));
         for secret in [token.as_str(), "s3cret-pw", "S3CRET-PW"] {
             assert!(!detail.contains(secret), "{secret} in {detail}");
@@ -748,7 +771,7 @@ mod tests {
     fn empty_valid_status_means_any_2xx() {
         let mut issues = Issues::default();
         let spec = config("http://127.0.0.1/").build("p", &mut issues).unwrap();
-        assert_eq!(spec.valid_status, None);
+        assert!(spec.checks.is_none());
         assert_eq!(spec.max_body_bytes, DEFAULT_MAX_READ_BYTES);
     }
 }

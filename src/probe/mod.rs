@@ -104,40 +104,41 @@ impl ProbeConfig {
     /// Validates into a runnable spec, recording every problem under `path`.
     pub fn build(&self, path: &str, issues: &mut Issues) -> Option<ProbeSpec> {
         match self {
-            ProbeConfig::Http(c) => c
-                .build(path, issues)
-                .map(|spec| ProbeSpec::Http(Box::new(spec))),
-            ProbeConfig::Tcp(c) => c.build(path, issues).map(ProbeSpec::Tcp),
-            ProbeConfig::Tls(c) => c.build(path, issues).map(ProbeSpec::Tls),
-            ProbeConfig::Dns(c) => c.build(path, issues).map(ProbeSpec::Dns),
-            ProbeConfig::Sip(c) => c.build(path, issues).map(ProbeSpec::Sip),
-            ProbeConfig::Imap(c) => c.build(path, issues).map(ProbeSpec::Imap),
-            ProbeConfig::Smtp(c) => c.build(path, issues).map(ProbeSpec::Smtp),
-            ProbeConfig::Icmp(c) => c.build(path, issues).map(ProbeSpec::Icmp),
-            ProbeConfig::Diameter(c) => c.build(path, issues).map(ProbeSpec::Diameter),
-            ProbeConfig::Gtp(c) => c.build(path, issues).map(ProbeSpec::Gtp),
-            ProbeConfig::Radius(c) => c.build(path, issues).map(ProbeSpec::Radius),
-            ProbeConfig::Push(c) => c.build(path, issues).map(ProbeSpec::Push),
+            ProbeConfig::Http(c) => c.build(path, issues).map(Box::new).map(ProbeSpec::Http),
+            ProbeConfig::Tcp(c) => c.build(path, issues).map(Box::new).map(ProbeSpec::Tcp),
+            ProbeConfig::Tls(c) => c.build(path, issues).map(Box::new).map(ProbeSpec::Tls),
+            ProbeConfig::Dns(c) => c.build(path, issues).map(Box::new).map(ProbeSpec::Dns),
+            ProbeConfig::Sip(c) => c.build(path, issues).map(Box::new).map(ProbeSpec::Sip),
+            ProbeConfig::Imap(c) => c.build(path, issues).map(Box::new).map(ProbeSpec::Imap),
+            ProbeConfig::Smtp(c) => c.build(path, issues).map(Box::new).map(ProbeSpec::Smtp),
+            ProbeConfig::Icmp(c) => c.build(path, issues).map(Box::new).map(ProbeSpec::Icmp),
+            ProbeConfig::Diameter(c) => {
+                c.build(path, issues).map(Box::new).map(ProbeSpec::Diameter)
+            }
+            ProbeConfig::Gtp(c) => c.build(path, issues).map(Box::new).map(ProbeSpec::Gtp),
+            ProbeConfig::Radius(c) => c.build(path, issues).map(Box::new).map(ProbeSpec::Radius),
+            ProbeConfig::Push(c) => c.build(path, issues).map(Box::new).map(ProbeSpec::Push),
         }
     }
 }
 
-/// A validated probe, ready to run.
+/// A validated probe, ready to run. Every variant boxed: a topology holds one per target,
+/// and an enum is as large as its largest variant.
 #[derive(Debug, Clone)]
 pub enum ProbeSpec {
     Http(Box<http::HttpSpec>),
-    Tcp(tcp::TcpSpec),
-    Tls(tls::TlsSpec),
-    Dns(dns::DnsSpec),
-    Sip(sip::SipSpec),
-    Imap(imap::ImapSpec),
-    Smtp(smtp::SmtpSpec),
-    Icmp(icmp::IcmpSpec),
-    Diameter(diameter::DiameterSpec),
-    Gtp(gtp::GtpSpec),
-    Radius(radius::RadiusSpec),
+    Tcp(Box<tcp::TcpSpec>),
+    Tls(Box<tls::TlsSpec>),
+    Dns(Box<dns::DnsSpec>),
+    Sip(Box<sip::SipSpec>),
+    Imap(Box<imap::ImapSpec>),
+    Smtp(Box<smtp::SmtpSpec>),
+    Icmp(Box<icmp::IcmpSpec>),
+    Diameter(Box<diameter::DiameterSpec>),
+    Gtp(Box<gtp::GtpSpec>),
+    Radius(Box<radius::RadiusSpec>),
     /// Results come from the field through the API; the scheduler never runs it.
-    Push(push::PushSpec),
+    Push(Box<push::PushSpec>),
 }
 
 impl ProbeSpec {
@@ -147,13 +148,13 @@ impl ProbeSpec {
             |address: &str| address[..address.rfind(':').unwrap_or(address.len())].to_string();
         let host = match self {
             ProbeSpec::Http(s) => s.url.host_str().unwrap_or_default().to_string(),
-            ProbeSpec::Tcp(tcp::TcpSpec { address, .. })
-            | ProbeSpec::Tls(tls::TlsSpec { address, .. })
-            | ProbeSpec::Imap(imap::ImapSpec { address, .. })
-            | ProbeSpec::Smtp(smtp::SmtpSpec { address, .. })
-            | ProbeSpec::Diameter(diameter::DiameterSpec { address, .. })
-            | ProbeSpec::Gtp(gtp::GtpSpec { address, .. })
-            | ProbeSpec::Radius(radius::RadiusSpec { address, .. }) => without_port(address),
+            ProbeSpec::Tcp(s) => without_port(&s.address),
+            ProbeSpec::Tls(s) => without_port(&s.address),
+            ProbeSpec::Imap(s) => without_port(&s.address),
+            ProbeSpec::Smtp(s) => without_port(&s.address),
+            ProbeSpec::Diameter(s) => without_port(&s.address),
+            ProbeSpec::Gtp(s) => without_port(&s.address),
+            ProbeSpec::Radius(s) => without_port(&s.address),
             ProbeSpec::Dns(s) => s.server.ip().to_string(),
             ProbeSpec::Icmp(s) => s.host.clone(),
             ProbeSpec::Sip(s) => s.host.clone(),
@@ -185,7 +186,7 @@ impl ProbeSpec {
     /// The push probe's settings, for a target whose results are pushed to it.
     pub fn pushed(&self) -> Option<&PushSpec> {
         match self {
-            ProbeSpec::Push(s) => Some(s),
+            ProbeSpec::Push(s) => Some(s.as_ref()),
             _ => None,
         }
     }

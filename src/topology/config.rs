@@ -2,7 +2,10 @@
 //! `[[maintenances]]` and the per-target `[defaults]`, and the step that builds them into a
 //! [`Topology`] (effective settings applied, references resolved, every problem recorded).
 
+use std::borrow::{Borrow, Cow};
 use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -149,21 +152,49 @@ pub struct TargetConfig {
     /// Groups or targets (by id) whose outage this target's failure is part of.
     #[serde(default)]
     pub depends_on: Vec<String>,
-    pub probe: ProbeConfig,
+    /// Boxed, most of a target's size: it goes with its target as the topology is built,
+    /// where the list's own memory goes back only a quarter at a time.
+    pub probe: Box<ProbeConfig>,
 }
 
-/// The tables [`build`] reads.
+/// The tables [`build`] reads; the targets it takes, a large list that it gives back as
+/// it builds them.
 pub struct Tables<'a> {
     pub defaults: &'a DefaultsConfig,
     pub services: &'a [ServiceConfig],
     pub groups: &'a [GroupConfig],
-    pub targets: &'a [TargetConfig],
+    pub targets: Vec<TargetConfig>,
     pub maintenances: &'a [MaintenanceConfig],
+}
+
+/// Where a built group or target is written: `groups[2]`, `targets[7]` (an implicit group
+/// at its target). An index rather than the path: there is one per target.
+#[derive(Debug, Clone, Copy)]
+enum Written {
+    Group(usize),
+    Target(usize),
+}
+
+impl fmt::Display for Written {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Written::Group(i) => write!(f, "groups[{i}]"),
+            Written::Target(i) => write!(f, "targets[{i}]"),
+        }
+    }
+}
+
+/// A `depends_on` as written, of the built group or target `node`; only those that list
+/// something are kept (most targets list nothing).
+struct DependsOn<'a> {
+    node: Dependency,
+    at: Written,
+    ids: Cow<'a, [String]>,
 }
 
 /// Builds the topology, recording every problem under its key path. The result is only
 /// used when no problem was recorded.
-pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
+pub fn build(file: Tables<'_>, issues: &mut Issues) -> Topology {
     check_defaults(file.defaults, issues);
     let mut topo = Topology {
         quorum: file.defaults.quorum,
@@ -171,7 +202,7 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
     };
     let mut service_ids = HashMap::new();
     for (i, s) in file.services.iter().enumerate() {
-        unique(&mut service_ids, &s.id, format!("services[{i}]"), issues);
+        unique(&mut service_ids, s.id.as_str(), "services", i, issues);
         if s.subscribers == Some(0) {
             issues.push(format!("services[{i}].subscribers"), "must be at least 1");
         }
@@ -185,11 +216,9 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
     }
 
     let mut group_ids = HashMap::new();
-    // Where each built group and target is configured, and what it lists in `depends_on`.
-    let mut group_sources: Vec<(String, &[String])> = Vec::new();
-    let mut target_sources: Vec<(String, &[String])> = Vec::new();
+    let mut depends_on: Vec<DependsOn<'_>> = Vec::new();
     for (i, g) in file.groups.iter().enumerate() {
-        unique(&mut group_ids, &g.id, format!("groups[{i}]"), issues);
+        unique(&mut group_ids, g.id.as_str(), "groups", i, issues);
         if g.subscribers == 0 {
             issues.push(format!("groups[{i}].subscribers"), "must be at least 1");
         }
@@ -200,6 +229,13 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
             );
             continue;
         };
+        if !g.depends_on.is_empty() {
+            depends_on.push(DependsOn {
+                node: Dependency::Group(topo.groups.len()),
+                at: Written::Group(i),
+                ids: Cow::Borrowed(&g.depends_on),
+            });
+        }
         topo.groups.push(Group {
             id: g.id.clone(),
             service,
@@ -210,7 +246,6 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
             targets: Vec::new(),
             depends_on: Vec::new(),
         });
-        group_sources.push((format!("groups[{i}]"), &g.depends_on));
     }
 
     // Only groups declared under `[[groups]]` can be listed in `targets[].groups`; the
@@ -228,10 +263,11 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
     topo.groups
         .reserve_exact(file.targets.iter().filter(|t| t.service.is_some()).count());
     let d = file.defaults;
-    let mut target_ids = HashMap::new();
-    for (i, t) in file.targets.iter().enumerate() {
+    // Owned ids: each target goes once it is built, the topology taking its strings.
+    let mut target_ids: HashMap<String, usize> = HashMap::with_capacity(file.targets.len());
+    for (i, t) in give_back(file.targets).enumerate() {
         let path = format!("targets[{i}]");
-        unique(&mut target_ids, &t.id, path.clone(), issues);
+        unique(&mut target_ids, t.id.clone(), "targets", i, issues);
         let interval = t.interval.unwrap_or(d.interval);
         let timeout = t.timeout.unwrap_or(d.timeout);
         let failure_threshold = t.failure_threshold.unwrap_or(d.failure_threshold);
@@ -305,10 +341,13 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
                     format!("unknown service `{sid}`"),
                 ),
                 Some(service) => {
-                    if let Some(first) = group_ids.get(t.id.as_str()) {
+                    if let Some(&first) = group_ids.get(t.id.as_str()) {
                         issues.push(
                             format!("{path}.id"),
-                            format!("its implicit group clashes with the group at {first}"),
+                            format!(
+                                "its implicit group clashes with the group at {}",
+                                Written::Group(first)
+                            ),
                         );
                     }
                     if t.subscribers == Some(0) {
@@ -317,25 +356,24 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
                     topo.groups.push(Group {
                         id: t.id.clone(),
                         service,
-                        platform: t.platform.clone(),
-                        region: t.region.clone(),
+                        platform: t.platform,
+                        region: t.region,
                         subscribers: t.subscribers.unwrap_or(1),
                         mode: GroupMode::Any,
                         targets: Vec::new(),
                         depends_on: Vec::new(),
                     });
-                    group_sources.push((path.clone(), &[]));
                     groups.push(topo.groups.len() - 1);
                 }
             },
         }
-        let vantages = t.vantages.clone().unwrap_or_default();
         if t.vantages.as_ref().is_some_and(Vec::is_empty) {
             issues.push(
                 format!("{path}.vantages"),
                 "must name at least one vantage (leave it out for every vantage)",
             );
         }
+        let vantages = t.vantages.unwrap_or_default();
         for (j, v) in vantages.iter().enumerate() {
             if v.is_empty() {
                 issues.push(format!("{path}.vantages[{j}]"), "must not be empty");
@@ -348,7 +386,7 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
         }
         let labels = labels(&topo, &groups);
         topo.targets.push(Target {
-            id: t.id.clone(),
+            id: t.id,
             groups,
             interval,
             timeout,
@@ -360,16 +398,17 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
             vantages,
             depends_on: Vec::new(),
         });
-        target_sources.push((path, &t.depends_on));
+        if !t.depends_on.is_empty() {
+            depends_on.push(DependsOn {
+                node: Dependency::Target(index),
+                at: Written::Target(i),
+                ids: Cow::Owned(t.depends_on),
+            });
+        }
     }
-    resolve_dependencies(
-        &mut topo,
-        &group_sources,
-        &target_sources,
-        &group_ids,
-        &target_ids,
-        issues,
-    );
+    resolve_dependencies(&mut topo, &depends_on, &group_ids, &target_ids, issues);
+    // An entry a target: gone before the topology's own index of ids is built.
+    drop(target_ids);
 
     for (gi, g) in topo.groups.iter().enumerate() {
         topo.services[g.service].groups.push(gi);
@@ -429,14 +468,13 @@ pub fn build(file: &Tables<'_>, issues: &mut Issues) -> Topology {
 /// and cycles, each under its key path.
 fn resolve_dependencies(
     topo: &mut Topology,
-    group_sources: &[(String, &[String])],
-    target_sources: &[(String, &[String])],
-    group_ids: &HashMap<&str, String>,
-    target_ids: &HashMap<&str, String>,
+    depends_on: &[DependsOn<'_>],
+    group_ids: &HashMap<&str, usize>,
+    target_ids: &HashMap<String, usize>,
     issues: &mut Issues,
 ) {
     let resolve =
-        |topo: &Topology, own: Dependency, path: &str, ids: &[String], issues: &mut Issues| {
+        |topo: &Topology, own: Dependency, path: Written, ids: &[String], issues: &mut Issues| {
             let mut out = Vec::new();
             for (j, id) in ids.iter().enumerate() {
                 let at = format!("{path}.depends_on[{j}]");
@@ -476,13 +514,12 @@ fn resolve_dependencies(
             }
             out
         };
-    for (g, (path, ids)) in group_sources.iter().enumerate() {
-        let deps = resolve(topo, Dependency::Group(g), path, ids, issues);
-        topo.groups[g].depends_on = deps;
-    }
-    for (t, (path, ids)) in target_sources.iter().enumerate() {
-        let deps = resolve(topo, Dependency::Target(t), path, ids, issues);
-        topo.targets[t].depends_on = deps;
+    for d in depends_on {
+        let deps = resolve(topo, d.node, d.at, &d.ids, issues);
+        match d.node {
+            Dependency::Group(g) => topo.groups[g].depends_on = deps,
+            Dependency::Target(t) => topo.targets[t].depends_on = deps,
+        }
     }
     for mut cycle in dependency_cycles(topo) {
         // Reported where it is written: at a node whose `depends_on` holds its next one (a
@@ -496,10 +533,11 @@ fn resolve_dependencies(
         };
         let first = (0..cycle.len()).find(|&i| listed(i)).unwrap_or(0);
         cycle.rotate_left(first);
-        let path = match cycle[0] {
-            Dependency::Group(g) => &group_sources[g].0,
-            Dependency::Target(t) => &target_sources[t].0,
-        };
+        let path = depends_on
+            .iter()
+            .find(|d| d.node == cycle[0])
+            .map(|d| d.at)
+            .expect("a cycle starts at a node whose depends_on lists the next");
         let names: Vec<String> = cycle
             .iter()
             .chain(cycle.first())
@@ -628,18 +666,41 @@ fn check_timing(path: &str, timing: &Timing, own: impl Fn(&str) -> bool, issues:
     }
 }
 
-/// Records `id` under `path`, reporting a duplicate.
-fn unique<'a>(seen: &mut HashMap<&'a str, String>, id: &'a str, path: String, issues: &mut Issues) {
-    if id.trim().is_empty() {
-        issues.push(format!("{path}.id"), "must not be empty");
-    } else if let Some(first) = seen.get(id) {
+/// Records `id`, at index `i` of `table` (`targets`), reporting a duplicate.
+fn unique<K: Borrow<str> + Eq + Hash>(
+    seen: &mut HashMap<K, usize>,
+    id: K,
+    table: &str,
+    i: usize,
+    issues: &mut Issues,
+) {
+    let text = id.borrow();
+    if text.trim().is_empty() {
+        issues.push(format!("{table}[{i}].id"), "must not be empty");
+    } else if let Some(first) = seen.get(text) {
         issues.push(
-            format!("{path}.id"),
-            format!("duplicate id `{id}` (first at {first})"),
+            format!("{table}[{i}].id"),
+            format!("duplicate id `{text}` (first at {table}[{first}])"),
         );
     } else {
-        seen.insert(id, path);
+        seen.insert(id, i);
     }
+}
+
+/// `items` in order, the list's memory given back as it empties: taken from the back of
+/// the list reversed, which moves to a list of its size each time it is down to three
+/// quarters (a new list: `shrink_to_fit` may keep a block shrunk by less than half).
+fn give_back<T>(mut items: Vec<T>) -> impl Iterator<Item = T> {
+    items.reverse();
+    std::iter::from_fn(move || {
+        let item = items.pop()?;
+        if items.len() < items.capacity() / 4 * 3 {
+            let mut fitted = Vec::with_capacity(items.len());
+            fitted.append(&mut items);
+            items = fitted;
+        }
+        Some(item)
+    })
 }
 
 fn labels(topo: &Topology, groups: &[usize]) -> TargetLabels {

@@ -153,8 +153,8 @@ struct IdMaps {
 }
 
 /// The first position of each id, as a scan finds it.
-fn positions<'a>(ids: impl Iterator<Item = &'a String>) -> HashMap<String, usize> {
-    let mut map = HashMap::new();
+fn positions<'a>(ids: impl ExactSizeIterator<Item = &'a String>) -> HashMap<String, usize> {
+    let mut map = HashMap::with_capacity(ids.len());
     for (i, id) in ids.enumerate() {
         map.entry(id.clone()).or_insert(i);
     }
