@@ -1051,7 +1051,14 @@ mod tests {
                 piece.len()
             );
         }
-        assert_eq!(pieces.concat(), metrics.render());
+        // The same text as whole, but for the process' own figures, which move.
+        let steady = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| !l.contains("process_"))
+                .map(str::to_string)
+                .collect()
+        };
+        assert!(steady(&pieces.concat()) == steady(&metrics.render()));
     }
 
     #[test]

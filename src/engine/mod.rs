@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::alert::ReceiverSpec;
@@ -57,6 +58,13 @@ const FINAL_FLUSH: Duration = Duration::from_secs(10);
 
 /// Most reports taken from the queue in one go.
 const REPORT_BATCH: usize = 256;
+
+/// Least time between two snapshots renewed for reports. In a storm batches come by the
+/// hundred a second and a snapshot walks every target and open incident: renewed for each,
+/// they kept the runtime threads from starting probes on time. A transition after a quiet
+/// spell, and an incident opening or resolving, are published at once; alerts never wait
+/// for this (they go out as incidents settle).
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// Messages other than probe reports.
 pub(crate) enum Control {
@@ -216,6 +224,9 @@ impl Engine {
         let mut tick = tokio::time::interval(TICK);
         let mut batch = Vec::with_capacity(REPORT_BATCH);
         let mut reports_open = true;
+        let mut published = Instant::now();
+        // When the snapshot, stale since a batch, is to be renewed.
+        let mut publish_due: Option<Instant> = None;
         loop {
             tokio::select! {
                 // A new configuration goes first: reports of its targets may follow it. The
@@ -244,14 +255,19 @@ impl Engine {
                         self.enqueue(due, now);
                     }
                     self.publish(now);
+                    (published, publish_due) = (Instant::now(), None);
+                }
+                _ = tokio::time::sleep_until(publish_due.unwrap_or(published)), if publish_due.is_some() => {
+                    self.publish(self.clock.now());
+                    (published, publish_due) = (Instant::now(), None);
                 }
                 received = reports.recv_many(&mut batch, REPORT_BATCH), if reports_open => {
                     if received == 0 {
                         reports_open = false; // every scheduler is gone: shutting down
                         continue;
                     }
-                    // One snapshot per batch, not per transition: when ten thousand targets
-                    // go down together, the HTTP side sees tens of snapshots, not 10 000.
+                    // At most one snapshot per batch, and per PUBLISH_EVERY: when ten
+                    // thousand targets go down together, the HTTP side sees tens, not 10 000.
                     let mut changed = false;
                     for report in batch.drain(..) {
                         changed |= self.on_report(report);
@@ -261,8 +277,14 @@ impl Engine {
                         // The quorum and the incidents once per batch (of the targets whose
                         // votes or states changed), not once per transition.
                         self.recount(now);
-                        self.settle(now);
-                        self.publish(now);
+                        let news = self.settle(now);
+                        let due = published + PUBLISH_EVERY;
+                        if news || Instant::now() >= due {
+                            self.publish(now);
+                            (published, publish_due) = (Instant::now(), None);
+                        } else {
+                            publish_due.get_or_insert(due);
+                        }
                     }
                 }
             }
@@ -393,10 +415,16 @@ impl Engine {
         self.publish(now);
     }
 
-    /// Evaluates incidents after the targets' changes of a batch, and acts on what changed.
-    fn settle(&mut self, now: Timestamp) {
+    /// Evaluates incidents after the targets' changes of a batch, and acts on what changed;
+    /// true when an incident opened or resolved (the snapshot should say so at once).
+    fn settle(&mut self, now: Timestamp) -> bool {
         let changes = self.core.settle(now);
+        let news = changes
+            .events
+            .iter()
+            .any(|(kind, _)| matches!(kind, EventKind::Opened | EventKind::Resolved));
         self.apply(changes, now);
+        news
     }
 
     /// Takes one probe run; true when a target changed state (the snapshot is stale).
