@@ -114,6 +114,9 @@ pub(crate) struct Engine {
     /// `Some` in a cluster: this instance's vantage and leadership.
     cluster: Option<Clustered>,
     metrics: Arc<Metrics>,
+    /// When the snapshot was last renewed, and when it is due again, stale since a batch.
+    published: Instant,
+    publish_due: Option<Instant>,
     target_metrics: Vec<Arc<TargetMetrics>>,
     /// User-minutes already added to the counter, per (incident, service).
     counted_minutes: HashMap<(String, String), f64>,
@@ -188,6 +191,8 @@ impl Engine {
             clock,
             snapshot: tx,
             metrics,
+            published: Instant::now(),
+            publish_due: None,
         };
         engine.label_targets(None);
         (engine, rx)
@@ -224,9 +229,6 @@ impl Engine {
         let mut tick = tokio::time::interval(TICK);
         let mut batch = Vec::with_capacity(REPORT_BATCH);
         let mut reports_open = true;
-        let mut published = Instant::now();
-        // When the snapshot, stale since a batch, is to be renewed.
-        let mut publish_due: Option<Instant> = None;
         loop {
             tokio::select! {
                 // A new configuration goes first: reports of its targets may follow it. The
@@ -255,11 +257,9 @@ impl Engine {
                         self.enqueue(due, now);
                     }
                     self.publish(now);
-                    (published, publish_due) = (Instant::now(), None);
                 }
-                _ = tokio::time::sleep_until(publish_due.unwrap_or(published)), if publish_due.is_some() => {
+                _ = tokio::time::sleep_until(self.publish_due.unwrap_or(self.published)), if self.publish_due.is_some() => {
                     self.publish(self.clock.now());
-                    (published, publish_due) = (Instant::now(), None);
                 }
                 received = reports.recv_many(&mut batch, REPORT_BATCH), if reports_open => {
                     if received == 0 {
@@ -278,12 +278,11 @@ impl Engine {
                         // votes or states changed), not once per transition.
                         self.recount(now);
                         let news = self.settle(now);
-                        let due = published + PUBLISH_EVERY;
+                        let due = self.published + PUBLISH_EVERY;
                         if news || Instant::now() >= due {
                             self.publish(now);
-                            (published, publish_due) = (Instant::now(), None);
                         } else {
-                            publish_due.get_or_insert(due);
+                            self.publish_due.get_or_insert(due);
                         }
                     }
                 }
@@ -601,6 +600,7 @@ impl Engine {
     }
 
     fn publish(&mut self, now: Timestamp) {
+        (self.published, self.publish_due) = (Instant::now(), None);
         let topo = Arc::clone(self.core.topology());
         let groups = self.core.groups();
         // Service and incident series come from the leader only.

@@ -401,21 +401,9 @@ async fn metrics(
     headers: HeaderMap,
 ) -> Response {
     let metrics = Arc::clone(&state.metrics);
-    let gzip = compress::accepts_gzip(&headers);
-    let body = compress::streamed(gzip, move |sink| metrics.render_to(sink));
-    let mut response = ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response();
-    if gzip {
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_ENCODING,
-            header::HeaderValue::from_static("gzip"),
-        );
-        headers.insert(
-            header::VARY,
-            header::HeaderValue::from_static("accept-encoding"),
-        );
-    }
-    response
+    compress::streamed(&headers, prometheus::TEXT_FORMAT, move |sink| {
+        metrics.render_to(sink)
+    })
 }
 
 /// Ready once the store is open and the schedulers run, while the store keeps what it is

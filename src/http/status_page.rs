@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -361,43 +360,24 @@ pub async fn index(State(state): State<AppState>) -> Response {
         .await
         .unwrap_or_default();
     let uptimes = api::uptimes(&state).await.unwrap_or_default();
-    let data = PageData {
-        snap,
-        site,
-        now,
-        past,
-        windows,
-        histories,
-        uptimes,
-    };
     // Thousands of services make megabytes of markup: the runtime threads start the probes.
-    match tokio::task::spawn_blocking(move || render_index(data)).await {
+    let render = move || render_index(&snap, &site, now, &past, &windows, &histories, &uptimes);
+    match tokio::task::spawn_blocking(render).await {
         Ok(page) => Html(page).into_response(),
         Err(_) => ApiError::unavailable("shutting down").into_response(),
     }
 }
 
-/// What the page shows, read from the snapshot and the store.
-struct PageData {
-    snap: Arc<Snapshot>,
-    site: Arc<SiteSpec>,
+/// The page, from what was read of the snapshot and the store.
+fn render_index(
+    snap: &Snapshot,
+    site: &SiteSpec,
     now: Timestamp,
-    past: Vec<Incident>,
-    windows: Vec<MaintenanceWindow>,
-    histories: Vec<ServiceHistory>,
-    uptimes: HashMap<String, Uptime>,
-}
-
-fn render_index(data: PageData) -> String {
-    let PageData {
-        snap,
-        site,
-        now,
-        past,
-        windows,
-        histories,
-        uptimes,
-    } = data;
+    past: &[Incident],
+    windows: &[MaintenanceWindow],
+    histories: &[ServiceHistory],
+    uptimes: &HashMap<String, Uptime>,
+) -> String {
     let (title, page) = (&site.server.page_title, &site.page);
     let mut out = String::with_capacity(16 * 1024);
     head(&mut out, title, true);
