@@ -20,8 +20,8 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// And no transparent huge pages: where the kernel backs the heap with 2 MiB pages (THP
 /// `always`, the default of many distributions), memory freed inside one stays resident until
 /// the whole 2 MiB is free, so the bursts of an outage storm (page and API renders, incident
-/// bodies) left the daemon 10–30 MiB above its steady size for good (benches/storm.sh at
-/// 1 000 targets: steady peak 33 MiB without, 51–69 MiB with).
+/// bodies) left the daemon 5–40 % above its steady size for good (benches/storm.sh at
+/// 10 000 targets: back within 5 % of steady in a second without, 5–23 % above it with).
 #[allow(unsafe_code)]
 fn keep_resident_memory_low() {
     // SAFETY: setting an option has no preconditions; mimalloc reads it on every purge and
