@@ -6,11 +6,9 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `mi_option_purge_delay` and `mi_option_allow_thp` in the `mi_option_e` enum of the
-/// mimalloc v3 header vendored by libmimalloc-sys 0.1.49 (pinned with `=` in Cargo.toml; the
-/// crate exports no constants).
+/// `mi_option_purge_delay` in the `mi_option_e` enum of the mimalloc v3 header vendored by
+/// libmimalloc-sys 0.1.49 (pinned with `=` in Cargo.toml; the crate exports no constant).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 
 /// Freed memory goes back to the system at once rather than after a delay (1 s by default)
 /// that only runs out on a later allocation by the same thread: threads that go quiet (the main thread
@@ -24,15 +22,12 @@ const MI_OPTION_ALLOW_THP: libmimalloc_sys::mi_option_t = 43;
 /// 10 000 targets: back within 5 % of steady in a second without, 5–23 % above it with).
 #[allow(unsafe_code)]
 fn keep_resident_memory_low() {
-    // SAFETY: setting an option has no preconditions; mimalloc reads it on every purge and
-    // every new mapping.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
-        libmimalloc_sys::mi_option_set(MI_OPTION_ALLOW_THP, 0);
-    }
-    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and touches no memory of ours;
-    // it applies to the mappings made before this call too. A kernel without it leaves THP
-    // as it is, which costs memory, not correctness.
+    // SAFETY: setting an option has no preconditions; mimalloc reads it on every purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and touches no memory of ours.
+    // It applies to the mappings made before this call too, and overrides the
+    // MADV_HUGEPAGE mimalloc asks for on its arenas. A kernel without it leaves THP as it
+    // is, which costs memory, not correctness.
     unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
 }
 

@@ -1,6 +1,6 @@
 //! The real binary: reload on SIGHUP (a bad file keeps the old config probing), graceful
 //! exit on SIGTERM, `kill -9` and restart without a second `incident.opened`, the same on
-//! a PostgreSQL store, and `/metrics` linted by `promtool check metrics`.
+//! a PostgreSQL store, `/metrics` linted by `promtool check metrics`, and transparent huge pages off.
 
 mod common;
 
@@ -414,4 +414,22 @@ fn version_is_printed() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("tocsin {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+/// Transparent huge pages are off for the daemon's process: with them, memory freed after an
+/// outage storm's bursts stays resident inside 2 MiB pages (docs/performance.md, "Outage
+/// storms").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_without_transparent_huge_pages() {
+    let dir = temp_dir();
+    let target = Target::start().await;
+    let path = dir.path().join("tocsin.toml");
+    std::fs::write(&path, config(dir.path(), &[("ok", target.url())], None)).unwrap();
+    let daemon = Process::start(&path);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.child.id())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .expect("/proc/PID/status has THP_enabled (Linux 5.0 and later)");
+    assert_eq!(thp.trim(), "0", "{status}");
 }
